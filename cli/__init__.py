@@ -1,0 +1,1 @@
+"""The `fedtype` console script: one subcommand a module."""

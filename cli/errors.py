@@ -1,0 +1,20 @@
+"""Errors the CLI turns into a one-line message instead of a traceback."""
+
+from __future__ import annotations
+
+from corpora.messages import CorpusError
+from models.checkpoint import CheckpointError
+from models.rundir import RunDirError
+
+
+class UsageError(ValueError):
+    """A command was given settings that cannot work; the message says which."""
+
+
+# Every error class whose message is written for a user. Packages add theirs here.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    CorpusError,
+    CheckpointError,
+    RunDirError,
+    UsageError,
+)

@@ -1,0 +1,1 @@
+"""Real per-user typing histories: loading, validation, splits and the tokenizer."""

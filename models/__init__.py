@@ -1,0 +1,1 @@
+"""The next-word model, its training loop, suggestions, metrics and checkpoints."""

@@ -1,0 +1,116 @@
+"""Checkpoints: safetensors weights with the model config and vocabulary fingerprint.
+
+A checkpoint is one `.safetensors` file whose metadata carries the `ModelConfig` as
+JSON and the fingerprint of the tokenizer it was trained with; `tokenizer.json`
+lies beside it in the run directory. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from models.config import ModelConfig
+from models.model import NextWordModel
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message names the file and the reason."""
+
+
+def atomic_path(path: Path) -> Path:
+    """A temporary sibling of `path` to write and then rename over it."""
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    config: ModelConfig,
+    *,
+    vocab_fingerprint: str,
+    extra: dict[str, str] | None = None,
+) -> None:
+    """Write `model`'s weights atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "model_config": json.dumps(asdict(config)),
+        "vocab_fingerprint": vocab_fingerprint,
+        **(extra or {}),
+    }
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    temporary = atomic_path(path)
+    save_file(tensors, str(temporary), metadata=metadata)
+    os.replace(temporary, path)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a checkpoint file, with a clear error for a bad file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except (SafetensorsError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({error})"
+        ) from None
+
+
+def load_checkpoint(
+    path: str | Path, *, vocab_fingerprint: str | None = None
+) -> tuple[NextWordModel, ModelConfig, dict[str, str]]:
+    """A model rebuilt from a checkpoint; checks shapes and vocabulary.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, of other shapes, or was
+            trained with another vocabulary than `vocab_fingerprint`.
+    """
+    metadata = read_metadata(path)
+    try:
+        config = ModelConfig(**json.loads(metadata["model_config"]))
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path}: metadata lacks a valid model_config") from None
+    found = metadata.get("vocab_fingerprint")
+    if vocab_fingerprint is not None and found != vocab_fingerprint:
+        raise CheckpointError(
+            f"{path}: trained with another vocabulary (fingerprint {found}, "
+            f"tokenizer has {vocab_fingerprint})"
+        )
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorsError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: cannot read the weights ({error})") from None
+    model = NextWordModel(config)
+    load_weights(model, tensors, source=str(path))
+    return model, config, metadata
+
+
+def load_weights(
+    model: nn.Module, tensors: dict[str, torch.Tensor], *, source: str
+) -> None:
+    """Copy `tensors` into `model`, naming any missing, extra or misshapen tensor."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"{source}: tensors missing {missing}, unexpected {extra}"
+        )
+    for name, tensor in tensors.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(
+                f"{source}: tensor {name} has shape {tuple(tensor.shape)}, "
+                f"the model needs {tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(tensors)

@@ -1,0 +1,40 @@
+"""Frozen configurations of the model and of one training run over token batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the next-word model (Gboard-style LSTM, Hard et al. 2018)."""
+
+    # Size of the tokenizer's vocabulary, specials and punctuation included.
+    vocab_size: int = 10_036
+    # Embedding width, shared by the input embedding and the tied output layer.
+    embed_dim: int = 96
+    # LSTM state width: 256 keeps the model near 1.36 M parameters, which trains at
+    # several thousand tokens a second on 2 CPU cores.
+    hidden_dim: int = 256
+    # Longest token sequence trained on; longer messages are cut into windows.
+    max_len: int = 32
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How one call of the shared training loop runs (a phone's or the server's)."""
+
+    # Sequences (messages) per batch.
+    batch_size: int = 16
+    # Learning rate of the optimizer below.
+    lr: float = 0.5
+    # "sgd" (phones, as in FedAvg) or "adam" (the central baseline's usual choice).
+    optimizer: str = "sgd"
+    # Passes over the data; `max_steps` stops earlier when set.
+    epochs: int = 1
+    # Upper bound on optimizer steps, or None for whole epochs.
+    max_steps: int | None = None
+    # Global gradient-norm clip; LSTMs diverge without one.
+    clip_norm: float = 1.0
+    # FedProx proximal weight mu (Li et al. 2020); 0 disables it.
+    prox_mu: float = 0.0

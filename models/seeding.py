@@ -1,0 +1,30 @@
+"""Random streams derived from `(seed, server_round, client_id, ...)`.
+
+Every random choice in fedtype draws from a stream named by the keys it belongs to,
+so any round of any run can be replayed alone and two runs with one seed agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+
+def derive_seed(seed: int, *keys: object) -> int:
+    """A 63-bit seed from a base seed and any printable keys."""
+    text = ":".join(str(k) for k in (seed, *keys))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+def numpy_rng(seed: int, *keys: object) -> np.random.Generator:
+    """A NumPy generator for the stream `(seed, *keys)`."""
+    return np.random.default_rng(derive_seed(seed, *keys))
+
+
+def torch_generator(seed: int, *keys: object) -> torch.Generator:
+    """A CPU torch generator for the stream `(seed, *keys)`."""
+    generator = torch.Generator()
+    generator.manual_seed(derive_seed(seed, *keys))
+    return generator

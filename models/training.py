@@ -1,0 +1,124 @@
+"""The one training loop, shared by phones, the single-process trainer and DDP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.batching import count_targets, make_batches
+from models.config import TrainingConfig
+
+# Called after each optimizer step with (step, loss of that step's batch).
+StepCallback = Callable[[int, float], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a call of `train_local` did."""
+
+    num_examples: int  # distinct sequences trained on
+    num_tokens: int  # targets processed, all epochs counted
+    steps: int  # optimizer steps taken
+    mean_loss: float  # mean of the step losses (nan when no step ran)
+
+
+def make_optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
+    """The optimizer `config.optimizer` names."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr)
+    raise ValueError(f"unknown optimizer {config.optimizer!r} (sgd or adam)")
+
+
+def batch_loss(model: nn.Module, batch: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Mean next-token cross-entropy over a (B, L+1) batch, padding ignored."""
+    logits, _ = model(batch[:, :-1])  # (B, L, V)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]),
+        batch[:, 1:].reshape(-1),
+        ignore_index=pad_id,
+    )
+
+
+def proximal_term(model: nn.Module, anchor: Sequence[torch.Tensor]) -> torch.Tensor:
+    """FedProx's ||w - w_global||^2 (Li et al. 2020, arXiv 1812.06127)."""
+    return sum(
+        ((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
+    )  # type: ignore[return-value]
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: torch.Tensor,
+    config: TrainingConfig,
+    *,
+    pad_id: int,
+    anchor: Sequence[torch.Tensor] | None = None,
+) -> float:
+    """One optimizer step on one batch; returns the batch's loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = batch_loss(model, batch, pad_id)
+    objective = loss
+    if anchor is not None and config.prox_mu > 0:
+        objective = loss + 0.5 * config.prox_mu * proximal_term(model, anchor)
+    objective.backward()
+    if config.clip_norm > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def train_local(
+    model: nn.Module,
+    sequences: list[list[int]],
+    config: TrainingConfig,
+    *,
+    pad_id: int,
+    rng: np.random.Generator,
+    on_step: StepCallback | None = None,
+) -> TrainResult:
+    """Train `model` in place on `sequences` for `config.epochs` (or `max_steps`).
+
+    With `config.prox_mu > 0` the starting weights are the FedProx anchor.
+    """
+    model.train()
+    optimizer = make_optimizer(model, config)
+    anchor = None
+    if config.prox_mu > 0:
+        anchor = [p.detach().clone() for p in model.parameters()]
+    steps, tokens, total = 0, 0, 0.0
+    for _ in range(config.epochs):
+        for batch in make_batches(sequences, config.batch_size, pad_id=pad_id, rng=rng):
+            if config.max_steps is not None and steps >= config.max_steps:
+                break
+            loss = train_step(
+                model, optimizer, batch, config, pad_id=pad_id, anchor=anchor
+            )
+            steps += 1
+            tokens += count_targets(batch, pad_id)
+            total += loss
+            if on_step is not None:
+                on_step(steps, loss)
+    mean = total / steps if steps else float("nan")
+    return TrainResult(len(sequences), tokens, steps, mean)
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module, sequences: list[list[int]], *, pad_id: int, batch_size: int = 64
+) -> tuple[float, int]:
+    """Token-weighted mean cross-entropy over `sequences` and the target count."""
+    model.eval()
+    total, count = 0.0, 0
+    for batch in make_batches(sequences, batch_size, pad_id=pad_id):
+        n = count_targets(batch, pad_id)
+        total += float(batch_loss(model, batch, pad_id)) * n
+        count += n
+    return (total / count if count else float("nan")), count
