@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -61,7 +61,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
             return dict(handle.metadata() or {})
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
-    except (SafetensorsError, OSError, ValueError) as error:
+    except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(
             f"{path}: not a readable safetensors file ({error})"
         ) from None
@@ -89,7 +89,7 @@ def load_checkpoint(
         )
     try:
         tensors = load_file(str(path))
-    except (SafetensorsError, OSError, ValueError) as error:
+    except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{path}: cannot read the weights ({error})") from None
     model = NextWordModel(config)
     load_weights(model, tensors, source=str(path))
