@@ -1,0 +1,41 @@
+"""The unigram baseline: always suggest the most frequent training words.
+
+A keyboard with no model at all would offer the words people type most; any learned
+model must beat it. It is written as a module with the model's interface, so the same
+`models.metrics.evaluate` measures it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from corpora.tokenizer import WordTokenizer
+
+
+class UnigramModel(nn.Module):
+    """Predicts the same distribution, the training unigram frequencies, everywhere."""
+
+    def __init__(self, log_probs: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("log_probs", log_probs)  # (V,)
+
+    @classmethod
+    def fit(cls, tokenizer: WordTokenizer, texts: list[str]) -> UnigramModel:
+        """Add-one smoothed token frequencies of `texts`, one `<eos>` a message."""
+        counts = torch.ones(tokenizer.vocab_size, dtype=torch.float64)
+        for ids in tokenizer.encode_batch(texts):
+            counts += torch.bincount(
+                torch.tensor(ids, dtype=torch.long), minlength=tokenizer.vocab_size
+            )
+        counts[tokenizer.eos_id] += len(texts)
+        counts[tokenizer.pad_id] = 0
+        counts[tokenizer.bos_id] = 0
+        return cls(torch.log(counts / counts.sum()).float())
+
+    def forward(
+        self, tokens: torch.Tensor, state: object = None
+    ) -> tuple[torch.Tensor, None]:
+        """The unigram log-probabilities at every position: (B, T, V)."""
+        batch, length = tokens.shape
+        return self.log_probs.expand(batch, length, -1), None
