@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from corpora.corpus import CorpusConfig
 from corpora.tokenizer import WordTokenizer
 from models.checkpoint import CheckpointError, atomic_path, load_checkpoint
 from models.model import NextWordModel
@@ -89,6 +90,16 @@ class RunDir:
             ) from None
         except (OSError, ValueError) as error:
             raise RunDirError(f"{self.config_path}: unreadable ({error})") from None
+
+    def corpus_config(self) -> CorpusConfig:
+        """The corpus settings the run trained and evaluated with."""
+        config = self.read_config()
+        try:
+            return CorpusConfig(**config["corpus"])
+        except (KeyError, TypeError) as error:
+            raise RunDirError(
+                f"{self.config_path}: no valid 'corpus' section ({error})"
+            ) from None
 
     def load_tokenizer(self) -> WordTokenizer:
         """The run's tokenizer."""
