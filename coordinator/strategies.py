@@ -1,0 +1,317 @@
+"""Server-side aggregation strategies: pure functions of client updates.
+
+Every strategy first forms the example-weighted mean of the client updates,
+
+    Delta = sum_i n_i * update_i / sum_i n_i,   update_i = local_i - global,
+
+and then takes one server optimizer step on the global parameters x with the
+pseudo-gradient Delta (a descent direction, so every step *adds* to x):
+
+- FedAvg (McMahan et al. 2017, arXiv 1602.05629): x + server_lr * Delta. With
+  server_lr = 1 the new model is the weighted average of the client models.
+- FedAvgM (Hsu et al. 2019, arXiv 1909.06335): m = beta * m + Delta;
+  x + server_lr * m.
+- FedAdagrad, FedAdam, FedYogi (Reddi et al. 2021, "Adaptive Federated
+  Optimization", arXiv 2003.00295, Algorithm 2):
+  m = beta1 * m + (1 - beta1) * Delta, then the second moment
+  Adagrad: v = v + Delta^2
+  Adam:    v = beta2 * v + (1 - beta2) * Delta^2
+  Yogi:    v = v - (1 - beta2) * Delta^2 * sign(v - Delta^2)
+  and x + server_lr * m / (sqrt(v) + tau). As in the paper there is no bias
+  correction; the moments start at m = 0 and v = tau^2.
+
+FedProx (Li et al. 2020) changes only the clients' objective
+(`TrainingConfig.prox_mu` in `models.training`); on the server it is FedAvg.
+
+The functions here do no I/O and keep no globals: they take parameters, results
+and a `StrategyState` and return new ones, leaving their inputs untouched.
+Tensors keep the dtype and device of the global parameters (float32 in fedtype);
+the weighted mean alone is accumulated in float64 so that it does not depend on
+rounding in the order clients report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+# Float tensors in `model.parameters()` order.
+Parameters = list[torch.Tensor]
+
+STRATEGIES: tuple[str, ...] = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
+
+# Server learning rates on the grid of Reddi et al. 2021 (powers of 10^0.5 from
+# 1e-3 to 10). Their Stack Overflow next-word results favour server_lr = 1 for
+# FedAvg and FedAvgM and about 1e-2 for FedAdam and FedYogi; FedAdagrad takes a
+# larger step because its v only grows, and 10^-1 is a conservative grid point.
+_DEFAULT_SERVER_LR: dict[str, float] = {
+    "fedavg": 1.0,
+    "fedavgm": 1.0,
+    "fedadam": 1e-2,
+    "fedyogi": 1e-2,
+    "fedadagrad": 1e-1,
+}
+
+# The buffers each strategy keeps between rounds, in the order they are stored.
+_BUFFER_NAMES: dict[str, tuple[str, ...]] = {
+    "fedavg": (),
+    "fedavgm": ("momentum",),
+    "fedadam": ("m", "v"),
+    "fedyogi": ("m", "v"),
+    "fedadagrad": ("m", "v"),
+}
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """Which server optimizer aggregates the rounds, and its settings."""
+
+    # One of STRATEGIES: fedavg | fedavgm | fedadam | fedyogi | fedadagrad.
+    name: str = "fedavg"
+    # Server step size eta; 1.0 is plain FedAvg. The adaptive strategies need far
+    # smaller steps: see `default_server_lr`.
+    server_lr: float = 1.0
+    # FedAvgM momentum beta (Hsu et al. 2019 use 0.9).
+    server_momentum: float = 0.9
+    # First-moment decay of FedAdagrad/FedAdam/FedYogi (Reddi et al. 2021: 0.9).
+    beta1: float = 0.9
+    # Second-moment decay of FedAdam/FedYogi (Reddi et al. 2021: 0.99).
+    beta2: float = 0.99
+    # Adaptivity tau: the denominator's epsilon and sqrt of v's start value.
+    tau: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.name not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.name!r} (one of {STRATEGIES})")
+        if not self.server_lr > 0:
+            raise ValueError(f"server_lr must be positive, got {self.server_lr}")
+        for field in ("server_momentum", "beta1", "beta2"):
+            value = getattr(self, field)
+            if not 0 <= value < 1:
+                raise ValueError(f"{field} must lie in [0, 1), got {value}")
+        if not self.tau > 0:
+            raise ValueError(f"tau must be positive, got {self.tau}")
+
+
+@dataclass(frozen=True, eq=False)
+class StrategyState:
+    """What a strategy carries from one aggregation to the next."""
+
+    # Aggregations applied so far.
+    server_round: int
+    # Per-parameter buffers: {} (FedAvg), {"momentum": ...} (FedAvgM) or
+    # {"m": ..., "v": ...} (adaptive), each a tuple in parameter order.
+    buffers: dict[str, tuple[torch.Tensor, ...]]
+
+
+def default_server_lr(name: str) -> float:
+    """A sensible `server_lr` for strategy `name` (see `_DEFAULT_SERVER_LR`)."""
+    if name not in _DEFAULT_SERVER_LR:
+        raise ValueError(f"unknown strategy {name!r} (one of {STRATEGIES})")
+    return _DEFAULT_SERVER_LR[name]
+
+
+def _check_like(
+    reference: Sequence[torch.Tensor], tensors: Sequence[object], what: str
+) -> None:
+    """Raise ValueError unless `tensors` match `reference` in count, shape, dtype."""
+    if len(tensors) != len(reference):
+        raise ValueError(
+            f"{what} has {len(tensors)} tensors, expected {len(reference)}"
+        )
+    for i, (t, r) in enumerate(zip(tensors, reference, strict=True)):
+        if not isinstance(t, torch.Tensor) or t.shape != r.shape:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(
+                f"{what}: tensor {i} is {shape}, expected {tuple(r.shape)}"
+            )
+        if t.dtype != r.dtype:
+            raise ValueError(f"{what}: tensor {i} is {t.dtype}, expected {r.dtype}")
+
+
+@torch.no_grad()
+def weighted_average(
+    updates: Sequence[Parameters], num_examples: Sequence[int]
+) -> Parameters:
+    """The example-weighted mean of `updates`, one new tensor per parameter.
+
+    Raises:
+        ValueError: no updates, a count that is not positive, or tensors whose
+            number or shapes differ from the first update's.
+    """
+    if not updates:
+        raise ValueError("nothing to average: no updates")
+    if len(updates) != len(num_examples):
+        raise ValueError(f"{len(updates)} updates but {len(num_examples)} counts")
+    if any(n <= 0 for n in num_examples):
+        raise ValueError(f"num_examples must be positive, got {list(num_examples)}")
+    first = updates[0]
+    for update in updates[1:]:
+        _check_like(first, update, "update")
+    accumulators = [
+        torch.zeros_like(t, dtype=torch.promote_types(t.dtype, torch.float64))
+        for t in first
+    ]
+    for update, n in zip(updates, num_examples, strict=True):
+        for accumulator, t in zip(accumulators, update, strict=True):
+            accumulator.add_(t, alpha=n)
+    total = sum(num_examples)
+    return [a.div_(total).to(t.dtype) for a, t in zip(accumulators, first, strict=True)]
+
+
+@torch.no_grad()
+def initial_state(config: StrategyConfig, parameters: Parameters) -> StrategyState:
+    """The state before the first round: m = 0 and v = tau^2 (Reddi et al. 2021)."""
+    names = _BUFFER_NAMES[config.name]
+    buffers: dict[str, tuple[torch.Tensor, ...]] = {}
+    for name in names:
+        if name == "v":
+            buffers[name] = tuple(torch.full_like(p, config.tau**2) for p in parameters)
+        else:
+            buffers[name] = tuple(torch.zeros_like(p) for p in parameters)
+    return StrategyState(server_round=0, buffers=buffers)
+
+
+# A server step: (config, parameters, Delta, buffers) -> (parameters, buffers).
+_Buffers = dict[str, tuple[torch.Tensor, ...]]
+_Step = Callable[
+    [StrategyConfig, Parameters, Parameters, _Buffers], tuple[Parameters, _Buffers]
+]
+
+
+def _fedavg_step(
+    config: StrategyConfig, parameters: Parameters, delta: Parameters, buffers: _Buffers
+) -> tuple[Parameters, _Buffers]:
+    lr = config.server_lr
+    pairs = zip(parameters, delta, strict=True)
+    return [torch.add(x, d, alpha=lr) for x, d in pairs], {}
+
+
+def _fedavgm_step(
+    config: StrategyConfig, parameters: Parameters, delta: Parameters, buffers: _Buffers
+) -> tuple[Parameters, _Buffers]:
+    beta, lr = config.server_momentum, config.server_lr
+    pairs = zip(delta, buffers["momentum"], strict=True)
+    momentum = [torch.add(d, m, alpha=beta) for d, m in pairs]
+    pairs = zip(parameters, momentum, strict=True)
+    new = [torch.add(x, m, alpha=lr) for x, m in pairs]
+    return new, {"momentum": tuple(momentum)}
+
+
+def _second_moment(
+    name: str, v: torch.Tensor, delta: torch.Tensor, beta2: float
+) -> torch.Tensor:
+    """The new v of FedAdagrad, FedAdam or FedYogi (a new tensor)."""
+    if name == "fedadagrad":
+        return v.addcmul(delta, delta)
+    if name == "fedadam":
+        return v.mul(beta2).addcmul_(delta, delta, value=1 - beta2)
+    squared = delta * delta
+    return v.addcmul(squared, torch.sign(v - squared), value=-(1 - beta2))
+
+
+def _adaptive_step(
+    config: StrategyConfig, parameters: Parameters, delta: Parameters, buffers: _Buffers
+) -> tuple[Parameters, _Buffers]:
+    b1, lr, tau = config.beta1, config.server_lr, config.tau
+    m_new: Parameters = []
+    v_new: Parameters = []
+    new: Parameters = []
+    for x, d, m, v in zip(parameters, delta, buffers["m"], buffers["v"], strict=True):
+        m_new.append(m.mul(b1).add_(d, alpha=1 - b1))
+        v_new.append(_second_moment(config.name, v, d, config.beta2))
+        new.append(x.addcdiv(m_new[-1], v_new[-1].sqrt().add_(tau), value=lr))
+    return new, {"m": tuple(m_new), "v": tuple(v_new)}
+
+
+_STEPS: dict[str, _Step] = {
+    "fedavg": _fedavg_step,
+    "fedavgm": _fedavgm_step,
+    "fedadam": _adaptive_step,
+    "fedyogi": _adaptive_step,
+    "fedadagrad": _adaptive_step,
+}
+
+
+def _check_state(
+    config: StrategyConfig, parameters: Parameters, state: StrategyState
+) -> None:
+    expected = _BUFFER_NAMES[config.name]
+    if sorted(state.buffers) != sorted(expected):
+        raise ValueError(
+            f"state holds buffers {sorted(state.buffers)} but {config.name} "
+            f"needs {sorted(expected)}"
+        )
+    for name in expected:
+        _check_like(parameters, state.buffers[name], f"buffer {name!r}")
+
+
+@torch.no_grad()
+def aggregate(
+    config: StrategyConfig,
+    parameters: Parameters,
+    results: Sequence[tuple[Parameters, int]],
+    state: StrategyState,
+) -> tuple[Parameters, StrategyState]:
+    """One server step: new global parameters and state from the round's results.
+
+    Args:
+        config: the strategy and its settings.
+        parameters: the global parameters the clients started from.
+        results: one `(update, num_examples)` per client, where
+            update = local weights - `parameters`.
+        state: the strategy's state after the previous round.
+
+    Returns:
+        New parameters and a new state with `server_round` one higher; neither
+        shares storage with the inputs, which are left unchanged.
+
+    Raises:
+        ValueError: no results, a count that is not positive, tensors that do
+            not match `parameters`, or a state made for another strategy.
+    """
+    if not results:
+        raise ValueError("nothing to aggregate: no results")
+    _check_like(parameters, results[0][0], "update")
+    _check_state(config, parameters, state)
+    delta = weighted_average([u for u, _ in results], [n for _, n in results])
+    new_parameters, buffers = _STEPS[config.name](
+        config, list(parameters), delta, state.buffers
+    )
+    return new_parameters, StrategyState(state.server_round + 1, buffers)
+
+
+def state_to_tensors(state: StrategyState) -> dict[str, torch.Tensor]:
+    """The buffers as flat, contiguous copies named "<buffer>.<index>" ("m.3")."""
+    return {
+        f"{name}.{i}": t.detach().contiguous().clone()
+        for name, tensors in state.buffers.items()
+        for i, t in enumerate(tensors)
+    }
+
+
+def state_from_tensors(
+    tensors: dict[str, torch.Tensor], server_round: int
+) -> StrategyState:
+    """The state `state_to_tensors` flattened, with copies of `tensors`.
+
+    Raises:
+        ValueError: a name not of the form "<buffer>.<index>", indices of a
+            buffer that are not 0..n-1, or a negative `server_round`.
+    """
+    if server_round < 0:
+        raise ValueError(f"server_round must be >= 0, got {server_round}")
+    indexed: dict[str, dict[int, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        name, _, index = key.rpartition(".")
+        if not name or not index.isdigit():
+            raise ValueError(f"state tensor name {key!r} is not '<buffer>.<index>'")
+        indexed.setdefault(name, {})[int(index)] = tensor
+    buffers: dict[str, tuple[torch.Tensor, ...]] = {}
+    for name, by_index in indexed.items():
+        if sorted(by_index) != list(range(len(by_index))):
+            raise ValueError(f"buffer {name!r} has indices {sorted(by_index)}")
+        buffers[name] = tuple(by_index[i].clone() for i in range(len(by_index)))
+    return StrategyState(server_round=server_round, buffers=buffers)
