@@ -36,16 +36,21 @@ def _timestamp(value: object, *, path: str, line: int, position: int) -> float:
     if isinstance(value, str):
         try:
             return parse_timestamp(value)
-        except ValueError:
+        # Years near 1 or 9999 overflow the conversion to epoch seconds.
+        except (ValueError, OverflowError, OSError):
             raise CorpusError(
-                f"{value[:40]!r} is not an ISO-8601 date",
+                f"{value[:40]!r} is not an ISO-8601 date in range",
                 path=path,
                 line=line,
                 field="timestamp",
             ) from None
-    if not math.isfinite(value):
+    try:
+        seconds = float(value)
+    except OverflowError:  # a JSON integer of hundreds of digits
+        seconds = math.inf
+    if not math.isfinite(seconds):
         raise CorpusError("must be finite", path=path, line=line, field="timestamp")
-    return float(value)
+    return seconds
 
 
 def _string_field(record: dict, name: str, *, path: str, line: int) -> str:
@@ -59,11 +64,20 @@ def _string_field(record: dict, name: str, *, path: str, line: int) -> str:
             line=line,
             field=name,
         )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:  # JSON may escape a lone surrogate: "\ud800"
+        raise CorpusError(
+            f"holds an unpaired surrogate escape (character {error.start})",
+            path=path,
+            line=line,
+            field=name,
+        ) from None
     return value
 
 
-def parse_line(raw: bytes, *, path: str, line: int, position: int) -> Message | None:
-    """One message from one line, or None for a line whose text is empty."""
+def parse_record(raw: bytes, *, path: str, line: int) -> dict:
+    """The JSON object of one line."""
     try:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -76,8 +90,25 @@ def parse_line(raw: bytes, *, path: str, line: int, position: int) -> Message | 
         raise CorpusError(
             f"is not valid JSON ({error.msg})", path=path, line=line
         ) from None
+    # Integers past 4,300 digits raise ValueError; deep nesting RecursionError.
+    except (ValueError, RecursionError) as error:
+        reason = (
+            "nested too deeply"
+            if isinstance(error, RecursionError)
+            else "a number has too many digits"
+        )
+        raise CorpusError(
+            f"is not usable JSON ({reason})", path=path, line=line
+        ) from None
     if not isinstance(record, dict):
         raise CorpusError("must be a JSON object", path=path, line=line)
+    return record
+
+
+def message_from_record(
+    record: dict, *, path: str, line: int, position: int
+) -> Message | None:
+    """The message of one line's object, or None when its text is empty."""
     user = _string_field(record, "user", path=path, line=line)
     text = _string_field(record, "text", path=path, line=line)
     if not user.strip():
@@ -90,8 +121,18 @@ def parse_line(raw: bytes, *, path: str, line: int, position: int) -> Message | 
     return Message(user=user, text=text, timestamp=timestamp)
 
 
+def parse_line(raw: bytes, *, path: str, line: int, position: int) -> Message | None:
+    """One message from one line, or None for a line whose text is empty."""
+    record = parse_record(raw, path=path, line=line)
+    return message_from_record(record, path=path, line=line, position=position)
+
+
 def load_jsonl(path: str) -> JsonlCorpus:
-    """Read and validate a JSONL corpus; raises `CorpusError` on the first defect."""
+    """Read and validate a JSONL corpus; raises `CorpusError` on the first defect.
+
+    Either every line has a timestamp or none has: line numbers and clock times
+    cannot be ordered against each other.
+    """
     try:
         with open(path, "rb") as handle:
             lines = handle.read().split(b"\n")
@@ -99,10 +140,24 @@ def load_jsonl(path: str) -> JsonlCorpus:
         raise CorpusError(f"cannot be read ({error.strerror})", path=path) from None
     messages: list[Message] = []
     skipped = 0
+    first_timed: tuple[int, bool] | None = None  # (line, has a timestamp)
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
-        message = parse_line(raw, path=path, line=number, position=number)
+        record = parse_record(raw, path=path, line=number)
+        timed = record.get("timestamp") is not None
+        if first_timed is None:
+            first_timed = (number, timed)
+        elif timed != first_timed[1]:
+            state = "has" if timed else "lacks"
+            raise CorpusError(
+                f"{state} a timestamp but line {first_timed[0]} does not; give "
+                "every line a timestamp or none",
+                path=path,
+                line=number,
+                field="timestamp",
+            )
+        message = message_from_record(record, path=path, line=number, position=number)
         if message is None:
             skipped += 1
         else:
