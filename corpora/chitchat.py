@@ -8,7 +8,7 @@ ISO-8601 `timestamp`.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 
 from corpora.messages import CorpusError, Message
@@ -25,8 +25,15 @@ def chitchat_path() -> str:
 
 
 def parse_timestamp(value: str) -> float:
-    """Seconds since the epoch of an ISO-8601 string (a trailing Z means UTC)."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    """Seconds since the epoch of an ISO-8601 string; without a zone it is UTC.
+
+    Reading zoneless times as UTC rather than local time keeps the order of a
+    corpus, and so its splits, the same on every machine.
+    """
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def load_chitchat(path: str | None = None) -> list[Message]:
