@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from corpora.chitchat import load_chitchat
 from corpora.jsonl import load_jsonl
-from corpora.messages import Message
+from corpora.messages import CorpusError, Message
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,22 @@ class CorpusConfig:
     future_fraction: float = 0.2
     # Seeds the held-out draw.
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Out-of-range settings would otherwise split silently into nonsense.
+        checks = {
+            "max_words_per_user": (self.max_words_per_user >= 1, "at least 1"),
+            "min_words_per_user": (self.min_words_per_user >= 0, "at least 0"),
+            "heldout_fraction": (0 <= self.heldout_fraction <= 1, "in [0, 1]"),
+            "future_fraction": (0 <= self.future_fraction < 1, "in [0, 1)"),
+        }
+        for name, (valid, expected) in checks.items():
+            if not valid:
+                raise CorpusError(
+                    f"must be {expected}, not {getattr(self, name)}",
+                    path=self.source,
+                    field=name,
+                )
 
 
 @dataclass(frozen=True)
