@@ -1,0 +1,88 @@
+"""Shared fixtures: small slices of the real Chit-Chat corpus and small models.
+
+Session-scoped fixtures are built once per test run and shared by every test that
+asks for them, so tests must treat them as read-only: copy before changing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from corpora.corpus import CorpusConfig, CorpusSplits, load_messages, split_corpus
+from corpora.messages import Message
+from corpora.tokenizer import WordTokenizer
+from models.config import ModelConfig, TrainingConfig
+
+# Users in the small slice: the first ones by identifier. With the default corpus
+# settings 40 users give 30 training users, 3 held-out users and 7 dropped ones.
+SMALL_SLICE_USERS = 40
+
+
+def first_users(messages: list[Message], count: int) -> list[Message]:
+    """The messages of the `count` users whose identifiers sort first."""
+    chosen = set(sorted({m.user for m in messages})[:count])
+    return [m for m in messages if m.user in chosen]
+
+
+@pytest.fixture(scope="session")
+def chitchat_messages() -> list[Message]:
+    """Every non-empty message of the Chit-Chat corpus (about 258,000)."""
+    messages, _ = load_messages("chitchat")
+    return messages
+
+
+@pytest.fixture(scope="session")
+def small_messages(chitchat_messages: list[Message]) -> list[Message]:
+    """The messages of the first `SMALL_SLICE_USERS` Chit-Chat users."""
+    return first_users(chitchat_messages, SMALL_SLICE_USERS)
+
+
+@pytest.fixture(scope="session")
+def small_config() -> CorpusConfig:
+    """The default corpus settings (seed 0) used by `small_splits`."""
+    return CorpusConfig()
+
+
+@pytest.fixture(scope="session")
+def small_splits(
+    small_messages: list[Message], small_config: CorpusConfig
+) -> CorpusSplits:
+    """The small slice split with the default settings: 30 training, 3 held-out."""
+    return split_corpus(small_messages, small_config)
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> WordTokenizer:
+    """The default public tokenizer: wordfreq's top 10,000 English words."""
+    return WordTokenizer.public(10_000)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_config(tokenizer: WordTokenizer) -> ModelConfig:
+    """A model small enough to train in a second, over the public vocabulary."""
+    return ModelConfig(
+        vocab_size=tokenizer.vocab_size, embed_dim=16, hidden_dim=32, max_len=16
+    )
+
+
+@pytest.fixture
+def tiny_training_config() -> TrainingConfig:
+    """Plain SGD settings that visibly lower the loss of the tiny model."""
+    return TrainingConfig(batch_size=16, lr=0.5, epochs=1, max_steps=None)
+
+
+@pytest.fixture
+def write_jsonl(tmp_path: Path) -> Callable[[str | bytes], str]:
+    """Write a JSONL corpus (text or raw bytes) to a fresh file; returns its path."""
+    counter = iter(range(1_000_000))
+
+    def write(content: str | bytes) -> str:
+        path = tmp_path / f"corpus_{next(counter)}.jsonl"
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        path.write_bytes(data)
+        return str(path)
+
+    return write
