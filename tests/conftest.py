@@ -35,9 +35,26 @@ def chitchat_messages() -> list[Message]:
 
 
 @pytest.fixture(scope="session")
-def small_messages(chitchat_messages: list[Message]) -> list[Message]:
+def chitchat_slice(
+    chitchat_messages: list[Message],
+) -> Callable[[int], list[Message]]:
+    """A function giving the messages of the first `count` Chit-Chat users.
+
+    The first users by identifier, so a larger slice holds every smaller one.
+    """
+
+    def slice_of(count: int) -> list[Message]:
+        return first_users(chitchat_messages, count)
+
+    return slice_of
+
+
+@pytest.fixture(scope="session")
+def small_messages(
+    chitchat_slice: Callable[[int], list[Message]],
+) -> list[Message]:
     """The messages of the first `SMALL_SLICE_USERS` Chit-Chat users."""
-    return first_users(chitchat_messages, SMALL_SLICE_USERS)
+    return chitchat_slice(SMALL_SLICE_USERS)
 
 
 @pytest.fixture(scope="session")
