@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from coordinator.config import FederationConfigError
 from corpora.messages import CorpusError
+from device_sim.config import FleetConfigError
+from device_sim.phone import PhoneStoreError
 from models.checkpoint import CheckpointError
 from models.rundir import RunDirError
 
@@ -17,4 +20,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     CheckpointError,
     RunDirError,
     UsageError,
+    FederationConfigError,
+    FleetConfigError,
+    PhoneStoreError,
 )

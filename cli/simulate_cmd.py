@@ -1,0 +1,245 @@
+"""`fedtype simulate`: run or resume a federated simulation with a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from cli.errors import UsageError
+from cli.options import add_corpus_options, corpus_config
+from coordinator.config import FederationConfig
+from coordinator.events import ClientDone, EvaluationStarted, Event, RoundStarted
+from coordinator.simulation import Simulation
+from coordinator.strategies import STRATEGIES
+from device_sim.config import FleetConfig, LocalTrainingConfig
+from models.config import ModelConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `simulate` subcommand."""
+    fed, local, fleet = FederationConfig(), LocalTrainingConfig(), FleetConfig()
+    parser = subparsers.add_parser(
+        "simulate",
+        help="train the model federated, on a simulated fleet of phones",
+        description="Federated training on simulated phones, one per corpus user: "
+        "rounds of selection, local training, screening and aggregation, with "
+        "evaluation on held-out users and future text. Resumable.",
+    )
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="new run directory")
+    where.add_argument("--resume", metavar="RUN_DIR", help="continue this run")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help=f"rounds in all (default: {fed.rounds}; with --resume the run's own)",
+    )
+    group = parser.add_argument_group("federation (new runs only)")
+    group.add_argument(
+        "--clients-per-round",
+        type=int,
+        default=fed.clients_per_round,
+        help="reports aggregated per round (default: %(default)s)",
+    )
+    group.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default=fed.strategy,
+        help="server optimizer (default: %(default)s)",
+    )
+    group.add_argument(
+        "--server-lr",
+        type=float,
+        default=None,
+        help="server step size (default: the strategy's own)",
+    )
+    group.add_argument(
+        "--local-epochs",
+        type=int,
+        default=local.local_epochs,
+        help="local passes per round (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-local-steps",
+        type=int,
+        default=local.max_local_steps,
+        help="local step cap per round (default: %(default)s)",
+    )
+    group.add_argument(
+        "--client-lr",
+        type=float,
+        default=local.client_lr,
+        help="phones' SGD step size (default: %(default)s)",
+    )
+    group.add_argument(
+        "--prox-mu",
+        type=float,
+        default=local.prox_mu,
+        help="FedProx proximal weight, 0 for none (default: %(default)s)",
+    )
+    group.add_argument(
+        "--eval-every",
+        type=int,
+        default=fed.eval_every,
+        help="evaluate every N rounds, 0 never (default: %(default)s)",
+    )
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=fed.seed,
+        help="seed of everything random (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-users",
+        type=int,
+        default=None,
+        help="phones from at most this many users (default: all)",
+    )
+    group.add_argument(
+        "--shard-messages",
+        type=int,
+        default=None,
+        help="one phone per this many messages of a user",
+    )
+    group.add_argument(
+        "--dropout-rate",
+        type=float,
+        default=fleet.dropout_rate,
+        help="chance a selected phone drops out (default: %(default)s)",
+    )
+    group.add_argument(
+        "--always-eligible",
+        action="store_true",
+        help="ignore the phones' idle/charging/Wi-Fi pattern",
+    )
+    group.add_argument(
+        "--hidden-dim",
+        type=int,
+        default=ModelConfig().hidden_dim,
+        help="LSTM width (default: %(default)s)",
+    )
+    group.add_argument(
+        "--embed-dim",
+        type=int,
+        default=ModelConfig().embed_dim,
+        help="embedding width (default: %(default)s)",
+    )
+    add_corpus_options(parser)
+    parser.set_defaults(func=run_simulate)
+
+
+def federation_config(args: argparse.Namespace) -> FederationConfig:
+    """The `FederationConfig` the options describe."""
+    try:
+        local = LocalTrainingConfig(
+            local_epochs=args.local_epochs,
+            max_local_steps=args.max_local_steps,
+            client_lr=args.client_lr,
+            prox_mu=args.prox_mu,
+        )
+        fleet = FleetConfig(
+            max_users=args.max_users,
+            shard_messages=args.shard_messages,
+            dropout_rate=args.dropout_rate,
+            eligibility=not args.always_eligible,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return FederationConfig(
+        seed=args.seed,
+        rounds=args.rounds or FederationConfig().rounds,
+        clients_per_round=args.clients_per_round,
+        strategy=args.strategy,
+        server_lr=args.server_lr,
+        eval_every=args.eval_every,
+        local=local,
+        fleet=fleet,
+    )
+
+
+def _open(args: argparse.Namespace, console: Console) -> Simulation:
+    if args.resume:
+        with console.status("loading the run and the corpus"):
+            simulation = Simulation.resume(args.resume)
+        if args.rounds is not None:
+            simulation.set_rounds(args.rounds)
+        return simulation
+    federation = federation_config(args)
+    model = ModelConfig(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim)
+    with console.status("loading the corpus and building the fleet"):
+        return Simulation.create(
+            args.out,
+            federation=federation,
+            corpus=corpus_config(args, seed=federation.seed),
+            model=model,
+        )
+
+
+def _summary(record: dict) -> str:
+    line = f"round {record['server_round']}: "
+    if record["abandoned"]:
+        return line + f"[yellow]abandoned[/] ({record['abandon_reason']})"
+    line += (
+        f"{record['reported']}/{record['selected']} reported, "
+        f"{record['rejected']} rejected, loss {record['train_loss']:.3f}"
+    )
+    for name in ("heldout", "future"):
+        if record.get(name):
+            line += f", {name} top-3 {record[name]['top3']:.2%}"
+    return line
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    """Run rounds until the run has `rounds`, saving each one."""
+    console = Console()
+    if args.rounds is not None and args.rounds < 1:
+        raise UsageError("--rounds must be >= 1")
+    simulation = _open(args, console)
+    target = simulation.federation.rounds
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        rounds = progress.add_task(
+            "rounds", total=target, completed=simulation.server_round
+        )
+        phones = progress.add_task("phones", total=1, visible=False)
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, RoundStarted):
+                progress.update(
+                    phones,
+                    description=f"round {event.server_round} phones",
+                    total=max(1, event.training),
+                    completed=0,
+                    visible=True,
+                )
+            elif isinstance(event, ClientDone):
+                progress.update(phones, completed=event.done)
+            elif isinstance(event, EvaluationStarted):
+                progress.update(phones, description="evaluating")
+
+        simulation.on_event = on_event
+        try:
+            while simulation.server_round < target:
+                record = simulation.run_round()
+                progress.advance(rounds)
+                if "heldout" in record or record["abandoned"]:
+                    progress.console.print(_summary(record))
+        finally:
+            simulation.close()
+    console.print(f"{simulation.run.path}: {simulation.server_round} rounds saved")
+    return 0

@@ -1,0 +1,144 @@
+"""The frozen configuration of a federated run, saved resolved in config.json."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from coordinator.strategies import STRATEGIES, StrategyConfig, default_server_lr
+from device_sim.config import FleetConfig, FleetConfigError, LocalTrainingConfig
+
+
+class FederationConfigError(ValueError):
+    """A federation setting that cannot work; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """Rounds, selection, the server strategy, evaluation and checkpoints."""
+
+    # Seeds everything: model init, profiles, selection, dropouts, local shuffles.
+    seed: int = 0
+    # Rounds `fedtype simulate` runs in all (a resume continues up to this).
+    rounds: int = 60
+    # Reports the server aggregates per round (Bonawitz et al. 2019's goal count).
+    clients_per_round: int = 20
+    # Extra share of phones selected, since some drop out or come late (30 %).
+    over_selection: float = 0.3
+    # A round is aggregated once at least this share of clients_per_round valid
+    # reports arrived; with fewer it is abandoned and the reason recorded.
+    min_report_fraction: float = 0.5
+    # Simulated seconds the server waits for reports after sending the weights.
+    report_deadline_s: float = 120.0
+    # Simulated seconds between round starts (a round lasting longer starts the next
+    # late): 144 rounds a day, so the eligible share follows the clock.
+    round_interval_s: float = 600.0
+    # Server optimizer: fedavg | fedavgm | fedadam | fedyogi | fedadagrad.
+    strategy: str = "fedavg"
+    # Server step size; None takes the strategy's default (`default_server_lr`).
+    server_lr: float | None = None
+    # FedAvgM momentum (Hsu et al. 2019).
+    server_momentum: float = 0.9
+    # FedAdam/FedYogi/FedAdagrad first- and second-moment decays and adaptivity
+    # (Reddi et al. 2021).
+    beta1: float = 0.9
+    beta2: float = 0.99
+    tau: float = 1e-3
+    # An update whose norm exceeds this multiple of the round's median is rejected.
+    norm_factor: float = 10.0
+    # The norm check needs at least this many reports to have a median to trust.
+    min_for_norm_check: int = 3
+    # How each phone trains (local_epochs, client_lr, batch_size, prox_mu, ...).
+    local: LocalTrainingConfig = field(default_factory=LocalTrainingConfig)
+    # Which phones exist and how devices behave (eligibility, dropouts, speed).
+    fleet: FleetConfig = field(default_factory=FleetConfig)
+    # Evaluate the global model every this many rounds (0: never), and after the
+    # last round of a `fedtype simulate` call.
+    eval_every: int = 5
+    # Held-out users' messages evaluated: a fixed, evenly spaced sample.
+    heldout_messages: int = 2000
+    # Future messages evaluated on the phones themselves (federated evaluation): a
+    # fixed cohort of phones, drawn once from the seed, holding about this many.
+    future_messages: int = 2000
+    # A cohort phone contributes at most this many of its future messages, so a
+    # few heavy typists do not make up the future metrics.
+    future_messages_per_phone: int = 10
+    # Messages on which keystroke savings are simulated, per evaluation set.
+    keystroke_texts: int = 400
+    # Keep every this many rounds' global model for good (0: none beyond the last).
+    checkpoint_every: int = 10
+    # Keep the global model of the last this many rounds (>= 1: resume needs it).
+    keep_last: int = 3
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise FederationConfigError(
+                f"unknown strategy {self.strategy!r} (one of {', '.join(STRATEGIES)})"
+            )
+        positive = ("rounds", "clients_per_round", "keep_last")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise FederationConfigError(f"{name} must be >= 1")
+        non_negative = ("over_selection", "eval_every", "checkpoint_every")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise FederationConfigError(f"{name} must be >= 0")
+        if not 0 < self.min_report_fraction <= 1:
+            raise FederationConfigError("min_report_fraction must lie in (0, 1]")
+        if self.report_deadline_s <= 0 or self.round_interval_s < 0:
+            raise FederationConfigError(
+                "report_deadline_s must be positive and round_interval_s >= 0"
+            )
+        self.strategy_config()
+
+    @property
+    def min_reports(self) -> int:
+        """Valid reports a round needs to be aggregated."""
+        return max(1, math.ceil(self.min_report_fraction * self.clients_per_round))
+
+    @property
+    def selection_size(self) -> int:
+        """Phones selected per round, over-selection included."""
+        return math.ceil(self.clients_per_round * (1 + self.over_selection))
+
+    def resolved(self) -> FederationConfig:
+        """This config with the strategy's default server_lr filled in."""
+        if self.server_lr is not None:
+            return self
+        return replace(self, server_lr=default_server_lr(self.strategy))
+
+    def strategy_config(self) -> StrategyConfig:
+        """The server strategy's settings."""
+        try:
+            return StrategyConfig(
+                name=self.strategy,
+                server_lr=self.resolved().server_lr or 1.0,
+                server_momentum=self.server_momentum,
+                beta1=self.beta1,
+                beta2=self.beta2,
+                tau=self.tau,
+            )
+        except ValueError as error:
+            raise FederationConfigError(str(error)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (nested configs as dicts)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FederationConfig:
+        """The config `to_dict` wrote; unknown keys are an error."""
+        try:
+            values = dict(data)
+            values["local"] = LocalTrainingConfig(**values.get("local", {}))
+            values["fleet"] = FleetConfig(**values.get("fleet", {}))
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise FederationConfigError(f"unknown federation settings {unknown}")
+            return cls(**values)
+        except FleetConfigError as error:
+            raise FederationConfigError(str(error)) from None
+        except TypeError as error:
+            raise FederationConfigError(f"bad federation settings ({error})") from None

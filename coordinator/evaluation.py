@@ -1,0 +1,136 @@
+"""Evaluation of the global model every `eval_every` rounds, at a bounded cost.
+
+Two sets, both fixed for the whole run so that rounds compare:
+
+- held-out users (generalisation to people who never trained): a fixed, evenly
+  spaced sample of `heldout_messages` of their messages, the same sample
+  `fedtype evaluate` and the central baseline use; the server holds it as a test
+  set, as a simulation may.
+- the training population's future text (what its users typed after training
+  data was cut): measured on the phones themselves, federated evaluation as in
+  Gboard (Hard et al. 2018). A cohort of phones drawn once from the seed, holding
+  about `future_messages` messages (at most `future_messages_per_phone` each),
+  reports additive counts that `device_sim.local_eval.combine` pools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from coordinator.config import FederationConfig
+from corpora.tokenizer import WordTokenizer
+from device_sim.executor import ClientExecutor
+from device_sim.fleet import Fleet
+from device_sim.local_eval import combine
+from device_sim.phone import parameters_of
+from models.metrics import evaluate
+from models.model import NextWordModel
+from models.seeding import derive_seed
+
+
+@dataclass(frozen=True)
+class FutureCohort:
+    """The phones that measure future text, and each one's keystroke share."""
+
+    client_ids: tuple[str, ...]
+    keystroke_texts: tuple[int, ...]
+    num_messages: int
+
+
+def shares(sizes: Sequence[int], total: int) -> list[int]:
+    """`total` split in proportion to `sizes` by cumulative rounding (sums exactly).
+
+    shares([2, 2, 4], 4) == [1, 1, 2].
+    """
+    whole = sum(sizes)
+    if not whole:
+        return [0] * len(sizes)
+    total = min(total, whole)
+    result, running, given = [], 0, 0
+    for size in sizes:
+        running += size
+        upto = (running * total) // whole
+        result.append(upto - given)
+        given = upto
+    return result
+
+
+def future_cohort(fleet: Fleet, config: FederationConfig) -> FutureCohort:
+    """Phones in an order hashed from the seed, until they hold `future_messages`."""
+    order = sorted(
+        fleet.client_ids, key=lambda c: derive_seed(config.seed, "future-cohort", c)
+    )
+    chosen: list[str] = []
+    sizes: list[int] = []
+    for client_id in order:
+        if sum(sizes) >= config.future_messages:
+            break
+        size = fleet.phone(client_id).future_size(config.future_messages_per_phone)
+        if size:
+            chosen.append(client_id)
+            sizes.append(size)
+    return FutureCohort(
+        tuple(chosen), tuple(shares(sizes, config.keystroke_texts)), sum(sizes)
+    )
+
+
+class Evaluator:
+    """Measures a global model on the held-out sample and the future cohort."""
+
+    def __init__(
+        self,
+        *,
+        heldout_texts: list[str],
+        cohort: FutureCohort,
+        config: FederationConfig,
+        tokenizer: WordTokenizer,
+    ) -> None:
+        self.heldout_texts = heldout_texts
+        self.cohort = cohort
+        self.config = config
+        self.tokenizer = tokenizer
+
+    def heldout(self, model: NextWordModel) -> dict[str, Any] | None:
+        """Metrics on the held-out sample (None when there is none)."""
+        if not self.heldout_texts:
+            return None
+        metrics = evaluate(
+            model,
+            self.tokenizer,
+            self.heldout_texts,
+            max_len=model.config.max_len,
+            keystroke_texts=self.config.keystroke_texts,
+        )
+        return metrics.as_dict()
+
+    def future(
+        self, model: NextWordModel, fleet: Fleet, executor: ClientExecutor
+    ) -> dict[str, Any] | None:
+        """Metrics pooled from the cohort's phones (None when the cohort is empty)."""
+        pairs = [
+            (fleet.phone(c), k)
+            for c, k in zip(
+                self.cohort.client_ids, self.cohort.keystroke_texts, strict=True
+            )
+            if c in fleet
+        ]
+        if not pairs:
+            return None
+        counts = executor.evaluate(
+            [phone for phone, _ in pairs],
+            parameters_of(model),
+            max_messages=self.config.future_messages_per_phone,
+            keystroke_texts=[k for _, k in pairs],
+        )
+        return combine([c for _, c in counts]).as_dict()
+
+    def run(
+        self, model: NextWordModel, fleet: Fleet, executor: ClientExecutor
+    ) -> dict[str, Any]:
+        """`{"heldout": ..., "future": ...}`, each `EvalMetrics.as_dict()` or None."""
+        return {
+            "heldout": self.heldout(model),
+            "future": self.future(model, fleet, executor),
+        }

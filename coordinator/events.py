@@ -1,0 +1,58 @@
+"""Progress events of a federated run, for callbacks (CLI progress bar, TUI, tests).
+
+Library code never prints: `run_round` and `Simulation` call an optional
+`on_event(event)` with one of these small records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RoundStarted:
+    """Phones were selected; `training` of them will report in time and train."""
+
+    server_round: int
+    eligible: int
+    selected: int
+    training: int
+
+
+@dataclass(frozen=True)
+class ClientDone:
+    """One phone finished its local training (`done` of `total` this round)."""
+
+    server_round: int
+    client_id: str
+    done: int
+    total: int
+    num_examples: int
+    train_loss: float
+
+
+@dataclass(frozen=True)
+class EvaluationStarted:
+    """The global model after `server_round` is being evaluated."""
+
+    server_round: int
+
+
+@dataclass(frozen=True)
+class RoundFinished:
+    """A round is complete and saved; `metrics` is its metrics.jsonl line."""
+
+    server_round: int
+    metrics: dict[str, Any]
+
+
+Event = RoundStarted | ClientDone | EvaluationStarted | RoundFinished
+EventCallback = Callable[[Event], None]
+
+
+def emit(on_event: EventCallback | None, event: Event) -> None:
+    """Call `on_event` with `event` when there is a callback."""
+    if on_event is not None:
+        on_event(event)

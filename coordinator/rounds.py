@@ -1,0 +1,236 @@
+"""One federated round as one call: `run_round(state, env, config) -> (state, metrics)`.
+
+The round follows Bonawitz et al. 2019 (arXiv 1902.01046): selection among the
+eligible phones with over-selection, configuration (the global weights go down),
+reporting until `clients_per_round` reports arrived or the deadline passed, then
+screening (`coordinator.robust`) and aggregation (`coordinator.strategies`, FedAvg
+of McMahan et al. 2017 and its server-optimizer variants). A round with too few
+valid reports is abandoned: the global model stays as it was and the reason is
+recorded. Nothing here does I/O; `coordinator.simulation` saves the results.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from coordinator.config import FederationConfig
+from coordinator.events import ClientDone, EventCallback, RoundStarted, emit
+from coordinator.robust import screen_updates
+from coordinator.selection import Arrival, plan_round, select_clients
+from coordinator.strategies import Parameters, StrategyState, aggregate
+from corpora.tokenizer import WordTokenizer
+from device_sim.executor import ClientExecutor
+from device_sim.fleet import Fleet
+from device_sim.phone import ClientReport
+from device_sim.profile import drops_out, work_seconds
+
+
+@dataclass(frozen=True, eq=False)
+class ServerState:
+    """Everything the server carries from one round to the next."""
+
+    server_round: int  # rounds completed, abandoned ones included
+    parameters: Parameters  # the global model's weights, in parameter order
+    strategy: StrategyState  # the server optimizer's buffers
+    clock: float  # simulated seconds (from day 0, 00:00 UTC) the next round starts
+
+
+@dataclass(frozen=True)
+class RoundEnvironment:
+    """What a round works with besides the state: phones and their executor."""
+
+    fleet: Fleet
+    executor: ClientExecutor
+    tokenizer: WordTokenizer
+    max_len: int  # the model's window, for the phones' step counts
+    pinned: tuple[str, ...] = ()  # phones always selected when eligible
+
+
+@dataclass(frozen=True)
+class RoundMetrics:
+    """What happened in one round (a metrics.jsonl line without the totals)."""
+
+    server_round: int
+    started_at: float  # simulated seconds at the round's start
+    eligible: int
+    selected: int
+    reported: int  # reports that arrived in time and were screened
+    dropped: int
+    late: int  # reports past the deadline or after the round closed
+    rejected: int
+    rejections: list[dict[str, str]] = field(default_factory=list)
+    abandoned: bool = False
+    abandon_reason: str | None = None
+    num_examples: int = 0  # sequences behind the aggregated updates
+    train_loss: float | None = None  # example-weighted mean local step loss
+    loss_before: float | None = None  # ... of the global weights on phones' data
+    loss_after: float | None = None  # ... of the phones' weights after training
+    tokens: int = 0  # targets trained on by the phones that reported
+    bytes_down: int = 0
+    bytes_up: int = 0
+    simulated_seconds: float = 0.0  # from the round's start to its close
+    wall_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def model_bytes(parameters: Parameters) -> int:
+    """Bytes of the weights sent down (and of an update sent up)."""
+    return sum(t.numel() * t.element_size() for t in parameters)
+
+
+def _weighted(reports: list[ClientReport], name: str) -> float | None:
+    total = sum(r.num_examples for r in reports)
+    if not total:
+        return None
+    return sum(getattr(r.metrics, name) * r.num_examples for r in reports) / total
+
+
+def _arrivals(
+    selected: list[str],
+    env: RoundEnvironment,
+    config: FederationConfig,
+    *,
+    server_round: int,
+    size: int,
+) -> list[Arrival]:
+    """When each selected phone would report, from its profile and its step count."""
+    arrivals = []
+    for client_id in selected:
+        phone = env.fleet.phone(client_id)
+        steps = phone.local_steps(env.tokenizer, config.local, env.max_len)
+        seconds = work_seconds(
+            phone.profile,
+            steps=steps,
+            model_bytes=size,
+            step_seconds=config.fleet.step_seconds,
+        )
+        dropped = drops_out(
+            config.seed, server_round, client_id, config.fleet.dropout_rate
+        )
+        arrivals.append(Arrival(client_id, seconds, dropped))
+    return arrivals
+
+
+def _finish(
+    state: ServerState,
+    metrics: RoundMetrics,
+    config: FederationConfig,
+    started: float,
+    **changes: Any,
+) -> tuple[ServerState, RoundMetrics]:
+    """The next state (clock advanced) and the round's metrics with wall time."""
+    step = max(metrics.simulated_seconds, config.round_interval_s)
+    new_state = replace(
+        state,
+        server_round=metrics.server_round,
+        clock=state.clock + step,
+        **changes,
+    )
+    return new_state, replace(metrics, wall_seconds=time.perf_counter() - started)
+
+
+def run_round(
+    state: ServerState,
+    env: RoundEnvironment,
+    config: FederationConfig,
+    *,
+    on_event: EventCallback | None = None,
+) -> tuple[ServerState, RoundMetrics]:
+    """Run round `state.server_round + 1`; returns the new state and its metrics."""
+    started = time.perf_counter()
+    server_round = state.server_round + 1
+    needed = config.min_reports
+    eligible = env.fleet.eligible(state.clock, server_round)
+    base = RoundMetrics(server_round, state.clock, len(eligible), 0, 0, 0, 0, 0)
+    if len(eligible) < needed:
+        reason = f"only {len(eligible)} phones eligible, {needed} reports needed"
+        emit(on_event, RoundStarted(server_round, len(eligible), 0, 0))
+        abandoned = replace(base, abandoned=True, abandon_reason=reason)
+        return _finish(state, abandoned, config, started)
+
+    selected = select_clients(
+        eligible,
+        count=config.selection_size,
+        seed=config.seed,
+        server_round=server_round,
+        pinned=env.pinned,
+    )
+    size = model_bytes(state.parameters)
+    arrivals = _arrivals(selected, env, config, server_round=server_round, size=size)
+    plan = plan_round(
+        arrivals, goal=config.clients_per_round, deadline=config.report_deadline_s
+    )
+    emit(
+        on_event,
+        RoundStarted(server_round, len(eligible), len(selected), len(plan.on_time)),
+    )
+
+    def on_report(report: ClientReport) -> None:
+        done = len(finished) + 1
+        finished.append(report.client_id)
+        emit(
+            on_event,
+            ClientDone(
+                server_round,
+                report.client_id,
+                done,
+                len(plan.on_time),
+                report.num_examples,
+                report.metrics.train_loss,
+            ),
+        )
+
+    finished: list[str] = []
+    reports = env.executor.train(
+        [env.fleet.phone(c) for c in plan.on_time],
+        state.parameters,
+        server_round=server_round,
+        on_report=on_report,
+    )
+    accepted, rejections = screen_updates(
+        state.parameters,
+        [(r.client_id, r.update, r.num_examples) for r in reports],
+        norm_factor=config.norm_factor,
+        min_for_norm_check=config.min_for_norm_check,
+    )
+    kept_ids = {client_id for client_id, _, _ in accepted}
+    kept = [r for r in reports if r.client_id in kept_ids]
+    metrics = replace(
+        base,
+        selected=len(selected),
+        reported=len(reports),
+        dropped=len(plan.dropped),
+        late=len(plan.late),
+        rejected=len(rejections),
+        rejections=[{"client_id": r.client_id, "reason": r.reason} for r in rejections],
+        num_examples=sum(r.num_examples for r in kept),
+        train_loss=_weighted(kept, "train_loss"),
+        loss_before=_weighted(kept, "loss_before"),
+        loss_after=_weighted(kept, "loss_after"),
+        tokens=sum(r.metrics.num_tokens for r in reports),
+        bytes_down=len(selected) * size,
+        bytes_up=len(reports) * size,
+        simulated_seconds=plan.closes_after,
+    )
+    if len(kept) < needed:
+        reason = (
+            f"only {len(kept)} valid reports of {len(selected)} selected "
+            f"({len(plan.dropped)} dropped, {len(plan.late)} late, "
+            f"{len(rejections)} rejected), {needed} needed"
+        )
+        metrics = replace(metrics, abandoned=True, abandon_reason=reason)
+        return _finish(state, metrics, config, started)
+    parameters, strategy = aggregate(
+        config.strategy_config(),
+        state.parameters,
+        [(r.update, r.num_examples) for r in kept],
+        state.strategy,
+    )
+    return _finish(
+        state, metrics, config, started, parameters=parameters, strategy=strategy
+    )

@@ -1,0 +1,411 @@
+"""A federated run you can step, save, resume and inspect: `Simulation`.
+
+The CLI (`fedtype simulate`), the TUI and the tests drive a run through this one
+class. Each `run_round()` calls `coordinator.rounds.run_round` once, evaluates the
+new global model on schedule, saves the round (`coordinator.store`) and returns the
+metrics line it appended. Progress goes out through `on_event`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from coordinator import store
+from coordinator.config import FederationConfig, FederationConfigError
+from coordinator.evaluation import Evaluator, future_cohort
+from coordinator.events import EvaluationStarted, EventCallback, RoundFinished, emit
+from coordinator.rounds import RoundEnvironment, ServerState, run_round
+from coordinator.strategies import initial_state
+from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
+from corpora.samples import heldout_sample
+from corpora.tokenizer import WordTokenizer
+from device_sim.executor import ClientExecutor, SerialExecutor
+from device_sim.fleet import Fleet
+from device_sim.phone import Phone, load_parameters, parameters_of
+from device_sim.profile import draw_profile
+from models.config import ModelConfig
+from models.model import NextWordModel
+from models.rundir import RunDir, RunDirError, write_json_atomic
+from models.seeding import derive_seed
+
+
+def initial_model(config: ModelConfig, seed: int) -> NextWordModel:
+    """The round-0 global model, initialised from the stream `(seed, "init")`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        return NextWordModel(config)
+
+
+class Simulation:
+    """A federated run in a run directory. Use `create` or `resume`."""
+
+    def __init__(
+        self,
+        *,
+        run: RunDir,
+        federation: FederationConfig,
+        corpus: CorpusConfig,
+        model: ModelConfig,
+        tokenizer: WordTokenizer,
+        splits: CorpusSplits,
+        state: ServerState,
+        totals: store.Totals,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        self.run = run
+        self.federation = federation
+        self.corpus = corpus
+        self.model_config = model
+        self.tokenizer = tokenizer
+        self.on_event = on_event
+        self._state = state
+        self._totals = totals
+        self._fleet = Fleet.from_splits(splits, federation.fleet, seed=federation.seed)
+        self._pinned: list[str] = []
+        self._phones: list[dict[str, Any]] = []
+        self._pending: list[tuple[Phone, bool]] = []
+        self._lock = threading.Lock()  # guards _pending and the phones index
+        self._scratch = NextWordModel(model)
+        self.executor: ClientExecutor = SerialExecutor(
+            model_config=model,
+            tokenizer=tokenizer,
+            local=federation.local,
+            fault_kind=federation.fleet.fault_kind,
+        )
+        self._evaluator = Evaluator(
+            heldout_texts=heldout_sample(splits, federation.heldout_messages),
+            cohort=future_cohort(self._fleet, federation),
+            config=federation,
+            tokenizer=tokenizer,
+        )
+
+    @classmethod
+    def create(
+        cls,
+        run_dir: str | Path,
+        *,
+        federation: FederationConfig,
+        corpus: CorpusConfig,
+        model: ModelConfig,
+        tokenizer: WordTokenizer | None = None,
+        splits: CorpusSplits | None = None,
+        on_event: EventCallback | None = None,
+    ) -> Simulation:
+        """Start a new run in `run_dir` (which must not hold one) at round 0.
+
+        `splits` may pass the corpus already loaded with `corpus` (tests, the TUI).
+        """
+        run = RunDir(run_dir)
+        if run.config_path.exists():
+            raise RunDirError(
+                f"{run.path}: already holds a run; resume it or choose another --out"
+            )
+        federation = federation.resolved()
+        tokenizer = tokenizer or WordTokenizer.public()
+        if model.vocab_size != tokenizer.vocab_size:
+            raise FederationConfigError(
+                f"model vocab_size {model.vocab_size} != the tokenizer's "
+                f"{tokenizer.vocab_size}"
+            )
+        splits = splits if splits is not None else load_corpus(corpus)
+        if not splits.training_users:
+            raise FederationConfigError("the corpus has no training users")
+        run.create(
+            {
+                "kind": "federated",
+                "corpus": asdict(corpus),
+                "model": asdict(model),
+                "federation": federation.to_dict(),
+            },
+            tokenizer,
+        )
+        parameters = parameters_of(initial_model(model, federation.seed))
+        state = ServerState(
+            server_round=0,
+            parameters=parameters,
+            strategy=initial_state(federation.strategy_config(), parameters),
+            clock=federation.fleet.start_hour_utc * 3600.0,
+        )
+        simulation = cls(
+            run=run,
+            federation=federation,
+            corpus=corpus,
+            model=model,
+            tokenizer=tokenizer,
+            splits=splits,
+            state=state,
+            totals=store.Totals(),
+            on_event=on_event,
+        )
+        simulation._save(state, None)
+        return simulation
+
+    @classmethod
+    def resume(
+        cls,
+        run_dir: str | Path,
+        *,
+        splits: CorpusSplits | None = None,
+        on_event: EventCallback | None = None,
+    ) -> Simulation:
+        """Continue a run from its last completed round."""
+        run = RunDir(run_dir)
+        config = run.read_config()
+        if config.get("kind") != "federated":
+            raise RunDirError(
+                f"{run.path}: a {config.get('kind')!r} run, not a federated one"
+            )
+        try:
+            federation = FederationConfig.from_dict(config["federation"])
+            model = ModelConfig(**config["model"])
+        except (KeyError, TypeError) as error:
+            raise RunDirError(f"{run.config_path}: incomplete ({error})") from None
+        corpus = run.corpus_config()
+        tokenizer = run.load_tokenizer()
+        server_round, clock, totals = store.read_progress(run)
+        if clock is None:
+            raise RunDirError(
+                f"{run.path}: the run was stopped before round 0 was saved; "
+                "start it again"
+            )
+        parameters = store.load_global(run, server_round, tokenizer)
+        state = ServerState(
+            server_round=server_round,
+            parameters=parameters,
+            strategy=store.load_server_state(run, server_round),
+            clock=clock,
+        )
+        run.rewrite_metrics(
+            [r for r in run.read_metrics() if r.get("server_round", 0) <= server_round]
+        )
+        splits = splits if splits is not None else load_corpus(corpus)
+        simulation = cls(
+            run=run,
+            federation=federation,
+            corpus=corpus,
+            model=model,
+            tokenizer=tokenizer,
+            splits=splits,
+            state=state,
+            totals=totals,
+            on_event=on_event,
+        )
+        simulation._load_phones()
+        return simulation
+
+    # The run's state, for readers.
+
+    @property
+    def server_round(self) -> int:
+        """Rounds completed (abandoned ones included)."""
+        return self._state.server_round
+
+    @property
+    def clock(self) -> float:
+        """Simulated seconds since day 0, 00:00 UTC, at which the next round starts."""
+        return self._state.clock
+
+    @property
+    def fleet(self) -> Fleet:
+        """The phones (read-only: add phones through `add_phone`)."""
+        return self._fleet
+
+    @property
+    def global_model(self) -> NextWordModel:
+        """A fresh copy of the current global model, in eval mode; yours to change."""
+        model = NextWordModel(self.model_config)
+        load_parameters(model, self._state.parameters)
+        return model.eval()
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every metrics line so far, one per round."""
+        return self.run.read_metrics()
+
+    def model_at(self, server_round: int) -> NextWordModel | None:
+        """The global model after `server_round`, if that checkpoint is kept."""
+        if server_round == self.server_round:
+            return self.global_model
+        if server_round not in self.run.checkpoint_steps():
+            return None
+        model, _ = self.run.load_model(server_round)
+        return model.eval()
+
+    def set_rounds(self, rounds: int) -> None:
+        """Change the run's planned number of rounds (saved in config.json)."""
+        if rounds < 1:
+            raise FederationConfigError("rounds must be >= 1")
+        self.federation = replace(self.federation, rounds=rounds)
+        config = self.run.read_config()
+        config["federation"] = self.federation.to_dict()
+        write_json_atomic(self.run.config_path, config)
+
+    # Stepping.
+
+    def _should_evaluate(self, server_round: int) -> bool:
+        every = self.federation.eval_every
+        last = server_round == self.federation.rounds
+        return every > 0 and (server_round % every == 0 or last)
+
+    def run_round(self) -> dict[str, Any]:
+        """Run, evaluate (on schedule) and save one round; its metrics line."""
+        self._apply_pending()
+        env = RoundEnvironment(
+            fleet=self._fleet,
+            executor=self.executor,
+            tokenizer=self.tokenizer,
+            max_len=self.model_config.max_len,
+            pinned=tuple(self._pinned),
+        )
+        state, metrics = run_round(
+            self._state, env, self.federation, on_event=self.on_event
+        )
+        totals = store.Totals(
+            self._totals.tokens_total + metrics.tokens,
+            self._totals.bytes_total + metrics.bytes_down + metrics.bytes_up,
+            self._totals.wall_seconds_total + metrics.wall_seconds,
+        )
+        record = {**metrics.as_dict(), **asdict(totals)}
+        record["eligible_share"] = metrics.eligible / max(1, len(self._fleet))
+        if self._should_evaluate(state.server_round):
+            emit(self.on_event, EvaluationStarted(state.server_round))
+            started = time.perf_counter()
+            load_parameters(self._scratch, state.parameters)
+            record.update(
+                self._evaluator.run(self._scratch, self._fleet, self.executor)
+            )
+            record["eval_seconds"] = time.perf_counter() - started
+        self._totals = totals
+        self._save(state, record)
+        self._state = state
+        emit(self.on_event, RoundFinished(state.server_round, record))
+        return record
+
+    def _save(self, state: ServerState, record: dict[str, Any] | None) -> None:
+        """Persist a round in crash-safe order (see `coordinator.store`)."""
+        r = state.server_round
+        store.save_global(self.run, r, self._scratch, state.parameters, self.tokenizer)
+        store.save_server_state(self.run, r, state.strategy)
+        if record is not None:
+            self.run.append_metrics(record)
+        store.write_progress(
+            self.run, server_round=r, clock=state.clock, totals=self._totals
+        )
+        store.prune(
+            self.run,
+            keep_last=self.federation.keep_last,
+            keep_every=self.federation.checkpoint_every,
+        )
+
+    # The demo's own phone.
+
+    def add_phone(
+        self, client_id: str, texts: list[str], *, pinned: bool = True
+    ) -> None:
+        """Add `texts` to phone `client_id`'s history, creating the phone if new.
+
+        The history is saved under the run directory at once (the phone's own
+        storage) and the phone joins the fleet at the start of the next round. A
+        pinned phone is always eligible and always selected.
+        """
+        with self._lock:
+            phone = self._pending_or_fleet(client_id)
+            if phone is None:
+                phone = Phone(
+                    client_id,
+                    train=texts,
+                    future=(),
+                    profile=draw_profile(
+                        self.federation.seed, client_id, self.federation.fleet
+                    ),
+                    seed=self.federation.seed,
+                )
+            else:
+                phone = phone.with_texts(texts)
+            entry = self._phone_entry(client_id, pinned)
+            phone.save(self.run.path / "phones" / entry["file"])
+            store.write_phones_index(self.run, self._phones)
+            self._pending.append((phone, pinned))
+
+    def _pending_or_fleet(self, client_id: str) -> Phone | None:
+        for phone, _ in reversed(self._pending):
+            if phone.client_id == client_id:
+                return phone
+        return self._fleet.phone(client_id) if client_id in self._fleet else None
+
+    def _phone_entry(self, client_id: str, pinned: bool) -> dict[str, Any]:
+        for entry in self._phones:
+            if entry["client_id"] == client_id:
+                entry["pinned"] = pinned
+                return entry
+        entry = {
+            "client_id": client_id,
+            "file": f"phone_{len(self._phones):03d}.json",
+            "pinned": pinned,
+        }
+        self._phones.append(entry)
+        return entry
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for phone, pinned in pending:
+            self._fleet.put(phone, always_eligible=pinned)
+            if pinned and phone.client_id not in self._pinned:
+                self._pinned.append(phone.client_id)
+            if not pinned and phone.client_id in self._pinned:
+                self._pinned.remove(phone.client_id)
+
+    def _load_phones(self) -> None:
+        self._phones = store.read_phones_index(self.run)
+        for entry in self._phones:
+            client_id = entry["client_id"]
+            phone = Phone.load(
+                self.run.path / "phones" / entry["file"],
+                profile=draw_profile(
+                    self.federation.seed, client_id, self.federation.fleet
+                ),
+                seed=self.federation.seed,
+            )
+            self._pending.append((phone, bool(entry["pinned"])))
+        self._apply_pending()
+
+    def personalize(
+        self, texts: list[str], *, max_local_steps: int | None = None
+    ) -> NextWordModel:
+        """The global model fine-tuned on `texts` on this device; nothing is sent.
+
+        One round of the fleet's local training (`federation.local`), with
+        `max_local_steps` overriding its step cap when given.
+        """
+        model = self.global_model
+        if not texts:
+            return model
+        local = self.federation.local
+        if max_local_steps is not None:
+            local = replace(local, max_local_steps=max_local_steps)
+        phone = Phone(
+            "personal",
+            train=texts,
+            future=(),
+            profile=draw_profile(
+                self.federation.seed, "personal", self.federation.fleet
+            ),
+            seed=self.federation.seed,
+        )
+        phone.fit(
+            model,
+            tokenizer=self.tokenizer,
+            config=local,
+            server_round=self.server_round,
+        )
+        return model.eval()
+
+    def close(self) -> None:
+        """Release the executor."""
+        self.executor.close()

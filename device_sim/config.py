@@ -1,0 +1,131 @@
+"""Frozen settings of a phone's local training and of the simulated fleet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from models.config import TrainingConfig
+
+# What a corrupted update looks like (`FleetConfig.fault_kind`).
+FAULT_KINDS: tuple[str, ...] = ("nan", "inf", "scale", "shape", "dtype")
+
+
+class FleetConfigError(ValueError):
+    """A fleet or local-training setting that cannot work; the message says which."""
+
+
+@dataclass(frozen=True)
+class LocalTrainingConfig:
+    """How a phone trains in one round (the client side of FedAvg / FedProx)."""
+
+    # Passes over the phone's (sampled) training sequences per round.
+    local_epochs: int = 1
+    # Cap on optimizer steps per round: a heavy typist (4,000 words, about 27
+    # batches) would otherwise take many times a median phone's work. The phone
+    # samples at most max_local_steps // local_epochs batches of sequences.
+    max_local_steps: int | None = 16
+    # Sequences (messages) per local batch.
+    batch_size: int = 16
+    # Plain SGD step size on the phone (McMahan et al. 2017 use SGD).
+    client_lr: float = 0.5
+    # FedProx proximal weight mu (Li et al. 2020); 0 is FedAvg's local objective.
+    prox_mu: float = 0.0
+    # Global gradient-norm clip of each local step; LSTMs diverge without one.
+    clip_norm: float = 1.0
+    # Sequences of the phone's own data on which it measures its loss before and
+    # after training (a fixed sample, so that the two are comparable and cheap).
+    loss_sequences: int = 64
+
+    def __post_init__(self) -> None:
+        if self.local_epochs < 1:
+            raise FleetConfigError(
+                f"local_epochs must be >= 1, got {self.local_epochs}"
+            )
+        if self.max_local_steps is not None and self.max_local_steps < 1:
+            raise FleetConfigError(
+                f"max_local_steps must be >= 1 or None, got {self.max_local_steps}"
+            )
+        if self.batch_size < 1:
+            raise FleetConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.client_lr > 0:
+            raise FleetConfigError(f"client_lr must be positive, got {self.client_lr}")
+        if self.prox_mu < 0:
+            raise FleetConfigError(f"prox_mu must be >= 0, got {self.prox_mu}")
+
+    def training_config(self) -> TrainingConfig:
+        """The shared training loop's settings for one round on a phone."""
+        return TrainingConfig(
+            batch_size=self.batch_size,
+            lr=self.client_lr,
+            optimizer="sgd",
+            epochs=self.local_epochs,
+            max_steps=self.max_local_steps,
+            clip_norm=self.clip_norm,
+            prox_mu=self.prox_mu,
+        )
+
+    def sequence_budget(self) -> int | None:
+        """Most sequences a phone trains on in a round (None: all it has)."""
+        if self.max_local_steps is None:
+            return None
+        return max(1, self.max_local_steps // self.local_epochs) * self.batch_size
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """Which phones exist and how real devices behave; each realism switch offable."""
+
+    # Phones built from at most this many training users (None: all). Tests use
+    # a few dozen; the order is the corpus's sorted user order.
+    max_users: int | None = None
+    # Split each user's history into phones of this many messages (None: one phone
+    # a user). Conversation-sized shards turn 966 users into ~10,000 phones for
+    # scale tests; a shard's future text is the user's future part, shared out.
+    shard_messages: int | None = None
+    # Keyboard eligibility (idle, charging, unmetered network; Bonawitz et al.
+    # 2019). False: every phone is eligible at every moment.
+    eligibility: bool = True
+    # Mean length in hours of a phone's nightly charge, its local evening onward.
+    charge_hours: float = 8.0
+    # Mean chance that a phone is on an unmetered network (Wi-Fi) on a given night.
+    unmetered_prob: float = 0.8
+    # Chance that a charging, unmetered phone is idle when the server checks in.
+    idle_prob: float = 0.9
+    # Chance that a selected phone drops out during a round (0: never).
+    dropout_rate: float = 0.05
+    # Log-normal spread of the per-phone speed factor (0: every phone alike).
+    speed_sigma: float = 0.5
+    # Simulated seconds of one local step on a median phone.
+    step_seconds: float = 0.5
+    # Median download/upload rate in megabits a second (log-normal across phones).
+    bandwidth_mbps: float = 20.0
+    # Share of phones whose updates are corrupted (buggy or hostile devices).
+    faulty_fraction: float = 0.0
+    # How a faulty phone corrupts its update: one of FAULT_KINDS.
+    fault_kind: str = "nan"
+    # Hour (UTC) of simulated day 0 at which round 1 starts.
+    start_hour_utc: float = 20.0
+
+    def __post_init__(self) -> None:
+        for name in ("unmetered_prob", "idle_prob", "dropout_rate", "faulty_fraction"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise FleetConfigError(f"{name} must lie in [0, 1], got {value}")
+        if self.fault_kind not in FAULT_KINDS:
+            raise FleetConfigError(
+                f"unknown fault_kind {self.fault_kind!r} (one of {FAULT_KINDS})"
+            )
+        if self.shard_messages is not None and self.shard_messages < 1:
+            raise FleetConfigError(
+                f"shard_messages must be >= 1 or None, got {self.shard_messages}"
+            )
+        if self.max_users is not None and self.max_users < 1:
+            raise FleetConfigError(f"max_users must be >= 1, got {self.max_users}")
+        if not 0 < self.charge_hours <= 24:
+            raise FleetConfigError(
+                f"charge_hours must lie in (0, 24], got {self.charge_hours}"
+            )
+        if self.step_seconds <= 0 or self.bandwidth_mbps <= 0 or self.speed_sigma < 0:
+            raise FleetConfigError(
+                "step_seconds and bandwidth_mbps must be positive, speed_sigma >= 0"
+            )

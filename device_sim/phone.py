@@ -1,0 +1,264 @@
+"""A simulated phone: a private typing history, its own random stream, a profile.
+
+The history is held by the phone alone. The coordinator can ask a phone to train
+the global weights it sends, or to measure them on its future text; what comes back
+is a `ClientReport` (the update, a number of examples, a few loss figures) or an
+`EvalMetrics`, never text or token ids. Local training is FedAvg's ClientUpdate
+(McMahan et al. 2017, arXiv 1602.05629) with FedProx's optional proximal term
+(Li et al. 2020, arXiv 1812.06127), run by the one shared training loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from corpora.tokenizer import WordTokenizer
+from device_sim.config import LocalTrainingConfig
+from device_sim.local_eval import EvalCounts, count_metrics
+from device_sim.profile import DeviceProfile
+from models.batching import encode_messages
+from models.checkpoint import atomic_path
+from models.model import NextWordModel
+from models.seeding import numpy_rng
+from models.training import TrainResult, evaluate_loss, train_local
+
+# Float tensors in `model.parameters()` order.
+Parameters = list[torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ClientMetrics:
+    """Numbers a phone reports about its round: losses on its own data, work done."""
+
+    loss_before: float  # mean loss of the received weights on its loss sample
+    loss_after: float  # the same after local training
+    train_loss: float  # mean loss of its local steps
+    steps: int  # local optimizer steps
+    num_tokens: int  # targets trained on, all local epochs counted
+
+
+@dataclass(frozen=True, eq=False)
+class ClientReport:
+    """Everything that crosses from a phone to the coordinator after training."""
+
+    client_id: str
+    update: Parameters  # local weights - global weights, in parameter order
+    num_examples: int  # sequences trained on (each counted once)
+    metrics: ClientMetrics
+
+
+def parameters_of(model: torch.nn.Module) -> Parameters:
+    """Detached copies of a model's parameters, in order."""
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@torch.no_grad()
+def load_parameters(model: torch.nn.Module, parameters: Sequence[torch.Tensor]) -> None:
+    """Copy `parameters` into `model`'s parameters, in order."""
+    for target, source in zip(model.parameters(), parameters, strict=True):
+        target.copy_(source)
+
+
+def corrupt(update: Parameters, kind: str) -> Parameters:
+    """The update a faulty device sends instead of `update` (see FAULT_KINDS)."""
+    if kind == "scale":
+        return [t * 1000.0 for t in update]
+    if kind == "dtype":
+        return [t.double() for t in update]
+    if kind == "shape":
+        return [update[0][:-1].clone(), *update[1:]]
+    bad = update[0].clone()
+    bad.view(-1)[0] = float("nan") if kind == "nan" else float("inf")
+    return [bad, *update[1:]]
+
+
+class Phone:
+    """One simulated device with a private typing history."""
+
+    __slots__ = ("client_id", "profile", "_seed", "_train", "_future")
+
+    def __init__(
+        self,
+        client_id: str,
+        *,
+        train: Sequence[str],
+        future: Sequence[str],
+        profile: DeviceProfile,
+        seed: int,
+    ) -> None:
+        self.client_id = client_id
+        self.profile = profile
+        self._seed = seed
+        self._train = tuple(train)
+        self._future = tuple(future)
+
+    def __repr__(self) -> str:
+        return f"Phone({self.client_id!r})"
+
+    def _rng(self, server_round: int, purpose: str = "train") -> np.random.Generator:
+        return numpy_rng(self._seed, server_round, self.client_id, purpose)
+
+    def _sample(
+        self,
+        tokenizer: WordTokenizer,
+        config: LocalTrainingConfig,
+        max_len: int,
+        rng: np.random.Generator,
+    ) -> list[list[int]]:
+        """The sequences trained on this round: all, or a random budget of them."""
+        sequences = encode_messages(tokenizer, list(self._train), max_len)
+        budget = config.sequence_budget()
+        if budget is None or len(sequences) <= budget:
+            return sequences
+        chosen = np.sort(rng.choice(len(sequences), size=budget, replace=False))
+        return [sequences[i] for i in chosen]
+
+    def local_steps(
+        self, tokenizer: WordTokenizer, config: LocalTrainingConfig, max_len: int
+    ) -> int:
+        """Optimizer steps this phone's local training takes (for its timing)."""
+        count = len(encode_messages(tokenizer, list(self._train), max_len))
+        budget = config.sequence_budget()
+        if budget is not None:
+            count = min(count, budget)
+        batches = -(-count // config.batch_size)
+        steps = batches * config.local_epochs
+        cap = config.max_local_steps
+        return steps if cap is None else min(steps, cap)
+
+    def fit(
+        self,
+        model: NextWordModel,
+        *,
+        tokenizer: WordTokenizer,
+        config: LocalTrainingConfig,
+        server_round: int,
+    ) -> tuple[TrainResult, ClientMetrics]:
+        """Train `model` in place on this phone's history for one round."""
+        rng = self._rng(server_round)
+        sequences = self._sample(tokenizer, config, model.config.max_len, rng)
+        probe = sequences[: config.loss_sequences]
+        pad_id = tokenizer.pad_id
+        before, _ = evaluate_loss(model, probe, pad_id=pad_id)
+        result = train_local(
+            model, sequences, config.training_config(), pad_id=pad_id, rng=rng
+        )
+        after, _ = evaluate_loss(model, probe, pad_id=pad_id)
+        metrics = ClientMetrics(
+            loss_before=before,
+            loss_after=after,
+            train_loss=result.mean_loss,
+            steps=result.steps,
+            num_tokens=result.num_tokens,
+        )
+        return result, metrics
+
+    def train(
+        self,
+        model: NextWordModel,
+        global_parameters: Parameters,
+        *,
+        tokenizer: WordTokenizer,
+        config: LocalTrainingConfig,
+        server_round: int,
+        fault_kind: str = "nan",
+    ) -> ClientReport:
+        """FedAvg's ClientUpdate: start from the global weights, return the delta.
+
+        `model` is a scratch instance the caller reuses across phones; its weights
+        are overwritten with `global_parameters` first.
+        """
+        load_parameters(model, global_parameters)
+        result, metrics = self.fit(
+            model, tokenizer=tokenizer, config=config, server_round=server_round
+        )
+        with torch.no_grad():
+            update = [
+                p.detach() - g
+                for p, g in zip(model.parameters(), global_parameters, strict=True)
+            ]
+        if self.profile.faulty:
+            update = corrupt(update, fault_kind)
+        return ClientReport(self.client_id, update, result.num_examples, metrics)
+
+    def evaluate(
+        self,
+        model: NextWordModel,
+        *,
+        tokenizer: WordTokenizer,
+        max_messages: int,
+        keystroke_texts: int,
+    ) -> EvalCounts | None:
+        """Counts of `model`'s hits and keystrokes on this phone's future text.
+
+        None when the phone has no future text. It uses its `max_messages` oldest
+        future messages, the same ones every time, and simulates keystrokes on
+        `keystroke_texts` of them.
+        """
+        texts = list(self._future[:max_messages])
+        if not texts:
+            return None
+        return count_metrics(
+            model,
+            tokenizer,
+            texts,
+            max_len=model.config.max_len,
+            keystroke_texts=keystroke_texts,
+        )
+
+    def future_size(self, max_messages: int) -> int:
+        """How many future messages `evaluate` would use."""
+        return min(len(self._future), max_messages)
+
+    def save(self, path: str | Path) -> None:
+        """Write this phone's history to its own storage, atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = atomic_path(path)
+        payload = {
+            "client_id": self.client_id,
+            "train": self._train,
+            "future": self._future,
+        }
+        temporary.write_text(json.dumps(payload, ensure_ascii=False))
+        os.replace(temporary, path)
+
+    def with_texts(self, train: Sequence[str]) -> Phone:
+        """This phone with `train` appended to its training history."""
+        return Phone(
+            self.client_id,
+            train=(*self._train, *train),
+            future=self._future,
+            profile=self.profile,
+            seed=self._seed,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, *, profile: DeviceProfile, seed: int) -> Phone:
+        """A phone whose history `save` wrote to `path`.
+
+        Raises:
+            PhoneStoreError: the file is missing or not a phone's history.
+        """
+        try:
+            payload = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls(
+                str(payload["client_id"]),
+                train=[str(t) for t in payload["train"]],
+                future=[str(t) for t in payload["future"]],
+                profile=profile,
+                seed=seed,
+            )
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise PhoneStoreError(f"{path}: not a phone's history ({error})") from None
+
+
+class PhoneStoreError(ValueError):
+    """A stored phone history cannot be read; the message names the file."""
