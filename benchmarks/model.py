@@ -1,6 +1,6 @@
 """Speed of the model on this machine: training, suggestions, evaluation.
 
-    .venv/bin/python benchmarks/model.py [--steps 30] [--calls 400]
+    .venv/bin/python benchmarks/model.py [--steps 30] [--calls 400] [--threads N]
 
 Training speed is set against the machine's own float32 matmul rate, measured in
 the same run: tokens/s x 3 x forward FLOPs per token (backward costs about twice
@@ -109,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="timed steps a run")
     parser.add_argument("--calls", type=int, default=400, help="suggestions timed")
     parser.add_argument("--messages", type=int, default=2000, help="training slice")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     console = Console()
 
     with console.status("loading the corpus"):
