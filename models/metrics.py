@@ -34,6 +34,8 @@ STRIP_SIZE = 3
 # Most (message x position) rows whose logits one keystroke-savings pass holds:
 # 4,096 rows of a 10,036-word vocabulary are 164 MB of float32.
 _KSR_ROWS = 4096
+# A message as the keystroke simulation reads it: its pieces and their token ids.
+_Message = tuple[list[str], list[int]]
 
 
 @dataclass(frozen=True)
@@ -152,9 +154,9 @@ def _letters_before_tap(
     return None
 
 
-def _chunks(messages: list, batch_size: int) -> list[list]:
+def _chunks(messages: list[_Message], batch_size: int) -> list[list[_Message]]:
     """Length-sorted messages cut into batches of at most `_KSR_ROWS` positions."""
-    chunks: list[list] = []
+    chunks: list[list[_Message]] = []
     for message in messages:
         last = chunks[-1] if chunks else None
         if (

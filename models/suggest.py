@@ -135,11 +135,14 @@ class Suggester:
         *,
         context_tokens: int | None = None,
     ) -> None:
-        """Args:
-        model: Maps (B, T) token ids to ((B, T, V) logits, state).
-        tokenizer: The tokenizer the model was trained with.
-        context_tokens: Longest context fed to the model, <bos> included; by
-            default the model's training window, `model.config.max_len`, else 32.
+        """Index the vocabulary and start with `model`.
+
+        Args:
+            model: Maps (B, T) token ids to ((B, T, V) logits, state).
+            tokenizer: The tokenizer the model was trained with.
+            context_tokens: Longest context fed to the model, <bos> included; by
+                default the model's training window (`model.config.max_len`),
+                else 32.
         """
         self.tokenizer = tokenizer
         self.index = WordIndex(tokenizer)
@@ -151,6 +154,7 @@ class Suggester:
 
     @property
     def model(self) -> nn.Module:
+        """The model suggestions come from."""
         return self._model
 
     def set_model(self, model: nn.Module) -> None:
