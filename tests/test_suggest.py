@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from corpora.tokenizer import WordTokenizer
+from models.baseline import UnigramModel
 from models.config import ModelConfig
 from models.model import NextWordModel
 from models.suggest import Suggester, WordIndex, suggest
@@ -262,6 +263,20 @@ def test_suggester_odd_input_cases_with_known_answers(tokenizer, tiny_model):
     # word, "don't", in the user's apostrophe.
     assert cjk == [] and long_word == []
     assert pending_apostrophe == ["don\u2019t"]
+
+
+def test_suggester_works_with_stateless_unigram_model(words):
+    # Prepare: add-one counts: the 3, cat 2, hi 2, every other word 1.
+    model = UnigramModel.fit(words, ["the cat", "the hi"])
+    suggester = Suggester(model, words)
+
+    # Execute: the second context extends the first, with no state to reuse.
+    at_start = suggester.suggest("")
+    after_the = suggester.suggest("the ")
+
+    # Assert: cat and hi tie and sort alphabetically.
+    assert at_start == ["The", "Cat", "Hi"]
+    assert after_the == ["the", "cat", "hi"]
 
 
 def test_suggester_complete_returns_whole_text(words, stub):
