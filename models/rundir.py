@@ -143,6 +143,7 @@ class RunDir:
 
     def load_model(self, step: int | None = None) -> tuple[NextWordModel, int]:
         """The model at `step` (default: the latest) and that step."""
+        self.read_config()  # a clear error when this is no run directory
         steps = self.checkpoint_steps()
         if not steps:
             raise RunDirError(f"{self.checkpoint_dir}: no checkpoint yet")
