@@ -98,7 +98,9 @@ def _percent(value: float) -> str:
 
 
 def _number(value: float) -> str:
-    return "-" if value != value else f"{value:,.0f}"
+    if value != value:  # nan: no users
+        return "-"
+    return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
 
 
 def overview_table(stats: CorpusStats, config: CorpusConfig) -> Table:
@@ -114,7 +116,7 @@ def overview_table(stats: CorpusStats, config: CorpusConfig) -> Table:
             stats.heldout_users,
         ),
         (
-            f"  dropped (under {config.min_words_per_user:,} words after the cap)",
+            f"  dropped: under the {config.min_words_per_user:,}-word minimum",
             stats.dropped_users,
         ),
         ("messages read", stats.messages),
