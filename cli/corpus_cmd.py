@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cli.options import add_corpus_options, corpus_config
@@ -105,7 +106,8 @@ def _number(value: float) -> str:
 
 def overview_table(stats: CorpusStats, config: CorpusConfig) -> Table:
     """Users, messages and words read."""
-    table = Table(title=f"Corpus: {stats.source}", title_justify="left")
+    # A path may hold square brackets, which rich would read as markup.
+    table = Table(title=f"Corpus: {escape(stats.source)}", title_justify="left")
     table.add_column("")
     table.add_column("count", justify="right")
     rows = [

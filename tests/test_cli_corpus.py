@@ -9,6 +9,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -231,6 +232,21 @@ def test_cli_corpus_stats_chitchat_default_oov() -> None:
     assert code == 0
     assert row(out, "users") == ["users", "1,315"]
     assert row(out, "all kept") == ["all kept", "1,067", "96,680", "895,286", "4.94%"]
+
+
+def test_cli_corpus_stats_path_with_brackets_shown_verbatim(tmp_path: Path) -> None:
+    # Prepare: rich would read the "[/b]" in ".../[/b]/chats.jsonl" as a closing tag
+    folder = tmp_path / "[" / "b]"
+    folder.mkdir(parents=True)
+    path = folder / "chats.jsonl"
+    path.write_text('{"user": "ann", "text": "hello there friend"}\n')
+
+    # Execute
+    code, out, err = run_cli("corpus", "stats", "--corpus", str(path))
+
+    # Assert
+    assert (code, err) == (0, "")
+    assert "[/b]/chats.jsonl" in out
 
 
 def test_cli_corpus_stats_private_vocabulary_warns(write_jsonl: WriteJsonl) -> None:
