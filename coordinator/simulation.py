@@ -8,7 +8,6 @@ metrics line it appended. Progress goes out through `on_event`.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from coordinator import store
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.evaluation import Evaluator, future_cohort
 from coordinator.events import EvaluationStarted, EventCallback, RoundFinished, emit
+from coordinator.joined import JoinedPhones
 from coordinator.rounds import RoundEnvironment, ServerState, run_round
 from coordinator.strategies import initial_state
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
@@ -27,8 +27,7 @@ from corpora.samples import heldout_sample
 from corpora.tokenizer import WordTokenizer
 from device_sim.executor import ClientExecutor, SerialExecutor
 from device_sim.fleet import Fleet
-from device_sim.phone import Phone, load_parameters, parameters_of
-from device_sim.profile import draw_profile
+from device_sim.phone import load_parameters, parameters_of
 from models.config import ModelConfig
 from models.model import NextWordModel
 from models.rundir import RunDir, RunDirError, write_json_atomic
@@ -67,10 +66,9 @@ class Simulation:
         self._state = state
         self._totals = totals
         self._fleet = Fleet.from_splits(splits, federation.fleet, seed=federation.seed)
-        self._pinned: list[str] = []
-        self._phones: list[dict[str, Any]] = []
-        self._pending: list[tuple[Phone, bool]] = []
-        self._lock = threading.Lock()  # guards _pending and the phones index
+        self._joined = JoinedPhones(
+            run, fleet_config=federation.fleet, seed=federation.seed
+        )
         self._scratch = NextWordModel(model)
         self.executor: ClientExecutor = SerialExecutor(
             model_config=model,
@@ -196,7 +194,7 @@ class Simulation:
             totals=totals,
             on_event=on_event,
         )
-        simulation._load_phones()
+        simulation._joined.load(simulation._fleet)
         return simulation
 
     # The run's state, for readers.
@@ -254,13 +252,13 @@ class Simulation:
 
     def run_round(self) -> dict[str, Any]:
         """Run, evaluate (on schedule) and save one round; its metrics line."""
-        self._apply_pending()
+        self._joined.apply(self._fleet)
         env = RoundEnvironment(
             fleet=self._fleet,
             executor=self.executor,
             tokenizer=self.tokenizer,
             max_len=self.model_config.max_len,
-            pinned=tuple(self._pinned),
+            pinned=tuple(self._joined.pinned),
         )
         state, metrics = run_round(
             self._state, env, self.federation, on_event=self.on_event
@@ -309,71 +307,12 @@ class Simulation:
     ) -> None:
         """Add `texts` to phone `client_id`'s history, creating the phone if new.
 
-        The history is saved under the run directory at once (the phone's own
-        storage) and the phone joins the fleet at the start of the next round. A
-        pinned phone is always eligible and always selected.
+        Safe to call from another thread while a round runs. The history is saved
+        under the run directory at once (the phone's own storage) and the phone
+        joins the fleet at the start of the next round. A pinned phone is always
+        eligible and always selected.
         """
-        with self._lock:
-            phone = self._pending_or_fleet(client_id)
-            if phone is None:
-                phone = Phone(
-                    client_id,
-                    train=texts,
-                    future=(),
-                    profile=draw_profile(
-                        self.federation.seed, client_id, self.federation.fleet
-                    ),
-                    seed=self.federation.seed,
-                )
-            else:
-                phone = phone.with_texts(texts)
-            entry = self._phone_entry(client_id, pinned)
-            phone.save(self.run.path / "phones" / entry["file"])
-            store.write_phones_index(self.run, self._phones)
-            self._pending.append((phone, pinned))
-
-    def _pending_or_fleet(self, client_id: str) -> Phone | None:
-        for phone, _ in reversed(self._pending):
-            if phone.client_id == client_id:
-                return phone
-        return self._fleet.phone(client_id) if client_id in self._fleet else None
-
-    def _phone_entry(self, client_id: str, pinned: bool) -> dict[str, Any]:
-        for entry in self._phones:
-            if entry["client_id"] == client_id:
-                entry["pinned"] = pinned
-                return entry
-        entry = {
-            "client_id": client_id,
-            "file": f"phone_{len(self._phones):03d}.json",
-            "pinned": pinned,
-        }
-        self._phones.append(entry)
-        return entry
-
-    def _apply_pending(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, []
-        for phone, pinned in pending:
-            self._fleet.put(phone, always_eligible=pinned)
-            if pinned and phone.client_id not in self._pinned:
-                self._pinned.append(phone.client_id)
-            if not pinned and phone.client_id in self._pinned:
-                self._pinned.remove(phone.client_id)
-
-    def _load_phones(self) -> None:
-        self._phones = store.read_phones_index(self.run)
-        for entry in self._phones:
-            client_id = entry["client_id"]
-            phone = Phone.load(
-                self.run.path / "phones" / entry["file"],
-                profile=draw_profile(
-                    self.federation.seed, client_id, self.federation.fleet
-                ),
-                seed=self.federation.seed,
-            )
-            self._pending.append((phone, bool(entry["pinned"])))
-        self._apply_pending()
+        self._joined.add(self._fleet, client_id, texts, pinned=pinned)
 
     def personalize(
         self, texts: list[str], *, max_local_steps: int | None = None
@@ -389,15 +328,7 @@ class Simulation:
         local = self.federation.local
         if max_local_steps is not None:
             local = replace(local, max_local_steps=max_local_steps)
-        phone = Phone(
-            "personal",
-            train=texts,
-            future=(),
-            profile=draw_profile(
-                self.federation.seed, "personal", self.federation.fleet
-            ),
-            seed=self.federation.seed,
-        )
+        phone = self._joined.new_phone("personal", texts)
         phone.fit(
             model,
             tokenizer=self.tokenizer,

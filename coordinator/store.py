@@ -3,7 +3,8 @@
 Beside the `models.rundir.RunDir` layout a federated run keeps
 
     checkpoints/server_000042.safetensors   the server optimizer's buffers
-    phones/index.json, phones/phone_000.json  phones that joined during the run
+
+(and `phones/`, the histories of phones that joined: `coordinator.joined`).
 
 A round is saved in this order, every file atomically: the global model, the
 server state, the metrics line, then state.json, then old files are pruned. A kill
@@ -13,11 +14,9 @@ state exist; resuming drops any metrics line past it and replays from there.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
@@ -27,7 +26,7 @@ from corpora.tokenizer import WordTokenizer
 from device_sim.phone import Parameters, load_parameters
 from models.checkpoint import atomic_path, load_checkpoint, save_checkpoint
 from models.model import NextWordModel
-from models.rundir import RunDir, RunDirError, write_json_atomic
+from models.rundir import RunDir, RunDirError
 
 
 @dataclass(frozen=True)
@@ -137,25 +136,3 @@ def prune(run: RunDir, *, keep_last: int, keep_every: int) -> None:
     states = sorted(run.checkpoint_dir.glob("server_*.safetensors"))
     for path in states[:-keep_last]:
         path.unlink(missing_ok=True)
-
-
-def phones_index_path(run: RunDir) -> Path:
-    return run.path / "phones" / "index.json"
-
-
-def write_phones_index(run: RunDir, entries: list[dict[str, Any]]) -> None:
-    """phones/index.json: `[{"client_id", "file", "pinned"}]`, atomically."""
-    path = phones_index_path(run)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, {"phones": entries})
-
-
-def read_phones_index(run: RunDir) -> list[dict[str, Any]]:
-    """The phones that joined the run, in the order they joined."""
-    path = phones_index_path(run)
-    if not path.exists():
-        return []
-    try:
-        return list(json.loads(path.read_text())["phones"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise RunDirError(f"{path}: unreadable ({error})") from None

@@ -109,7 +109,7 @@ class SerialExecutor:
         load_parameters(self._model, global_parameters)
         results = []
         for phone, keystrokes in zip(phones, keystroke_texts, strict=True):
-            metrics = phone.evaluate(
+            metrics = phone.evaluate_counts(
                 self._model,
                 tokenizer=self.tokenizer,
                 max_messages=max_messages,

@@ -21,10 +21,11 @@ import torch
 
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import LocalTrainingConfig
-from device_sim.local_eval import EvalCounts, count_metrics
+from device_sim.local_eval import EvalCounts, combine, count_metrics
 from device_sim.profile import DeviceProfile
 from models.batching import encode_messages
 from models.checkpoint import atomic_path
+from models.metrics import EvalMetrics
 from models.model import NextWordModel
 from models.seeding import numpy_rng
 from models.training import TrainResult, evaluate_loss, train_local
@@ -52,6 +53,15 @@ class ClientReport:
     update: Parameters  # local weights - global weights, in parameter order
     num_examples: int  # sequences trained on (each counted once)
     metrics: ClientMetrics
+
+
+@dataclass(frozen=True, eq=False)
+class LocalData:
+    """A phone's training material for one round; it never leaves the device."""
+
+    sequences: list[list[int]]  # token sequences trained on this round
+    probe: list[list[int]]  # the loss sample, a prefix of `sequences`
+    rng: np.random.Generator  # the phone's stream for the round, after sampling
 
 
 def parameters_of(model: torch.nn.Module) -> Parameters:
@@ -102,23 +112,27 @@ class Phone:
     def __repr__(self) -> str:
         return f"Phone({self.client_id!r})"
 
-    def _rng(self, server_round: int, purpose: str = "train") -> np.random.Generator:
-        return numpy_rng(self._seed, server_round, self.client_id, purpose)
-
-    def _sample(
+    def local_data(
         self,
+        *,
         tokenizer: WordTokenizer,
         config: LocalTrainingConfig,
         max_len: int,
-        rng: np.random.Generator,
-    ) -> list[list[int]]:
-        """The sequences trained on this round: all, or a random budget of them."""
+        server_round: int,
+    ) -> LocalData:
+        """This round's training sequences, loss sample and random stream.
+
+        Device side only: for the executors that run the phones' own training
+        (one at a time here, or many batched together), never for the coordinator.
+        The sequences are all the phone's, or a random `sequence_budget()` of them.
+        """
+        rng = numpy_rng(self._seed, server_round, self.client_id, "train")
         sequences = encode_messages(tokenizer, list(self._train), max_len)
         budget = config.sequence_budget()
-        if budget is None or len(sequences) <= budget:
-            return sequences
-        chosen = np.sort(rng.choice(len(sequences), size=budget, replace=False))
-        return [sequences[i] for i in chosen]
+        if budget is not None and len(sequences) > budget:
+            chosen = np.sort(rng.choice(len(sequences), size=budget, replace=False))
+            sequences = [sequences[i] for i in chosen]
+        return LocalData(sequences, sequences[: config.loss_sequences], rng)
 
     def local_steps(
         self, tokenizer: WordTokenizer, config: LocalTrainingConfig, max_len: int
@@ -128,8 +142,7 @@ class Phone:
         budget = config.sequence_budget()
         if budget is not None:
             count = min(count, budget)
-        batches = -(-count // config.batch_size)
-        steps = batches * config.local_epochs
+        steps = -(-count // config.batch_size) * config.local_epochs
         cap = config.max_local_steps
         return steps if cap is None else min(steps, cap)
 
@@ -142,15 +155,18 @@ class Phone:
         server_round: int,
     ) -> tuple[TrainResult, ClientMetrics]:
         """Train `model` in place on this phone's history for one round."""
-        rng = self._rng(server_round)
-        sequences = self._sample(tokenizer, config, model.config.max_len, rng)
-        probe = sequences[: config.loss_sequences]
-        pad_id = tokenizer.pad_id
-        before, _ = evaluate_loss(model, probe, pad_id=pad_id)
-        result = train_local(
-            model, sequences, config.training_config(), pad_id=pad_id, rng=rng
+        data = self.local_data(
+            tokenizer=tokenizer,
+            config=config,
+            max_len=model.config.max_len,
+            server_round=server_round,
         )
-        after, _ = evaluate_loss(model, probe, pad_id=pad_id)
+        pad_id = tokenizer.pad_id
+        before, _ = evaluate_loss(model, data.probe, pad_id=pad_id)
+        result = train_local(
+            model, data.sequences, config.training_config(), pad_id=pad_id, rng=data.rng
+        )
+        after, _ = evaluate_loss(model, data.probe, pad_id=pad_id)
         metrics = ClientMetrics(
             loss_before=before,
             loss_after=after,
@@ -188,7 +204,7 @@ class Phone:
             update = corrupt(update, fault_kind)
         return ClientReport(self.client_id, update, result.num_examples, metrics)
 
-    def evaluate(
+    def evaluate_counts(
         self,
         model: NextWordModel,
         *,
@@ -196,11 +212,11 @@ class Phone:
         max_messages: int,
         keystroke_texts: int,
     ) -> EvalCounts | None:
-        """Counts of `model`'s hits and keystrokes on this phone's future text.
+        """Additive counts of `model`'s hits and keystrokes on its future text.
 
         None when the phone has no future text. It uses its `max_messages` oldest
         future messages, the same ones every time, and simulates keystrokes on
-        `keystroke_texts` of them.
+        `keystroke_texts` of them. Federated evaluation pools these counts.
         """
         texts = list(self._future[:max_messages])
         if not texts:
@@ -212,6 +228,23 @@ class Phone:
             max_len=model.config.max_len,
             keystroke_texts=keystroke_texts,
         )
+
+    def evaluate(
+        self,
+        model: NextWordModel,
+        *,
+        tokenizer: WordTokenizer,
+        max_messages: int,
+        keystroke_texts: int,
+    ) -> EvalMetrics | None:
+        """The foundation's metrics of `model` on this phone's future text alone."""
+        counts = self.evaluate_counts(
+            model,
+            tokenizer=tokenizer,
+            max_messages=max_messages,
+            keystroke_texts=keystroke_texts,
+        )
+        return None if counts is None else combine([counts])
 
     def future_size(self, max_messages: int) -> int:
         """How many future messages `evaluate` would use."""
