@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from central.errors import CentralConfigError, WorkerAbortedError, WorkerFailedError
 from coordinator.config import FederationConfigError
 from corpora.messages import CorpusError
 from device_sim.config import FleetConfigError
@@ -23,4 +24,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     FederationConfigError,
     FleetConfigError,
     PhoneStoreError,
+    CentralConfigError,
+    WorkerFailedError,
+    WorkerAbortedError,
 )

@@ -1,0 +1,201 @@
+"""`fedtype train`: the simplest reference, one process on the pooled training set.
+
+It is the central baseline with one worker (`central.launch.run_worker`), so it
+writes the same run directory as `fedtype central`. The options and the progress
+display here are shared with `fedtype central`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from central.config import CentralConfig
+from central.distributed import context_from_env
+from central.errors import CentralConfigError
+from central.events import (
+    Evaluated,
+    EvaluationStarted,
+    Event,
+    StepDone,
+    TrainingStarted,
+)
+from central.launch import run_worker
+from central.runspec import create_run
+from cli.errors import UsageError
+from cli.options import add_corpus_options, corpus_config
+from corpora.messages import CorpusError
+from corpora.tokenizer import WordTokenizer
+from models.config import ModelConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `train` subcommand."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train the model centrally on the pooled data, in one process",
+        description="Single-process training on every training user's train part "
+        "pooled (Adam by default), evaluated on held-out users and future text at "
+        "each epoch's end and every --eval-every steps. Resumable.",
+    )
+    add_run_options(parser)
+    parser.set_defaults(func=run_train)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """--out/--resume, the training settings, the model shape and the corpus."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="new run directory")
+    where.add_argument("--resume", metavar="RUN_DIR", help="continue this run")
+    defaults = CentralConfig()
+    group = parser.add_argument_group("training (new runs only)")
+    options: list[tuple[str, type, Any, str]] = [
+        ("--epochs", int, defaults.epochs, "passes over the pooled data"),
+        ("--max-steps", int, defaults.max_steps, "stop after this many steps"),
+        ("--seed", int, defaults.seed, "seed of everything random"),
+        ("--batch-size", int, defaults.batch_size, "sequences per step, all workers"),
+        ("--lr", float, defaults.lr, "learning rate"),
+        ("--eval-every", int, defaults.eval_every, "evaluate every N steps, 0: epochs"),
+        ("--shard-messages", int, defaults.shard_messages, "messages per data shard"),
+        ("--hidden-dim", int, ModelConfig().hidden_dim, "LSTM width"),
+        ("--embed-dim", int, ModelConfig().embed_dim, "embedding width"),
+    ]
+    for flag, kind, default, text in options:
+        group.add_argument(
+            flag, type=kind, default=default, help=f"{text} (default: %(default)s)"
+        )
+    group.add_argument(
+        "--optimizer",
+        choices=("adam", "sgd"),
+        default=defaults.optimizer,
+        help="optimizer (default: %(default)s)",
+    )
+    add_corpus_options(parser)
+
+
+def training_config(args: argparse.Namespace) -> CentralConfig:
+    """The `CentralConfig` the options describe."""
+    try:
+        return CentralConfig(
+            seed=args.seed,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            optimizer=args.optimizer,
+            eval_every=args.eval_every,
+            shard_messages=args.shard_messages,
+        )
+    except CentralConfigError as error:
+        raise UsageError(str(error)) from None
+
+
+def start_new_run(
+    args: argparse.Namespace, *, kind: str, extra: dict[str, Any] | None = None
+) -> str:
+    """Create the run directory --out names; returns its path."""
+    config = training_config(args)
+    if args.hidden_dim < 1 or args.embed_dim < 1:
+        raise UsageError("--hidden-dim and --embed-dim must be >= 1")
+    corpus = corpus_config(args, seed=config.seed)
+    if corpus.source != "chitchat" and not Path(corpus.source).is_file():
+        raise CorpusError("no such corpus file", path=corpus.source)
+    model = ModelConfig(
+        vocab_size=WordTokenizer.public().vocab_size,
+        embed_dim=args.embed_dim,
+        hidden_dim=args.hidden_dim,
+    )
+    create_run(
+        args.out,
+        kind=kind,
+        corpus=corpus,
+        model=model,
+        training=config,
+        extra=extra,
+    )
+    return str(args.out)
+
+
+def summary(record: dict[str, Any]) -> str:
+    """One line for an evaluation record."""
+    line = f"step {record['step']} (epoch {record['epoch']:.2f})"
+    if record.get("train_loss") is not None:
+        line += f": train loss {record['train_loss']:.3f}"
+    for name in ("heldout", "future"):
+        metrics = record.get(name)
+        if metrics:
+            line += (
+                f", {name} top-1 {metrics['top1']:.2%} top-3 {metrics['top3']:.2%}"
+                f" ppl {metrics['perplexity']:.1f}"
+            )
+    return line
+
+
+class ProgressDisplay:
+    """Turns the trainer's events into a rich progress bar (rank 0 only)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = self.bar.add_task("steps", total=None, status="")
+
+    def __enter__(self) -> ProgressDisplay:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, TrainingStarted):
+            self.bar.update(self.task, total=event.total_steps, completed=event.step)
+            self.console.print(
+                f"{event.train_sequences:,} sequences in {event.shards} shard(s), "
+                f"{event.world_size} worker(s), {event.total_steps:,} steps"
+            )
+        elif isinstance(event, StepDone):
+            self.bar.update(
+                self.task,
+                completed=event.step,
+                description=f"epoch {event.epoch + 1}",
+                status=f"loss {event.loss:.3f}",
+            )
+        elif isinstance(event, EvaluationStarted):
+            self.bar.update(self.task, status="evaluating")
+        elif isinstance(event, Evaluated):
+            self.console.print(summary(event.record))
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Create or resume the run, then train it in this process."""
+    console = Console()
+    path = args.resume or start_new_run(args, kind="train")
+    context = context_from_env()
+    if context.world_size != 1:
+        raise UsageError("fedtype train is single-process; use fedtype central")
+    with ProgressDisplay(console) as display:
+        progress = run_worker(path, context=context, on_event=display)
+    console.print(
+        f"{path}: {progress.step} steps, {progress.tokens_total:,} tokens in "
+        f"{progress.wall_seconds_total:.0f} s of training"
+    )
+    return 0
