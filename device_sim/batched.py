@@ -1,0 +1,160 @@
+"""Many phones' local training as one batched computation.
+
+`models.training.train_local` trains one phone at a time, and a phone with a small
+history leaves most of each small matrix product idle: its LSTM runs one short
+sequential loop per step whatever the batch. Here P phones train together on
+stacked weights (`device_sim.stacked_lstm`). Each takes exactly the SGD steps
+`train_local` would take on a fresh copy of the global model: the same batches
+from its own rng, its own gradient-norm clip and FedProx term (Li et al. 2020,
+arXiv 1812.06127), plain SGD as in FedAvg's ClientUpdate (McMahan et al. 2017,
+arXiv 1602.05629). Step k of every phone of a group runs as one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from device_sim.stacked_lstm import (
+    PARAMETER_NAMES,
+    Stacked,
+    stack_parameters,
+    step_gradients,
+)
+from models.batching import count_targets, make_batches
+from models.config import TrainingConfig
+from models.model import NextWordModel
+from models.training import TrainResult
+
+
+@dataclass(frozen=True, eq=False)
+class PhoneUpdate:
+    """What local training did on one phone."""
+
+    update: list[torch.Tensor]  # local - global weights, `model.parameters()` order
+    result: TrainResult
+
+
+def phone_batches(
+    sequences: list[list[int]],
+    config: TrainingConfig,
+    *,
+    pad_id: int,
+    rng: np.random.Generator,
+) -> list[torch.Tensor]:
+    """The batches `train_local` steps through, drawing from `rng` as it does."""
+    batches: list[torch.Tensor] = []
+    for _ in range(config.epochs):
+        for batch in make_batches(sequences, config.batch_size, pad_id=pad_id, rng=rng):
+            if config.max_steps is not None and len(batches) >= config.max_steps:
+                break
+            batches.append(batch)
+    return batches
+
+
+def sgd_step(
+    weights: Stacked,
+    grads: Stacked,
+    config: TrainingConfig,
+    anchor: Stacked | None = None,
+) -> None:
+    """Per-phone FedProx term, gradient-norm clip and SGD step, as `train_step`."""
+    p = next(iter(weights.values())).shape[0]
+    if anchor is not None and config.prox_mu > 0:
+        for name, g in grads.items():
+            g.add_(weights[name] - anchor[name], alpha=config.prox_mu)
+    if config.clip_norm > 0:
+        norms = torch.stack(
+            [torch.linalg.vector_norm(g.reshape(p, -1), dim=1) for g in grads.values()]
+        )
+        total = torch.linalg.vector_norm(norms, dim=0)  # (P,)
+        scale = (config.clip_norm / (total + 1e-6)).clamp(max=1.0)
+        for name, w in weights.items():
+            shape = (p, *([1] * (w.dim() - 1)))
+            w.addcmul_(grads[name], scale.view(shape), value=-config.lr)
+        return
+    for name, w in weights.items():
+        w.add_(grads[name], alpha=-config.lr)
+
+
+def _train_group(
+    model: NextWordModel,
+    batches: Sequence[list[torch.Tensor]],
+    config: TrainingConfig,
+    pad_id: int,
+) -> list[tuple[list[torch.Tensor], TrainResult]]:
+    """Train phones whose batch counts do not increase along `batches`."""
+    count = len(batches)
+    weights = stack_parameters(model, count)
+    grads = {name: torch.empty_like(w) for name, w in weights.items()}
+    anchor = None
+    if config.prox_mu > 0:
+        anchor = {name: p.detach().unsqueeze(0) for name, p in model.named_parameters()}
+    losses = [0.0] * count
+    tokens = [0] * count
+    for step in range(len(batches[0])):
+        active = sum(1 for b in batches if len(b) > step)  # a prefix of the group
+        step_batches = [b[step] for b in batches[:active]]
+        live = {name: w[:active] for name, w in weights.items()}
+        live_grads = {name: g[:active] for name, g in grads.items()}
+        step_losses = step_gradients(live, live_grads, step_batches, pad_id)
+        sgd_step(live, live_grads, config, anchor)
+        for k, (loss, batch) in enumerate(zip(step_losses, step_batches, strict=True)):
+            losses[k] += loss
+            tokens[k] += count_targets(batch, pad_id)
+    del grads
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            weights[name].sub_(p)  # the updates, as views of one stacked tensor
+    out = []
+    for k, phone in enumerate(batches):
+        steps = len(phone)
+        mean = losses[k] / steps if steps else float("nan")
+        update = [weights[name][k] for name in PARAMETER_NAMES]
+        out.append((update, TrainResult(0, tokens[k], steps, mean)))
+    return out
+
+
+def train_phones(
+    model: NextWordModel,
+    phone_sequences: Sequence[list[list[int]]],
+    config: TrainingConfig,
+    *,
+    pad_id: int,
+    rngs: Sequence[np.random.Generator],
+    group_size: int = 16,
+) -> list[PhoneUpdate]:
+    """Train each phone from `model`'s weights, as `train_local` on a fresh copy.
+
+    `model` is left unchanged. Phones are grouped by their number of steps, at
+    most `group_size` a group (memory grows by about 11 MB a phone of a group).
+
+    Args:
+        model: The global model.
+        phone_sequences: Each phone's training sequences.
+        config: Local training settings; the optimizer must be "sgd".
+        pad_id: The padding token.
+        rngs: Each phone's generator, drawn from exactly as `train_local` would.
+
+    Returns:
+        Each phone's update and counts, in the order given.
+    """
+    if config.optimizer != "sgd":
+        raise ValueError(f"batched training runs SGD only, not {config.optimizer!r}")
+    batches = [
+        phone_batches(s, config, pad_id=pad_id, rng=r)
+        for s, r in zip(phone_sequences, rngs, strict=True)
+    ]
+    order = sorted(range(len(batches)), key=lambda k: -len(batches[k]))
+    results: dict[int, PhoneUpdate] = {}
+    with torch.no_grad():
+        for start in range(0, len(order), group_size):
+            group = order[start : start + group_size]
+            trained = _train_group(model, [batches[k] for k in group], config, pad_id)
+            for k, (update, result) in zip(group, trained, strict=True):
+                examples = len(phone_sequences[k])
+                results[k] = PhoneUpdate(update, replace(result, num_examples=examples))
+    return [results[k] for k in range(len(batches))]
