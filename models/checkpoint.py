@@ -77,10 +77,7 @@ def load_checkpoint(
             trained with another vocabulary than `vocab_fingerprint`.
     """
     metadata = read_metadata(path)
-    try:
-        config = ModelConfig(**json.loads(metadata["model_config"]))
-    except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"{path}: metadata lacks a valid model_config") from None
+    config = _model_config(metadata, source=str(path))
     found = metadata.get("vocab_fingerprint")
     if vocab_fingerprint is not None and found != vocab_fingerprint:
         raise CheckpointError(
@@ -91,15 +88,40 @@ def load_checkpoint(
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{path}: cannot read the weights ({error})") from None
+    # Check names and shapes on a weightless skeleton first, so that a config
+    # claiming a huge vocabulary fails here instead of allocating it.
+    with torch.device("meta"):
+        skeleton = NextWordModel(config)
+    check_tensors(skeleton, tensors, source=str(path))
     model = NextWordModel(config)
-    load_weights(model, tensors, source=str(path))
+    model.load_state_dict(tensors)
     return model, config, metadata
+
+
+def _model_config(metadata: dict[str, str], *, source: str) -> ModelConfig:
+    """The `ModelConfig` in a checkpoint's metadata: every field a positive int."""
+    invalid = CheckpointError(f"{source}: metadata lacks a valid model_config")
+    try:
+        config = ModelConfig(**json.loads(metadata["model_config"]))
+    except (KeyError, TypeError, ValueError):
+        raise invalid from None
+    if not all(type(value) is int and value > 0 for value in asdict(config).values()):
+        raise invalid
+    return config
 
 
 def load_weights(
     model: nn.Module, tensors: dict[str, torch.Tensor], *, source: str
 ) -> None:
     """Copy `tensors` into `model`, naming any missing, extra or misshapen tensor."""
+    check_tensors(model, tensors, source=source)
+    model.load_state_dict(tensors)
+
+
+def check_tensors(
+    model: nn.Module, tensors: dict[str, torch.Tensor], *, source: str
+) -> None:
+    """Raise a `CheckpointError` naming any missing, extra or misshapen tensor."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
@@ -113,4 +135,3 @@ def load_weights(
                 f"{source}: tensor {name} has shape {tuple(tensor.shape)}, "
                 f"the model needs {tuple(expected[name].shape)}"
             )
-    model.load_state_dict(tensors)

@@ -162,7 +162,14 @@ def test_checkpoint_missing_tensor_is_checkpoint_error(
 
 @pytest.mark.parametrize(
     "metadata",
-    [{}, {"model_config": "{"}, {"model_config": json.dumps({"layers": 2})}],
+    [
+        {},
+        {"model_config": "{"},
+        {"model_config": json.dumps({"layers": 2})},
+        {"model_config": json.dumps({"vocab_size": "x"})},
+        {"model_config": json.dumps({"vocab_size": -5})},
+        {"model_config": json.dumps({"hidden_dim": 3.5})},
+    ],
 )
 def test_checkpoint_bad_model_config_is_checkpoint_error(
     tiny_model: NextWordModel, tmp_path: Path, metadata: dict[str, str]
@@ -176,6 +183,21 @@ def test_checkpoint_bad_model_config_is_checkpoint_error(
 
     # Assert
     assert error == f"{path}: metadata lacks a valid model_config"
+
+
+def test_checkpoint_huge_claimed_vocabulary_fails_before_allocating(
+    tiny_model: NextWordModel, tmp_path: Path
+) -> None:
+    # Prepare: 10^12 x 16 float32 weights would need 64 TB
+    path = tmp_path / "model.safetensors"
+    huge = replace(tiny_model.config, vocab_size=10**12)
+    save_checkpoint(path, tiny_model, huge, vocab_fingerprint=FINGERPRINT)
+
+    # Execute
+    error = load_error(path)
+
+    # Assert
+    assert "the model needs (1000000000000" in error
 
 
 def test_rundir_loads_latest_or_named_checkpoint(
