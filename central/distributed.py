@@ -5,13 +5,15 @@ sets: `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`. Without
 them, or with a world of one, no process group is made and every collective is a
 no-op, so the single-process `fedtype train` runs the very same code.
 
+(No `from __future__ import annotations` here: DDP checks the comm hook's
+annotations at run time.)
+
 Bytes exchanged are counted with a DDP communication hook that sees every
 gradient bucket DDP all-reduces: a bucket of N bytes costs each worker
 2 (W-1)/W N bytes sent under ring all-reduce (reduce-scatter, then all-gather),
 the bandwidth-optimal schedule, so the job sends 2 (W-1) N bytes in all.
 """
 
-from __future__ import annotations
 
 import os
 from dataclasses import dataclass

@@ -13,6 +13,7 @@ from cli.errors import USER_ERRORS
 COMMAND_MODULES = (
     "cli.corpus_cmd",
     "cli.train_cmd",
+    "cli.central_cmd",
 )
 
 

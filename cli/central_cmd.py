@@ -1,0 +1,143 @@
+"""`fedtype central`: the data-parallel central baseline on W local workers.
+
+`fedtype central --workers W --out RUN_DIR` starts W worker processes on this
+machine (loopback only) and trains the pooled data with DistributedDataParallel.
+Under torchrun the same command is one worker of a larger job instead:
+
+    torchrun --nproc-per-node 2 -m central --out RUN_DIR [options]
+    torchrun --nnodes 2 --nproc-per-node 2 --rdzv-backend c10d \
+        --rdzv-endpoint HOST:29400 -m central --out RUN_DIR [options]
+
+(`python -m central` is this command in worker mode.) Rank 0 alone prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+from rich.console import Console
+
+from central.config import CentralConfig
+from central.distributed import context_from_env
+from central.launch import launch_local, run_worker
+from central.runspec import KINDS
+from cli.errors import USER_ERRORS, UsageError
+from cli.train_cmd import ProgressDisplay, add_run_options, start_new_run
+from models.rundir import RunDir
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `central` subcommand."""
+    parser = subparsers.add_parser(
+        "central",
+        help="train centrally on the pooled data with W data-parallel workers",
+        description="The central baseline: DistributedDataParallel over W worker "
+        "processes (gloo on CPU, nccl on GPU), each taking batch-size / W "
+        "sequences per step. Rank 0 evaluates and saves; resumable. Under "
+        "torchrun (torchrun -m central ...) this process is one worker.",
+    )
+    add_worker_options(parser)
+    parser.set_defaults(func=run_central)
+
+
+def add_worker_options(parser: argparse.ArgumentParser) -> None:
+    """The run options plus --workers, --threads and --timeout."""
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="local worker processes (default: %(default)s; ignored under torchrun)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads per worker (default: the cores shared out)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds a worker waits at a collective before the job fails; it "
+        "must cover rank 0's evaluation (default: %(default)s)",
+    )
+    add_run_options(parser)
+
+
+def under_torchrun() -> bool:
+    """Whether torchrun (or another launcher) started this process as a worker."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
+
+
+def run_worker_body(path: str, timeout_s: float) -> None:
+    """One worker's life (rank 0 shows the progress). Runs in every worker."""
+    context = context_from_env()
+    if not context.is_main:
+        run_worker(path, context=context, timeout_s=timeout_s)
+        return
+    console = Console()
+    with ProgressDisplay(console) as display:
+        progress = run_worker(
+            path, context=context, timeout_s=timeout_s, on_event=display
+        )
+    console.print(
+        f"{path}: {progress.step} steps, {progress.tokens_total:,} tokens in "
+        f"{progress.wall_seconds_total:.0f} s of training on "
+        f"{context.world_size} workers, {progress.bytes_total / 1e9:.2f} GB exchanged"
+    )
+
+
+def _check_resumable(path: str, workers: int) -> None:
+    config = RunDir(path).read_config()
+    if config.get("kind") not in KINDS:
+        raise UsageError(f"{path} is a {config.get('kind')!r} run, not a central one")
+    CentralConfig.from_dict(config.get("training", {})).check_workers(workers)
+
+
+def run_central(args: argparse.Namespace) -> int:
+    """Launch W local workers, or be one worker under torchrun."""
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be > 0")
+    if under_torchrun():
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        world_size = context_from_env().world_size
+        if args.out and context_from_env().is_main:
+            start_new_run(args, kind="central", extra={"workers": world_size})
+        run_worker_body(args.out or args.resume, args.timeout)
+        return 0
+    if args.workers < 1:
+        raise UsageError("--workers must be >= 1")
+    if args.out:
+        CentralConfig(batch_size=args.batch_size).check_workers(args.workers)
+        path = start_new_run(args, kind="central", extra={"workers": args.workers})
+    else:
+        path = args.resume
+        _check_resumable(path, args.workers)
+    if args.workers == 1:
+        run_worker_body(path, args.timeout)
+        return 0
+    launch_local(
+        run_worker_body,
+        (path, args.timeout),
+        workers=args.workers,
+        threads=args.threads,
+    )
+    return 0
+
+
+def torchrun_main(argv: list[str] | None = None) -> int:
+    """`python -m central`: `fedtype central` as one worker of a torchrun job."""
+    parser = argparse.ArgumentParser(
+        prog="python -m central", description="One worker of the central baseline."
+    )
+    add_worker_options(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_central(args)
+    except USER_ERRORS as error:
+        print(f"central worker: error: {error}", file=sys.stderr)
+        return 2
