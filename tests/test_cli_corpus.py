@@ -327,6 +327,19 @@ def test_cli_corpus_stats_help_explains_the_figures() -> None:
         assert phrase in out
 
 
+def test_cli_corpus_stats_registered_with_every_command() -> None:
+    # Prepare
+    out = io.StringIO()
+
+    # Execute: the real parser, every subcommand module loaded
+    with redirect_stdout(out), pytest.raises(SystemExit) as caught:
+        cli.main.main(["corpus", "stats", "--help"])
+
+    # Assert
+    assert caught.value.code == 0
+    assert out.getvalue().startswith("usage: fedtype corpus stats")
+
+
 def test_cli_corpus_without_subcommand_is_usage_error() -> None:
     # Prepare
     command = ("corpus",)
