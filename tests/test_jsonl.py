@@ -290,7 +290,7 @@ def test_load_jsonl_mixed_timestamps_rejected(write_jsonl: WriteJsonl) -> None:
     assert "line 1" in str(error)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(data=st.binary(max_size=200))
 def test_load_jsonl_arbitrary_bytes_only_raise_corpus_error(
     tmp_path_factory: pytest.TempPathFactory, data: bytes
@@ -340,7 +340,7 @@ def jsonl_files(draw: st.DrawFn) -> bytes:
     return data
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(data=jsonl_files())
 def test_load_corpus_jsonl_like_bytes_only_raise_corpus_error(
     tmp_path_factory: pytest.TempPathFactory, data: bytes
