@@ -1,0 +1,200 @@
+"""The privacy invariant: only parameters, example counts and metrics leave a phone.
+
+A canary word is planted in every phone's history; whatever crosses from the phones
+to the coordinator, every event and every file of the run is searched for it.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from coordinator.config import FederationConfig
+from coordinator.simulation import Simulation
+from corpora.corpus import CorpusConfig, CorpusSplits, UserHistory
+from corpora.tokenizer import WordTokenizer
+from device_sim.config import FleetConfig, LocalTrainingConfig
+from device_sim.executor import ReportCallback, SerialExecutor
+from device_sim.local_eval import EvalCounts
+from device_sim.phone import ClientMetrics, ClientReport, Parameters, Phone
+from device_sim.profile import draw_profile
+from models.config import ModelConfig
+from models.model import NextWordModel
+
+CANARY = "zqxcanary"
+COORDINATOR = Path(__file__).resolve().parents[1] / "coordinator"
+
+
+class RecordingExecutor(SerialExecutor):
+    """A serial executor that keeps everything its phones hand back."""
+
+    crossed: list[object]
+
+    def train(
+        self,
+        phones: Sequence[Phone],
+        global_parameters: Parameters,
+        *,
+        server_round: int,
+        on_report: ReportCallback | None = None,
+    ) -> list[ClientReport]:
+        reports = super().train(
+            phones, global_parameters, server_round=server_round, on_report=on_report
+        )
+        self.crossed.extend(reports)
+        return reports
+
+    def evaluate(
+        self,
+        phones: Sequence[Phone],
+        global_parameters: Parameters,
+        *,
+        max_messages: int,
+        keystroke_texts: Sequence[int],
+    ) -> list[tuple[str, EvalCounts]]:
+        results = super().evaluate(
+            phones,
+            global_parameters,
+            max_messages=max_messages,
+            keystroke_texts=keystroke_texts,
+        )
+        self.crossed.extend(results)
+        return results
+
+
+def with_canary(splits: CorpusSplits) -> CorpusSplits:
+    """The splits with a secret message in each training user's train and future."""
+    secret = f"my pin is {CANARY} 4711"
+    users = {
+        name: UserHistory(name, (*u.train, secret), (secret, *u.future))
+        for name, u in splits.training_users.items()
+    }
+    return dataclasses.replace(splits, training_users=users)
+
+
+def test_privacy_client_report_holds_only_update_count_and_metrics(
+    tokenizer: WordTokenizer, tiny_model_config: ModelConfig
+) -> None:
+    # Prepare
+    phone = Phone(
+        "p",
+        train=["hello there", f"{CANARY} is my secret"],
+        future=[],
+        profile=draw_profile(0, "p", FleetConfig()),
+        seed=0,
+    )
+    model = NextWordModel(tiny_model_config)
+    global_parameters = [p.detach().clone() for p in model.parameters()]
+
+    # Execute
+    report = phone.train(
+        model,
+        global_parameters,
+        tokenizer=tokenizer,
+        config=LocalTrainingConfig(),
+        server_round=1,
+    )
+
+    # Assert
+    fields = [f.name for f in dataclasses.fields(ClientReport)]
+    assert fields == ["client_id", "update", "num_examples", "metrics"]
+    assert isinstance(report.num_examples, int) and report.num_examples == 2
+    kinds = [
+        type(getattr(report.metrics, f.name)) for f in dataclasses.fields(ClientMetrics)
+    ]
+    assert kinds == [float, float, float, int, int]
+    assert [t.shape for t in report.update] == [p.shape for p in global_parameters]
+    assert all(t.dtype == torch.float32 for t in report.update)
+    assert CANARY.encode() not in pickle.dumps(report)
+
+
+def test_privacy_canary_never_reaches_coordinator_events_or_disk(
+    tmp_path: Path,
+    small_splits: CorpusSplits,
+    small_config: CorpusConfig,
+    tokenizer: WordTokenizer,
+    tiny_model_config: ModelConfig,
+) -> None:
+    # Prepare: two rounds with evaluation on every phone's future text.
+    federation = FederationConfig(
+        clients_per_round=3,
+        eval_every=1,
+        heldout_messages=10,
+        future_messages=20,
+        keystroke_texts=5,
+        local=LocalTrainingConfig(max_local_steps=1),
+        fleet=FleetConfig(eligibility=False, dropout_rate=0.0),
+    )
+    events: list[object] = []
+    simulation = Simulation.create(
+        tmp_path / "run",
+        federation=federation,
+        corpus=small_config,
+        model=tiny_model_config,
+        tokenizer=tokenizer,
+        splits=with_canary(small_splits),
+        on_event=events.append,
+    )
+    executor = RecordingExecutor(
+        model_config=tiny_model_config, tokenizer=tokenizer, local=federation.local
+    )
+    executor.crossed = []
+    simulation.executor = executor
+
+    # Execute
+    simulation.run_round()
+    simulation.run_round()
+
+    # Assert: reports and evaluation counts crossed, and nothing else.
+    assert {type(x).__name__ for x in executor.crossed} == {"ClientReport", "tuple"}
+    for item in executor.crossed:
+        if isinstance(item, tuple):
+            assert isinstance(item[0], str) and isinstance(item[1], EvalCounts)
+    assert CANARY.encode() not in pickle.dumps(executor.crossed)
+    assert CANARY not in repr(events)
+    for path in (tmp_path / "run").rglob("*"):
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes(), path
+
+
+def test_privacy_phone_exposes_no_text_in_public_attributes() -> None:
+    # Prepare
+    phone = Phone(
+        "p",
+        train=[f"{CANARY} one"],
+        future=[f"{CANARY} two"],
+        profile=draw_profile(0, "p", FleetConfig()),
+        seed=0,
+    )
+
+    # Execute
+    public = {
+        name: getattr(phone, name)
+        for name in dir(phone)
+        if not name.startswith("_") and not callable(getattr(phone, name))
+    }
+
+    # Assert
+    assert set(public) == {"client_id", "profile"}
+    assert CANARY not in repr(public)
+
+
+def test_privacy_coordinator_code_never_touches_a_phone_history() -> None:
+    # Prepare: the phone's private names and its device-side data method.
+    private = {"_train", "_future", "_seed", "local_data", "evaluate_counts"}
+
+    # Execute
+    touched = {
+        (path.name, node.attr)
+        for path in COORDINATOR.glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr in private
+    }
+
+    # Assert
+    assert touched == set()
