@@ -1,0 +1,149 @@
+"""`fedtype demo`: type on a phone keyboard while a simulated fleet trains it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from cli.errors import UsageError
+from coordinator.config import FederationConfig
+from coordinator.simulation import Simulation
+from corpora.corpus import CorpusConfig
+from corpora.tokenizer import WordTokenizer
+from models.config import ModelConfig
+from models.rundir import RunDir
+from tui.app import CentralReference, FedtypeApp
+from tui.sim_fleet import SimulationFleet
+
+DEFAULT_RUN = "runs/demo"
+
+
+def demo_federation(clients_per_round: int) -> FederationConfig:
+    """The settings of a fresh demo fleet: short rounds, a chart point each."""
+    return FederationConfig(
+        # The demo keeps going until you quit; this only sets the final evaluation.
+        rounds=10_000,
+        # About 3 s of local training a round on one CPU core.
+        clients_per_round=clients_per_round,
+        # Evaluate every round, on samples small enough to take about a second.
+        eval_every=1,
+        heldout_messages=300,
+        future_messages=300,
+        keystroke_texts=60,
+        # Keep rounds 5, 10, 15, ... so "suggestions over rounds" survives restarts.
+        checkpoint_every=5,
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `demo` subcommand."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="type on a phone keyboard while a simulated fleet trains its model",
+        description="A terminal phone keyboard with suggestions from the federated "
+        "model, a fleet dashboard, and rounds training in the background. Opens "
+        f"--run if it holds a run, else starts a fresh fleet there (default "
+        f"{DEFAULT_RUN}). Keys: F1-F3 or Tab accept a suggestion, right arrow "
+        "the ghost text, Enter sends, F5 pauses, F6 switches the model, F7 shows "
+        "this phone's own, F8 opens the fleet's phones, Ctrl+Q quits.",
+    )
+    parser.add_argument(
+        "--run",
+        default=None,
+        help=f"federated run directory to open or start (default: {DEFAULT_RUN})",
+    )
+    parser.add_argument(
+        "--central",
+        default=None,
+        help="a central baseline's run directory: a reference line and a source",
+    )
+    parser.add_argument(
+        "--clients-per-round",
+        type=int,
+        default=10,
+        help="phones a round aggregates, for a fresh fleet (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="stop training after this round (default: keep going until you quit)",
+    )
+    parser.add_argument(
+        "--paused", action="store_true", help="open with training paused"
+    )
+    parser.set_defaults(func=run_demo)
+
+
+def fresh_dir(path: Path) -> Path:
+    """`path` if it holds nothing, else the first free `path-2`, `path-3`, ..."""
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return path
+    for number in range(2, 10_000):
+        candidate = path.with_name(f"{path.name}-{number}")
+        if not candidate.exists():
+            return candidate
+    raise UsageError(f"{path}: no free directory name beside it")
+
+
+def open_fleet(path: Path) -> SimulationFleet:
+    """Resume the run in `path` (errors say what is wrong with it)."""
+    return SimulationFleet(Simulation.resume(path), name=str(path))
+
+
+def start_fleet(path: Path, clients_per_round: int) -> SimulationFleet:
+    """A fresh fleet on the default corpus in `path`."""
+    tokenizer = WordTokenizer.public()
+    simulation = Simulation.create(
+        path,
+        federation=demo_federation(clients_per_round),
+        corpus=CorpusConfig(),
+        model=ModelConfig(vocab_size=tokenizer.vocab_size),
+        tokenizer=tokenizer,
+    )
+    return SimulationFleet(simulation, name=str(path))
+
+
+def load_central(path: str) -> CentralReference:
+    """The central baseline's latest model and held-out top-3."""
+    run = RunDir(path)
+    kind = run.read_config().get("kind")
+    if kind not in ("central", "train"):
+        raise UsageError(f"{path}: a {kind!r} run, not a central baseline")
+    model, _ = run.load_model()
+    top3 = None
+    for record in run.read_metrics():
+        value = (record.get("heldout") or {}).get("top3")
+        if isinstance(value, int | float):
+            top3 = float(value)
+    return CentralReference(
+        model=model.eval(), tokenizer=run.load_tokenizer(), top3=top3
+    )
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Open the demo app; returns when the user quits."""
+    if args.clients_per_round < 1:
+        raise UsageError("--clients-per-round must be >= 1")
+    if args.rounds is not None and args.rounds < 1:
+        raise UsageError("--rounds must be >= 1")
+    # Suggestions run one token at a time; torch's second thread only adds
+    # hand-off cost on a small CPU, and it slows the rounds' small batches too.
+    torch.set_num_threads(1)
+    central = load_central(args.central) if args.central else None
+    path = Path(args.run or DEFAULT_RUN)
+    if fresh_dir(path) == path:
+        factory = lambda: start_fleet(path, args.clients_per_round)  # noqa: E731
+    else:
+        factory = lambda: open_fleet(path)  # noqa: E731
+    app = FedtypeApp(
+        factory,
+        central=central,
+        autostart=not args.paused,
+        max_rounds=args.rounds,
+        fresh_factory=lambda: start_fleet(fresh_dir(path), args.clients_per_round),
+    )
+    app.run()
+    return 0 if app.return_code in (None, 0) else int(app.return_code)

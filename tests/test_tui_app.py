@@ -1,0 +1,320 @@
+"""Headless tests of the typing demo with a small real fleet (30 phones, tiny model)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input, OptionList, Sparkline
+
+from coordinator.config import FederationConfig
+from coordinator.simulation import Simulation
+from corpora.corpus import CorpusConfig, CorpusSplits
+from corpora.tokenizer import WordTokenizer
+from device_sim.config import FleetConfig
+from models.config import ModelConfig
+from models.rundir import RunDirError
+from tui.app import CentralReference, FedtypeApp
+from tui.chips import ChipStrip
+from tui.dashboard import Dashboard
+from tui.fleet_screen import FleetScreen
+from tui.phone_panel import PhonePanel
+from tui.problem_screen import ProblemScreen
+from tui.rounds_panel import RoundsPanel
+from tui.sim_fleet import SimulationFleet
+
+SIZE = (100, 40)
+
+
+def small_federation() -> FederationConfig:
+    """Three phones a round, every phone always eligible, a tiny evaluation."""
+    return FederationConfig(
+        clients_per_round=3,
+        eval_every=1,
+        heldout_messages=20,
+        future_messages=20,
+        keystroke_texts=4,
+        fleet=FleetConfig(eligibility=False, dropout_rate=0.0),
+    )
+
+
+@pytest.fixture
+def make_fleet(
+    tmp_path: Path,
+    small_splits: CorpusSplits,
+    small_config: CorpusConfig,
+    tokenizer: WordTokenizer,
+    tiny_model_config: ModelConfig,
+) -> Callable[[], SimulationFleet]:
+    """Creates (first call) or resumes (later calls) a small run in tmp_path."""
+
+    def make() -> SimulationFleet:
+        run = tmp_path / "run"
+        if (run / "config.json").exists():
+            simulation = Simulation.resume(run, splits=small_splits)
+        else:
+            simulation = Simulation.create(
+                run,
+                federation=small_federation(),
+                corpus=small_config,
+                model=tiny_model_config,
+                tokenizer=tokenizer,
+                splits=small_splits,
+            )
+        return SimulationFleet(simulation, name="test-run")
+
+    return make
+
+
+async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout: float = 20):
+    """Let the app run until `condition()` holds; fails after `timeout` seconds."""
+    steps = int(timeout / 0.05)
+    for _ in range(steps):
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_app_typing_prefix_shows_three_chips(make_fleet):
+    # Prepare
+    app = FedtypeApp(make_fleet(), autostart=False)
+
+    async with app.run_test(size=SIZE) as pilot:
+        # Execute
+        await pilot.press(*"how ar")
+        await pilot.pause()
+
+        # Assert
+        words = app.query_one(ChipStrip).words
+        assert len(words) == 3
+        assert all(word.lower().startswith("ar") for word in words)
+
+
+async def test_app_chip_key_inserts_word_and_space(make_fleet):
+    # Prepare
+    app = FedtypeApp(make_fleet(), autostart=False)
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"see you to")
+        await pilot.pause()
+        second = app.query_one(ChipStrip).words[1]
+
+        # Execute
+        await pilot.press("f2")
+        await pilot.pause()
+
+        # Assert
+        assert app.query_one("#field", Input).value == f"see you {second} "
+
+
+async def test_app_tab_accepts_top_chip_after_space(make_fleet):
+    # Prepare
+    app = FedtypeApp(make_fleet(), autostart=False)
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"hello ")
+        await pilot.pause()
+        top = app.query_one(ChipStrip).words[0]
+
+        # Execute
+        await pilot.press("tab")
+        await pilot.pause()
+
+        # Assert
+        assert app.query_one("#field", Input).value == f"hello {top} "
+
+
+async def test_app_right_arrow_accepts_ghost_completion(make_fleet):
+    # Prepare
+    app = FedtypeApp(make_fleet(), autostart=False)
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"Th")
+        await pilot.pause()
+        top = app.query_one(ChipStrip).words[0]
+
+        # Execute
+        await pilot.press("right")
+        await pilot.pause()
+
+        # Assert
+        assert top.startswith("Th")
+        assert app.query_one("#field", Input).value == top
+
+
+async def test_app_trained_round_advances_counter_and_chart(make_fleet):
+    # Prepare
+    app = FedtypeApp(make_fleet(), max_rounds=1)
+
+    async with app.run_test(size=SIZE) as pilot:
+        # Execute
+        await wait_for(pilot, lambda: app.server_round == 1)
+        await pilot.pause()
+
+        # Assert
+        assert app.query_one(Dashboard).server_round == 1
+        assert len(app.query_one("#chart-top3 Sparkline", Sparkline).data) == 1
+        assert app.query_one(RoundsPanel).rows[-1][0] == "now (1)"
+
+
+async def test_app_pause_stops_rounds(make_fleet):
+    # Prepare
+    app = FedtypeApp(make_fleet())
+
+    async with app.run_test(size=SIZE) as pilot:
+        # Execute
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: not app.workers)
+        stopped_at = app.server_round
+        await pilot.pause(0.5)
+
+        # Assert
+        assert app.paused
+        assert stopped_at <= 1
+        assert app.server_round == stopped_at
+        assert "paused" in str(app.query_one("#status").render())
+
+
+async def test_app_resume_trains_again(make_fleet):
+    # Prepare
+    app = FedtypeApp(make_fleet(), autostart=False, max_rounds=1)
+
+    async with app.run_test(size=SIZE) as pilot:
+        # Execute
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: app.server_round == 1)
+
+        # Assert
+        assert not app.paused
+
+
+async def test_app_send_adds_message_to_this_phone_and_persists(make_fleet):
+    # Prepare
+    app = FedtypeApp(make_fleet(), autostart=False)
+
+    async with app.run_test(size=SIZE) as pilot:
+        # Execute
+        await pilot.press(*"see you at the lake", "enter")
+        await pilot.pause()
+
+        # Assert
+        assert app.query_one("#field", Input).value == ""
+        assert app.query_one(PhonePanel).num_messages == 1
+    assert make_fleet().my_messages() == ["see you at the lake"]
+
+
+async def test_app_personal_toggle_shows_personalised_words(make_fleet):
+    # Prepare
+    app = FedtypeApp(make_fleet(), autostart=False)
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"pizza tonight at mine", "enter")
+        await wait_for(pilot, lambda: "personal" in app.sources.available())
+
+        # Execute
+        await pilot.press("f7", *"pizza ")
+        await pilot.pause()
+
+        # Assert
+        panel = app.query_one(PhonePanel)
+        assert panel.show_personal
+        assert len(panel.personal_words) == 3
+
+
+async def test_app_source_switch_reaches_central(make_fleet, tokenizer):
+    # Prepare
+    fleet = make_fleet()
+    central = CentralReference(
+        model=fleet.global_snapshot(), tokenizer=tokenizer, top3=0.25
+    )
+    app = FedtypeApp(fleet, central=central, autostart=False)
+
+    async with app.run_test(size=SIZE) as pilot:
+        # Execute
+        await pilot.press("f6")
+        await pilot.pause()
+
+        # Assert
+        assert app.sources.active == "central"
+        assert "central" in str(app.query_one("#source").render())
+
+
+async def test_app_fleet_screen_shows_phone_metrics_not_text(make_fleet, small_splits):
+    # Prepare
+    app = FedtypeApp(make_fleet(), autostart=False)
+
+    async with app.run_test(size=SIZE) as pilot:
+        # Execute
+        await pilot.press("f8")
+        await wait_for(pilot, lambda: isinstance(app.screen, FleetScreen))
+        screen = app.screen
+        await pilot.press("down", "down")
+        await wait_for(pilot, lambda: "top-3" in screen.facts_text)
+        client_id = screen.query_one(OptionList).highlighted_option.id
+        await pilot.press("escape")
+        await pilot.pause()
+
+        # Assert
+        assert "time zone" in screen.facts_text
+        future = small_splits.training_users[client_id].future
+        assert future and not any(text in screen.facts_text for text in future)
+        assert not isinstance(app.screen, FleetScreen)
+
+
+async def test_app_long_paste_and_odd_unicode_never_crash(make_fleet):
+    # Prepare
+    app = FedtypeApp(make_fleet(), autostart=False)
+    texts = ["word " * 20_000, "ñandú 😀 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ", "\u200b\u0301 ", "zxqv", "?!"]
+
+    async with app.run_test(size=SIZE) as pilot:
+        for text in texts:
+            # Execute
+            app.query_one("#field", Input).value = text
+            await pilot.pause()
+            await pilot.press("f1", "right")
+            await pilot.pause()
+
+            # Assert
+            assert len(app.query_one(ChipStrip).words) == 3
+
+
+async def test_app_missing_run_offers_a_fresh_fleet(make_fleet):
+    # Prepare
+    def broken() -> SimulationFleet:
+        raise RunDirError("runs/nowhere: no such run directory")
+
+    app = FedtypeApp(broken, fresh_factory=make_fleet, autostart=False)
+
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ProblemScreen))
+        await pilot.pause()
+        message = app.screen.message
+
+        # Execute
+        await pilot.click("#fresh")
+        await wait_for(pilot, lambda: app.fleet is not None)
+
+        # Assert
+        assert "no such run directory" in message
+        assert app.fleet.server_round == 0
+
+
+async def test_app_missing_run_quit_exits_with_message():
+    # Prepare
+    def broken() -> SimulationFleet:
+        raise RunDirError("runs/nowhere: no such run directory")
+
+    app = FedtypeApp(broken)
+
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ProblemScreen))
+
+        # Execute
+        await pilot.press("escape")
+        await pilot.pause()
+
+    # Assert
+    assert app.return_code == 2

@@ -1,0 +1,360 @@
+"""The typing demo: a phone keyboard whose model a simulated fleet trains live.
+
+The app is a thin shell. Suggestions come from `tui.sources`, the fleet from a
+`tui.fleet.DemoFleet`, and rounds run in a worker thread that reports through the
+messages of `tui.messages`, so typing never waits for training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer, Header, Input, Static
+from textual.worker import get_current_worker
+
+from tui.chips import ChipStrip
+from tui.dashboard import Dashboard
+from tui.fleet import DemoFleet
+from tui.fleet_screen import FleetScreen
+from tui.ghost import GhostSuggester, refresh_ghost
+from tui.messages import (
+    PersonalModelReady,
+    RoundTrained,
+    TrainingFailed,
+    TrainingStatus,
+)
+from tui.phone_panel import PhonePanel
+from tui.problem_screen import ProblemScreen
+from tui.rounds_panel import RoundsPanel
+from tui.sources import RoundHistory, SuggestionSources, insert_word
+
+# Longest message the field takes; longer pastes are cut (a phone's SMS limit is
+# far lower), which keeps every keystroke's work bounded.
+MAX_MESSAGE_CHARS = 2000
+SOURCE_LABELS = {
+    "global": "global model",
+    "personal": "this phone's model",
+    "central": "central baseline",
+}
+
+
+@dataclass(frozen=True)
+class CentralReference:
+    """The central baseline a demo compares with: its model and held-out top-3."""
+
+    model: object
+    tokenizer: object
+    top3: float | None
+
+
+FleetFactory = Callable[[], DemoFleet]
+
+
+class FedtypeApp(App[None]):
+    """Type as on a phone while the fleet trains the model that suggests."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "fedtype"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding("f1", "chip(0)", "Chip", key_display="F1-F3"),
+        Binding("f2", "chip(1)", "Chip 2", show=False),
+        Binding("f3", "chip(2)", "Chip 3", show=False),
+        Binding("tab", "chip(0)", "Top chip", show=False, priority=True),
+        Binding("f5", "pause", "Pause", key_display="F5"),
+        Binding("f5", "resume", "Resume", key_display="F5"),
+        Binding("f6", "cycle_source", "Source", key_display="F6"),
+        Binding("f7", "toggle_personal", "Mine", key_display="F7"),
+        Binding("f8", "open_phones", "Phones", key_display="F8"),
+        Binding("ctrl+q", "quit", "Quit", key_display="^Q", priority=True),
+    ]
+
+    def __init__(
+        self,
+        fleet: DemoFleet | FleetFactory,
+        *,
+        central: CentralReference | None = None,
+        autostart: bool = True,
+        max_rounds: int | None = None,
+        fresh_factory: FleetFactory | None = None,
+    ) -> None:
+        """Args:
+        fleet: The fleet, or a factory that opens it (called in a worker).
+        central: The central baseline to offer as a source and reference line.
+        autostart: Start training rounds as soon as the fleet is open.
+        max_rounds: Stop after this server round (None: keep going).
+        fresh_factory: Starts a fresh fleet when opening `fleet` fails.
+        """
+        super().__init__()
+        self._factory = fleet if callable(fleet) else None
+        self.fleet: DemoFleet | None = None if callable(fleet) else fleet
+        self.central = central
+        self.autostart = autostart
+        self.max_rounds = max_rounds
+        self.fresh_factory = fresh_factory
+        self.paused = not autostart
+        self.sources: SuggestionSources | None = None
+        self.history: RoundHistory | None = None
+        self.server_round = 0
+        self._personal_note = "send messages first"
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="⌨")
+        with Horizontal(id="body"):
+            with Vertical(id="keyboard"):
+                yield Input(
+                    placeholder="Type as on a phone; Enter sends",
+                    suggester=GhostSuggester(self._best_word),
+                    max_length=MAX_MESSAGE_CHARS,
+                    id="field",
+                )
+                yield ChipStrip(id="chips")
+                yield Static("", id="source")
+                yield Static("", id="notice")
+                yield RoundsPanel(id="rounds")
+                yield PhonePanel(id="phone")
+            yield Dashboard(id="dashboard")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#field", Input).focus()
+        if self.fleet is not None:
+            self._fleet_ready(self.fleet)
+        else:
+            self.query_one(Dashboard).set_status("opening the fleet…")
+            self._open_fleet(self._factory)
+
+    # Opening the fleet ------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="open", exit_on_error=False)
+    def _open_fleet(self, factory: FleetFactory | None) -> None:
+        if factory is None:
+            return
+        try:
+            fleet = factory()
+        except Exception as error:  # shown to the user, who may start afresh
+            self.call_from_thread(self._open_failed, str(error))
+            return
+        self.call_from_thread(self._fleet_ready, fleet)
+
+    def _open_failed(self, message: str) -> None:
+        def chosen(fresh: bool | None) -> None:
+            if fresh and self.fresh_factory is not None:
+                self.query_one(Dashboard).set_status("starting a fresh fleet…")
+                self._open_fleet(self.fresh_factory)
+            else:
+                self.exit(return_code=2, message=f"fedtype demo: {message}")
+
+        can_start = self.fresh_factory is not None
+        self.push_screen(ProblemScreen(message, offer_fresh=can_start), chosen)
+
+    def _fleet_ready(self, fleet: DemoFleet) -> None:
+        self.fleet = fleet
+        self.sub_title = fleet.name
+        self.sources = SuggestionSources(fleet.tokenizer, fleet.global_snapshot())
+        self.history = RoundHistory(fleet.tokenizer, fleet.model_at, fleet.kept_rounds)
+        if self.central is not None:
+            self.sources.set_model(
+                "central", self.central.model, self.central.tokenizer
+            )
+            self.query_one(Dashboard).set_reference(self.central.top3)
+        self.server_round = fleet.server_round
+        self.query_one(Dashboard).show_history(fleet.records())
+        self.query_one(PhonePanel).set_history(fleet.my_messages())
+        if fleet.my_messages():
+            self._personalize()
+        self._refresh_suggestions()
+        if not self.paused:
+            self._train_rounds()
+        self._show_training_state()
+
+    # Training -----------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="training", exit_on_error=False)
+    def _train_rounds(self) -> None:
+        worker = get_current_worker()
+        fleet = self.fleet
+        while fleet is not None and not worker.is_cancelled and not self.paused:
+            if self.max_rounds is not None and fleet.server_round >= self.max_rounds:
+                self.post_message(TrainingStatus(f"done: {self.max_rounds} rounds"))
+                return
+            self.post_message(
+                TrainingStatus(f"training round {fleet.server_round + 1}…")
+            )
+            try:
+                record, model = fleet.train_round()
+            except Exception as error:  # reported in the UI; training stops
+                self.post_message(TrainingFailed(f"{type(error).__name__}: {error}"))
+                return
+            self.post_message(RoundTrained(int(record["server_round"]), record, model))
+        self.post_message(TrainingStatus("paused" if self.paused else "stopped"))
+
+    def on_round_trained(self, message: RoundTrained) -> None:
+        if self.sources is None or self.fleet is None:
+            return
+        self.server_round = message.server_round
+        self.sources.set_model("global", message.model)
+        if self.history is not None:
+            self.history.remember(message.server_round, message.model)
+        self.query_one(Dashboard).show_history(self.fleet.records())
+        if self.fleet.my_messages():
+            self._personalize()
+        self._refresh_suggestions(ghost=True)
+
+    def on_training_status(self, message: TrainingStatus) -> None:
+        self.query_one(Dashboard).set_status(message.text)
+
+    def on_training_failed(self, message: TrainingFailed) -> None:
+        self.paused = True
+        self.refresh_bindings()
+        self.query_one(Dashboard).set_status("stopped")
+        self._notice(f"training stopped: {message.error}")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool:
+        """Show Pause while training and Resume while paused."""
+        if action == "pause":
+            return not self.paused
+        if action == "resume":
+            return self.paused
+        return True
+
+    def action_pause(self) -> None:
+        """Stop training after the round in progress."""
+        self.paused = True
+        self.refresh_bindings()
+        self._show_training_state()
+
+    def action_resume(self) -> None:
+        """Train rounds again."""
+        self.paused = False
+        self.refresh_bindings()
+        if self.fleet is not None:
+            self._train_rounds()
+
+    def _show_training_state(self) -> None:
+        busy = any(w.group == "training" and w.is_running for w in self.workers)
+        if self.paused:
+            text = "pausing after this round…" if busy else "paused"
+            self.query_one(Dashboard).set_status(text)
+
+    # This phone -----------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="personal", exit_on_error=False)
+    def _personalize(self) -> None:
+        fleet = self.fleet
+        if fleet is None:
+            return
+        try:
+            result = fleet.personalize()
+        except Exception as error:  # a failed fine-tune only costs the personal view
+            self.post_message(TrainingStatus(f"personalising failed: {error}"))
+            return
+        if result is not None:
+            model, server_round, count = result
+            self.post_message(PersonalModelReady(model, server_round, count))
+
+    def on_personal_model_ready(self, message: PersonalModelReady) -> None:
+        if self.sources is None:
+            return
+        self.sources.set_model("personal", message.model)
+        self._personal_note = (
+            f"round {message.server_round}, {message.num_messages} msgs"
+        )
+        self._refresh_suggestions(ghost=self.sources.active == "personal")
+
+    @on(Input.Submitted, "#field")
+    def _send(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text or self.fleet is None:
+            return
+        try:
+            messages = self.fleet.send(text)
+        except OSError as error:
+            self._notice(f"could not store the message: {error}")
+            return
+        event.input.clear()
+        self.query_one(PhonePanel).set_history(messages)
+        self._personalize()
+
+    def action_toggle_personal(self) -> None:
+        """Show or hide this phone's personalised suggestions beside the global."""
+        self.query_one(PhonePanel).toggle_personal()
+        self._refresh_suggestions()
+
+    # Suggestions ------------------------------------------------------------------
+
+    def _best_word(self, text: str) -> str | None:
+        words = self.sources.suggest(text, k=1) if self.sources else []
+        return words[0] if words else None
+
+    @on(Input.Changed, "#field")
+    def _typed(self, event: Input.Changed) -> None:
+        self._refresh_suggestions()
+
+    def _refresh_suggestions(self, *, ghost: bool = False) -> None:
+        """Redraw every suggestion for the field's text; `ghost` also the ghost
+        text (the field renews it itself on each keystroke)."""
+        if self.sources is None or self.history is None:
+            return
+        field = self.query_one("#field", Input)
+        text = field.value
+        if ghost:
+            refresh_ghost(field, self._best_word)
+        self.query_one(ChipStrip).show_words(self.sources.suggest(text))
+        source = self.sources.active
+        label = SOURCE_LABELS[source]
+        if source == "global":
+            label += f", round {self.server_round}"
+        self.query_one("#source", Static).update(f"suggested by the {label}")
+        rows = [
+            (f"round {r}", self.history.suggest(r, text))
+            for r in self.history.rounds_before(self.server_round)
+        ]
+        rows.append(
+            (f"now ({self.server_round})", self.sources.suggest(text, source="global"))
+        )
+        self.query_one(RoundsPanel).show_rows(rows)
+        panel = self.query_one(PhonePanel)
+        if panel.show_personal:
+            words = self.sources.suggest(text, source="personal")
+            panel.set_personal(words, self._personal_note)
+
+    @on(ChipStrip.Chosen)
+    def _chip_chosen(self, event: ChipStrip.Chosen) -> None:
+        field = self.query_one("#field", Input)
+        field.value = insert_word(field.value, event.word) + " "
+        field.cursor_position = len(field.value)
+        field.focus()
+
+    def action_chip(self, index: int) -> None:
+        """Accept chip `index` (0-based)."""
+        self.query_one(ChipStrip).choose(index)
+
+    def action_cycle_source(self) -> None:
+        """Switch between the global, personalised and central models."""
+        if self.sources is None:
+            return
+        self.sources.cycle()
+        self._refresh_suggestions(ghost=True)
+
+    def action_open_phones(self) -> None:
+        """Open the fleet's phones: profiles and metrics on their future text."""
+        if self.fleet is not None:
+            self.push_screen(FleetScreen(self.fleet))
+
+    def _notice(self, text: str) -> None:
+        notice = self.query_one("#notice", Static)
+        notice.update(text)
+        notice.set_class(bool(text), "-shown")
+
+    async def action_quit(self) -> None:
+        """Stop training and leave."""
+        self.paused = True
+        if self.fleet is not None:
+            self.fleet.close()
+        self.exit()

@@ -1,0 +1,118 @@
+"""Open a phone of the fleet: its device profile and the model's metrics on its
+own future text. The text itself stays on the phone and is never shown."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+
+from tui.fleet import DemoFleet, PhoneFacts
+
+# Phones listed at most: the list is for browsing, not for the whole fleet.
+MAX_LISTED = 500
+
+
+def facts_table(facts: PhoneFacts) -> Table:
+    """A phone's profile and metrics as a two-column grid."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="dim", no_wrap=True)
+    table.add_column()
+    for name, value in facts.profile:
+        table.add_row(name, value)
+    table.add_row("", "")
+    if facts.metrics is None:
+        table.add_row("future text", "none on this phone")
+    else:
+        table.add_row("its future text", f"{facts.future_messages} messages")
+        for name, value in facts.metrics:
+            table.add_row(name, value)
+    return table
+
+
+class FleetScreen(ModalScreen[None]):
+    """A list of phones; choosing one shows its profile and metrics."""
+
+    DEFAULT_CSS = """
+    FleetScreen {
+        align: center middle;
+    }
+    FleetScreen > Vertical {
+        width: 96%;
+        max-width: 100;
+        height: 90%;
+        border: thick $secondary;
+        background: $surface;
+        padding: 0 1;
+    }
+    FleetScreen #phone-list {
+        width: 24;
+        height: 1fr;
+    }
+    FleetScreen #phone-facts {
+        width: 1fr;
+        height: 1fr;
+        padding: 0 1;
+        overflow-y: auto;
+    }
+    FleetScreen #fleet-hint {
+        height: 1;
+        color: $text-muted;
+    }
+    """
+    BINDINGS = [Binding("escape,f8", "close", "Back")]
+
+    def __init__(self, fleet: DemoFleet) -> None:
+        super().__init__()
+        self.fleet = fleet
+        # The facts shown now as plain text (for tests and screen readers).
+        self.facts_text = ""
+
+    def compose(self) -> ComposeResult:
+        ids = self.fleet.phone_ids()
+        with Vertical():
+            yield Static(f"{len(ids)} phones: ↑↓ choose, Esc back", id="fleet-hint")
+            with Horizontal():
+                yield OptionList(
+                    *(Option(c, id=c) for c in ids[:MAX_LISTED]), id="phone-list"
+                )
+                yield Static("choose a phone", id="phone-facts")
+
+    def on_mount(self) -> None:
+        self.query_one(OptionList).focus()
+
+    @on(OptionList.OptionHighlighted)
+    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option.id is not None:
+            self.query_one("#phone-facts", Static).update(
+                f"{event.option.id}\nmeasuring the model on its future text…"
+            )
+            self._measure(event.option.id)
+
+    @work(thread=True, exclusive=True, group="phone-facts", exit_on_error=False)
+    def _measure(self, client_id: str) -> None:
+        try:
+            facts = self.fleet.phone_facts(client_id)
+        except Exception as error:  # a phone that cannot be read is reported
+            self.app.call_from_thread(self._show_error, client_id, str(error))
+            return
+        self.app.call_from_thread(self._show, facts)
+
+    def _show(self, facts: PhoneFacts) -> None:
+        highlighted = self.query_one(OptionList).highlighted_option
+        if highlighted is not None and highlighted.id == facts.client_id:
+            rows = [*facts.profile, *(facts.metrics or [("future text", "none")])]
+            self.facts_text = "\n".join(f"{name}: {value}" for name, value in rows)
+            self.query_one("#phone-facts", Static).update(facts_table(facts))
+
+    def _show_error(self, client_id: str, message: str) -> None:
+        self.query_one("#phone-facts", Static).update(f"{client_id}: {message}")
+
+    def action_close(self) -> None:
+        """Back to the keyboard."""
+        self.dismiss(None)

@@ -1,0 +1,45 @@
+"""Messages the training side posts to the app: small dataclasses, nothing else.
+
+Training runs off the UI thread (a worker thread or a child process); whatever runs
+it reports only through these, so the app cannot tell which it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual.message import Message
+from torch import nn
+
+
+@dataclass
+class RoundTrained(Message):
+    """A round finished: its metrics.jsonl line and a copy of the new global model."""
+
+    server_round: int
+    record: dict[str, Any]
+    model: nn.Module
+
+
+@dataclass
+class TrainingStatus(Message):
+    """What the trainer is doing now, in a few words ("training round 3")."""
+
+    text: str
+
+
+@dataclass
+class TrainingFailed(Message):
+    """A round raised; training stops and the app says why."""
+
+    error: str
+
+
+@dataclass
+class PersonalModelReady(Message):
+    """The global model fine-tuned on this phone's history is ready."""
+
+    model: nn.Module
+    server_round: int
+    num_messages: int

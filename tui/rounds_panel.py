@@ -1,0 +1,41 @@
+"""What the global model of earlier rounds would suggest for the text in the field.
+
+One row a round ("round 1", "round 5", ..., "now"), so the user sees suggestions get
+better without waiting for the next round.
+"""
+
+from __future__ import annotations
+
+from rich.table import Table
+from textual.widgets import Static
+
+
+class RoundsPanel(Static):
+    """A small table: round, and that round's top-3 words for the current text."""
+
+    DEFAULT_CSS = """
+    RoundsPanel {
+        border: round $primary 50%;
+        border-title-color: $text-muted;
+        padding: 0 1;
+        height: auto;
+        min-height: 3;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("", id=id)
+        self.border_title = "Suggestions over rounds"
+        self.rows: list[tuple[str, list[str]]] = []
+
+    def show_rows(self, rows: list[tuple[str, list[str]]]) -> None:
+        """Rows of (label, words), oldest round first."""
+        self.rows = rows
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="dim", no_wrap=True)
+        table.add_column(no_wrap=True, overflow="ellipsis")
+        for label, words in rows:
+            table.add_row(label, " · ".join(words) if words else "–")
+        if not rows:
+            table.add_row("", "no rounds yet")
+        self.update(table)

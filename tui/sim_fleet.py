@@ -1,0 +1,153 @@
+"""`DemoFleet` over a `coordinator.simulation.Simulation` in this process.
+
+Rounds run in the app's worker thread; everything the UI thread calls here reads
+copies (`Simulation.global_model` is a fresh model each call) or goes through the
+simulation's own lock (`add_phone`), so a round in progress never tears a model.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from torch import nn
+
+from coordinator.simulation import Simulation
+from device_sim.profile import DeviceProfile
+from models.metrics import EvalMetrics
+from models.rundir import RunDir, RunDirError
+from tui.fleet import THIS_PHONE, PhoneFacts
+
+# A phone's future messages measured when it is opened, and the keystroke-savings
+# share of them: enough for a stable figure in well under a second.
+PHONE_EVAL_MESSAGES = 50
+PHONE_KEYSTROKE_TEXTS = 20
+# Local steps of this phone's fine-tuning. A handful of messages would give one
+# step, too little to show, so the history is repeated to fill this many batches
+# (several shuffled epochs over it).
+PERSONAL_STEPS = 8
+
+
+def this_phone_messages(run: RunDir) -> list[str]:
+    """This phone's stored history, read back from its own storage in the run
+    (`phones/index.json` names the file; see `coordinator.joined`)."""
+    index = run.path / "phones" / "index.json"
+    if not index.exists():
+        return []
+    try:
+        entries = json.loads(index.read_text(encoding="utf-8"))["phones"]
+        for entry in entries:
+            if entry.get("client_id") == THIS_PHONE:
+                path = run.path / "phones" / str(entry["file"])
+                payload = json.loads(path.read_text(encoding="utf-8"))
+                return [str(text) for text in payload["train"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise RunDirError(f"{index}: this phone's history is unreadable ({error})")
+    return []
+
+
+def profile_rows(profile: DeviceProfile) -> list[tuple[str, str]]:
+    """A device profile as (name, value) rows a person can read."""
+    start = profile.charge_start_hour
+    return [
+        ("time zone", f"UTC{profile.timezone_hours:+.0f}"),
+        (
+            "charges",
+            f"from {int(start):02d}:{int(start % 1 * 60):02d} local, "
+            f"{profile.charge_hours:.1f} h",
+        ),
+        ("on Wi-Fi", f"{profile.unmetered_prob:.0%} of nights"),
+        ("speed", f"{1 / profile.speed_factor:.2f}x a median phone"),
+        ("bandwidth", f"{profile.bandwidth_bytes * 8 / 1e6:.1f} Mbit/s"),
+        ("faulty", "yes: sends corrupt updates" if profile.faulty else "no"),
+    ]
+
+
+def metric_rows(metrics: EvalMetrics) -> list[tuple[str, str]]:
+    """Evaluation metrics as (name, value) rows."""
+    return [
+        ("top-1", f"{metrics.top1:.1%}"),
+        ("top-3", f"{metrics.top3:.1%}"),
+        ("keys saved", f"{metrics.keystroke_savings:.1%}"),
+        ("perplexity", f"{metrics.perplexity:,.0f}"),
+    ]
+
+
+class SimulationFleet:
+    """The demo's view of a simulation, with this phone's history."""
+
+    def __init__(self, simulation: Simulation, *, name: str | None = None) -> None:
+        self.simulation = simulation
+        self.name = name or str(simulation.run.path)
+        self.tokenizer = simulation.tokenizer
+        self._messages = this_phone_messages(simulation.run)
+
+    @property
+    def server_round(self) -> int:
+        return self.simulation.server_round
+
+    def records(self) -> list[dict[str, Any]]:
+        return [r for r in self.simulation.history() if "server_round" in r]
+
+    def global_snapshot(self) -> nn.Module:
+        return self.simulation.global_model
+
+    def train_round(self) -> tuple[dict[str, Any], nn.Module]:
+        record = self.simulation.run_round()
+        return record, self.simulation.global_model
+
+    def model_at(self, server_round: int) -> nn.Module:
+        model = self.simulation.model_at(server_round)
+        if model is None:
+            raise LookupError(f"round {server_round}'s model was not kept")
+        return model
+
+    def kept_rounds(self) -> list[int]:
+        return self.simulation.run.checkpoint_steps()
+
+    def my_messages(self) -> list[str]:
+        return list(self._messages)
+
+    def send(self, text: str) -> list[str]:
+        self.simulation.add_phone(THIS_PHONE, [text])
+        self._messages.append(text)
+        return self.my_messages()
+
+    def personalize(self) -> tuple[nn.Module, int, int] | None:
+        texts = self.my_messages()
+        if not texts:
+            return None
+        server_round = self.simulation.server_round
+        wanted = PERSONAL_STEPS * self.simulation.federation.local.batch_size
+        repeats = max(1, -(-wanted // len(texts)))
+        model = self.simulation.personalize(
+            texts * repeats, max_local_steps=PERSONAL_STEPS
+        )
+        return model, server_round, len(texts)
+
+    def phone_ids(self) -> list[str]:
+        ids = self.simulation.fleet.client_ids
+        if self._messages and THIS_PHONE not in ids:
+            ids.append(THIS_PHONE)
+        return ids
+
+    def phone_facts(self, client_id: str) -> PhoneFacts:
+        fleet = self.simulation.fleet
+        if client_id not in fleet:
+            return PhoneFacts(client_id, [("joins", "at the next round")], 0, None)
+        phone = fleet.phone(client_id)
+        metrics = phone.evaluate(
+            self.simulation.global_model,
+            tokenizer=self.tokenizer,
+            max_messages=PHONE_EVAL_MESSAGES,
+            keystroke_texts=PHONE_KEYSTROKE_TEXTS,
+        )
+        return PhoneFacts(
+            client_id=client_id,
+            profile=profile_rows(phone.profile),
+            future_messages=phone.future_size(PHONE_EVAL_MESSAGES),
+            metrics=None if metrics is None else metric_rows(metrics),
+        )
+
+    def close(self) -> None:
+        self.simulation.close()
