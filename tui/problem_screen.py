@@ -50,9 +50,7 @@ class ProblemScreen(ModalScreen[bool]):
             yield Static(self.message, id="problem", markup=False)
             with Horizontal():
                 if self.offer_fresh:
-                    yield Button(
-                        "Start a fresh fleet", variant="primary", id="fresh"
-                    )
+                    yield Button("Start a fresh fleet", variant="primary", id="fresh")
                 yield Button("Quit (Esc)", variant="error", id="quit")
 
     @on(Button.Pressed, "#fresh")

@@ -42,7 +42,8 @@ def this_phone_messages(run: RunDir) -> list[str]:
                 payload = json.loads(path.read_text(encoding="utf-8"))
                 return [str(text) for text in payload["train"]]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise RunDirError(f"{index}: this phone's history is unreadable ({error})")
+        message = f"{index}: this phone's history is unreadable ({error})"
+        raise RunDirError(message) from None
     return []
 
 
