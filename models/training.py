@@ -21,7 +21,7 @@ StepCallback = Callable[[int, float], None]
 class TrainResult:
     """What a call of `train_local` did."""
 
-    num_examples: int  # distinct sequences trained on
+    num_examples: int  # sequences in the local data set (the FedAvg weight)
     num_tokens: int  # targets processed, all epochs counted
     steps: int  # optimizer steps taken
     mean_loss: float  # mean of the step losses (nan when no step ran)
@@ -94,9 +94,12 @@ def train_local(
     if config.prox_mu > 0:
         anchor = [p.detach().clone() for p in model.parameters()]
     steps, tokens, total = 0, 0, 0.0
+    limit = config.max_steps if config.max_steps is not None else float("inf")
     for _ in range(config.epochs):
+        if steps >= limit:
+            break
         for batch in make_batches(sequences, config.batch_size, pad_id=pad_id, rng=rng):
-            if config.max_steps is not None and steps >= config.max_steps:
+            if steps >= limit:
                 break
             loss = train_step(
                 model, optimizer, batch, config, pad_id=pad_id, anchor=anchor
