@@ -13,7 +13,10 @@ from cli.errors import USER_ERRORS
 COMMAND_MODULES = (
     "cli.corpus_cmd",
     "cli.train_cmd",
+    "cli.run_cmds",
+    "cli.simulate_cmd",
     "cli.central_cmd",
+    "cli.demo_cmd",
 )
 
 
