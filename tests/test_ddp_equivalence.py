@@ -1,0 +1,145 @@
+"""DDP on two workers equals one worker on the same global batch.
+
+Two gloo workers on 127.0.0.1, started by `central.launch.launch_local`, each take
+one optimizer step on their half of a batch whose halves hold different numbers
+of targets; one in-process worker takes the same step on the whole batch. With the
+global-target normalisation of `central.step` the weights agree within 1e-6.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
+
+from central.distributed import (
+    ByteCounter,
+    WorkerContext,
+    context_from_env,
+    destroy_process_group,
+    init_process_group,
+)
+from central.errors import WorkerFailedError
+from central.launch import launch_local
+from central.step import data_parallel_step, summed_loss
+from models.config import ModelConfig
+from models.model import NextWordModel
+
+PAD = 0
+CONFIG = ModelConfig(vocab_size=50, embed_dim=8, hidden_dim=16, max_len=8)
+# Four sequences: the first two (worker 0) hold 4 + 2 = 6 targets, the last two
+# (worker 1) 7 + 1 = 8, so a mean of per-worker means would weight them unequally.
+ROWS = [
+    [1, 5, 6, 7, 2],
+    [1, 9, 2],
+    [1, 11, 12, 13, 14, 15, 16, 2],
+    [1, 2],
+]
+
+
+def padded(rows: list[list[int]]) -> torch.Tensor:
+    """Rows right-padded with PAD to a (B, L) tensor."""
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [PAD] * (width - len(r)) for r in rows])
+
+
+def fresh_model() -> NextWordModel:
+    """The same initial model in every process."""
+    torch.manual_seed(1234)
+    return NextWordModel(CONFIG)
+
+
+def make_optimizer(model: torch.nn.Module, name: str) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=1e-2)
+    return torch.optim.SGD(model.parameters(), lr=0.5)
+
+
+def ddp_worker(out: str, optimizer_name: str) -> None:
+    """One of the two workers: one step on its half, rank 0 saves the weights."""
+    context = context_from_env()
+    init_process_group(context, timeout_s=60)
+    try:
+        model = fresh_model()
+        counter = ByteCounter(context.world_size)
+        network = DistributedDataParallel(model)
+        network.register_comm_hook(None, counter.hook)
+        optimizer = make_optimizer(network, optimizer_name)
+        half = ROWS[2 * context.rank : 2 * context.rank + 2]
+        data_parallel_step(
+            network,
+            optimizer,
+            padded(half),
+            pad_id=PAD,
+            clip_norm=0.0,
+            context=context,
+        )
+        if context.is_main:
+            tensors = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            tensors["payload_bytes"] = torch.tensor([counter.payload_bytes])
+            save_file(tensors, out)
+    finally:
+        destroy_process_group()
+
+
+def failing_worker() -> None:
+    """Rank 1 dies at once; rank 0 would wait at a collective for ever."""
+    context = context_from_env()
+    init_process_group(context, timeout_s=300)
+    try:
+        if context.rank == 1:
+            raise RuntimeError("rank 1 broke on purpose")
+        torch.distributed.barrier()
+    finally:
+        destroy_process_group()
+
+
+def one_worker_step(optimizer_name: str) -> dict[str, torch.Tensor]:
+    model = fresh_model()
+    optimizer = make_optimizer(model, optimizer_name)
+    single = WorkerContext(0, 1, 0, torch.device("cpu"))
+    data_parallel_step(
+        model, optimizer, padded(ROWS), pad_id=PAD, clip_norm=0.0, context=single
+    )
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
+def test_ddp_two_workers_equal_one_worker_with_double_batch(
+    tmp_path: Path, optimizer_name: str
+) -> None:
+    # Prepare
+    out = tmp_path / "rank0.safetensors"
+    expected = one_worker_step(optimizer_name)
+    # Execute
+    launch_local(ddp_worker, (str(out), optimizer_name), workers=2, threads=1)
+    # Assert
+    found = load_file(str(out))
+    for name, tensor in expected.items():
+        assert torch.allclose(found[name], tensor, atol=1e-6, rtol=0), name
+    assert not torch.equal(expected["output_bias"], fresh_model().output_bias)
+    # Every gradient went through all-reduce once: float32 bytes of all parameters.
+    params = sum(p.numel() for p in fresh_model().parameters())
+    assert int(found["payload_bytes"][0]) == 4 * params
+
+
+def test_step_global_normalisation_differs_from_mean_of_worker_means() -> None:
+    # Prepare: the test data must tell the two normalisations apart.
+    model = fresh_model()
+    halves = [padded(ROWS[:2]), padded(ROWS[2:])]
+    # Execute
+    with torch.no_grad():
+        sums = [float(summed_loss(model, h, PAD)) for h in halves]
+    global_mean = sum(sums) / 14
+    mean_of_means = (sums[0] / 6 + sums[1] / 8) / 2
+    # Assert
+    assert abs(global_mean - mean_of_means) > 1e-3
+
+
+def test_launch_local_worker_death_stops_job_with_clear_error() -> None:
+    # Execute / Assert: rank 0 would block in the barrier; the launcher stops it.
+    with pytest.raises(WorkerFailedError, match="worker 1 failed.*broke on purpose"):
+        launch_local(failing_worker, (), workers=2, threads=1)
