@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "cli.run_cmds",
     "cli.simulate_cmd",
     "cli.central_cmd",
+    "cli.local_only_cmd",
     "cli.demo_cmd",
 )
 

@@ -1,0 +1,260 @@
+"""The third corner: every user trains alone on their own history, nothing merged.
+
+Each trained user starts from the same initial model as the other baselines and
+trains on their own train part only (plain SGD, as on the phones). Two numbers:
+
+- future: each user's model on that user's own future text. The users are the
+  fleet's future cohort (`central.evaluation.future_cohort_sample`: the same
+  users and the same messages as the federated and central runs' future
+  metric), so the three corners are measured on identical text; their counts
+  are pooled as the fleet pools its phones' counts.
+- held-out (generalisation): the models of a fixed sample of `heldout_models`
+  of those users, each evaluated on a fixed sample of `heldout_messages`
+  held-out messages, and the metrics averaged over the models (perplexity as a
+  geometric mean).
+
+Cost is bounded by training only the cohort's users (about 250 at the defaults),
+since no other user's model is ever measured; `all_users` trains every training
+user and pools every user's oldest `future_messages_per_user` future messages.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from corpora.corpus import CorpusSplits
+from corpora.samples import evenly_spaced, heldout_sample
+from corpora.tokenizer import WordTokenizer
+from models.batching import encode_messages
+from models.config import ModelConfig, TrainingConfig
+from models.metrics import accuracy_and_loss, evaluate, keystroke_counts
+from models.model import NextWordModel
+from models.seeding import derive_seed, numpy_rng
+from models.training import train_local
+
+
+@dataclass(frozen=True)
+class LocalOnlyConfig:
+    """How each user trains alone and how the result is measured."""
+
+    # Seeds the shared initial model, each user's batch order and the samples.
+    seed: int = 0
+    # Passes over the user's own training messages.
+    local_epochs: int = 5
+    # Sequences per batch; most users hold only a few batches.
+    batch_size: int = 16
+    # Plain SGD step size, as on the phones.
+    lr: float = 0.5
+    # Global gradient-norm clip of each step.
+    clip_norm: float = 1.0
+    # Train every training user (True) or only the future cohort's (False).
+    all_users: bool = False
+    # Future messages in the cohort, as in the fleet's evaluation.
+    future_messages: int = 2000
+    # At most this many (oldest) future messages per user.
+    future_messages_per_user: int = 10
+    # Messages on which keystroke savings are simulated, spread over the users.
+    keystroke_texts: int = 400
+    # Users whose models are also evaluated on held-out users' text.
+    heldout_models: int = 20
+    # Held-out messages each of those models is evaluated on (a fixed sample).
+    heldout_messages: int = 300
+    # Keystroke-savings messages per held-out evaluation.
+    heldout_keystroke_texts: int = 100
+
+    def __post_init__(self) -> None:
+        positive = ("local_epochs", "batch_size", "future_messages_per_user")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, not {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, not {self.lr}")
+
+
+def cumulative_shares(sizes: list[int], total: int) -> list[int]:
+    """`total` split in proportion to `sizes`, rounding cumulatively (sums exactly).
+
+    cumulative_shares([2, 2, 4], 4) == [1, 1, 2].
+    """
+    whole = sum(sizes)
+    total = min(total, whole)
+    result, running, given = [], 0, 0
+    for size in sizes:
+        running += size
+        upto = (running * total) // whole if whole else 0
+        result.append(upto - given)
+        given = upto
+    return result
+
+
+def chosen_users(splits: CorpusSplits, config: LocalOnlyConfig) -> list[str]:
+    """The users who train: the future cohort, in its hashed order, or everyone."""
+    order = sorted(
+        splits.training_users,
+        key=lambda u: derive_seed(config.seed, "future-cohort", u),
+    )
+    if config.all_users:
+        return order
+    chosen, held = [], 0
+    for user in order:
+        if held >= config.future_messages:
+            break
+        future = splits.training_users[user].future[: config.future_messages_per_user]
+        if future:
+            chosen.append(user)
+            held += len(future)
+    return chosen
+
+
+@dataclass(frozen=True)
+class UserResult:
+    """One user's training and its additive evaluation counts."""
+
+    user: str
+    tokens: int  # targets trained on, all epochs
+    seconds: float  # training time
+    counts: dict[str, float]  # top1, top3, words, loss_sum, loss_count, ksr keys
+    heldout: dict[str, Any] | None  # EvalMetrics.as_dict() on the held-out sample
+
+
+def train_user(
+    user: str,
+    *,
+    splits: CorpusSplits,
+    tokenizer: WordTokenizer,
+    model_config: ModelConfig,
+    config: LocalOnlyConfig,
+    keystroke_texts: int,
+    heldout_texts: list[str] | None,
+) -> UserResult:
+    """Train `user`'s own model from the shared init and measure it."""
+    history = splits.training_users[user]
+    model = initial_model(model_config, config.seed)
+    training = TrainingConfig(
+        batch_size=config.batch_size,
+        lr=config.lr,
+        optimizer="sgd",
+        epochs=config.local_epochs,
+        clip_norm=config.clip_norm,
+    )
+    started = time.perf_counter()
+    result = train_local(
+        model,
+        encode_messages(tokenizer, list(history.train), model_config.max_len),
+        training,
+        pad_id=tokenizer.pad_id,
+        rng=numpy_rng(config.seed, "local-only", user),
+    )
+    seconds = time.perf_counter() - started
+    future = list(history.future[: config.future_messages_per_user])
+    counts = future_counts(model, tokenizer, future, keystroke_texts, model_config)
+    heldout = None
+    if heldout_texts:
+        heldout = evaluate(
+            model,
+            tokenizer,
+            heldout_texts,
+            max_len=model_config.max_len,
+            keystroke_texts=config.heldout_keystroke_texts,
+        ).as_dict()
+    return UserResult(user, result.num_tokens, seconds, counts, heldout)
+
+
+def initial_model(model_config: ModelConfig, seed: int) -> NextWordModel:
+    """The shared starting point (the central baseline's initial model)."""
+    torch.manual_seed(derive_seed(seed, "init"))
+    return NextWordModel(model_config)
+
+
+def future_counts(
+    model: NextWordModel,
+    tokenizer: WordTokenizer,
+    texts: list[str],
+    keystroke_texts: int,
+    model_config: ModelConfig,
+) -> dict[str, float]:
+    """Additive counts of `model` on `texts` (pooled over users afterwards)."""
+    model.eval()
+    sequences = encode_messages(tokenizer, texts, model_config.max_len)
+    top1, top3, words, loss_sum, loss_count = accuracy_and_loss(
+        model, tokenizer, sequences, batch_size=128
+    )
+    sample = evenly_spaced(texts, keystroke_texts) if keystroke_texts else []
+    without, with_strip = keystroke_counts(model, tokenizer, sample, batch_size=128)
+    return {
+        "top1": top1,
+        "top3": top3,
+        "words": words,
+        "loss_sum": loss_sum,
+        "loss_count": loss_count,
+        "keys_without": without,
+        "keys_with": with_strip,
+        "messages": len(texts),
+    }
+
+
+def pooled_metrics(counts: list[dict[str, float]]) -> dict[str, Any] | None:
+    """`EvalMetrics`-shaped dict of summed counts (None when there are none)."""
+    if not counts:
+        return None
+    total = {key: sum(c[key] for c in counts) for key in counts[0]}
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b else math.nan
+
+    mean_loss = ratio(total["loss_sum"], total["loss_count"])
+    return {
+        "top1": ratio(total["top1"], total["words"]),
+        "top3": ratio(total["top3"], total["words"]),
+        "perplexity": math.exp(min(mean_loss, 709.0)),
+        "keystroke_savings": ratio(
+            total["keys_without"] - total["keys_with"], total["keys_without"]
+        ),
+        "num_targets": int(total["words"]),
+        "num_messages": int(total["messages"]),
+    }
+
+
+def averaged_metrics(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Mean over models of each rate; perplexity as a geometric mean."""
+    if not results:
+        return None
+    count = len(results)
+    mean = {k: sum(r[k] for r in results) / count for k in ("top1", "top3")}
+    mean["keystroke_savings"] = sum(r["keystroke_savings"] for r in results) / count
+    log_ppl = sum(math.log(r["perplexity"]) for r in results) / count
+    return {
+        **mean,
+        "perplexity": math.exp(log_ppl),
+        "num_targets": results[0]["num_targets"],
+        "num_messages": results[0]["num_messages"],
+        "num_models": count,
+    }
+
+
+# Called after each user with (users done, users in all, that user's result).
+UserCallback = Callable[[int, int, UserResult], None]
+
+
+def heldout_model_users(users: list[str], config: LocalOnlyConfig) -> set[str]:
+    """The fixed sample of users whose models are also measured on held-out text."""
+    return set(evenly_spaced(users, config.heldout_models))
+
+
+def local_only_sets(
+    splits: CorpusSplits, config: LocalOnlyConfig
+) -> tuple[list[str], list[int], list[str]]:
+    """(users in order, each user's keystroke share, the held-out sample)."""
+    users = chosen_users(splits, config)
+    sizes = [
+        len(splits.training_users[u].future[: config.future_messages_per_user])
+        for u in users
+    ]
+    shares = cumulative_shares(sizes, config.keystroke_texts)
+    return users, shares, heldout_sample(splits, config.heldout_messages)

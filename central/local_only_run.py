@@ -1,0 +1,148 @@
+"""`fedtype local-only` runs: a run directory, resumable user by user.
+
+    RUN_DIR/config.json    {"kind": "local-only", "corpus", "model", "local_only"}
+    RUN_DIR/users.jsonl    one line per finished user: tokens, seconds, counts
+    RUN_DIR/metrics.jsonl  one line once every user is done, as the other runs'
+
+No model is kept: there is one per user and nothing reads them afterwards. A
+killed run resumes after its last finished user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from central.local_only import (
+    LocalOnlyConfig,
+    UserCallback,
+    UserResult,
+    averaged_metrics,
+    heldout_model_users,
+    local_only_sets,
+    pooled_metrics,
+    train_user,
+)
+from corpora.corpus import CorpusConfig, load_corpus
+from corpora.tokenizer import WordTokenizer
+from models.config import ModelConfig
+from models.rundir import RunDir, RunDirError
+
+KIND = "local-only"
+
+
+def create_local_only_run(
+    path: str | Path,
+    *,
+    corpus: CorpusConfig,
+    model: ModelConfig,
+    config: LocalOnlyConfig,
+) -> RunDir:
+    """A new local-only run directory (RunDirError if one is there)."""
+    run = RunDir(path)
+    if run.config_path.exists():
+        raise RunDirError(f"{run.path}: already a run directory; resume it instead")
+    payload = {
+        "kind": KIND,
+        "corpus": asdict(corpus),
+        "model": asdict(model),
+        "local_only": asdict(config),
+    }
+    run.create(payload, WordTokenizer.public())
+    return run
+
+
+def users_path(run: RunDir) -> Path:
+    return run.path / "users.jsonl"
+
+
+def read_done(run: RunDir) -> dict[str, dict[str, Any]]:
+    """Finished users' lines by user (a torn last line is ignored)."""
+    path = users_path(run)
+    if not path.exists():
+        return {}
+    done = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            done[record["user"]] = record
+        except (ValueError, KeyError, TypeError):
+            continue
+    return done
+
+
+def _append(run: RunDir, record: dict[str, Any]) -> None:
+    with open(users_path(run), "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _read_settings(run: RunDir) -> tuple[CorpusConfig, ModelConfig, LocalOnlyConfig]:
+    config = run.read_config()
+    if config.get("kind") != KIND:
+        raise RunDirError(f"{run.config_path}: not a local-only run")
+    try:
+        return (
+            CorpusConfig(**config["corpus"]),
+            ModelConfig(**config["model"]),
+            LocalOnlyConfig(**config["local_only"]),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise RunDirError(f"{run.config_path}: invalid ({error})") from None
+
+
+def run_local_only(
+    path: str | Path, *, on_user: UserCallback | None = None
+) -> dict[str, Any]:
+    """Train and measure every remaining user; returns the metrics.jsonl line."""
+    run = RunDir(path)
+    corpus, model_config, config = _read_settings(run)
+    tokenizer = run.load_tokenizer()
+    splits = load_corpus(corpus)
+    users, shares, heldout_texts = local_only_sets(splits, config)
+    heldout_users = heldout_model_users(users, config)
+    done = read_done(run)
+    for index, (user, share) in enumerate(zip(users, shares, strict=True)):
+        if user in done:
+            continue
+        result = train_user(
+            user,
+            splits=splits,
+            tokenizer=tokenizer,
+            model_config=model_config,
+            config=config,
+            keystroke_texts=share,
+            heldout_texts=heldout_texts if user in heldout_users else None,
+        )
+        done[user] = asdict(result)
+        _append(run, done[user])
+        if on_user is not None:
+            on_user(index + 1, len(users), result)
+    record = summarise([done[u] for u in users])
+    run.rewrite_metrics([record])
+    run.write_state({"users_done": len(users), "complete": True})
+    return record
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's one metrics.jsonl line from its users' lines."""
+    heldout = [r["heldout"] for r in results if r.get("heldout")]
+    return {
+        "step": len(results),
+        "users_trained": len(results),
+        "tokens_total": sum(int(r["tokens"]) for r in results),
+        # Users train one after another here; on phones they would run in parallel.
+        "wall_seconds_total": round(sum(float(r["seconds"]) for r in results), 3),
+        "bytes_total": 0,
+        "heldout": averaged_metrics(heldout),
+        "future": pooled_metrics([r["counts"] for r in results]),
+    }
+
+
+def user_result_line(result: UserResult) -> str:
+    """A short line describing one user's outcome (for progress displays)."""
+    return f"{result.user}: {result.tokens:,} tokens in {result.seconds:.1f} s"

@@ -1,0 +1,125 @@
+"""`fedtype local-only`: every user trains alone; nothing is merged."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from central.local_only import LocalOnlyConfig, UserResult
+from central.local_only_run import create_local_only_run, run_local_only
+from cli.errors import UsageError
+from cli.options import add_corpus_options, corpus_config
+from corpora.messages import CorpusError
+from corpora.tokenizer import WordTokenizer
+from models.config import ModelConfig
+
+# Options of `LocalOnlyConfig` offered on the command line, with their help.
+_OPTIONS = {
+    "seed": "seed of the initial model, batch orders and samples",
+    "local_epochs": "passes over each user's own messages",
+    "batch_size": "sequences per batch",
+    "lr": "SGD step size",
+    "heldout_models": "users whose models are also measured on held-out text",
+    "heldout_messages": "held-out messages each of those models is measured on",
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `local-only` subcommand."""
+    defaults = LocalOnlyConfig()
+    parser = subparsers.add_parser(
+        "local-only",
+        help="every user trains alone on their own history (no merging)",
+        description="Each user trains their own model from the shared initial "
+        "model on their own history only. Future text: each user's model on their "
+        "own future messages (the users of the fleet's future cohort, the same "
+        "text as the other runs). Held-out users: the average over a fixed "
+        "sample of those users' models on a fixed sample of held-out messages. "
+        "Resumable user by user (run it again with --resume).",
+    )
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="new run directory")
+    where.add_argument("--resume", metavar="RUN_DIR", help="continue this run")
+    group = parser.add_argument_group("local training (new runs only)")
+    types = {f.name: f.type for f in fields(LocalOnlyConfig)}
+    for name, text in _OPTIONS.items():
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            type=float if types[name] == "float" else int,
+            default=getattr(defaults, name),
+            help=f"{text} (default: %(default)s)",
+        )
+    group.add_argument(
+        "--all-users",
+        action="store_true",
+        help="train every training user, not only the future cohort's",
+    )
+    add_corpus_options(parser)
+    parser.set_defaults(func=run_local_only_cmd)
+
+
+def _create(args: argparse.Namespace) -> str:
+    try:
+        config = LocalOnlyConfig(
+            **{name: getattr(args, name) for name in _OPTIONS},
+            all_users=args.all_users,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    corpus = corpus_config(args, seed=config.seed)
+    if corpus.source != "chitchat" and not Path(corpus.source).is_file():
+        raise CorpusError("no such corpus file", path=corpus.source)
+    model = ModelConfig(vocab_size=WordTokenizer.public().vocab_size)
+    create_local_only_run(args.out, corpus=corpus, model=model, config=config)
+    return str(args.out)
+
+
+def run_local_only_cmd(args: argparse.Namespace) -> int:
+    """Train every user of the run alone, then print the pooled metrics."""
+    console = Console()
+    path = args.resume or _create(args)
+    bar = Progress(
+        TextColumn("users"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    task = bar.add_task("users", total=None, last="")
+
+    def on_user(done: int, total: int, result: UserResult) -> None:
+        bar.update(task, completed=done, total=total, last=result.user)
+
+    with bar:
+        record = run_local_only(path, on_user=on_user)
+    heldout, future = record["heldout"], record["future"]
+    console.print(
+        f"{path}: {record['users_trained']} users trained alone, "
+        f"{record['tokens_total']:,} tokens"
+    )
+    if future:
+        console.print(
+            f"own future text: top-1 {future['top1']:.2%}, top-3 {future['top3']:.2%}, "
+            f"perplexity {future['perplexity']:.0f} ({future['num_messages']} messages)"
+        )
+    if heldout:
+        console.print(
+            f"held-out users: top-1 {heldout['top1']:.2%}, top-3 {heldout['top3']:.2%}"
+            f", perplexity {heldout['perplexity']:.0f} (average of "
+            f"{heldout['num_models']} users' models on a fixed sample of "
+            f"{heldout['num_messages']} held-out messages)"
+        )
+    return 0
