@@ -1,0 +1,61 @@
+"""`fedtype compare`: federated, central and local-only runs side by side."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from cli.compare_report import COLUMNS, load_run, markdown, row
+from cli.errors import UsageError
+from models.checkpoint import atomic_path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `compare` subcommand."""
+    parser = subparsers.add_parser(
+        "compare",
+        help="compare any mix of federated, central and local-only runs",
+        description="A table of each run's last evaluation (held-out and future "
+        "accuracy, perplexity, keystroke savings, tokens, wall time, bytes "
+        "exchanged; rounds and phone reports for federated runs). With --out, "
+        "also report.md and PNG plots of held-out top-3 accuracy against tokens "
+        "processed and against wall time.",
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
+    parser.add_argument(
+        "--out", default=None, help="directory for report.md and the plots"
+    )
+    parser.set_defaults(func=run_compare)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Print the table; with --out write the report and plots."""
+    summaries = [load_run(path) for path in args.runs]
+    # One column per run: a terminal is narrower than the Markdown report.
+    rows = [row(s) for s in summaries]
+    table = Table(title="fedtype compare")
+    table.add_column("")
+    for cells in rows:
+        table.add_column(cells[0], justify="right")
+    for index, name in enumerate(COLUMNS[1:], start=1):
+        table.add_row(name, *(cells[index] for cells in rows))
+    console = Console()
+    console.print(table)
+    if args.out is None:
+        return 0
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    from cli.compare_plots import plot  # matplotlib only when plotting
+
+    plots = plot(summaries, out)
+    report = out / "report.md"
+    temporary = atomic_path(report)
+    temporary.write_text(markdown(summaries, plots), encoding="utf-8")
+    os.replace(temporary, report)
+    console.print(f"wrote {report} and {', '.join(plots)}")
+    return 0

@@ -1,0 +1,198 @@
+"""Reading any mix of run directories into one comparison table.
+
+Only the runs' JSON files are read (config.json, metrics.jsonl), so federated,
+central (`train`, `central`) and local-only runs compare without importing the
+code that wrote them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from models.rundir import RunDir, RunDirError
+
+KINDS = ("federated", "train", "central", "local-only")
+
+# Columns of the table: header and how a summary fills it.
+COLUMNS = (
+    "run",
+    "kind",
+    "held-out top-1",
+    "held-out top-3",
+    "held-out ppl",
+    "keys saved",
+    "future top-1",
+    "future top-3",
+    "tokens",
+    "wall time",
+    "bytes exchanged",
+    "rounds / phones",
+)
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One evaluation of a run: where it stood and how well it did."""
+
+    tokens: int  # targets trained on so far
+    wall_seconds: float  # training wall time so far
+    heldout_top3: float
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What the comparison needs of one run."""
+
+    name: str  # the path as given
+    kind: str
+    setting: str  # a one-line caption of how it trained
+    final: dict[str, Any]  # its last evaluated metrics line
+    curve: list[CurvePoint]
+    rounds: int | None = None  # federated only
+    phone_reports: int | None = None  # federated: reports aggregated, all rounds
+
+
+def _evaluated(record: dict[str, Any]) -> bool:
+    return isinstance(record.get("heldout"), dict)
+
+
+def load_run(path: str) -> RunSummary:
+    """The summary of the run at `path`.
+
+    Raises:
+        RunDirError: the directory, its config or its metrics are missing,
+            unreadable, of an unknown kind or hold no evaluation yet.
+    """
+    run = RunDir(path)
+    config = run.read_config()
+    if not isinstance(config, dict) or config.get("kind") not in KINDS:
+        kind = config.get("kind") if isinstance(config, dict) else None
+        raise RunDirError(f"{run.config_path}: unknown run kind {kind!r}")
+    records = run.read_metrics()
+    evaluated = [r for r in records if isinstance(r, dict) and _evaluated(r)]
+    if not evaluated:
+        raise RunDirError(f"{run.metrics_path}: no evaluation recorded yet")
+    try:
+        curve = [
+            CurvePoint(
+                int(r["tokens_total"]),
+                float(r["wall_seconds_total"]),
+                float(r["heldout"]["top3"]),
+            )
+            for r in evaluated
+        ]
+    except (KeyError, TypeError, ValueError) as error:
+        raise RunDirError(f"{run.metrics_path}: malformed line ({error})") from None
+    kind = config["kind"]
+    summary = RunSummary(path, kind, setting(config), evaluated[-1], curve)
+    if kind == "federated":
+        # Up to the evaluated round, as the metrics in the row are.
+        last = int(evaluated[-1].get("server_round", 0))
+        return replace(
+            summary,
+            rounds=last,
+            phone_reports=sum(
+                int(r.get("reported", 0))
+                for r in records
+                if int(r.get("server_round", 0)) <= last
+            ),
+        )
+    return summary
+
+
+def setting(config: dict[str, Any]) -> str:
+    """A one-line description of how a run trained, from its config.json."""
+    kind = config.get("kind")
+    if kind == "federated":
+        fed = config.get("federation", {})
+        local = fed.get("local", {})
+        return (
+            f"{fed.get('strategy', '?')}, {fed.get('clients_per_round', '?')} "
+            f"phones/round, {fed.get('rounds', '?')} rounds, "
+            f"{local.get('local_epochs', '?')} local epoch(s) of SGD lr "
+            f"{local.get('client_lr', '?')}, <= {local.get('max_local_steps', '?')} "
+            "steps"
+        )
+    if kind in ("train", "central"):
+        t = config.get("training", {})
+        workers = config.get("workers", 1)
+        return (
+            f"{workers} worker(s), {t.get('optimizer', '?')} lr {t.get('lr', '?')}, "
+            f"batch {t.get('batch_size', '?')}, {t.get('epochs', '?')} epoch(s) "
+            "on the pooled data"
+        )
+    lo = config.get("local_only", {})
+    users = "every user" if lo.get("all_users") else "the future cohort's users"
+    return (
+        f"{users} alone, {lo.get('local_epochs', '?')} epochs of SGD lr "
+        f"{lo.get('lr', '?')}; held-out = mean of {lo.get('heldout_models', '?')} "
+        "users' models"
+    )
+
+
+def _pct(metrics: Any, key: str) -> str:
+    value = metrics.get(key) if isinstance(metrics, dict) else None
+    return "-" if value is None or math.isnan(value) else f"{value:.2%}"
+
+
+def _num(metrics: Any, key: str) -> str:
+    value = metrics.get(key) if isinstance(metrics, dict) else None
+    return "-" if value is None or math.isnan(value) else f"{value:.1f}"
+
+
+def human_bytes(count: float) -> str:
+    """1536 -> '1.5 KB' (powers of 1000)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(count) < 1000:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
+
+
+def row(summary: RunSummary) -> list[str]:
+    """The table row of a run, in `COLUMNS` order."""
+    final = summary.final
+    heldout, future = final.get("heldout"), final.get("future")
+    rounds = "-"
+    if summary.rounds is not None:
+        rounds = f"{summary.rounds} / {summary.phone_reports:,} reports"
+    return [
+        Path(summary.name).name or summary.name,
+        summary.kind,
+        _pct(heldout, "top1"),
+        _pct(heldout, "top3"),
+        _num(heldout, "perplexity"),
+        _pct(heldout, "keystroke_savings"),
+        _pct(future, "top1"),
+        _pct(future, "top3"),
+        f"{int(final.get('tokens_total', 0)):,}",
+        f"{float(final.get('wall_seconds_total', 0.0)):.0f} s",
+        human_bytes(float(final.get("bytes_total", 0))),
+        rounds,
+    ]
+
+
+def markdown(summaries: list[RunSummary], plots: list[str]) -> str:
+    """The Markdown report: the table, each run's setting and the plots."""
+    lines = [
+        "# fedtype comparison",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join("---" for _ in COLUMNS) + "|",
+    ]
+    lines += ["| " + " | ".join(row(s)) + " |" for s in summaries]
+    lines += ["", "Settings:", ""]
+    lines += [f"- `{s.name}` ({s.kind}): {s.setting}" for s in summaries]
+    lines += [
+        "",
+        "Held-out: users who never trained. Future: the training users' newest "
+        "messages. Wall time is training time without evaluation; bytes are "
+        "weights sent down and up (federated) or gradient all-reduce traffic "
+        "(central, ring model).",
+        "",
+    ]
+    lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    return "\n".join(lines) + "\n"

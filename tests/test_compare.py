@@ -1,0 +1,158 @@
+"""`fedtype compare`: summaries of every run kind, the report, plots and errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.compare_report import load_run, markdown, row
+from cli.main import main
+from models.rundir import RunDirError
+
+
+def metrics(top3: float, tokens: int, **extra: Any) -> dict[str, Any]:
+    """A metrics line with held-out and future results."""
+    scores = {
+        "top1": top3 / 2,
+        "top3": top3,
+        "perplexity": 150.0,
+        "keystroke_savings": 0.4,
+        "num_targets": 100,
+        "num_messages": 10,
+    }
+    return {
+        "tokens_total": tokens,
+        "wall_seconds_total": tokens / 1000,
+        "bytes_total": 2 * tokens,
+        "heldout": scores,
+        "future": scores,
+        **extra,
+    }
+
+
+def write_run(path: Path, config: dict[str, Any], lines: list[dict[str, Any]]) -> str:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return str(path)
+
+
+@pytest.fixture
+def three_runs(tmp_path: Path) -> list[str]:
+    """A federated, a central and a local-only run with hand-written metrics."""
+    federated = write_run(
+        tmp_path / "fed",
+        {"kind": "federated", "federation": {"strategy": "fedavg", "rounds": 3}},
+        [
+            {"server_round": 1, "reported": 5, "tokens_total": 100},
+            metrics(0.2, 200, server_round=2, reported=4),
+            {"server_round": 3, "reported": 6, "tokens_total": 300},
+        ],
+    )
+    central = write_run(
+        tmp_path / "cen",
+        {"kind": "central", "workers": 2, "training": {"lr": 0.002}},
+        [metrics(0.25, 1000, step=10), metrics(0.3, 2000, step=20)],
+    )
+    local = write_run(
+        tmp_path / "loc",
+        {"kind": "local-only", "local_only": {"local_epochs": 5}},
+        [metrics(0.1, 500, users_trained=3)],
+    )
+    return [federated, central, local]
+
+
+def test_load_run_federated_counts_reports_up_to_the_evaluated_round(
+    three_runs: list[str],
+) -> None:
+    # Execute
+    summary = load_run(three_runs[0])
+    # Assert: the last evaluated round is 2; the reports of rounds 1 and 2 count.
+    assert summary.kind == "federated"
+    assert summary.rounds == 2 and summary.phone_reports == 5 + 4
+    assert [p.tokens for p in summary.curve] == [200]
+    assert "fedavg" in summary.setting
+
+
+def test_row_formats_the_last_evaluation(three_runs: list[str]) -> None:
+    # Execute
+    cells = row(load_run(three_runs[1]))
+    # Assert: 30 % top-3, 15 % top-1, 2,000 tokens in 2 s, 4,000 bytes.
+    assert cells == [
+        "cen", "central", "15.00%", "30.00%", "150.0", "40.00%", "15.00%",
+        "30.00%", "2,000", "2 s", "4.0 KB", "-",
+    ]  # fmt: skip
+
+
+def test_markdown_has_a_row_and_setting_per_run_and_the_plots(
+    three_runs: list[str],
+) -> None:
+    # Prepare
+    summaries = [load_run(p) for p in three_runs]
+    # Execute
+    text = markdown(summaries, ["out/top3_vs_tokens.png"])
+    # Assert
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + 3
+    assert "| fed | federated |" in text and "| loc | local-only |" in text
+    assert "2 worker(s)" in text and "5 epochs of SGD" in text
+    assert "![top3_vs_tokens](top3_vs_tokens.png)" in text
+
+
+def test_cli_compare_writes_report_and_plots(
+    three_runs: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Execute
+    status = main(["compare", *three_runs, "--out", str(tmp_path / "report")])
+    # Assert
+    assert status == 0
+    for name in ("report.md", "top3_vs_tokens.png", "top3_vs_wall.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    assert "held-out top-3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("config", "lines", "message"),
+    [
+        (None, None, "no such run directory"),
+        ("{not json", "", "unreadable"),
+        ('{"kind": "mystery"}', "", "unknown run kind 'mystery'"),
+        ('{"kind": "train"}', '{"step": 1}\n', "no evaluation recorded yet"),
+        ('{"kind": "train"}', '{"heldout": {"top3": 0.1}}\n', "malformed line"),
+        ("[1, 2]", "", "unknown run kind"),
+    ],
+)
+def test_cli_compare_bad_run_dir_one_line_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    config: str | None,
+    lines: str | None,
+    message: str,
+) -> None:
+    # Prepare
+    path = tmp_path / "run"
+    if config is not None:
+        path.mkdir()
+        (path / "config.json").write_text(config)
+        (path / "metrics.jsonl").write_text(lines or "")
+    # Execute
+    status = main(["compare", str(path)])
+    # Assert
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and "Traceback" not in err
+
+
+def test_load_run_skips_a_torn_last_metrics_line(tmp_path: Path) -> None:
+    # Prepare
+    path = write_run(tmp_path / "run", {"kind": "train"}, [metrics(0.2, 10)])
+    with open(Path(path) / "metrics.jsonl", "a") as handle:
+        handle.write('{"tokens_total": 20, "heldo')
+    # Execute
+    summary = load_run(path)
+    # Assert
+    assert [p.tokens for p in summary.curve] == [10]
+    with pytest.raises(RunDirError):
+        load_run(str(tmp_path / "missing"))
