@@ -18,14 +18,27 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from corpora.tokenizer import WordTokenizer
+from device_sim.config import LocalTrainingConfig
+from device_sim.executor import ReportCallback, SerialExecutor
+from device_sim.local_eval import EvalCounts
+from device_sim.phone import (
+    ClientMetrics,
+    ClientReport,
+    Parameters,
+    Phone,
+    corrupt,
+    load_parameters,
+)
 from device_sim.stacked_lstm import (
     PARAMETER_NAMES,
     Stacked,
+    probe_losses,
     stack_parameters,
     step_gradients,
 )
 from models.batching import count_targets, make_batches
-from models.config import TrainingConfig
+from models.config import ModelConfig, TrainingConfig
 from models.model import NextWordModel
 from models.training import TrainResult
 
@@ -36,6 +49,7 @@ class PhoneUpdate:
 
     update: list[torch.Tensor]  # local - global weights, `model.parameters()` order
     result: TrainResult
+    probe_loss: float = float("nan")  # `evaluate_loss` of the trained weights
 
 
 def phone_batches(
@@ -85,7 +99,8 @@ def _train_group(
     batches: Sequence[list[torch.Tensor]],
     config: TrainingConfig,
     pad_id: int,
-) -> list[tuple[list[torch.Tensor], TrainResult]]:
+    probes: Sequence[list[list[int]]],
+) -> list[PhoneUpdate]:
     """Train phones whose batch counts do not increase along `batches`."""
     count = len(batches)
     weights = stack_parameters(model, count)
@@ -106,15 +121,16 @@ def _train_group(
             losses[k] += loss
             tokens[k] += count_targets(batch, pad_id)
     del grads
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            weights[name].sub_(p)  # the updates, as views of one stacked tensor
+    after = probe_losses(weights, probes, pad_id=pad_id)
+    for name, p in model.named_parameters():
+        weights[name].sub_(p)  # the updates, as views of one stacked tensor
     out = []
     for k, phone in enumerate(batches):
         steps = len(phone)
         mean = losses[k] / steps if steps else float("nan")
         update = [weights[name][k] for name in PARAMETER_NAMES]
-        out.append((update, TrainResult(0, tokens[k], steps, mean)))
+        result = TrainResult(0, tokens[k], steps, mean)
+        out.append(PhoneUpdate(update, result, after[k][0]))
     return out
 
 
@@ -125,6 +141,7 @@ def train_phones(
     *,
     pad_id: int,
     rngs: Sequence[np.random.Generator],
+    probes: Sequence[list[list[int]]] | None = None,
     group_size: int = 16,
 ) -> list[PhoneUpdate]:
     """Train each phone from `model`'s weights, as `train_local` on a fresh copy.
@@ -138,6 +155,8 @@ def train_phones(
         config: Local training settings; the optimizer must be "sgd".
         pad_id: The padding token.
         rngs: Each phone's generator, drawn from exactly as `train_local` would.
+        probes: Sequences on which each phone measures its trained weights' loss
+            (`PhoneUpdate.probe_loss`); none when not given.
 
     Returns:
         Each phone's update and counts, in the order given.
@@ -148,13 +167,121 @@ def train_phones(
         phone_batches(s, config, pad_id=pad_id, rng=r)
         for s, r in zip(phone_sequences, rngs, strict=True)
     ]
+    probes = probes if probes is not None else [[] for _ in batches]
     order = sorted(range(len(batches)), key=lambda k: -len(batches[k]))
     results: dict[int, PhoneUpdate] = {}
     with torch.no_grad():
         for start in range(0, len(order), group_size):
             group = order[start : start + group_size]
-            trained = _train_group(model, [batches[k] for k in group], config, pad_id)
-            for k, (update, result) in zip(group, trained, strict=True):
+            trained = _train_group(
+                model,
+                [batches[k] for k in group],
+                config,
+                pad_id,
+                [probes[k] for k in group],
+            )
+            for k, phone in zip(group, trained, strict=True):
                 examples = len(phone_sequences[k])
-                results[k] = PhoneUpdate(update, replace(result, num_examples=examples))
+                result = replace(phone.result, num_examples=examples)
+                results[k] = replace(phone, result=result)
     return [results[k] for k in range(len(batches))]
+
+
+class BatchedExecutor:
+    """A round's phones trained together in this process (`train_phones`).
+
+    Reports equal `SerialExecutor`'s within float rounding; evaluation runs phone
+    by phone as there.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_config: ModelConfig,
+        tokenizer: WordTokenizer,
+        local: LocalTrainingConfig,
+        fault_kind: str = "nan",
+        group_size: int = 16,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.local = local
+        self.fault_kind = fault_kind
+        self.group_size = group_size
+        self._serial = SerialExecutor(
+            model_config=model_config,
+            tokenizer=tokenizer,
+            local=local,
+            fault_kind=fault_kind,
+        )
+        self._model = NextWordModel(model_config)
+
+    def train(
+        self,
+        phones: Sequence[Phone],
+        global_parameters: Parameters,
+        *,
+        server_round: int,
+        on_report: ReportCallback | None = None,
+    ) -> list[ClientReport]:
+        """Each phone's report after training from `global_parameters`, in order."""
+        load_parameters(self._model, global_parameters)
+        pad_id = self.tokenizer.pad_id
+        data = [
+            p.local_data(
+                tokenizer=self.tokenizer,
+                config=self.local,
+                max_len=self._model.config.max_len,
+                server_round=server_round,
+            )
+            for p in phones
+        ]
+        probes = [d.probe for d in data]
+        weights = stack_parameters(self._model, 1)
+        before = probe_losses(weights, probes, pad_id=pad_id, phones=[0] * len(data))
+        trained = train_phones(
+            self._model,
+            [d.sequences for d in data],
+            self.local.training_config(),
+            pad_id=pad_id,
+            rngs=[d.rng for d in data],
+            probes=probes,
+            group_size=self.group_size,
+        )
+        reports = []
+        for phone, (loss_before, _), done in zip(phones, before, trained, strict=True):
+            metrics = ClientMetrics(
+                loss_before=loss_before,
+                loss_after=done.probe_loss,
+                train_loss=done.result.mean_loss,
+                steps=done.result.steps,
+                num_tokens=done.result.num_tokens,
+            )
+            update = done.update
+            if phone.profile.faulty:
+                update = corrupt(update, self.fault_kind)
+            report = ClientReport(
+                phone.client_id, update, done.result.num_examples, metrics
+            )
+            reports.append(report)
+            if on_report is not None:
+                on_report(report)
+        return reports
+
+    def evaluate(
+        self,
+        phones: Sequence[Phone],
+        global_parameters: Parameters,
+        *,
+        max_messages: int,
+        keystroke_texts: Sequence[int],
+    ) -> list[tuple[str, EvalCounts]]:
+        """`(client_id, counts)` of each phone with future text, as serially."""
+        return self._serial.evaluate(
+            phones,
+            global_parameters,
+            max_messages=max_messages,
+            keystroke_texts=keystroke_texts,
+        )
+
+    def close(self) -> None:
+        """Nothing to release in-process."""

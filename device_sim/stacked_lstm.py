@@ -57,7 +57,8 @@ class _Tick:
     (phone, row) pairs still running at time t are a prefix in both axes.
     """
 
-    phones: torch.Tensor  # (n,) their indices in the group
+    phones: torch.Tensor  # (n,) the rows of their weights in the stack
+    order: list[int]  # the index of each one's batch among those given
     inputs: torch.Tensor  # (n, T, B) token ids, time-major
     targets: torch.Tensor  # (n, T * B) next tokens, pad where none
     live: list[tuple[int, int]]  # per time step: (phones, rows) still running
@@ -90,7 +91,7 @@ def _layout(
     )
     positions = [m.view(-1).nonzero().squeeze(1) for m in running]
     phones = torch.tensor([phone_ids[k] for k in order], dtype=torch.long)
-    return _Tick(phones, inputs, targets, live, positions)
+    return _Tick(phones, order, inputs, targets, live, positions)
 
 
 @dataclass(frozen=True)
@@ -279,28 +280,39 @@ def probe_losses(
     probes: Sequence[list[list[int]]],
     *,
     pad_id: int,
+    phones: Sequence[int] | None = None,
     rows: int = 32,
+    group_size: int = 16,
 ) -> list[tuple[float, int]]:
-    """`evaluate_loss` of phone k's weights on `probes[k]`: (mean loss, targets).
+    """`evaluate_loss` on each probe: (mean loss, targets) per probe.
 
-    Each probe is cut into batches of `rows` sequences; batch j of every phone that
-    has one runs in the same pass.
+    Probe k is measured with the weights of stack row `phones[k]` (default k). It
+    is cut into batches of `rows` sequences; batch j of every probe of a group of
+    `group_size` probes runs in the same pass.
     """
+    rows_of = list(range(len(probes))) if phones is None else list(phones)
     pieces = [
         [pad_batch(probe[i : i + rows], pad_id) for i in range(0, len(probe), rows)]
         for probe in probes
     ]
     sums, counts = [0.0] * len(probes), [0] * len(probes)
-    for j in range(max((len(p) for p in pieces), default=0)):
-        phone_ids = [k for k, p in enumerate(pieces) if len(p) > j]
-        tick = _layout([pieces[k][j] for k in phone_ids], phone_ids, pad_id)
-        fwd = _forward(weights, tick)
-        for k, phone in enumerate(tick.phones.tolist()):
-            at = tick.positions[k]
-            hidden = fwd.hidden[k, at + tick.inputs.shape[2]]
-            _, log_probs = _log_probs(weights, phone, hidden)
-            sums[phone] -= float(log_probs.gather(1, tick.targets[k, at, None]).sum())
-            counts[phone] += len(at)
+    for start in range(0, len(probes), group_size):
+        group = range(start, min(start + group_size, len(probes)))
+        for j in range(max((len(pieces[k]) for k in group), default=0)):
+            chosen = [k for k in group if len(pieces[k]) > j]
+            tick = _layout(
+                [pieces[k][j] for k in chosen], [rows_of[k] for k in chosen], pad_id
+            )
+            fwd = _forward(weights, tick)
+            for slot, (phone, k) in enumerate(
+                zip(tick.phones.tolist(), tick.order, strict=True)
+            ):
+                at = tick.positions[slot]
+                hidden = fwd.hidden[slot, at + tick.inputs.shape[2]]
+                _, log_probs = _log_probs(weights, phone, hidden)
+                picked = log_probs.gather(1, tick.targets[slot, at, None])
+                sums[chosen[k]] -= float(picked.sum())
+                counts[chosen[k]] += len(at)
     return [
         (s / c if c else float("nan"), c) for s, c in zip(sums, counts, strict=True)
     ]
