@@ -1,0 +1,1 @@
+"""The central baseline on torch.distributed, and local-only training."""

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import cast
 
 import torch
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
@@ -118,8 +119,10 @@ class PooledStream:
 
     def _worker_batches(self, shard: int, epoch: int) -> list[torch.Tensor]:
         sequences = self._sequences(shard)
-        sampler = DistributedSampler(
-            range(len(sequences)),
+        # The sampler only needs len(); the indices stand in for a Dataset.
+        indices = cast(Dataset[int], range(len(sequences)))
+        sampler: DistributedSampler[int] = DistributedSampler(
+            indices,
             num_replicas=self.world_size,
             rank=self.rank,
             shuffle=True,

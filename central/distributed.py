@@ -14,7 +14,6 @@ gradient bucket DDP all-reduces: a bucket of N bytes costs each worker
 the bandwidth-optimal schedule, so the job sends 2 (W-1) N bytes in all.
 """
 
-
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -113,7 +112,7 @@ class ByteCounter:
         return ring_allreduce_bytes(self.payload_bytes, self.world_size)
 
     def hook(
-        self, process_group: dist.ProcessGroup | None, bucket: dist.GradBucket
+        self, process_group: dist.ProcessGroup, bucket: dist.GradBucket
     ) -> torch.futures.Future[torch.Tensor]:
         """DDP comm hook: count the bucket, then the default averaging all-reduce."""
         buffer = bucket.buffer()
