@@ -6,6 +6,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -65,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="train every training user, not only the future cohort's",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads; a user's batches are too small for more to pay "
+        "(default: %(default)s)",
+    )
     add_corpus_options(parser)
     parser.set_defaults(func=run_local_only_cmd)
 
@@ -88,7 +96,10 @@ def _create(args: argparse.Namespace) -> str:
 def run_local_only_cmd(args: argparse.Namespace) -> int:
     """Train every user of the run alone, then print the pooled metrics."""
     console = Console()
+    if args.threads < 1:
+        raise UsageError("--threads must be >= 1")
     path = args.resume or _create(args)
+    torch.set_num_threads(args.threads)
     bar = Progress(
         TextColumn("users"),
         BarColumn(),

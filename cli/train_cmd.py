@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -48,6 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Single-process training on every training user's train part "
         "pooled (Adam by default), evaluated on held-out users and future text at "
         "each epoch's end and every --eval-every steps. Resumable.",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads (default: torch's choice, all cores)",
     )
     add_run_options(parser)
     parser.set_defaults(func=run_train)
@@ -188,7 +195,11 @@ class ProgressDisplay:
 def run_train(args: argparse.Namespace) -> int:
     """Create or resume the run, then train it in this process."""
     console = Console()
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be >= 1")
     path = args.resume or start_new_run(args, kind="train")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     context = context_from_env()
     if context.world_size != 1:
         raise UsageError("fedtype train is single-process; use fedtype central")
