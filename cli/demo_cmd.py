@@ -10,12 +10,12 @@ import torch
 from cli.errors import UsageError
 from coordinator.config import FederationConfig
 from coordinator.simulation import Simulation
-from corpora.corpus import CorpusConfig
+from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
 from models.rundir import RunDir
 from tui.app import CentralReference, FedtypeApp
-from tui.sim_fleet import SimulationFleet
+from tui.child_fleet import ChildProcessFleet
 
 DEFAULT_RUN = "runs/demo"
 
@@ -88,22 +88,31 @@ def fresh_dir(path: Path) -> Path:
     raise UsageError(f"{path}: no free directory name beside it")
 
 
-def open_fleet(path: Path) -> SimulationFleet:
-    """Resume the run in `path` (errors say what is wrong with it)."""
-    return SimulationFleet(Simulation.resume(path), name=str(path))
-
-
-def start_fleet(path: Path, clients_per_round: int) -> SimulationFleet:
-    """A fresh fleet on the default corpus in `path`."""
+def create_run(path: Path, clients_per_round: int) -> CorpusSplits:
+    """Create a fresh demo fleet's run in `path`; returns the corpus it loaded."""
     tokenizer = WordTokenizer.public()
-    simulation = Simulation.create(
+    corpus = CorpusConfig()
+    splits = load_corpus(corpus)
+    Simulation.create(
         path,
         federation=demo_federation(clients_per_round),
-        corpus=CorpusConfig(),
+        corpus=corpus,
         model=ModelConfig(vocab_size=tokenizer.vocab_size),
         tokenizer=tokenizer,
-    )
-    return SimulationFleet(simulation, name=str(path))
+        splits=splits,
+    ).close()
+    return splits
+
+
+def open_fleet(path: Path, splits: CorpusSplits | None = None) -> ChildProcessFleet:
+    """The run in `path`, its rounds in a child process (errors say what is
+    wrong with the run); `splits` spares the child loading the corpus again."""
+    return ChildProcessFleet(path, name=str(path), splits=splits)
+
+
+def start_fleet(path: Path, clients_per_round: int) -> ChildProcessFleet:
+    """A fresh fleet on the default corpus in `path`."""
+    return open_fleet(path, create_run(path, clients_per_round))
 
 
 def load_central(path: str) -> CentralReference:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.timer import Timer
 from textual.widgets import Footer, Header, Input, Static
 from textual.worker import get_current_worker
+from torch import nn
 
 from tui.chips import ChipStrip
 from tui.dashboard import Dashboard
@@ -33,6 +36,8 @@ from tui.problem_screen import ProblemScreen
 from tui.rounds_panel import RoundsPanel
 from tui.sources import RoundHistory, SuggestionSources, insert_word
 
+# Seconds after the last keystroke before the panels below the chips follow.
+PANELS_DELAY_S = 0.12
 # Longest message the field takes; longer pastes are cut (a phone's SMS limit is
 # far lower), which keeps every keystroke's work bounded.
 MAX_MESSAGE_CHARS = 2000
@@ -53,6 +58,30 @@ class CentralReference:
 
 
 FleetFactory = Callable[[], DemoFleet]
+
+
+@dataclass(frozen=True)
+class FleetView:
+    """What the app shows first of a fleet, read off the UI thread."""
+
+    fleet: DemoFleet
+    global_model: nn.Module
+    records: list[dict[str, Any]]
+    messages: list[str]
+    history: RoundHistory
+
+    @classmethod
+    def load(cls, fleet: DemoFleet) -> FleetView:
+        """Read the fleet's current model, metrics lines and this phone's history."""
+        history = RoundHistory(fleet.tokenizer, fleet.model_at, fleet.kept_rounds)
+        history.prepare(fleet.server_round)
+        return cls(
+            fleet=fleet,
+            global_model=fleet.global_snapshot(),
+            records=fleet.records(),
+            messages=fleet.my_messages(),
+            history=history,
+        )
 
 
 class FedtypeApp(App[None]):
@@ -101,7 +130,9 @@ class FedtypeApp(App[None]):
         self.sources: SuggestionSources | None = None
         self.history: RoundHistory | None = None
         self.server_round = 0
+        self.records: list[dict[str, Any]] = []
         self._personal_note = "send messages first"
+        self._panels_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="⌨")
@@ -122,9 +153,11 @@ class FedtypeApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#field", Input).focus()
+        field = self.query_one("#field", Input)
+        field.focus()
+        self.watch(field, "value", self._typed, init=False)
         if self.fleet is not None:
-            self._fleet_ready(self.fleet)
+            self._fleet_ready(FleetView.load(self.fleet))
         else:
             self.query_one(Dashboard).set_status("opening the fleet…")
             self._open_fleet(self._factory)
@@ -136,11 +169,11 @@ class FedtypeApp(App[None]):
         if factory is None:
             return
         try:
-            fleet = factory()
+            view = FleetView.load(factory())
         except Exception as error:  # shown to the user, who may start afresh
             self.call_from_thread(self._open_failed, str(error))
             return
-        self.call_from_thread(self._fleet_ready, fleet)
+        self.call_from_thread(self._fleet_ready, view)
 
     def _open_failed(self, message: str) -> None:
         def chosen(fresh: bool | None) -> None:
@@ -153,20 +186,21 @@ class FedtypeApp(App[None]):
         can_start = self.fresh_factory is not None
         self.push_screen(ProblemScreen(message, offer_fresh=can_start), chosen)
 
-    def _fleet_ready(self, fleet: DemoFleet) -> None:
-        self.fleet = fleet
+    def _fleet_ready(self, view: FleetView) -> None:
+        fleet = self.fleet = view.fleet
         self.sub_title = fleet.name
-        self.sources = SuggestionSources(fleet.tokenizer, fleet.global_snapshot())
-        self.history = RoundHistory(fleet.tokenizer, fleet.model_at, fleet.kept_rounds)
+        self.sources = SuggestionSources(fleet.tokenizer, view.global_model)
+        self.history = view.history
+        self.records = view.records
         if self.central is not None:
             self.sources.set_model(
                 "central", self.central.model, self.central.tokenizer
             )
             self.query_one(Dashboard).set_reference(self.central.top3)
         self.server_round = fleet.server_round
-        self.query_one(Dashboard).show_history(fleet.records())
-        self.query_one(PhonePanel).set_history(fleet.my_messages())
-        if fleet.my_messages():
+        self.query_one(Dashboard).show_history(self.records)
+        self.query_one(PhonePanel).set_history(view.messages)
+        if view.messages:
             self._personalize()
         self._refresh_suggestions()
         if not self.paused:
@@ -178,7 +212,7 @@ class FedtypeApp(App[None]):
     @work(thread=True, exclusive=True, group="training", exit_on_error=False)
     def _train_rounds(self) -> None:
         worker = get_current_worker()
-        fleet = self.fleet
+        fleet, history = self.fleet, self.history
         while fleet is not None and not worker.is_cancelled and not self.paused:
             if self.max_rounds is not None and fleet.server_round >= self.max_rounds:
                 self.post_message(TrainingStatus(f"done: {self.max_rounds} rounds"))
@@ -188,6 +222,8 @@ class FedtypeApp(App[None]):
             )
             try:
                 record, model = fleet.train_round()
+                if history is not None:  # loads from disk here, not on the UI thread
+                    history.prepare(fleet.server_round)
             except Exception as error:  # reported in the UI; training stops
                 self.post_message(TrainingFailed(f"{type(error).__name__}: {error}"))
                 return
@@ -201,7 +237,8 @@ class FedtypeApp(App[None]):
         self.sources.set_model("global", message.model)
         if self.history is not None:
             self.history.remember(message.server_round, message.model)
-        self.query_one(Dashboard).show_history(self.fleet.records())
+        self.records.append(message.record)
+        self.query_one(Dashboard).show_history(self.records)
         if self.fleet.my_messages():
             self._personalize()
         self._refresh_suggestions(ghost=True)
@@ -292,32 +329,45 @@ class FedtypeApp(App[None]):
         words = self.sources.suggest(text, k=1) if self.sources else []
         return words[0] if words else None
 
-    @on(Input.Changed, "#field")
-    def _typed(self, event: Input.Changed) -> None:
-        self._refresh_suggestions()
+    def _typed(self, value: str) -> None:
+        # Watched, not waiting for Input.Changed to bubble up: the chips then
+        # change in the same frame as the letter. The panels below need no such
+        # hurry and follow once typing pauses.
+        self._refresh_suggestions(panels=False)
+        if self._panels_timer is not None:
+            self._panels_timer.stop()
+        self._panels_timer = self.set_timer(PANELS_DELAY_S, self._refresh_panels)
 
-    def _refresh_suggestions(self, *, ghost: bool = False) -> None:
-        """Redraw every suggestion for the field's text; `ghost` also the ghost
-        text (the field renews it itself on each keystroke)."""
-        if self.sources is None or self.history is None:
+    def _refresh_suggestions(self, *, ghost: bool = False, panels: bool = True) -> None:
+        """Redraw the chips for the field's text; `ghost` also the ghost text (the
+        field renews it itself on each keystroke), `panels` also the panels."""
+        if self.sources is None:
             return
         field = self.query_one("#field", Input)
-        text = field.value
         if ghost:
             refresh_ghost(field, self._best_word)
-        self.query_one(ChipStrip).show_words(self.sources.suggest(text))
+        self.query_one(ChipStrip).show_words(self.sources.suggest(field.value))
         source = self.sources.active
         label = SOURCE_LABELS[source]
         if source == "global":
             label += f", round {self.server_round}"
-        self.query_one("#source", Static).update(f"suggested by the {label}")
+        self.query_one("#source", Static).update(
+            f"suggested by the {label}", layout=False
+        )
+        if panels:
+            self._refresh_panels()
+
+    def _refresh_panels(self) -> None:
+        """The earlier rounds' words and this phone's own, for the field's text."""
+        if self.sources is None or self.history is None:
+            return
+        text = self.query_one("#field", Input).value
         rows = [
             (f"round {r}", self.history.suggest(r, text))
             for r in self.history.rounds_before(self.server_round)
         ]
-        rows.append(
-            (f"now ({self.server_round})", self.sources.suggest(text, source="global"))
-        )
+        now = self.sources.suggest(text, source="global")
+        rows.append((f"now ({self.server_round})", now))
         self.query_one(RoundsPanel).show_rows(rows)
         panel = self.query_one(PhonePanel)
         if panel.show_personal:

@@ -42,10 +42,13 @@ class Chip(Static):
 
     def show_word(self, word: str) -> None:
         """Display `word` (or nothing) with this chip's key in the border."""
+        if word == self.word and self.border_title:
+            return
         self.word = word
         self.set_class(not word, "-empty")
         self.border_title = CHIP_KEYS[self.index]
-        self.update(word)
+        # A chip's size never changes: skipping the layout pass keeps typing light.
+        self.update(word, layout=False)
 
     def on_click(self, event: Click) -> None:
         if self.word:

@@ -101,7 +101,8 @@ class MetricChart(Horizontal):
     def show(self, series: list[float]) -> None:
         """Draw `series` (fractions) and its last value as a percentage."""
         self.query_one(Sparkline).data = series
-        self.query_one(".value", Static).update(f"{series[-1]:.1%}" if series else "–")
+        value = f"{series[-1]:.1%}" if series else "–"
+        self.query_one(".value", Static).update(value, layout=False)
 
 
 class Dashboard(Vertical):

@@ -26,6 +26,7 @@ class PhonePanel(Static):
         self.show_personal = False
         self.personal_words: list[str] = []
         self.personal_note = ""
+        self._lines = 0
 
     def on_mount(self) -> None:
         self._draw()
@@ -60,4 +61,7 @@ class PhonePanel(Static):
                 text.append(f"  ({self.personal_note})", "dim")
         text.append("\nlast sent: ", "dim")
         text.append(self.last_message or "nothing yet: type and press Enter")
-        self.update(text)
+        # Only showing or hiding the personal row changes the height.
+        lines = 3 if self.show_personal else 2
+        self.update(text, layout=lines != self._lines)
+        self._lines = lines

@@ -30,6 +30,8 @@ class RoundsPanel(Static):
 
     def show_rows(self, rows: list[tuple[str, list[str]]]) -> None:
         """Rows of (label, words), oldest round first."""
+        # Only a new row changes the panel's height; new words need no layout.
+        layout = len(rows) != len(self.rows) or not self.rows
         self.rows = rows
         table = Table.grid(padding=(0, 2))
         table.add_column(style="dim", no_wrap=True)
@@ -38,4 +40,4 @@ class RoundsPanel(Static):
             table.add_row(label, " · ".join(words) if words else "–")
         if not rows:
             table.add_row("", "no rounds yet")
-        self.update(table)
+        self.update(table, layout=layout)

@@ -126,25 +126,32 @@ class RoundHistory:
         self.wanted = wanted
         self._model_at = model_at
         self._kept_rounds = kept_rounds
-        self._available = set(kept_rounds())
+        self._available: set[int] = set()
         self._suggesters: dict[int, Suggester | None] = {}
 
     def remember(self, server_round: int, model: nn.Module) -> None:
         """Keep a wanted round's model in memory: the run may prune its checkpoint."""
-        self._available = set(self._kept_rounds()) | set(self._in_memory())
         if server_round in self.wanted:
             self._suggesters[server_round] = Suggester(model, self.tokenizer)
             self._available.add(server_round)
+
+    def prepare(self, server_round: int) -> None:
+        """Load the kept models the panel will need once `server_round` is done.
+
+        Reads checkpoints: call it off the UI thread (the training worker does).
+        """
+        self._available = set(self._kept_rounds()) | set(self._in_memory())
+        for earlier in self.rounds_before(server_round):
+            if earlier not in self._suggesters:
+                self._suggesters[earlier] = self._load(earlier)
 
     def rounds_before(self, server_round: int) -> list[int]:
         """The earlier rounds the panel shows, ascending."""
         return pick_rounds(sorted(self._available), server_round, self.wanted)
 
     def suggest(self, server_round: int, text: str, k: int = 3) -> list[str]:
-        """What the global model of `server_round` suggests; [] if it is gone."""
-        if server_round not in self._suggesters:
-            self._suggesters[server_round] = self._load(server_round)
-        suggester = self._suggesters[server_round]
+        """What the global model of `server_round` suggests; [] if not loaded."""
+        suggester = self._suggesters.get(server_round)
         if suggester is None:
             return []
         try:

@@ -1,0 +1,127 @@
+"""The demo's child-process fleet: rounds, this phone and failures across the pipe."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_tui_app import small_federation
+
+from coordinator.simulation import Simulation
+from corpora.corpus import CorpusConfig, CorpusSplits
+from corpora.tokenizer import WordTokenizer
+from models.config import ModelConfig
+from models.rundir import RunDirError
+from tui.app import FedtypeApp
+from tui.child_fleet import ChildProcessFleet
+from tui.fleet import THIS_PHONE
+
+
+@pytest.fixture
+def small_run(
+    tmp_path: Path,
+    small_splits: CorpusSplits,
+    small_config: CorpusConfig,
+    tokenizer: WordTokenizer,
+    tiny_model_config: ModelConfig,
+) -> Path:
+    """A small federated run at round 0, closed again."""
+    run = tmp_path / "run"
+    Simulation.create(
+        run,
+        federation=small_federation(),
+        corpus=small_config,
+        model=tiny_model_config,
+        tokenizer=tokenizer,
+        splits=small_splits,
+    ).close()
+    return run
+
+
+def test_child_fleet_rounds_messages_and_personal_model(small_run, small_splits):
+    # Prepare
+    fleet = ChildProcessFleet(small_run, splits=small_splits)
+    try:
+        # Execute
+        record, model = fleet.train_round()
+        messages = fleet.send("see you at the lake")
+        personal = fleet.personalize()
+        facts = fleet.phone_facts(fleet.phone_ids()[1])
+    finally:
+        fleet.close()
+
+    # Assert
+    assert record["server_round"] == 1 == fleet.server_round
+    assert model.config.vocab_size == fleet.tokenizer.vocab_size
+    assert messages == ["see you at the lake"]
+    assert personal is not None and personal[1:] == (1, 1)
+    assert facts.profile and facts.profile[0][0] == "time zone"
+    reopened = ChildProcessFleet(small_run, splits=small_splits)
+    try:
+        assert reopened.my_messages() == ["see you at the lake"]
+        assert THIS_PHONE in reopened.phone_ids()
+        assert [r["server_round"] for r in reopened.records()] == [1]
+    finally:
+        reopened.close()
+
+
+def test_child_fleet_unusable_run_raises_rundir_error(small_run):
+    # Prepare
+    (small_run / "config.json").write_text('{"kind": "federated"}')
+
+    # Execute
+    with pytest.raises(RunDirError) as raised:
+        ChildProcessFleet(small_run)
+
+    # Assert
+    assert str(small_run) in str(raised.value)
+    assert "incomplete" in str(raised.value)
+
+
+def test_child_fleet_close_during_round_returns_quickly(small_run, small_splits):
+    # Prepare
+    fleet = ChildProcessFleet(small_run, splits=small_splits)
+    errors: list[Exception] = []
+
+    def train() -> None:
+        try:
+            while True:
+                fleet.train_round()
+        except Exception as error:  # the round in flight fails when the child stops
+            errors.append(error)
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    time.sleep(0.5)
+
+    # Execute
+    started = time.perf_counter()
+    fleet.close()
+    thread.join(5)
+
+    # Assert
+    assert time.perf_counter() - started < 3
+    assert not thread.is_alive()
+    assert errors
+
+
+async def test_child_fleet_drives_the_app(small_run, small_splits):
+    # Prepare
+    fleet = ChildProcessFleet(small_run, splits=small_splits)
+    app = FedtypeApp(fleet, max_rounds=2)
+
+    async with app.run_test(size=(100, 40)) as pilot:
+        # Execute
+        for _ in range(400):
+            if app.server_round == 2:
+                break
+            await pilot.pause(0.05)
+        await pilot.press(*"how ar")
+        await pilot.pause()
+
+        # Assert
+        assert app.server_round == 2
+        assert len([w for w in app.query_one("ChipStrip").words if w]) == 3
+        await pilot.press("ctrl+q")

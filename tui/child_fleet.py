@@ -1,0 +1,261 @@
+"""`DemoFleet` whose simulation lives in a child process, so rounds never compete
+with typing for the interpreter lock, and quitting never waits for a round.
+
+The child resumes the run from its directory and serves requests from a pipe:
+rounds one after another on one thread, everything else (this phone's messages,
+its fine-tuning, a phone's facts) on threads of their own, so a message is stored
+at once even while a round trains. The parent reads what is on disk itself: the
+metrics lines, the tokenizer and every kept global model. Killing the child at any
+moment is safe: a run directory is written file by file, atomically.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import sys
+import threading
+from concurrent.futures import Future
+from dataclasses import asdict
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from corpora.corpus import CorpusSplits
+from models.config import ModelConfig
+from models.model import NextWordModel
+from models.rundir import RunDir, RunDirError
+from tui.fleet import PhoneFacts
+from tui.sim_fleet import this_phone_messages
+
+# Seconds the child may take to load the corpus and resume the run.
+START_TIMEOUT_S = 300.0
+# Seconds `close` waits for the child to stop by itself before killing it.
+CLOSE_GRACE_S = 1.0
+
+
+class TrainerError(RuntimeError):
+    """The child process failed a request or stopped; the message says why."""
+
+
+# A model as it crosses the pipe: its ModelConfig as a dict, and its weights.
+ModelPayload = tuple[dict[str, Any], dict[str, torch.Tensor]]
+
+
+def _model_payload(model: NextWordModel) -> ModelPayload:
+    tensors = {k: v.detach() for k, v in model.state_dict().items()}
+    return asdict(model.config), tensors
+
+
+def _model_from(payload: ModelPayload) -> nn.Module:
+    config, tensors = payload
+    model = NextWordModel(ModelConfig(**config))
+    model.load_state_dict(tensors)
+    return model.eval()
+
+
+def _handle(fleet: Any, method: str, args: tuple[Any, ...]) -> Any:
+    """Run one request against the child's `SimulationFleet`."""
+    if method == "round":
+        return fleet.simulation.run_round()
+    if method == "personalize":
+        result = fleet.personalize()
+        if result is None:
+            return None
+        model, server_round, count = result
+        return _model_payload(model), server_round, count
+    if method in ("send", "phone_ids", "phone_facts"):
+        return getattr(fleet, method)(*args)
+    raise TrainerError(f"unknown request {method!r}")
+
+
+def serve(
+    conn: Connection, run_dir: str, splits: CorpusSplits | None, log: str
+) -> None:
+    """The child process: resume the run and answer requests until told to stop."""
+    # Anything the child prints would tear the parent's screen: it goes to a log,
+    # at the descriptor level too, where torch's C++ runtime writes.
+    sys.stdout = sys.stderr = open(log, "a", buffering=1, encoding="utf-8")
+    os.dup2(sys.stderr.fileno(), 1)
+    os.dup2(sys.stderr.fileno(), 2)
+    torch.set_num_threads(1)
+    # Training yields the CPU to the keyboard, as a phone trains only when idle.
+    os.nice(10)
+    from coordinator.simulation import Simulation
+    from tui.sim_fleet import SimulationFleet
+
+    send_lock = threading.Lock()
+
+    def reply(request_id: int, ok: bool, payload: Any) -> None:
+        with send_lock:
+            conn.send((request_id, ok, payload))
+
+    def run(request_id: int, method: str, args: tuple[Any, ...]) -> None:
+        try:
+            reply(request_id, True, _handle(fleet, method, args))
+        except Exception as error:  # sent back to the parent, which shows it
+            reply(request_id, False, f"{type(error).__name__}: {error}")
+
+    try:
+        fleet = SimulationFleet(Simulation.resume(run_dir, splits=splits))
+    except Exception as error:  # the parent turns this into the "cannot open" screen
+        reply(0, False, f"{error}")
+        return
+    reply(0, True, fleet.server_round)  # request 0: the parent waits for this
+    round_lock = threading.Lock()  # rounds run one at a time, in request order
+    while True:
+        try:
+            request_id, method, args = conn.recv()
+        except (EOFError, OSError):
+            break
+        if method == "close":
+            break
+        target = _locked(round_lock, run) if method == "round" else run
+        thread = threading.Thread(target=target, args=(request_id, method, args))
+        thread.daemon = True
+        thread.start()
+    fleet.close()
+    # A round may still run on its thread: leave at once, without unwinding it
+    # (the run directory is consistent at every moment).
+    os._exit(0)
+
+
+def _locked(lock: threading.Lock, function: Any) -> Any:
+    def call(*args: Any) -> None:
+        with lock:
+            function(*args)
+
+    return call
+
+
+class ChildProcessFleet:
+    """A `DemoFleet` over a run directory whose simulation runs in a child process."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        name: str | None = None,
+        splits: CorpusSplits | None = None,
+    ) -> None:
+        """Start the child and wait until it has resumed the run.
+
+        Raises:
+            RunDirError: the run cannot be opened (the child's reason).
+        """
+        self.run = RunDir(run_dir)
+        self.name = name or str(run_dir)
+        self.tokenizer = self.run.load_tokenizer()
+        self._messages = this_phone_messages(self.run)
+        self._ids = itertools.count(1)
+        opened: Future[Any] = Future()
+        self._pending: dict[int, Future[Any]] = {0: opened}
+        self._lock = threading.Lock()
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_conn = context.Pipe()
+        log = str(self.run.path / "trainer.log")
+        self._process = context.Process(
+            target=serve, args=(child_conn, str(run_dir), splits, log), daemon=True
+        )
+        self._process.start()
+        child_conn.close()
+        threading.Thread(target=self._read_replies, daemon=True).start()
+        try:
+            self._round = int(opened.result(timeout=START_TIMEOUT_S))
+        except (TrainerError, TimeoutError) as error:
+            self.close()
+            raise RunDirError(f"{self.run.path}: {error}") from None
+
+    def _read_replies(self) -> None:
+        while True:
+            try:
+                request_id, ok, payload = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            with self._lock:
+                future = self._pending.pop(request_id, None)
+            if future is not None:
+                if ok:
+                    future.set_result(payload)
+                else:
+                    future.set_exception(TrainerError(str(payload)))
+        with self._lock:
+            pending, self._pending = list(self._pending.values()), {}
+        for future in pending:
+            if not future.done():
+                future.set_exception(TrainerError("the training process stopped"))
+
+    def _call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """Send one request and wait for its answer (TrainerError on failure)."""
+        future: Future[Any] = Future()
+        with self._lock:
+            request_id = next(self._ids)
+            self._pending[request_id] = future
+            try:
+                self._conn.send((request_id, method, args))
+            except (OSError, ValueError) as error:
+                self._pending.pop(request_id, None)
+                raise TrainerError(f"the training process stopped ({error})") from None
+        return future.result(timeout=timeout)
+
+    @property
+    def server_round(self) -> int:
+        return self._round
+
+    def records(self) -> list[dict[str, Any]]:
+        return [r for r in self.run.read_metrics() if "server_round" in r]
+
+    def global_snapshot(self) -> nn.Module:
+        return self.model_at(self._round)
+
+    def train_round(self) -> tuple[dict[str, Any], nn.Module]:
+        record = self._call("round")
+        self._round = int(record["server_round"])
+        return record, self.model_at(self._round)
+
+    def model_at(self, server_round: int) -> nn.Module:
+        model, _ = self.run.load_model(server_round)
+        return model.eval()
+
+    def kept_rounds(self) -> list[int]:
+        return self.run.checkpoint_steps()
+
+    def my_messages(self) -> list[str]:
+        return list(self._messages)
+
+    def send(self, text: str) -> list[str]:
+        try:
+            self._call("send", text, timeout=30)
+        except (TrainerError, TimeoutError) as error:
+            raise OSError(str(error)) from None
+        self._messages.append(text)
+        return self.my_messages()
+
+    def personalize(self) -> tuple[nn.Module, int, int] | None:
+        result = self._call("personalize")
+        if result is None:
+            return None
+        payload, server_round, count = result
+        return _model_from(payload), server_round, count
+
+    def phone_ids(self) -> list[str]:
+        return list(self._call("phone_ids", timeout=30))
+
+    def phone_facts(self, client_id: str) -> PhoneFacts:
+        return self._call("phone_facts", client_id)
+
+    def close(self) -> None:
+        """Ask the child to stop; kill it if it is inside a round."""
+        try:
+            self._conn.send((0, "close", ()))
+        except (OSError, ValueError):
+            pass
+        self._process.join(CLOSE_GRACE_S)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(CLOSE_GRACE_S)
+        self._conn.close()
