@@ -14,6 +14,7 @@ survivors hanging in a collective.
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,8 @@ from central.state import Progress
 from central.trainer import CentralTrainer, drop_unsaved_metrics
 from models.rundir import RunDir
 
+# Phrases of a failure caused by another worker's death (gloo's, and ours).
+_SECONDARY_MARKS = ("by peer", "remote worker", "WorkerAbortedError")
 # Seconds a failed job gives its other workers to stop before they are killed.
 _GRACE_S = 2.0
 
@@ -116,14 +119,47 @@ def launch_local(
         while not context.join(grace_period=_GRACE_S):
             pass
     except mp.ProcessRaisedException as error:
+        index, text = _first_failure(context.error_files, error.error_index, error.msg)
         raise WorkerFailedError(
-            f"worker {error.error_index} failed, job stopped: {_reason(error.msg)}"
+            f"worker {index} failed, job stopped: {_reason(text)}"
         ) from None
     except mp.ProcessExitedException as error:
         how = error.signal_name or f"exit code {error.exit_code}"
         raise WorkerFailedError(
             f"worker {error.error_index} died ({how}), job stopped"
         ) from None
+    finally:
+        for path in context.error_files:
+            Path(path).unlink(missing_ok=True)
+
+
+def _first_failure(
+    error_files: list[str], reported: int, reported_text: str
+) -> tuple[int, str]:
+    """The root cause among the workers' tracebacks: (worker, traceback).
+
+    When one worker dies its peers fail too, with "connection closed by peer"
+    or `WorkerAbortedError`, and the launcher may notice one of them first. A
+    traceback of another kind is preferred, then the earliest written.
+    """
+    found = []
+    for index, path in enumerate(error_files):
+        try:
+            written = os.stat(path).st_mtime_ns
+            with open(path, "rb") as handle:
+                text = str(pickle.load(handle))
+        except (OSError, pickle.UnpicklingError, EOFError):
+            continue
+        found.append((_is_secondary(text), written, index, text))
+    if not found:
+        return reported, reported_text
+    _, _, index, text = min(found)
+    return index, text
+
+
+def _is_secondary(traceback_text: str) -> bool:
+    """Whether a worker failed only because another one did."""
+    return any(mark in traceback_text for mark in _SECONDARY_MARKS)
 
 
 def _reason(traceback_text: str) -> str:
