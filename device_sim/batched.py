@@ -1,13 +1,19 @@
-"""Many phones' local training as one batched computation.
+"""Phones' local training on the stacked, hand-written model, in groups.
 
-`models.training.train_local` trains one phone at a time, and a phone with a small
-history leaves most of each small matrix product idle: its LSTM runs one short
-sequential loop per step whatever the batch. Here P phones train together on
-stacked weights (`device_sim.stacked_lstm`). Each takes exactly the SGD steps
-`train_local` would take on a fresh copy of the global model: the same batches
-from its own rng, its own gradient-norm clip and FedProx term (Li et al. 2020,
-arXiv 1812.06127), plain SGD as in FedAvg's ClientUpdate (McMahan et al. 2017,
-arXiv 1602.05629). Step k of every phone of a group runs as one pass.
+`models.training.train_local` trains one phone at a time under autograd. Here
+groups of P phones train on stacked weights (`device_sim.stacked_lstm`), step k of
+every phone of a group as one pass. Each takes exactly the SGD steps `train_local`
+would take on a fresh copy of the global model: the same batches from its own rng,
+its own gradient-norm clip and FedProx term (Li et al. 2020, arXiv 1812.06127),
+plain SGD as in FedAvg's ClientUpdate (McMahan et al. 2017, arXiv 1602.05629).
+
+Measured on 2 CPU cores (`benchmarks/fleet.py`), a group of one phone is the
+fastest: the hand-written pass (no autograd, no padding in the output layer and
+the weight gradients, loss probes on real tokens only) beats `train_local`, but
+putting more phones in one pass does not pay, since after their first step every
+phone has its own weights, so each still needs its own dense gradient of the
+10,036 x 96 tied embedding, while the stack outgrows the caches and the recurrence
+pads phones to the longest. `BatchedExecutor` therefore defaults to groups of one.
 """
 
 from __future__ import annotations
@@ -142,7 +148,7 @@ def train_phones(
     pad_id: int,
     rngs: Sequence[np.random.Generator],
     probes: Sequence[list[list[int]]] | None = None,
-    group_size: int = 16,
+    group_size: int = 1,
 ) -> list[PhoneUpdate]:
     """Train each phone from `model`'s weights, as `train_local` on a fresh copy.
 
@@ -201,7 +207,7 @@ class BatchedExecutor:
         tokenizer: WordTokenizer,
         local: LocalTrainingConfig,
         fault_kind: str = "nan",
-        group_size: int = 16,
+        group_size: int = 1,
     ) -> None:
         self.tokenizer = tokenizer
         self.local = local

@@ -1,11 +1,16 @@
 """Phones trained side by side on long-lived worker processes.
 
 Each worker is a process with one torch thread and its own model instance; on two
-cores two such workers train about twice as fast as one process whose matrix
-products are split over two threads, since this small LSTM's products are too
-small to split well (`benchmarks/fleet.py` measures both). A worker runs exactly
-`Phone.train`, so a report is bitwise the same whichever worker made it, and the
-reports come back in the order of the phones given.
+cores two such workers train faster than one process whose matrix products are
+split over two threads, since this small LSTM's products are too small to split
+well (`benchmarks/fleet.py` measures both). A worker trains one phone at a time
+with an engine of `ENGINES`, the same code whichever worker it is, so a report
+does not depend on which worker made it (bitwise), and the reports come back in
+the order of the phones given.
+
+Workers are spawned, not forked (forking a process that runs torch, tokenizer or
+UI threads is unsafe), so a script that creates a `ParallelExecutor` must do so
+under `if __name__ == "__main__":`, as Python's multiprocessing requires.
 
 Weights go down once per round through a shared-memory file that every worker
 maps; each update comes back through a shared slot of its worker, which this
@@ -28,6 +33,7 @@ from typing import Any
 import torch
 
 from corpora.tokenizer import WordTokenizer
+from device_sim.batched import BatchedExecutor
 from device_sim.config import LocalTrainingConfig
 from device_sim.executor import ReportCallback, SerialExecutor
 from device_sim.local_eval import EvalCounts
@@ -35,6 +41,12 @@ from device_sim.phone import ClientReport, Parameters, Phone
 from models.config import ModelConfig
 from models.model import NextWordModel
 
+# How a worker trains a phone: the stacked hand-written model (`device_sim.batched`,
+# a group of one) or `Phone.train` under autograd, exactly as `SerialExecutor`.
+ENGINES: dict[str, type[BatchedExecutor] | type[SerialExecutor]] = {
+    "batched": BatchedExecutor,
+    "serial": SerialExecutor,
+}
 # Phones in flight per worker: one training, one queued behind it so that the
 # worker never waits for this process to copy out an update.
 _SLOTS_PER_WORKER = 2
@@ -73,10 +85,11 @@ def _worker(
     tokenizer: WordTokenizer,
     local: LocalTrainingConfig,
     fault_kind: str,
+    engine: str,
 ) -> None:
     """A worker's loop: train or evaluate the phones it is sent until told to stop."""
     torch.set_num_threads(1)
-    executor = SerialExecutor(
+    executor = ENGINES[engine](
         model_config=model_config,
         tokenizer=tokenizer,
         local=local,
@@ -115,7 +128,7 @@ def _worker(
 
 
 class ParallelExecutor:
-    """Phones on `workers` processes, each with one torch thread and one model."""
+    """Phones on `workers` processes (default: one a core), one torch thread each."""
 
     def __init__(
         self,
@@ -125,7 +138,10 @@ class ParallelExecutor:
         local: LocalTrainingConfig,
         fault_kind: str = "nan",
         workers: int | None = None,
+        engine: str = "batched",
     ) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r} (one of {', '.join(ENGINES)})")
         self.workers = workers or default_workers()
         self._shapes = [p.shape for p in NextWordModel(model_config).parameters()]
         self._numel = sum(s.numel() for s in self._shapes)
@@ -139,24 +155,23 @@ class ParallelExecutor:
         self._ready = False
         context = multiprocessing.get_context("spawn")
         self._conns: list[Connection] = []
-        self._processes = []
+        self._processes: list[Any] = []
         for worker_id in range(self.workers):
             ours, theirs = context.Pipe()
-            args = (
-                theirs,
-                self._path,
-                worker_id,
-                self.workers,
-                model_config,
-                tokenizer,
-                local,
-                fault_kind,
+            settings = (model_config, tokenizer, local, fault_kind, engine)
+            process = context.Process(
+                target=_worker,
+                args=(theirs, self._path, worker_id, self.workers, *settings),
+                daemon=True,
             )
-            process = context.Process(target=_worker, args=args, daemon=True)
             process.start()
             theirs.close()
             self._conns.append(ours)
             self._processes.append(process)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the workers (for measuring their memory)."""
+        return [p.pid for p in self._processes if p.pid is not None]
 
     def _wait_ready(self) -> None:
         """Wait for every worker to map the shared memory, then drop its file."""
@@ -219,7 +234,7 @@ class ParallelExecutor:
         server_round: int,
         on_report: ReportCallback | None = None,
     ) -> list[ClientReport]:
-        """Each phone's report, as `SerialExecutor.train` would give it."""
+        """Each phone's report, as the engine's executor would give it in-process."""
         flat = torch.cat([t.detach().reshape(-1) for t in global_parameters])
         self._memory[: self._numel].copy_(flat)
         reports: dict[int, ClientReport] = {}
