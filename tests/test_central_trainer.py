@@ -13,6 +13,7 @@ from central.errors import CentralConfigError
 from central.events import Evaluated, Event, TrainingStarted
 from central.launch import run_worker
 from central.runspec import create_run
+from central.state import Progress
 from cli.main import main
 from corpora.corpus import CorpusConfig
 from corpora.messages import Message
@@ -32,7 +33,7 @@ TRAINING = CentralConfig(
 )
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def one_thread() -> object:
     """One intra-op thread: on 2 shared cores a second one mostly waits."""
     before = torch.get_num_threads()
@@ -59,6 +60,21 @@ def corpus_file(
     return str(path)
 
 
+@pytest.fixture(scope="module")
+def whole_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    corpus_file: str,
+    tiny_model_config: ModelConfig,
+) -> tuple[RunDir, list[Event]]:
+    """One tiny run trained straight through, and the events it reported."""
+    run = new_run(
+        tmp_path_factory.mktemp("whole") / "run", corpus_file, tiny_model_config
+    )
+    events: list[Event] = []
+    run_worker(run.path, on_event=events.append)
+    return run, events
+
+
 def new_run(path: Path, corpus_file: str, model: ModelConfig) -> RunDir:
     return create_run(
         path,
@@ -70,13 +86,11 @@ def new_run(path: Path, corpus_file: str, model: ModelConfig) -> RunDir:
 
 
 def test_run_worker_single_writes_run_dir_and_metric_lines(
-    tmp_path: Path, corpus_file: str, tiny_model_config: ModelConfig
+    whole_run: tuple[RunDir, list[Event]],
 ) -> None:
-    # Prepare
-    run = new_run(tmp_path / "run", corpus_file, tiny_model_config)
-    events: list[Event] = []
-    # Execute
-    progress = run_worker(run.path, on_event=events.append)
+    # Prepare / Execute: the module's run, trained straight through.
+    run, events = whole_run
+    progress = Progress.from_state(run.read_state() or {}, run.state_path)
     # Assert
     started = events[0]
     assert isinstance(started, TrainingStarted)
@@ -98,12 +112,14 @@ def test_run_worker_single_writes_run_dir_and_metric_lines(
 
 
 def test_run_worker_resume_after_kill_equals_uninterrupted_run(
-    tmp_path: Path, corpus_file: str, tiny_model_config: ModelConfig
+    tmp_path: Path,
+    corpus_file: str,
+    tiny_model_config: ModelConfig,
+    whole_run: tuple[RunDir, list[Event]],
 ) -> None:
-    # Prepare: one run straight through, one killed after its second save point.
-    whole = new_run(tmp_path / "whole", corpus_file, tiny_model_config)
+    # Prepare: the module's uninterrupted run, and one killed after two saves.
+    whole, _ = whole_run
     broken = new_run(tmp_path / "broken", corpus_file, tiny_model_config)
-    run_worker(whole.path)
     saves = 0
 
     def kill_after_two_saves(event: Event) -> None:

@@ -29,6 +29,7 @@ from models.config import ModelConfig
 from models.model import NextWordModel
 
 PAD = 0
+OPTIMIZERS = ("sgd", "adam")
 CONFIG = ModelConfig(vocab_size=50, embed_dim=8, hidden_dim=16, max_len=8)
 # Four sequences: the first two (worker 0) hold 4 + 2 = 6 targets, the last two
 # (worker 1) 7 + 1 = 8, so a mean of per-worker means would weight them unequally.
@@ -58,28 +59,35 @@ def make_optimizer(model: torch.nn.Module, name: str) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=0.5)
 
 
-def ddp_worker(out: str, optimizer_name: str) -> None:
-    """One of the two workers: one step on its half, rank 0 saves the weights."""
+def ddp_worker(out: str) -> None:
+    """One of the two workers: one step on its half with each optimizer.
+
+    Rank 0 saves the weights after the SGD step and after the Adam step (each
+    from the same initial model) and the gradient bytes all-reduced per step.
+    """
     context = context_from_env()
     init_process_group(context, timeout_s=60)
     try:
-        model = fresh_model()
-        counter = ByteCounter(context.world_size)
-        network = DistributedDataParallel(model)
-        network.register_comm_hook(None, counter.hook)
-        optimizer = make_optimizer(network, optimizer_name)
-        half = ROWS[2 * context.rank : 2 * context.rank + 2]
-        data_parallel_step(
-            network,
-            optimizer,
-            padded(half),
-            pad_id=PAD,
-            clip_norm=0.0,
-            context=context,
-        )
+        tensors = {}
+        for optimizer_name in OPTIMIZERS:
+            model = fresh_model()
+            counter = ByteCounter(context.world_size)
+            network = DistributedDataParallel(model)
+            network.register_comm_hook(None, counter.hook)
+            optimizer = make_optimizer(network, optimizer_name)
+            half = ROWS[2 * context.rank : 2 * context.rank + 2]
+            data_parallel_step(
+                network,
+                optimizer,
+                padded(half),
+                pad_id=PAD,
+                clip_norm=0.0,
+                context=context,
+            )
+            for name, value in model.state_dict().items():
+                tensors[f"{optimizer_name}/{name}"] = value.detach().clone()
+            tensors[f"{optimizer_name}/bytes"] = torch.tensor([counter.payload_bytes])
         if context.is_main:
-            tensors = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            tensors["payload_bytes"] = torch.tensor([counter.payload_bytes])
             save_file(tensors, out)
     finally:
         destroy_process_group()
@@ -107,23 +115,24 @@ def one_worker_step(optimizer_name: str) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
-@pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
-def test_ddp_two_workers_equal_one_worker_with_double_batch(
-    tmp_path: Path, optimizer_name: str
-) -> None:
+def test_ddp_two_workers_equal_one_worker_with_double_batch(tmp_path: Path) -> None:
     # Prepare
     out = tmp_path / "rank0.safetensors"
-    expected = one_worker_step(optimizer_name)
+    expected = {name: one_worker_step(name) for name in OPTIMIZERS}
+    params = sum(p.numel() for p in fresh_model().parameters())
     # Execute
-    launch_local(ddp_worker, (str(out), optimizer_name), workers=2, threads=1)
+    launch_local(ddp_worker, (str(out),), workers=2, threads=1)
     # Assert
     found = load_file(str(out))
-    for name, tensor in expected.items():
-        assert torch.allclose(found[name], tensor, atol=1e-6, rtol=0), name
-    assert not torch.equal(expected["output_bias"], fresh_model().output_bias)
-    # Every gradient went through all-reduce once: float32 bytes of all parameters.
-    params = sum(p.numel() for p in fresh_model().parameters())
-    assert int(found["payload_bytes"][0]) == 4 * params
+    for optimizer_name in OPTIMIZERS:
+        for name, tensor in expected[optimizer_name].items():
+            key = f"{optimizer_name}/{name}"
+            assert torch.allclose(found[key], tensor, atol=1e-6, rtol=0), key
+        # The step moved the weights, so the comparison is not vacuous.
+        initial = fresh_model().output_bias
+        assert not torch.equal(expected[optimizer_name]["output_bias"], initial)
+        # Every gradient went through all-reduce once: float32 bytes of all weights.
+        assert int(found[f"{optimizer_name}/bytes"][0]) == 4 * params
 
 
 def test_step_global_normalisation_differs_from_mean_of_worker_means() -> None:
