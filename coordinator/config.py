@@ -8,6 +8,7 @@ from typing import Any
 
 from coordinator.strategies import STRATEGIES, StrategyConfig, default_server_lr
 from device_sim.config import FleetConfig, FleetConfigError, LocalTrainingConfig
+from device_sim.executors import EXECUTOR_NAMES
 
 
 class FederationConfigError(ValueError):
@@ -70,6 +71,11 @@ class FederationConfig:
     checkpoint_every: int = 10
     # Keep the global model of the last this many rounds (>= 1: resume needs it).
     keep_last: int = 3
+    # Where the phones train: "serial" (one after another in this process),
+    # "batched" (the stacked hand-written model of device_sim.batched, in this
+    # process) or "parallel" (a worker process a core, device_sim.parallel). All
+    # give the same reports within float rounding; benchmarks/fleet.py times them.
+    executor: str = "serial"
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -89,6 +95,11 @@ class FederationConfig:
         if self.report_deadline_s <= 0 or self.round_interval_s < 0:
             raise FederationConfigError(
                 "report_deadline_s must be positive and round_interval_s >= 0"
+            )
+        if self.executor not in EXECUTOR_NAMES:
+            raise FederationConfigError(
+                f"unknown executor {self.executor!r} "
+                f"(one of {', '.join(EXECUTOR_NAMES)})"
             )
         self.strategy_config()
 

@@ -25,7 +25,8 @@ from coordinator.strategies import initial_state
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.samples import heldout_sample
 from corpora.tokenizer import WordTokenizer
-from device_sim.executor import ClientExecutor, SerialExecutor
+from device_sim.executor import ClientExecutor
+from device_sim.executors import make_executor
 from device_sim.fleet import Fleet
 from device_sim.phone import load_parameters, parameters_of
 from models.config import ModelConfig
@@ -70,7 +71,8 @@ class Simulation:
             run, fleet_config=federation.fleet, seed=federation.seed
         )
         self._scratch = NextWordModel(model)
-        self.executor: ClientExecutor = SerialExecutor(
+        self.executor: ClientExecutor = make_executor(
+            federation.executor,
             model_config=model,
             tokenizer=tokenizer,
             local=federation.local,

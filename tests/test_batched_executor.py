@@ -23,7 +23,7 @@ def fleet_phones(splits: CorpusSplits, **fleet: object) -> list[Phone]:
     return list(Fleet.from_splits(splits, FleetConfig(**fleet), seed=0))[:5]
 
 
-@pytest.mark.parametrize("group_size", [1, 4])
+@pytest.mark.parametrize("group_size", [1, 3])
 def test_batched_executor_reports_equal_the_serial_executors(
     small_splits: CorpusSplits,
     tokenizer: WordTokenizer,
@@ -98,15 +98,15 @@ def test_batched_executor_evaluates_as_the_serial_executor(
     # Prepare
     torch.manual_seed(0)
     global_parameters = parameters_of(NextWordModel(tiny_model_config))
-    phones = fleet_phones(small_splits)
+    phones = fleet_phones(small_splits)[:2]
     settings = {"model_config": tiny_model_config, "tokenizer": tokenizer}
 
     # Execute
     got = BatchedExecutor(**settings, local=LOCAL).evaluate(
-        phones, global_parameters, max_messages=3, keystroke_texts=[1] * 5
+        phones, global_parameters, max_messages=3, keystroke_texts=[1, 1]
     )
     want = SerialExecutor(**settings, local=LOCAL).evaluate(
-        phones, global_parameters, max_messages=3, keystroke_texts=[1] * 5
+        phones, global_parameters, max_messages=3, keystroke_texts=[1, 1]
     )
 
     # Assert

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from coordinator.config import FederationConfig, FederationConfigError
+from coordinator.simulation import Simulation
 from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, LocalTrainingConfig
@@ -222,3 +227,84 @@ def test_parallel_executor_rejects_an_unknown_engine(
             local=LOCAL,
             engine="gpu",
         )
+
+
+# Two rounds of three phones, the second evaluated on the phones' future text.
+SMALL_RUN = FederationConfig(
+    rounds=2,
+    clients_per_round=3,
+    eval_every=2,
+    heldout_messages=20,
+    future_messages=20,
+    keystroke_texts=4,
+    local=LOCAL,
+)
+Run = tuple[list[dict[str, Any]], list[torch.Tensor]]
+
+
+def run_simulation(
+    path: Path,
+    executor: str,
+    splits: CorpusSplits,
+    tokenizer: WordTokenizer,
+    model: ModelConfig,
+) -> Run:
+    """The metrics lines and final global weights of SMALL_RUN on `executor`."""
+    simulation = Simulation.create(
+        path,
+        federation=replace(SMALL_RUN, executor=executor),
+        corpus=splits.config,
+        model=model,
+        tokenizer=tokenizer,
+        splits=splits,
+    )
+    try:
+        records = [simulation.run_round() for _ in range(2)]
+    finally:
+        simulation.close()
+    return records, [p.detach() for p in simulation.global_model.parameters()]
+
+
+@pytest.fixture(scope="module")
+def serial_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    small_splits: CorpusSplits,
+    tokenizer: WordTokenizer,
+    tiny_model_config: ModelConfig,
+) -> Run:
+    path = tmp_path_factory.mktemp("serial") / "run"
+    return run_simulation(path, "serial", small_splits, tokenizer, tiny_model_config)
+
+
+@pytest.mark.parametrize("executor", ["parallel", "batched"])
+def test_simulation_runs_the_configured_executor_like_the_serial_one(
+    tmp_path: Path,
+    small_splits: CorpusSplits,
+    tokenizer: WordTokenizer,
+    tiny_model_config: ModelConfig,
+    serial_run: Run,
+    executor: str,
+) -> None:
+    # Prepare
+    want_records, want = serial_run
+
+    # Execute
+    got_records, got = run_simulation(
+        tmp_path / "run", executor, small_splits, tokenizer, tiny_model_config
+    )
+
+    # Assert
+    for a, b in zip(got_records, want_records, strict=True):
+        assert (a["tokens"], a["reported"]) == (b["tokens"], b["reported"])
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
+    assert got_records[1]["future"]["top3"] == pytest.approx(
+        want_records[1]["future"]["top3"], abs=1e-6
+    )
+    for x, y in zip(got, want, strict=True):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+
+
+def test_federation_config_rejects_an_unknown_executor() -> None:
+    # Execute / Assert
+    with pytest.raises(FederationConfigError, match="unknown executor"):
+        FederationConfig(executor="cluster")
