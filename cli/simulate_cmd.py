@@ -21,6 +21,7 @@ from coordinator.events import ClientDone, EvaluationStarted, Event, RoundStarte
 from coordinator.simulation import Simulation
 from coordinator.strategies import STRATEGIES
 from device_sim.config import FleetConfig, LocalTrainingConfig
+from device_sim.executors import EXECUTOR_NAMES
 from models.config import ModelConfig
 
 
@@ -93,6 +94,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate every N rounds, 0 never (default: %(default)s)",
     )
     group.add_argument(
+        "--executor",
+        choices=EXECUTOR_NAMES,
+        default=fed.executor,
+        help="where phones train: one by one, batched in this process, or one "
+        "worker process a core (default: %(default)s)",
+    )
+    group.add_argument(
         "--seed",
         type=int,
         default=fed.seed,
@@ -161,6 +169,7 @@ def federation_config(args: argparse.Namespace) -> FederationConfig:
         strategy=args.strategy,
         server_lr=args.server_lr,
         eval_every=args.eval_every,
+        executor=args.executor,
         local=local,
         fleet=fleet,
     )
