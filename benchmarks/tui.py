@@ -40,6 +40,7 @@ from corpora.samples import heldout_sample
 from tui.app import FedtypeApp
 from tui.child_fleet import ChildProcessFleet
 from tui.ghost import GhostSuggester
+from tui.keyboard import Keyboard
 from tui.sim_fleet import SimulationFleet
 
 
@@ -59,7 +60,8 @@ class Timings:
 def instrument(app: FedtypeApp, timings: dict[str, Timings], phase: list[str]) -> None:
     """Wrap the app's suggestion refresh, the field's key handler and the ghost
     suggester with timers (benchmark-only monkey-patching)."""
-    refresh, panels = app._refresh_suggestions, app._refresh_panels
+    keyboard = app.query_one(Keyboard)
+    refresh, panels = keyboard.refresh_suggestions, keyboard.refresh_panels
     key_time = [0.0]
 
     def timed_refresh(*, ghost: bool = False, panels: bool = True) -> None:
@@ -80,8 +82,8 @@ def instrument(app: FedtypeApp, timings: dict[str, Timings], phase: list[str]) -
         panels()
         timings[phase[0]].panels.append(time.perf_counter() - started)
 
-    app._refresh_suggestions = timed_refresh  # type: ignore[method-assign]
-    app._refresh_panels = timed_panels  # type: ignore[method-assign]
+    keyboard.refresh_suggestions = timed_refresh  # type: ignore[method-assign]
+    keyboard.refresh_panels = timed_panels  # type: ignore[method-assign]
     original_key = Input._on_key
 
     async def timed_key(self: Input, event: Key) -> None:

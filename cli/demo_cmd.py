@@ -77,13 +77,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_demo)
 
 
-def fresh_dir(path: Path) -> Path:
-    """`path` if it holds nothing, else the first free `path-2`, `path-3`, ..."""
-    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
-        return path
+def is_free(path: Path) -> bool:
+    """Whether `path` is missing or an empty directory: a fresh run may go there."""
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
+def free_sibling(path: Path) -> Path:
+    """The first of `path-2`, `path-3`, ... that is free."""
     for number in range(2, 10_000):
         candidate = path.with_name(f"{path.name}-{number}")
-        if not candidate.exists():
+        if is_free(candidate):
             return candidate
     raise UsageError(f"{path}: no free directory name beside it")
 
@@ -143,16 +146,19 @@ def run_demo(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     central = load_central(args.central) if args.central else None
     path = Path(args.run or DEFAULT_RUN)
-    if fresh_dir(path) == path:
+    if is_free(path):
         factory = lambda: start_fleet(path, args.clients_per_round)  # noqa: E731
     else:
         factory = lambda: open_fleet(path)  # noqa: E731
+    # Where a fresh fleet goes if `path` cannot be opened: beside it, untouched.
+    fresh = free_sibling(path)
     app = FedtypeApp(
         factory,
         central=central,
         autostart=not args.paused,
         max_rounds=args.rounds,
-        fresh_factory=lambda: start_fleet(fresh_dir(path), args.clients_per_round),
+        fresh_factory=lambda: start_fleet(fresh, args.clients_per_round),
+        fresh_where=str(fresh),
     )
     app.run()
     return 0 if app.return_code in (None, 0) else int(app.return_code)

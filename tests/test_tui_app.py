@@ -198,11 +198,10 @@ async def test_app_send_adds_message_to_this_phone_and_persists(make_fleet):
     async with app.run_test(size=SIZE) as pilot:
         # Execute
         await pilot.press(*"see you at the lake", "enter")
-        await pilot.pause()
+        await wait_for(pilot, lambda: app.query_one(PhonePanel).num_messages == 1)
 
         # Assert
         assert app.query_one("#field", Input).value == ""
-        assert app.query_one(PhonePanel).num_messages == 1
     assert make_fleet().my_messages() == ["see you at the lake"]
 
 
@@ -251,6 +250,7 @@ async def test_app_fleet_screen_shows_phone_metrics_not_text(make_fleet, small_s
         await pilot.press("f8")
         await wait_for(pilot, lambda: isinstance(app.screen, FleetScreen))
         screen = app.screen
+        await wait_for(pilot, lambda: screen.query_one(OptionList).option_count > 0)
         await pilot.press("down", "down")
         await wait_for(pilot, lambda: "top-3" in screen.facts_text)
         client_id = screen.query_one(OptionList).highlighted_option.id

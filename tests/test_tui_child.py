@@ -15,7 +15,7 @@ from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
 from models.rundir import RunDirError
 from tui.app import FedtypeApp
-from tui.child_fleet import ChildProcessFleet
+from tui.child_fleet import ChildProcessFleet, TrainerError
 from tui.fleet import THIS_PHONE
 
 
@@ -67,16 +67,31 @@ def test_child_fleet_rounds_messages_and_personal_model(small_run, small_splits)
         reopened.close()
 
 
-def test_child_fleet_unusable_run_raises_rundir_error(small_run):
+def test_child_fleet_missing_run_raises_rundir_error(tmp_path):
     # Prepare
-    (small_run / "config.json").write_text('{"kind": "federated"}')
+    missing = tmp_path / "nowhere"
 
     # Execute
     with pytest.raises(RunDirError) as raised:
-        ChildProcessFleet(small_run)
+        ChildProcessFleet(missing)
 
     # Assert
-    assert str(small_run) in str(raised.value)
+    assert "no such run directory" in str(raised.value)
+
+
+def test_child_fleet_run_the_child_cannot_resume_fails_its_rounds(small_run):
+    # Prepare
+    (small_run / "config.json").write_text('{"kind": "federated"}')
+    fleet = ChildProcessFleet(small_run)
+
+    # Execute
+    try:
+        with pytest.raises(TrainerError) as raised:
+            fleet.train_round()
+    finally:
+        fleet.close()
+
+    # Assert
     assert "incomplete" in str(raised.value)
 
 

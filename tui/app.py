@@ -14,38 +14,25 @@ from typing import Any
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.timer import Timer
-from textual.widgets import Footer, Header, Input, Static
+from textual.containers import Horizontal
+from textual.widgets import Footer, Header
 from textual.worker import get_current_worker
 from torch import nn
 
-from tui.chips import ChipStrip
 from tui.dashboard import Dashboard
 from tui.fleet import DemoFleet
 from tui.fleet_screen import FleetScreen
-from tui.ghost import GhostSuggester, refresh_ghost
+from tui.keyboard import Keyboard, while_mounted
 from tui.messages import (
+    MessageStored,
+    Notice,
     PersonalModelReady,
     RoundTrained,
     TrainingFailed,
     TrainingStatus,
 )
-from tui.phone_panel import PhonePanel
 from tui.problem_screen import ProblemScreen
-from tui.rounds_panel import RoundsPanel
-from tui.sources import RoundHistory, SuggestionSources, insert_word
-
-# Seconds after the last keystroke before the panels below the chips follow.
-PANELS_DELAY_S = 0.12
-# Longest message the field takes; longer pastes are cut (a phone's SMS limit is
-# far lower), which keeps every keystroke's work bounded.
-MAX_MESSAGE_CHARS = 2000
-SOURCE_LABELS = {
-    "global": "global model",
-    "personal": "this phone's model",
-    "central": "central baseline",
-}
+from tui.sources import RoundHistory, SuggestionSources
 
 
 @dataclass(frozen=True)
@@ -101,6 +88,7 @@ class FedtypeApp(App[None]):
         Binding("f7", "toggle_personal", "Mine", key_display="F7"),
         Binding("f8", "open_phones", "Phones", key_display="F8"),
         Binding("ctrl+q", "quit", "Quit", key_display="^Q", priority=True),
+        Binding("f12", "screenshot", "Screenshot", show=False),
     ]
 
     def __init__(
@@ -111,6 +99,7 @@ class FedtypeApp(App[None]):
         autostart: bool = True,
         max_rounds: int | None = None,
         fresh_factory: FleetFactory | None = None,
+        fresh_where: str = "",
     ) -> None:
         """Args:
         fleet: The fleet, or a factory that opens it (called in a worker).
@@ -118,6 +107,7 @@ class FedtypeApp(App[None]):
         autostart: Start training rounds as soon as the fleet is open.
         max_rounds: Stop after this server round (None: keep going).
         fresh_factory: Starts a fresh fleet when opening `fleet` fails.
+        fresh_where: Where that fresh fleet lives, to tell the user.
         """
         super().__init__()
         self._factory = fleet if callable(fleet) else None
@@ -126,36 +116,21 @@ class FedtypeApp(App[None]):
         self.autostart = autostart
         self.max_rounds = max_rounds
         self.fresh_factory = fresh_factory
+        self.fresh_where = fresh_where
         self.paused = not autostart
         self.sources: SuggestionSources | None = None
         self.history: RoundHistory | None = None
         self.server_round = 0
         self.records: list[dict[str, Any]] = []
-        self._personal_note = "send messages first"
-        self._panels_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="⌨")
         with Horizontal(id="body"):
-            with Vertical(id="keyboard"):
-                yield Input(
-                    placeholder="Type as on a phone; Enter sends",
-                    suggester=GhostSuggester(self._best_word),
-                    max_length=MAX_MESSAGE_CHARS,
-                    id="field",
-                )
-                yield ChipStrip(id="chips")
-                yield Static("", id="source")
-                yield Static("", id="notice")
-                yield RoundsPanel(id="rounds")
-                yield PhonePanel(id="phone")
+            yield Keyboard(id="keyboard")
             yield Dashboard(id="dashboard")
         yield Footer()
 
     def on_mount(self) -> None:
-        field = self.query_one("#field", Input)
-        field.focus()
-        self.watch(field, "value", self._typed, init=False)
         if self.fleet is not None:
             self._fleet_ready(FleetView.load(self.fleet))
         else:
@@ -183,9 +158,14 @@ class FedtypeApp(App[None]):
             else:
                 self.exit(return_code=2, message=f"fedtype demo: {message}")
 
-        can_start = self.fresh_factory is not None
-        self.push_screen(ProblemScreen(message, offer_fresh=can_start), chosen)
+        screen = ProblemScreen(
+            message,
+            offer_fresh=self.fresh_factory is not None,
+            fresh_where=self.fresh_where,
+        )
+        self.push_screen(screen, chosen)
 
+    @while_mounted
     def _fleet_ready(self, view: FleetView) -> None:
         fleet = self.fleet = view.fleet
         self.sub_title = fleet.name
@@ -199,10 +179,11 @@ class FedtypeApp(App[None]):
             self.query_one(Dashboard).set_reference(self.central.top3)
         self.server_round = fleet.server_round
         self.query_one(Dashboard).show_history(self.records)
-        self.query_one(PhonePanel).set_history(view.messages)
+        keyboard = self.query_one(Keyboard)
+        keyboard.show_messages(view.messages)
+        keyboard.attach(self.sources, self.history, self.server_round)
         if view.messages:
             self._personalize()
-        self._refresh_suggestions()
         if not self.paused:
             self._train_rounds()
         self._show_training_state()
@@ -230,6 +211,7 @@ class FedtypeApp(App[None]):
             self.post_message(RoundTrained(int(record["server_round"]), record, model))
         self.post_message(TrainingStatus("paused" if self.paused else "stopped"))
 
+    @while_mounted
     def on_round_trained(self, message: RoundTrained) -> None:
         if self.sources is None or self.fleet is None:
             return
@@ -241,19 +223,24 @@ class FedtypeApp(App[None]):
         self.query_one(Dashboard).show_history(self.records)
         if self.fleet.my_messages():
             self._personalize()
-        self._refresh_suggestions(ghost=True)
+        self.query_one(Keyboard).model_changed(self.server_round)
 
+    @while_mounted
     def on_training_status(self, message: TrainingStatus) -> None:
         self.query_one(Dashboard).set_status(message.text)
 
+    @while_mounted
     def on_training_failed(self, message: TrainingFailed) -> None:
         self.paused = True
         self.refresh_bindings()
         self.query_one(Dashboard).set_status("stopped")
-        self._notice(f"training stopped: {message.error}")
+        self.query_one(Keyboard).notice(f"training stopped: {message.error}")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool:
-        """Show Pause while training and Resume while paused."""
+        """Show Pause while training and Resume while paused; chips only work
+        on the keyboard itself, not under a dialog."""
+        if action == "chip":
+            return len(self.screen_stack) == 1
         if action == "pause":
             return not self.paused
         if action == "resume":
@@ -273,6 +260,7 @@ class FedtypeApp(App[None]):
         if self.fleet is not None:
             self._train_rounds()
 
+    @while_mounted
     def _show_training_state(self) -> None:
         busy = any(w.group == "training" and w.is_running for w in self.workers)
         if self.paused:
@@ -295,112 +283,64 @@ class FedtypeApp(App[None]):
             model, server_round, count = result
             self.post_message(PersonalModelReady(model, server_round, count))
 
+    @while_mounted
     def on_personal_model_ready(self, message: PersonalModelReady) -> None:
         if self.sources is None:
             return
         self.sources.set_model("personal", message.model)
-        self._personal_note = (
-            f"round {message.server_round}, {message.num_messages} msgs"
+        plural = "" if message.num_messages == 1 else "s"
+        keyboard = self.query_one(Keyboard)
+        keyboard.personal_note = (
+            f"round {message.server_round} + {message.num_messages} message{plural}"
         )
-        self._refresh_suggestions(ghost=self.sources.active == "personal")
+        keyboard.refresh_suggestions(ghost=self.sources.active == "personal")
 
-    @on(Input.Submitted, "#field")
-    def _send(self, event: Input.Submitted) -> None:
-        text = event.value.strip()
-        if not text or self.fleet is None:
+    @on(Keyboard.Sent)
+    def _send(self, event: Keyboard.Sent) -> None:
+        if self.fleet is not None:
+            self._store_message(event.text)
+
+    @work(thread=True, group="send", exit_on_error=False)
+    def _store_message(self, text: str) -> None:
+        # On this phone's own storage; off the UI thread, since the trainer
+        # process may still be starting.
+        fleet = self.fleet
+        if fleet is None:
             return
         try:
-            messages = self.fleet.send(text)
-        except OSError as error:
-            self._notice(f"could not store the message: {error}")
+            messages = fleet.send(text)
+        except Exception as error:  # the message is lost; say so
+            self.post_message(Notice(f"could not store the message: {error}"))
             return
-        event.input.clear()
-        self.query_one(PhonePanel).set_history(messages)
+        self.post_message(MessageStored(messages))
+
+    @while_mounted
+    def on_message_stored(self, message: MessageStored) -> None:
+        self.query_one(Keyboard).show_messages(message.messages)
         self._personalize()
 
-    def action_toggle_personal(self) -> None:
-        """Show or hide this phone's personalised suggestions beside the global."""
-        self.query_one(PhonePanel).toggle_personal()
-        self._refresh_suggestions()
+    @while_mounted
+    def on_notice(self, message: Notice) -> None:
+        self.query_one(Keyboard).notice(message.text)
 
-    # Suggestions ------------------------------------------------------------------
-
-    def _best_word(self, text: str) -> str | None:
-        words = self.sources.suggest(text, k=1) if self.sources else []
-        return words[0] if words else None
-
-    def _typed(self, value: str) -> None:
-        # Watched, not waiting for Input.Changed to bubble up: the chips then
-        # change in the same frame as the letter. The panels below need no such
-        # hurry and follow once typing pauses.
-        self._refresh_suggestions(panels=False)
-        if self._panels_timer is not None:
-            self._panels_timer.stop()
-        self._panels_timer = self.set_timer(PANELS_DELAY_S, self._refresh_panels)
-
-    def _refresh_suggestions(self, *, ghost: bool = False, panels: bool = True) -> None:
-        """Redraw the chips for the field's text; `ghost` also the ghost text (the
-        field renews it itself on each keystroke), `panels` also the panels."""
-        if self.sources is None:
-            return
-        field = self.query_one("#field", Input)
-        if ghost:
-            refresh_ghost(field, self._best_word)
-        self.query_one(ChipStrip).show_words(self.sources.suggest(field.value))
-        source = self.sources.active
-        label = SOURCE_LABELS[source]
-        if source == "global":
-            label += f", round {self.server_round}"
-        self.query_one("#source", Static).update(
-            f"suggested by the {label}", layout=False
-        )
-        if panels:
-            self._refresh_panels()
-
-    def _refresh_panels(self) -> None:
-        """The earlier rounds' words and this phone's own, for the field's text."""
-        if self.sources is None or self.history is None:
-            return
-        text = self.query_one("#field", Input).value
-        rows = [
-            (f"round {r}", self.history.suggest(r, text))
-            for r in self.history.rounds_before(self.server_round)
-        ]
-        now = self.sources.suggest(text, source="global")
-        rows.append((f"now ({self.server_round})", now))
-        self.query_one(RoundsPanel).show_rows(rows)
-        panel = self.query_one(PhonePanel)
-        if panel.show_personal:
-            words = self.sources.suggest(text, source="personal")
-            panel.set_personal(words, self._personal_note)
-
-    @on(ChipStrip.Chosen)
-    def _chip_chosen(self, event: ChipStrip.Chosen) -> None:
-        field = self.query_one("#field", Input)
-        field.value = insert_word(field.value, event.word) + " "
-        field.cursor_position = len(field.value)
-        field.focus()
+    # Keys ---------------------------------------------------------------------
 
     def action_chip(self, index: int) -> None:
         """Accept chip `index` (0-based)."""
-        self.query_one(ChipStrip).choose(index)
+        self.query_one(Keyboard).choose_chip(index)
 
     def action_cycle_source(self) -> None:
         """Switch between the global, personalised and central models."""
-        if self.sources is None:
-            return
-        self.sources.cycle()
-        self._refresh_suggestions(ghost=True)
+        self.query_one(Keyboard).cycle_source()
+
+    def action_toggle_personal(self) -> None:
+        """Show or hide this phone's personalised suggestions beside the global."""
+        self.query_one(Keyboard).toggle_personal()
 
     def action_open_phones(self) -> None:
         """Open the fleet's phones: profiles and metrics on their future text."""
         if self.fleet is not None:
             self.push_screen(FleetScreen(self.fleet))
-
-    def _notice(self, text: str) -> None:
-        notice = self.query_one("#notice", Static)
-        notice.update(text)
-        notice.set_class(bool(text), "-shown")
 
     async def action_quit(self) -> None:
         """Stop training and leave."""

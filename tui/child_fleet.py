@@ -16,7 +16,9 @@ import multiprocessing
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from coordinator import store
 from corpora.corpus import CorpusSplits
 from models.config import ModelConfig
 from models.model import NextWordModel
@@ -34,8 +37,9 @@ from tui.sim_fleet import this_phone_messages
 
 # Seconds the child may take to load the corpus and resume the run.
 START_TIMEOUT_S = 300.0
-# Seconds `close` waits for the child to stop by itself before killing it.
-CLOSE_GRACE_S = 1.0
+# Seconds `close` waits for the child to stop by itself before killing it (safe:
+# the run directory is consistent at every moment).
+CLOSE_GRACE_S = 0.3
 
 
 class TrainerError(RuntimeError):
@@ -132,6 +136,21 @@ def _locked(lock: threading.Lock, function: Any) -> Any:
     return call
 
 
+@contextmanager
+def _real_stdio() -> Iterator[None]:
+    """The process's own stdout and stderr for a moment.
+
+    A running Textual app replaces them with objects whose `fileno()` is -1, and
+    multiprocessing hands stderr's descriptor to its helper process.
+    """
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
 class ChildProcessFleet:
     """A `DemoFleet` over a run directory whose simulation runs in a child process."""
 
@@ -142,18 +161,25 @@ class ChildProcessFleet:
         name: str | None = None,
         splits: CorpusSplits | None = None,
     ) -> None:
-        """Start the child and wait until it has resumed the run.
+        """Check the run, start the child and return at once.
+
+        The keyboard can suggest from the run's last checkpoint while the child
+        still loads the corpus; requests wait for it.
 
         Raises:
-            RunDirError: the run cannot be opened (the child's reason).
+            RunDirError: the run directory is not a federated run one can open.
         """
         self.run = RunDir(run_dir)
         self.name = name or str(run_dir)
+        kind = self.run.read_config().get("kind")
+        if kind != "federated":
+            raise RunDirError(f"{self.run.path}: a {kind!r} run, not a federated one")
         self.tokenizer = self.run.load_tokenizer()
+        self._round, _, _ = store.read_progress(self.run)
         self._messages = this_phone_messages(self.run)
         self._ids = itertools.count(1)
-        opened: Future[Any] = Future()
-        self._pending: dict[int, Future[Any]] = {0: opened}
+        self._opened: Future[Any] = Future()
+        self._pending: dict[int, Future[Any]] = {0: self._opened}
         self._lock = threading.Lock()
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe()
@@ -161,14 +187,17 @@ class ChildProcessFleet:
         self._process = context.Process(
             target=serve, args=(child_conn, str(run_dir), splits, log), daemon=True
         )
-        self._process.start()
+        with _real_stdio():
+            self._process.start()
         child_conn.close()
         threading.Thread(target=self._read_replies, daemon=True).start()
+
+    def wait_until_open(self, timeout: float | None = START_TIMEOUT_S) -> None:
+        """Block until the child has resumed the run (TrainerError if it failed)."""
         try:
-            self._round = int(opened.result(timeout=START_TIMEOUT_S))
-        except (TrainerError, TimeoutError) as error:
-            self.close()
-            raise RunDirError(f"{self.run.path}: {error}") from None
+            self._opened.result(timeout=timeout)
+        except TimeoutError:
+            raise TrainerError("the training process did not start in time") from None
 
     def _read_replies(self) -> None:
         while True:
@@ -191,6 +220,7 @@ class ChildProcessFleet:
 
     def _call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Send one request and wait for its answer (TrainerError on failure)."""
+        self.wait_until_open()
         future: Future[Any] = Future()
         with self._lock:
             request_id = next(self._ids)
@@ -229,7 +259,7 @@ class ChildProcessFleet:
 
     def send(self, text: str) -> list[str]:
         try:
-            self._call("send", text, timeout=30)
+            self._call("send", text, timeout=START_TIMEOUT_S)
         except (TrainerError, TimeoutError) as error:
             raise OSError(str(error)) from None
         self._messages.append(text)
@@ -243,7 +273,7 @@ class ChildProcessFleet:
         return _model_from(payload), server_round, count
 
     def phone_ids(self) -> list[str]:
-        return list(self._call("phone_ids", timeout=30))
+        return list(self._call("phone_ids"))
 
     def phone_facts(self, client_id: str) -> PhoneFacts:
         return self._call("phone_facts", client_id)

@@ -26,6 +26,7 @@ class PhoneFacts:
     profile: list[tuple[str, str]]  # (name, value) rows of its device profile
     future_messages: int  # messages of its future text the metrics cover
     metrics: list[tuple[str, str]] | None  # (name, value) rows; None without text
+    server_round: int = 0  # the round of the global model the metrics measure
 
 
 class DemoFleet(Protocol):

@@ -12,10 +12,22 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from tui.fleet import DemoFleet, PhoneFacts
+from tui.fleet import THIS_PHONE, DemoFleet, PhoneFacts
 
 # Phones listed at most: the list is for browsing, not for the whole fleet.
 MAX_LISTED = 500
+EXPLAIN = (
+    "Choose a phone to see its device profile and how well the current global\n"
+    "model predicts its future messages. The metrics are computed on the\n"
+    "phone; its text never leaves it and is not shown here."
+)
+
+
+def phone_label(index: int, client_id: str) -> str:
+    """A short list label: client ids are long hashes."""
+    if client_id == THIS_PHONE:
+        return "this phone"
+    return f"phone {index:>3}  {client_id[:8]}"
 
 
 def facts_table(facts: PhoneFacts) -> Table:
@@ -23,13 +35,15 @@ def facts_table(facts: PhoneFacts) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="dim", no_wrap=True)
     table.add_column()
+    table.add_row("phone", facts.client_id)
     for name, value in facts.profile:
         table.add_row(name, value)
     table.add_row("", "")
     if facts.metrics is None:
         table.add_row("future text", "none on this phone")
     else:
-        table.add_row("its future text", f"{facts.future_messages} messages")
+        table.add_row("global model", f"round {facts.server_round}")
+        table.add_row("measured on", f"its next {facts.future_messages} messages")
         for name, value in facts.metrics:
             table.add_row(name, value)
     return table
@@ -74,17 +88,33 @@ class FleetScreen(ModalScreen[None]):
         self.facts_text = ""
 
     def compose(self) -> ComposeResult:
-        ids = self.fleet.phone_ids()
         with Vertical():
-            yield Static(f"{len(ids)} phones: ↑↓ choose, Esc back", id="fleet-hint")
+            yield Static("loading the fleet's phones…", id="fleet-hint")
             with Horizontal():
-                yield OptionList(
-                    *(Option(c, id=c) for c in ids[:MAX_LISTED]), id="phone-list"
-                )
-                yield Static("choose a phone", id="phone-facts")
+                yield OptionList(id="phone-list")
+                yield Static(EXPLAIN, id="phone-facts")
 
     def on_mount(self) -> None:
         self.query_one(OptionList).focus()
+        self._list_phones()
+
+    @work(thread=True, exclusive=True, group="phone-list", exit_on_error=False)
+    def _list_phones(self) -> None:
+        try:
+            ids = self.fleet.phone_ids()
+        except Exception as error:  # the trainer may have stopped
+            self.app.call_from_thread(self._show_error, "the fleet", str(error))
+            return
+        self.app.call_from_thread(self._fill, ids)
+
+    def _fill(self, ids: list[str]) -> None:
+        shown = sorted(ids, key=lambda c: c != THIS_PHONE)[:MAX_LISTED]
+        self.query_one(OptionList).add_options(
+            Option(phone_label(i, c), id=c) for i, c in enumerate(shown)
+        )
+        self.query_one("#fleet-hint", Static).update(
+            f"{len(ids)} phones: ↑↓ choose, Esc back"
+        )
 
     @on(OptionList.OptionHighlighted)
     def _highlighted(self, event: OptionList.OptionHighlighted) -> None:

@@ -43,3 +43,17 @@ class PersonalModelReady(Message):
     model: nn.Module
     server_round: int
     num_messages: int
+
+
+@dataclass
+class MessageStored(Message):
+    """A sent message is on this phone's storage; `messages` is its history."""
+
+    messages: list[str]
+
+
+@dataclass
+class Notice(Message):
+    """Something the user should know that is not an error of training."""
+
+    text: str

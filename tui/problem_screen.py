@@ -25,7 +25,7 @@ class ProblemScreen(ModalScreen[bool]):
         background: $surface;
         padding: 1 2;
     }
-    ProblemScreen #problem {
+    ProblemScreen #problem, ProblemScreen #fresh-note {
         margin-bottom: 1;
     }
     ProblemScreen Horizontal {
@@ -39,15 +39,25 @@ class ProblemScreen(ModalScreen[bool]):
     # No letter keys: the user may still be typing when this opens.
     BINDINGS = [Binding("escape", "quit_demo", "Quit")]
 
-    def __init__(self, message: str, *, offer_fresh: bool) -> None:
+    def __init__(
+        self, message: str, *, offer_fresh: bool, fresh_where: str = ""
+    ) -> None:
         super().__init__()
         self.message = message
         self.offer_fresh = offer_fresh
+        self.fresh_where = fresh_where
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static("[b]The run cannot be opened[/b]")
             yield Static(self.message, id="problem", markup=False)
+            if self.offer_fresh:
+                where = f" in {self.fresh_where}" if self.fresh_where else ""
+                yield Static(
+                    f"A fresh fleet starts{where}; the run above is left as it is.",
+                    id="fresh-note",
+                    markup=False,
+                )
             with Horizontal():
                 if self.offer_fresh:
                     yield Button("Start a fresh fleet", variant="primary", id="fresh")

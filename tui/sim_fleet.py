@@ -137,6 +137,7 @@ class SimulationFleet:
         if client_id not in fleet:
             return PhoneFacts(client_id, [("joins", "at the next round")], 0, None)
         phone = fleet.phone(client_id)
+        server_round = self.simulation.server_round
         metrics = phone.evaluate(
             self.simulation.global_model,
             tokenizer=self.tokenizer,
@@ -148,6 +149,7 @@ class SimulationFleet:
             profile=profile_rows(phone.profile),
             future_messages=phone.future_size(PHONE_EVAL_MESSAGES),
             metrics=None if metrics is None else metric_rows(metrics),
+            server_round=server_round,
         )
 
     def close(self) -> None:

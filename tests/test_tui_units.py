@@ -1,0 +1,213 @@
+"""The demo's small pure pieces: word insertion, ghost text, round picking, figures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from corpora.tokenizer import WordTokenizer
+from models.config import ModelConfig
+from models.model import NextWordModel
+from tui.dashboard import bar, heldout_series, human_bytes, round_lines
+from tui.ghost import ghost_completion
+from tui.sources import (
+    RoundHistory,
+    SuggestionSources,
+    context_tail,
+    insert_word,
+    pick_rounds,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tokenizer: WordTokenizer) -> NextWordModel:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        vocab_size=tokenizer.vocab_size, embed_dim=8, hidden_dim=8, max_len=8
+    )
+    return NextWordModel(config)
+
+
+@pytest.mark.parametrize(
+    ("text", "word", "expected"),
+    [
+        ("", "Hello", "Hello"),
+        ("how are ", "you", "how are you"),
+        ("how are yo", "you", "how are you"),
+        ("I don'", "don't", "I don't"),
+        ("wait,", "what", "wait, what"),
+        ("ñan", "ñandú", "ñandú"),
+        ("😀", "hi", "😀 hi"),
+    ],
+)
+def test_insert_word_replaces_the_unfinished_word(text, word, expected):
+    # Prepare / Execute
+    result = insert_word(text, word)
+
+    # Assert
+    assert result == expected
+
+
+def test_context_tail_cuts_long_text_at_a_space():
+    # Prepare
+    text = "abc " * 1000 + "last words"
+
+    # Execute
+    tail = context_tail(text, limit=50)
+
+    # Assert
+    assert len(tail) <= 50
+    assert tail.endswith("last words")
+    assert not tail.startswith(("bc", "c "))
+
+
+def test_context_tail_keeps_short_text():
+    # Prepare / Execute / Assert
+    assert context_tail("how are", limit=50) == "how are"
+
+
+@pytest.mark.parametrize(
+    ("value", "word", "expected"),
+    [
+        ("how are yo", "you", "how are you"),
+        ("how are ", "you", "how are you"),
+        ("Yo", "You", "You"),
+        ("you", "you", None),  # nothing to add
+        ("yo", "Yes", None),  # would change what was typed
+        ("how", None, None),
+    ],
+)
+def test_ghost_completion_only_adds_after_the_value(value, word, expected):
+    # Prepare / Execute
+    result = ghost_completion(value, word)
+
+    # Assert
+    assert result == expected
+
+
+def test_pick_rounds_prefers_wanted_then_spreads_kept_ones():
+    # Prepare
+    available = [0, 1, 5, 10, 20, 30, 38, 39, 40]
+
+    # Execute
+    early = pick_rounds(available, current=3)
+    middle = pick_rounds(available, current=12)
+    late = pick_rounds(available, current=40)
+
+    # Assert
+    assert early == [1]
+    assert middle == [1, 5, 10]
+    assert late == [1, 5, 20]
+
+
+def test_pick_rounds_fills_in_after_a_resume_without_early_rounds():
+    # Prepare / Execute
+    picked = pick_rounds([10, 20, 30, 40, 41], current=42)
+
+    # Assert
+    assert picked == [10, 20, 30]
+
+
+def test_human_bytes_units():
+    # Prepare / Execute / Assert
+    assert [human_bytes(n) for n in (980, 12_300_000, 1_250_000_000)] == [
+        "980 B",
+        "12.3 MB",
+        "1.2 GB",
+    ]
+
+
+def test_heldout_series_skips_rounds_without_evaluation():
+    # Prepare
+    records = [
+        {"server_round": 1, "heldout": {"top3": 0.1}},
+        {"server_round": 2},
+        {"server_round": 3, "heldout": {"top3": 0.2}},
+    ]
+
+    # Execute / Assert
+    assert heldout_series(records, "top3") == [0.1, 0.2]
+
+
+def test_bar_fills_eighths():
+    # Prepare / Execute / Assert
+    assert bar(0.5, 1.0, 4) == "██  "
+    assert bar(1 / 16, 1.0, 2) == "▏ "
+    assert bar(2.0, 1.0, 3) == "███"
+
+
+def test_round_lines_counts_lists_and_numbers():
+    # Prepare
+    record = {
+        "server_round": 4,
+        "selected": 13,
+        "reported": ["a", "b"],
+        "dropped": 1,
+        "rejected": 0,
+        "bytes_down": 2_000_000,
+        "bytes_up": 1_000_000,
+    }
+
+    # Execute
+    text = round_lines(record).plain
+
+    # Assert
+    assert "round 4" in text
+    assert "13 phones picked, 2 in" in text
+    assert "↓2.0 MB ↑1.0 MB" in text
+
+
+def test_sources_cycle_through_available_models(tokenizer, tiny_model):
+    # Prepare
+    sources = SuggestionSources(tokenizer, tiny_model)
+    sources.set_model("central", tiny_model)
+
+    # Execute
+    order = [sources.cycle(), sources.cycle(), sources.cycle()]
+
+    # Assert
+    assert order == ["central", "global", "central"]
+
+
+def test_sources_never_raise_on_a_failing_model(tokenizer, tiny_model):
+    # Prepare
+    class Broken(torch.nn.Module):
+        def forward(self, tokens, state=None):
+            raise RuntimeError("boom")
+
+    sources = SuggestionSources(tokenizer, tiny_model)
+    sources.set_model("personal", Broken())
+    sources.active = "personal"
+
+    # Execute
+    words = sources.suggest("how are ")
+
+    # Assert
+    assert words == []
+    assert "boom" in (sources.last_error or "")
+
+
+def test_round_history_shows_nothing_for_a_pruned_round(tokenizer, tiny_model):
+    # Prepare
+    def model_at(server_round: int) -> NextWordModel:
+        raise LookupError("pruned")
+
+    history = RoundHistory(tokenizer, model_at, lambda: [1, 5])
+    history.prepare(6)
+
+    # Execute / Assert
+    assert history.rounds_before(6) == [1, 5]
+    assert history.suggest(1, "how are ") == []
+
+
+def test_round_history_remembers_wanted_rounds(tokenizer, tiny_model):
+    # Prepare
+    history = RoundHistory(tokenizer, lambda r: tiny_model, lambda: [])
+
+    # Execute
+    history.remember(1, tiny_model)
+    history.remember(2, tiny_model)
+
+    # Assert
+    assert history.rounds_before(3) == [1]
+    assert len(history.suggest(1, "how are ")) == 3
