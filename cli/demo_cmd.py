@@ -25,7 +25,7 @@ def demo_federation(clients_per_round: int) -> FederationConfig:
     return FederationConfig(
         # The demo keeps going until you quit; this only sets the final evaluation.
         rounds=10_000,
-        # About 3 s of local training a round on one CPU core.
+        # Ten phones a round (the default twenty would double a round's time).
         clients_per_round=clients_per_round,
         # Evaluate every round, on samples small enough to take about a second.
         eval_every=1,
@@ -34,6 +34,14 @@ def demo_federation(clients_per_round: int) -> FederationConfig:
         keystroke_texts=60,
         # Keep rounds 5, 10, 15, ... so "suggestions over rounds" survives restarts.
         checkpoint_every=5,
+        # Server momentum (FedAvgM, Hsu et al. 2019, arXiv 1909.06335): measured
+        # on this demo's settings, round 90 (about 4 min) reaches held-out top-1
+        # 11.5 % / top-3 20.8 % and suggests "you" after "how are", where plain
+        # FedAvg still suggests "I · you · the" after any text at round 65.
+        strategy="fedavgm",
+        # A round's phones as one stacked computation: about 1.7x the serial
+        # executor's speed on one core (measured 2.4-3.6 s against 3.8-6.8 s).
+        executor="batched",
     )
 
 

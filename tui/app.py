@@ -88,7 +88,7 @@ class FedtypeApp(App[None]):
         Binding("f7", "toggle_personal", "Mine", key_display="F7"),
         Binding("f8", "open_phones", "Phones", key_display="F8"),
         Binding("ctrl+q", "quit", "Quit", key_display="^Q", priority=True),
-        Binding("f12", "screenshot", "Screenshot", show=False),
+        Binding("f12", "screenshot(None, '.')", "Screenshot", show=False),
     ]
 
     def __init__(

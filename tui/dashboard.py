@@ -115,7 +115,7 @@ class Dashboard(Vertical):
         padding: 0 1;
         height: auto;
         & > .muted { color: $text-muted; }
-        & > #reference { height: 2; }
+        & > #reference { height: 3; }
     }
     """
 
@@ -165,12 +165,16 @@ class Dashboard(Vertical):
         reference.display = True
         fed = self._latest_top3 or 0.0
         scale = max(fed, self.reference_top3) * 1.1 or 1.0
-        width = max(4, reference.size.width - 13) if reference.size.width else 12
-        text = Text()
-        text.append("fed  ", "dim")
+        width = max(4, reference.size.width - 15) if reference.size.width else 12
+        text = Text(no_wrap=True)
+        text.append("top-3, the fleet against central", "dim")
+        text.append("\nfleet   ", "dim")
         text.append(bar(fed, scale, width), "bold")
-        text.append(f" {fed:6.1%}\n")
-        text.append("cntr ", "dim")
+        text.append(f" {fed:6.1%}")
+        text.append("\ncentral ", "dim")
         text.append(bar(self.reference_top3, scale, width), "magenta")
         text.append(f" {self.reference_top3:6.1%}")
         reference.update(text)
+
+    def on_resize(self) -> None:
+        self._draw_reference()

@@ -27,7 +27,7 @@ def phone_label(index: int, client_id: str) -> str:
     """A short list label: client ids are long hashes."""
     if client_id == THIS_PHONE:
         return "this phone"
-    return f"phone {index:>3}  {client_id[:8]}"
+    return f"{index:>3}  {client_id[:8]}"
 
 
 def facts_table(facts: PhoneFacts) -> Table:
@@ -65,7 +65,7 @@ class FleetScreen(ModalScreen[None]):
         padding: 0 1;
     }
     FleetScreen #phone-list {
-        width: 24;
+        width: 20;
         height: 1fr;
     }
     FleetScreen #phone-facts {
