@@ -14,9 +14,11 @@ that the load of other processes on a shared machine hits both sides alike. The
 first round of each is a warm-up and not counted (worker start, allocator pools).
 
 Memory: a fleet of at least `--phones` phones (users cut into conversation-sized
-shards) runs `--memory-rounds` rounds of one local step each. Resident memory of
-this process and of the executor's workers is read after every round; the growth
-from round 10 (warm) to the last must stay under 5 % and the peak under 2 GB.
+shards) runs `--memory-rounds` rounds of one local step each. The proportional set
+size (PSS: resident memory, pages shared between processes split among them) of
+this process and the executor's workers is read after every round; its growth from
+round 10 (warm) to the last must stay under 5 %, and the peak resident memory
+(getrusage; VmHWM for the workers) under 2 GB.
 """
 
 from __future__ import annotations
@@ -313,6 +315,15 @@ def rss_bytes(pid: int | str = "self") -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def pss_bytes(pid: int | str = "self") -> int:
+    """Proportional set size: shared pages (torch's libraries) split between users."""
+    with open(f"/proc/{pid}/smaps_rollup") as handle:
+        for line in handle:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def peak_rss_bytes(pid: int | str = "self") -> int:
     """Peak resident set size of a process: getrusage for this one, else VmHWM."""
     if pid == "self":
@@ -371,9 +382,14 @@ def memory(
         )
         series, abandoned = [], 0
         started = time.perf_counter()
-        for _ in range(rounds):
+        for r in range(1, rounds + 1):
             abandoned += sim.run_round()["abandoned"]
-            series.append(rss_bytes() + sum(rss_bytes(p) for p in workers))
+            series.append(pss_bytes() + sum(pss_bytes(p) for p in workers))
+            if r == 1 or r % 10 == 0:
+                console.print(
+                    f"memory: round {r}: PSS {series[-1] / 2**20:,.0f} MiB, RSS this "
+                    f"process {rss_bytes() / 2**20:,.0f} MiB"
+                )
         elapsed = time.perf_counter() - started
         peak_workers = sum(peak_rss_bytes(p) for p in workers)
         sim.close()
@@ -383,7 +399,7 @@ def memory(
     mib = 2**20
     console.print(
         f"memory: {rounds} rounds in {elapsed:.0f} s ({abandoned} abandoned); "
-        f"RSS (this process + {len(workers)} workers) after round "
+        f"PSS (this process + {len(workers)} workers) after round "
         f"{min(WARM_ROUNDS, rounds)} {warm / mib:,.0f} MiB, after round {rounds} "
         f"{series[-1] / mib:,.0f} MiB: growth {growth:+.1%} (from round "
         f"{WARM_ROUNDS} on: min {min(after) / mib:,.0f}, max {max(after) / mib:,.0f} "
@@ -408,12 +424,17 @@ def main() -> None:
     )
     parser.add_argument("--phones", type=int, default=10_000)
     parser.add_argument("--memory-rounds", type=int, help="default 100, quick 20")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads of this process (default: torch's)"
+    )
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
     rounds = args.rounds or (2 if args.quick else 8)
     memory_rounds = args.memory_rounds or (20 if args.quick else 100)
-    console = Console()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    console = Console(width=110)
     splits = load_corpus(CorpusConfig())
     tokenizer = WordTokenizer.public()
     console.print(
