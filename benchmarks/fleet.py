@@ -25,16 +25,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
 
 import torch
+
+# Run as a script, so this directory is on sys.path.
+from fleet_meters import (  # type: ignore[import-not-found]
+    TimedExecutor,
+    measured,
+    median,
+    peak_rss_bytes,
+    pss_bytes,
+    rss_bytes,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -46,54 +54,24 @@ from device_sim.batched import BatchedExecutor, phone_batches
 from device_sim.config import FleetConfig, LocalTrainingConfig
 from device_sim.executor import ClientExecutor, SerialExecutor
 from device_sim.parallel import ParallelExecutor
-from device_sim.phone import ClientReport, Parameters, Phone
 from models.batching import count_targets
 from models.config import ModelConfig
 from models.model import NextWordModel
 from models.training import make_optimizer, train_step
 
 # name: (executor class, its settings beyond the model, tokenizer and local ones).
+# serial: `Phone.train` in this process. batched: the stacked hand-written model,
+# one phone a pass; batched-16: 16 phones a pass. parallel: a worker process a
+# core with the batched engine; parallel-serial: the same with `Phone.train`.
 EXECUTORS: dict[str, tuple[Any, dict[str, Any]]] = {
     "serial": (SerialExecutor, {}),
     "batched": (BatchedExecutor, {"group_size": 1}),
-    "batched, 16 phones a pass": (BatchedExecutor, {"group_size": 16}),
+    "batched-16": (BatchedExecutor, {"group_size": 16}),
     "parallel": (ParallelExecutor, {"engine": "batched"}),
-    "parallel, serial engine": (ParallelExecutor, {"engine": "serial"}),
+    "parallel-serial": (ParallelExecutor, {"engine": "serial"}),
 }
 # Rounds after which memory counts as warmed up.
 WARM_ROUNDS = 10
-
-
-class TimedExecutor:
-    """An executor that remembers its last phones and the seconds `train` took."""
-
-    def __init__(self, inner: ClientExecutor) -> None:
-        self.inner = inner
-        self.seconds = 0.0
-        self.phones: list[Phone] = []
-        self.server_round = 0
-
-    def train(
-        self,
-        phones: Sequence[Phone],
-        global_parameters: Parameters,
-        *,
-        server_round: int,
-        on_report: Callable[[ClientReport], None] | None = None,
-    ) -> list[ClientReport]:
-        started = time.perf_counter()
-        reports = self.inner.train(
-            phones, global_parameters, server_round=server_round, on_report=on_report
-        )
-        self.seconds = time.perf_counter() - started
-        self.phones, self.server_round = list(phones), server_round
-        return reports
-
-    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
-        return self.inner.evaluate(*args, **kwargs)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def make_executor(
@@ -144,27 +122,6 @@ def plain_loop(
     for batch in batches:
         train_step(model, optimizer, batch, config, pad_id=pad_id)
     return time.perf_counter() - started
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """CPU seconds used so far by this process and the processes `pids`."""
-    total = time.process_time()
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def measured(run: Callable[[], Any], pids: Sequence[int]) -> tuple[Any, float, float]:
-    """`run()`'s result, wall seconds and CPU seconds (with those of `pids`)."""
-    cpu, wall = cpu_seconds(pids), time.perf_counter()
-    result = run()
-    return result, time.perf_counter() - wall, cpu_seconds(pids) - cpu
 
 
 def start_simulations(
@@ -252,7 +209,7 @@ def speed(
     """Each executor's rounds and the plain loops on the same batches, per round."""
     federation = FederationConfig(rounds=rounds + 1, eval_every=0, local=local)
     plain = {}
-    for count in sorted({torch.get_num_threads(), 1}, reverse=True):
+    for count in sorted({os.cpu_count() or 1, 1}, reverse=True):
         torch.manual_seed(0)
         model = NextWordModel(ModelConfig())
         plain[count] = (model, make_optimizer(model, local.training_config()))
@@ -307,32 +264,6 @@ def speed_table(samples: Samples, rounds: int, loss_sequences: int) -> Table:
             f"{median(by_one):.2f}" if rows[0][2] == rows[0][2] else "",
         )
     return table
-
-
-def rss_bytes(pid: int | str = "self") -> int:
-    """Resident set size of a process (Linux /proc)."""
-    with open(f"/proc/{pid}/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def pss_bytes(pid: int | str = "self") -> int:
-    """Proportional set size: shared pages (torch's libraries) split between users."""
-    with open(f"/proc/{pid}/smaps_rollup") as handle:
-        for line in handle:
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def peak_rss_bytes(pid: int | str = "self") -> int:
-    """Peak resident set size of a process: getrusage for this one, else VmHWM."""
-    if pid == "self":
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def shard_size_for(phones: int, messages_per_user: list[int]) -> int:
@@ -425,7 +356,10 @@ def main() -> None:
     parser.add_argument("--phones", type=int, default=10_000)
     parser.add_argument("--memory-rounds", type=int, help="default 100, quick 20")
     parser.add_argument(
-        "--threads", type=int, help="torch threads of this process (default: torch's)"
+        "--threads",
+        type=int,
+        help="torch threads of in-process executors (default: torch's); the plain "
+        "loop runs with 1 and with every core",
     )
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")

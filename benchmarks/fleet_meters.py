@@ -1,0 +1,96 @@
+"""Meters for `benchmarks/fleet.py`: time, CPU and memory of a run and its workers.
+
+Linux only (/proc). CPU seconds add this process's and its workers' user and system
+time, so that an executor's work counts wherever it ran.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from device_sim.executor import ClientExecutor
+from device_sim.phone import ClientReport, Parameters, Phone
+
+
+class TimedExecutor:
+    """An executor that remembers its last phones and the seconds `train` took."""
+
+    def __init__(self, inner: ClientExecutor) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+        self.phones: list[Phone] = []
+        self.server_round = 0
+
+    def train(
+        self,
+        phones: Sequence[Phone],
+        global_parameters: Parameters,
+        *,
+        server_round: int,
+        on_report: Callable[[ClientReport], None] | None = None,
+    ) -> list[ClientReport]:
+        started = time.perf_counter()
+        reports = self.inner.train(
+            phones, global_parameters, server_round=server_round, on_report=on_report
+        )
+        self.seconds = time.perf_counter() - started
+        self.phones, self.server_round = list(phones), server_round
+        return reports
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.evaluate(*args, **kwargs)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU seconds used so far by this process and the processes `pids`."""
+    total = time.process_time()
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def measured(run: Callable[[], Any], pids: Sequence[int]) -> tuple[Any, float, float]:
+    """`run()`'s result, wall seconds and CPU seconds (with those of `pids`)."""
+    cpu, wall = cpu_seconds(pids), time.perf_counter()
+    result = run()
+    return result, time.perf_counter() - wall, cpu_seconds(pids) - cpu
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident set size of a process (Linux /proc)."""
+    with open(f"/proc/{pid}/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def pss_bytes(pid: int | str = "self") -> int:
+    """Proportional set size: shared pages (torch's libraries) split between users."""
+    with open(f"/proc/{pid}/smaps_rollup") as handle:
+        for line in handle:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def peak_rss_bytes(pid: int | str = "self") -> int:
+    """Peak resident set size of a process: getrusage for this one, else VmHWM."""
+    if pid == "self":
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
