@@ -176,7 +176,7 @@ def speed_round(
     batches: list[torch.Tensor] = []
     for i, name in enumerate(order):
         sim, timed = sims[name]
-        pids = getattr(timed.inner, "worker_pids", list)()
+        pids: list[int] = getattr(timed.inner, "worker_pids", list)()
         record, wall, cpu = measured(sim.run_round, pids)
         spent[name], tokens[name] = (wall, cpu), record["tokens"]
         spent[f"{name} (train only)"] = (timed.seconds, float("nan"))
@@ -249,7 +249,10 @@ def speed_table(samples: Samples, rounds: int, loss_sequences: int) -> Table:
         "/ plain 1 thread",
     ):
         table.add_column(column, justify="left" if column == "variant" else "right")
-    for key, rows in sorted(samples.items(), key=lambda kv: kv[1][0][1]):
+    by_speed = sorted(
+        samples.items(), key=lambda kv: -median([t / w for t, w, _ in kv[1]])
+    )
+    for key, rows in by_speed:
         fastest = [
             min(samples[p][i][1] for p in plain) / wall
             for i, (_, wall, _) in enumerate(rows)

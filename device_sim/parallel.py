@@ -210,10 +210,10 @@ class ParallelExecutor:
             for worker in range(self.workers):
                 dispatch(worker, k)
         while any(in_flight):
-            for conn in wait(
-                [c for c, f in zip(self._conns, in_flight, strict=True) if f]
-            ):
-                worker = self._conns.index(conn)
+            ready = wait([c for c, f in zip(self._conns, in_flight, strict=True) if f])
+            for worker, conn in enumerate(self._conns):
+                if conn not in ready:
+                    continue
                 try:
                     status, result = conn.recv()
                 except EOFError:
