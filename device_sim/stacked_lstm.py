@@ -138,15 +138,18 @@ def _lstm_forward(
         Activated gates (n, T, B, 4H), and cells and hidden states (n, T + 1, B, H)
         with the zero initial state first; zeros where nothing runs.
     """
-    n, steps, rows, _ = x.shape
+    n, steps, rows, dim = x.shape
     h = w_hh.shape[-1]
     gates = x.new_zeros(n, steps, rows, 4 * h)
     cells = x.new_zeros(n, steps + 1, rows, h)
     hidden = x.new_zeros(n, steps + 1, rows, h)
-    w_ih_t, w_hh_t, bias = w_ih.mT, w_hh.mT, bias.unsqueeze(1)
+    # The input side of every step in one product: padding included, it is still
+    # cheaper than a product per step.
+    pre = torch.baddbmm(bias.unsqueeze(1), x.view(n, -1, dim), w_ih.mT)
+    pre = pre.view(n, steps, rows, -1)  # (n, T, B, 4H)
+    w_hh_t = w_hh.mT
     for t, (m, r) in enumerate(live):
-        z = torch.baddbmm(bias[:m], x[:m, t, :r], w_ih_t[:m])  # (m, r, 4H)
-        z.baddbmm_(hidden[:m, t, :r], w_hh_t[:m])
+        z = torch.baddbmm(pre[:m, t, :r], hidden[:m, t, :r], w_hh_t[:m])  # (m, r, 4H)
         a = torch.sigmoid(z)
         a[..., 2 * h : 3 * h] = torch.tanh(z[..., 2 * h : 3 * h])
         i, f, g, o = a.split(h, -1)
