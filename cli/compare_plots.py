@@ -41,7 +41,7 @@ def plot(summaries: list[RunSummary], out_dir: Path) -> list[str]:
         axes.set_ylabel("held-out top-3 accuracy (%)")
         axes.set_title(f"Held-out top-3 accuracy against {xlabel}")
         axes.grid(alpha=0.3)
-        axes.legend(loc="lower right", fontsize=8)
+        axes.legend(loc="best", fontsize=8)
         figure.subplots_adjust(bottom=0.12 + 0.045 * len(summaries))
         figure.text(0.01, 0.01, caption, fontsize=7, va="bottom")
         path = out_dir / name
