@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -327,18 +328,20 @@ def memory(
         elapsed = time.perf_counter() - started
         peak_workers = sum(peak_rss_bytes(p) for p in workers)
         sim.close()
-    warm = series[min(WARM_ROUNDS, rounds) - 1]
-    growth = (series[-1] - warm) / warm
-    after = series[min(WARM_ROUNDS, rounds) - 1 :]
+    # Single rounds swing with the phones drawn; compare 10-round means too.
+    warm = min(WARM_ROUNDS, rounds) - 1
+    growth = (series[-1] - series[warm]) / series[warm]
+    first, last = series[warm : warm + 10], series[-10:]
+    trend = statistics.mean(last) / statistics.mean(first) - 1
     mib = 2**20
     console.print(
         f"memory: {rounds} rounds in {elapsed:.0f} s ({abandoned} abandoned); "
-        f"PSS (this process + {len(workers)} workers) after round "
-        f"{min(WARM_ROUNDS, rounds)} {warm / mib:,.0f} MiB, after round {rounds} "
-        f"{series[-1] / mib:,.0f} MiB: growth {growth:+.1%} (from round "
-        f"{WARM_ROUNDS} on: min {min(after) / mib:,.0f}, max {max(after) / mib:,.0f} "
-        f"MiB); peak RSS "
-        f"this process {peak_rss_bytes() / mib:,.0f} MiB, workers "
+        f"PSS (this process + {len(workers)} workers) after round {warm + 1} "
+        f"{series[warm] / mib:,.0f} MiB, after round {rounds} {series[-1] / mib:,.0f} "
+        f"MiB: growth {growth:+.1%}; mean of the last 10 rounds against rounds "
+        f"{warm + 1}-{warm + len(first)}: {trend:+.1%}; from round {warm + 1} on min "
+        f"{min(series[warm:]) / mib:,.0f}, max {max(series[warm:]) / mib:,.0f} MiB; "
+        f"peak RSS this process {peak_rss_bytes() / mib:,.0f} MiB, workers "
         f"{peak_workers / mib:,.0f} MiB"
     )
 
