@@ -1,6 +1,9 @@
 """Data-parallel speed of the central baseline on this machine.
 
-    .venv/bin/python benchmarks/central.py [--steps 40] [--batch-size 32]
+    .venv/bin/python -m benchmarks.central [--steps 40] [--batch-size 32]
+
+(as a module: run as a script, this file's name would shadow the `central`
+package.)
 
 Times `--steps` optimizer steps (after warm-up steps) of the default model on
 the pooled training data, at the same global batch, in three settings:
