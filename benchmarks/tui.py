@@ -10,7 +10,9 @@ and model, `fedtype demo`'s federation settings) in a temporary directory, and
 types held-out messages key by key, 80 ms apart. For every keystroke it times the
 UI thread's suggestion work: the chips (wall and CPU time), the ghost text's
 suggester call, and the whole way from the key event's creation to the chips
-updated, which adds the time the key waited in the event loop. The panels below
+updated, which adds the time the key waited in the event loop; and the mean
+wall time of a whole key cycle (the typist's gap included: a stalled app shows
+here, since the next key waits for the last one to be handled). The panels below
 (earlier rounds, this phone) follow once typing rests; they and the redraw after
 each new round are timed too. The same typing is measured once with training
 paused and once while rounds train, in a child process as `fedtype demo` does,
@@ -55,6 +57,7 @@ class Timings:
     panels: list[float] = field(default_factory=list)  # rounds panel, once typing rests
     after_round: list[float] = field(default_factory=list)  # redraw for a new model
     rounds: int = 0  # rounds finished during the phase
+    seconds: float = 0.0  # wall time of the phase's typing, gaps included
 
 
 def instrument(app: FedtypeApp, timings: dict[str, Timings], phase: list[str]) -> None:
@@ -132,13 +135,17 @@ async def measure(args: argparse.Namespace, run: Path) -> dict[str, Timings]:
     phase = ["idle"]
     async with app.run_test(size=(100, 40)) as pilot:
         instrument(app, timings, phase)
+        started = time.perf_counter()
         await type_keys(pilot, keys, args.gap)
+        timings["idle"].seconds = time.perf_counter() - started
         phase[0] = "training"
         await pilot.press("f5")
         while not str(app.query_one("#status").render()).startswith("training"):
             await pilot.pause(0.05)
         start_round = app.server_round
+        started = time.perf_counter()
         await type_keys(pilot, keys, args.gap)
+        timings["training"].seconds = time.perf_counter() - started
         timings["training"].rounds = app.server_round - start_round
         await pilot.press("f5")
         fleet.close()
@@ -155,6 +162,10 @@ def table(timings: dict[str, Timings], load_before: tuple[float, ...]) -> Table:
         result.add_column(column, justify="left" if column in "phasewhat" else "right")
     for name, phase in timings.items():
         label = f"{name} ({phase.rounds} rounds ran)" if name == "training" else name
+        keys = len(phase.key_to_chips)
+        per_key = phase.seconds / keys * 1000 if keys else 0.0
+        result.add_row(label, str(keys), "whole cycle a key", f"{per_key:.0f} (mean)")
+        label = ""
         for what, values in (
             ("chips", phase.chips),
             ("  (its CPU time)", phase.chips_cpu),
