@@ -115,6 +115,7 @@ class Dashboard(Vertical):
         padding: 0 1;
         height: auto;
         & > .muted { color: $text-muted; }
+        & > Static { text-wrap: nowrap; text-overflow: ellipsis; }
         & > #reference { height: 3; }
     }
     """
@@ -167,7 +168,7 @@ class Dashboard(Vertical):
         scale = max(fed, self.reference_top3) * 1.1 or 1.0
         width = max(4, reference.size.width - 15) if reference.size.width else 12
         text = Text(no_wrap=True)
-        text.append("top-3, the fleet against central", "dim")
+        text.append("held-out top-3 vs central", "dim")
         text.append("\nfleet   ", "dim")
         text.append(bar(fed, scale, width), "bold")
         text.append(f" {fed:6.1%}")

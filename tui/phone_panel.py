@@ -15,6 +15,8 @@ class PhonePanel(Static):
         border-title-color: $text-muted;
         padding: 0 1;
         height: auto;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
     """
 
