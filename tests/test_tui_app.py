@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from textual import events
 from textual.pilot import Pilot
 from textual.widgets import Input, OptionList, Sparkline
 
@@ -20,6 +21,7 @@ from tui.app import CentralReference, FedtypeApp
 from tui.chips import ChipStrip
 from tui.dashboard import Dashboard
 from tui.fleet_screen import FleetScreen
+from tui.keyboard import MAX_MESSAGE_CHARS
 from tui.phone_panel import PhonePanel
 from tui.problem_screen import ProblemScreen
 from tui.rounds_panel import RoundsPanel
@@ -279,6 +281,24 @@ async def test_app_long_paste_and_odd_unicode_never_crash(make_fleet):
 
             # Assert
             assert len(app.query_one(ChipStrip).words) == 3
+
+
+async def test_app_long_paste_is_cut_to_the_field_and_still_suggests(make_fleet):
+    # Prepare
+    app = FedtypeApp(make_fleet(), autostart=False)
+    text = "see you at the lake\n" * 10_000
+
+    async with app.run_test(size=SIZE) as pilot:
+        field = app.query_one("#field", Input)
+
+        # Execute
+        field.post_message(events.Paste(text))
+        await pilot.pause()
+
+        # Assert
+        assert len(field.value) == MAX_MESSAGE_CHARS
+        assert "\n" not in field.value
+        assert len(app.query_one(ChipStrip).words) == 3
 
 
 async def test_app_missing_run_offers_a_fresh_fleet(make_fleet):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.css.query import NoMatches
@@ -52,6 +52,19 @@ def while_mounted(method: Handler) -> Handler:
             return
 
     return call  # type: ignore[return-value]
+
+
+class PhoneField(Input):
+    """The text field. A paste joins its lines and is cut to the room left, where
+    Textual's `Input` would refuse a paste longer than `max_length` outright."""
+
+    def _on_paste(self, event: events.Paste) -> None:
+        event.stop()
+        start, end = sorted(self.selection)
+        room = MAX_MESSAGE_CHARS - len(self.value) + (end - start)
+        text = " ".join(event.text.splitlines())[: max(0, room)]
+        if text:
+            self.replace(text, start, end)
 
 
 class Keyboard(Vertical):
@@ -100,7 +113,7 @@ class Keyboard(Vertical):
         self._panels_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
-        yield Input(
+        yield PhoneField(
             placeholder="Type as on a phone; Enter sends",
             suggester=GhostSuggester(self.best_word),
             max_length=MAX_MESSAGE_CHARS,
