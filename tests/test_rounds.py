@@ -29,8 +29,9 @@ from models.training import batch_loss
 
 
 def federation(**changes: object) -> FederationConfig:
-    """A small round: 4 reports, 2 local steps, no eligibility pattern or dropouts."""
+    """A small FedAvg round: 4 reports, 2 local steps, no daily pattern or dropouts."""
     base = FederationConfig(
+        strategy="fedavg",
         clients_per_round=4,
         local=LocalTrainingConfig(max_local_steps=2, loss_sequences=8),
         fleet=FleetConfig(eligibility=False, dropout_rate=0.0),
@@ -105,7 +106,7 @@ def test_run_round_same_state_gives_identical_results(
     small_splits: CorpusSplits, tokenizer: WordTokenizer, tiny_model_config: ModelConfig
 ) -> None:
     # Prepare
-    config = federation(fleet=FleetConfig(dropout_rate=0.2))
+    config = federation(fleet=FleetConfig(dropout_rate=0.5))
     fleet = Fleet.from_splits(small_splits, config.fleet, seed=0)
     state = replace(start(config, tiny_model_config), clock=22 * 3600.0)
 
