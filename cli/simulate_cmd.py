@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import torch
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -141,6 +142,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=ModelConfig().embed_dim,
         help="embedding width (default: %(default)s)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's own; 1 is faster on a machine "
+        "busy with other jobs)",
+    )
     add_corpus_options(parser)
     parser.set_defaults(func=run_simulate)
 
@@ -212,6 +220,10 @@ def run_simulate(args: argparse.Namespace) -> int:
     console = Console()
     if args.rounds is not None and args.rounds < 1:
         raise UsageError("--rounds must be >= 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
     simulation = _open(args, console)
     target = simulation.federation.rounds
     columns = (
