@@ -233,7 +233,10 @@ class Simulation:
             return self.global_model
         if server_round not in self.run.checkpoint_steps():
             return None
-        model, _ = self.run.load_model(server_round)
+        try:
+            model, _ = self.run.load_model(server_round)
+        except RunDirError:
+            return None  # pruned by a round finishing in another thread meanwhile
         return model.eval()
 
     def set_rounds(self, rounds: int) -> None:
