@@ -15,7 +15,7 @@ def add_corpus_options(parser: argparse.ArgumentParser) -> None:
         "--corpus",
         default=defaults.source,
         help="'chitchat' (the Chit-Chat corpus in the installed wheel) or a JSONL "
-        "path with one {\"user\", \"text\", \"timestamp\"} message a line "
+        'path with one {"user", "text", "timestamp"} message a line '
         "(default: %(default)s)",
     )
     group.add_argument(

@@ -52,7 +52,9 @@ def select_clients(
     rest = sorted(set(eligible) - set(always))
     draw = min(count - len(always), len(rest))
     rng = numpy_rng(seed, server_round, "selection")
-    chosen = rng.choice(len(rest), size=draw, replace=False) if draw else []
+    chosen: list[int] = (
+        rng.choice(len(rest), size=draw, replace=False).tolist() if draw else []
+    )
     return always + [rest[i] for i in sorted(chosen)]
 
 

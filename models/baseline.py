@@ -16,6 +16,8 @@ from corpora.tokenizer import WordTokenizer
 class UnigramModel(nn.Module):
     """Predicts the same distribution, the training unigram frequencies, everywhere."""
 
+    log_probs: torch.Tensor  # (V,), a buffer
+
     def __init__(self, log_probs: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("log_probs", log_probs)  # (V,)

@@ -19,6 +19,7 @@ from textual.widgets import Footer, Header
 from textual.worker import get_current_worker
 from torch import nn
 
+from corpora.tokenizer import WordTokenizer
 from tui.dashboard import Dashboard
 from tui.fleet import DemoFleet
 from tui.fleet_screen import FleetScreen
@@ -39,8 +40,8 @@ from tui.sources import RoundHistory, SuggestionSources
 class CentralReference:
     """The central baseline a demo compares with: its model and held-out top-3."""
 
-    model: object
-    tokenizer: object
+    model: nn.Module
+    tokenizer: WordTokenizer
     top3: float | None
 
 
