@@ -35,8 +35,10 @@ class FederationConfig:
     # Simulated seconds between round starts (a round lasting longer starts the next
     # late): 144 rounds a day, so the eligible share follows the clock.
     round_interval_s: float = 600.0
-    # Server optimizer: fedavg | fedavgm | fedadam | fedyogi | fedadagrad.
-    strategy: str = "fedavg"
+    # Server optimizer: fedavg | fedavgm | fedadam | fedyogi | fedadagrad. FedAvgM
+    # (Hsu et al. 2019): in 40-round runs on the default fleet plain FedAvg stayed
+    # at the unigram level while FedAvgM reached 15.9 % held-out top-3 (README).
+    strategy: str = "fedavgm"
     # Server step size; None takes the strategy's default (`default_server_lr`).
     server_lr: float | None = None
     # FedAvgM momentum (Hsu et al. 2019).
@@ -121,10 +123,13 @@ class FederationConfig:
 
     def strategy_config(self) -> StrategyConfig:
         """The server strategy's settings."""
+        server_lr = self.server_lr
+        if server_lr is None:
+            server_lr = default_server_lr(self.strategy)
         try:
             return StrategyConfig(
                 name=self.strategy,
-                server_lr=self.resolved().server_lr or 1.0,
+                server_lr=server_lr,
                 server_momentum=self.server_momentum,
                 beta1=self.beta1,
                 beta2=self.beta2,

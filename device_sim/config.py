@@ -26,15 +26,17 @@ class LocalTrainingConfig:
     max_local_steps: int | None = 16
     # Sequences (messages) per local batch.
     batch_size: int = 16
-    # Plain SGD step size on the phone (McMahan et al. 2017 use SGD).
-    client_lr: float = 0.5
+    # Plain SGD step size on the phone (McMahan et al. 2017 use SGD). With the
+    # clip below a step moves the weights by at most client_lr; 1.0 learned as fast
+    # as 2.0 and faster than 0.5 in 20-round FedAvg runs on the default fleet.
+    client_lr: float = 1.0
     # FedProx proximal weight mu (Li et al. 2020); 0 is FedAvg's local objective.
     prox_mu: float = 0.0
     # Global gradient-norm clip of each local step; LSTMs diverge without one.
     clip_norm: float = 1.0
     # Sequences of the phone's own data on which it measures its loss before and
     # after training (a fixed sample, so that the two are comparable and cheap).
-    loss_sequences: int = 64
+    loss_sequences: int = 32
 
     def __post_init__(self) -> None:
         if self.local_epochs < 1:

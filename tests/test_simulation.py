@@ -84,7 +84,7 @@ def test_simulation_run_dir_follows_the_contract(
     config = run.read_config()
     assert config["kind"] == "federated"
     assert config["model"]["hidden_dim"] == 32
-    assert config["federation"]["server_lr"] == 1.0  # resolved for FedAvg
+    assert config["federation"]["server_lr"] == 1.0  # resolved for FedAvgM
     assert config["federation"]["local"]["max_local_steps"] == 2
     assert run.read_metrics() == records == simulation.history()
     required = {
