@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from central.distributed import WorkerContext, all_reduce_sum
 from models.batching import count_targets
+from models.training import batch_loss
 
 
 @dataclass(frozen=True)
@@ -29,17 +29,6 @@ class StepResult:
     loss_sum: float  # summed cross-entropy of this worker's targets
     local_targets: int  # this worker's non-padding targets
     global_targets: int  # targets of all workers together
-
-
-def summed_loss(model: nn.Module, batch: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Summed next-token cross-entropy over a (B, L+1) batch, padding ignored."""
-    logits, _ = model(batch[:, :-1])  # (B, L, V)
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]),
-        batch[:, 1:].reshape(-1),
-        ignore_index=pad_id,
-        reduction="sum",
-    )
 
 
 def data_parallel_step(
@@ -65,7 +54,7 @@ def data_parallel_step(
     local = count_targets(batch, pad_id)
     (global_targets,) = all_reduce_sum([float(local)], context)
     optimizer.zero_grad(set_to_none=True)
-    loss_sum = summed_loss(model, batch, pad_id)
+    loss_sum = batch_loss(model, batch, pad_id, reduction="sum")
     (loss_sum * (context.world_size / global_targets)).backward()
     if clip_norm > 0:
         nn.utils.clip_grad_norm_(model.parameters(), clip_norm)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The arithmetic a training step can use (`TrainingConfig.precision`).
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -38,3 +41,13 @@ class TrainingConfig:
     clip_norm: float = 1.0
     # FedProx proximal weight mu (Li et al. 2020); 0 disables it.
     prox_mu: float = 0.0
+    # Arithmetic of the forward and backward passes: "fp32", or "bf16" (the
+    # model's matmuls under `torch.autocast`, fp32 master weights and fp32 loss).
+    # `benchmarks/model.py` and `benchmarks/fleet.py` measure the difference.
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"unknown precision {self.precision!r} (one of {', '.join(PRECISIONS)})"
+            )

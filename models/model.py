@@ -29,23 +29,51 @@ class NextWordModel(nn.Module):
         self.output_bias = nn.Parameter(torch.zeros(config.vocab_size))
         nn.init.normal_(self.embedding.weight, std=0.05)
 
-    def forward(
+    def features(
         self, tokens: torch.Tensor, state: LSTMState | None = None
     ) -> tuple[torch.Tensor, LSTMState]:
-        """Logits of the next token at every position.
+        """The projected LSTM output at every position, before the output layer.
 
         Args:
             tokens: Token ids, shape (B, T).
             state: LSTM state to continue from, or None to start fresh.
 
         Returns:
-            Logits of shape (B, T, V) and the LSTM state after the last position.
+            Features of shape (B, T, E) and the LSTM state after the last position.
         """
         embedded = self.embedding(tokens)  # (B, T, E)
         hidden, state = self.lstm(embedded, state)  # (B, T, H)
-        projected = self.projection(hidden)  # (B, T, E)
-        logits = projected @ self.embedding.weight.T + self.output_bias  # (B, T, V)
-        return logits, state
+        return self.projection(hidden), state  # (B, T, E)
+
+    def output_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The tied output layer: features (..., E) to logits (..., V)."""
+        return features @ self.embedding.weight.T + self.output_bias
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        state: LSTMState | None = None,
+        *,
+        at: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, LSTMState]:
+        """Logits of the next token at every position, or at the positions `at`.
+
+        Args:
+            tokens: Token ids, shape (B, T).
+            state: LSTM state to continue from, or None to start fresh.
+            at: A (B, T) boolean mask; when given, logits only where it is True,
+                packed in row-major order into (N, V). Training passes its real
+                (non-padding) targets so that no work is spent on padding in the
+                output layer, which holds most of the model's arithmetic.
+
+        Returns:
+            Logits of shape (B, T, V), or (N, V) with `at`, and the LSTM state
+            after the last position.
+        """
+        features, state = self.features(tokens, state)  # (B, T, E)
+        if at is not None:
+            features = features[at]  # (N, E)
+        return self.output_logits(features), state
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from torch import nn
 
 from models.batching import count_targets, make_batches
 from models.config import TrainingConfig
+from models.model import NextWordModel
 
 # Called after each optimizer step with (step, loss of that step's batch).
 StepCallback = Callable[[int, float], None]
@@ -36,14 +38,35 @@ def make_optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.Opti
     raise ValueError(f"unknown optimizer {config.optimizer!r} (sgd or adam)")
 
 
-def batch_loss(model: nn.Module, batch: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Mean next-token cross-entropy over a (B, L+1) batch, padding ignored."""
-    logits, _ = model(batch[:, :-1])  # (B, L, V)
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]),
-        batch[:, 1:].reshape(-1),
-        ignore_index=pad_id,
-    )
+def autocast(precision: str) -> contextlib.AbstractContextManager[object]:
+    """The autocast region of `precision`: bf16 matmuls on the CPU, or nothing."""
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def batch_loss(
+    model: nn.Module,
+    batch: torch.Tensor,
+    pad_id: int,
+    precision: str = "fp32",
+    *,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Next-token cross-entropy over a (B, L+1) batch, padding ignored.
+
+    The output layer and the loss see only the real (non-padding) targets, packed
+    into one (N, E) matrix; the loss itself is computed in fp32 whatever the
+    precision of the matmuls. `model` may be a `NextWordModel` or its DDP wrapper.
+
+    Args:
+        reduction: "mean" over the real targets, or "sum".
+    """
+    targets = batch[:, 1:]  # (B, L)
+    real = targets != pad_id
+    with autocast(precision):
+        logits, _ = model(batch[:, :-1], at=real)  # (N, V)
+    return F.cross_entropy(logits.float(), targets[real], reduction=reduction)
 
 
 def proximal_term(model: nn.Module, anchor: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -64,7 +87,7 @@ def train_step(
 ) -> float:
     """One optimizer step on one batch; returns the batch's loss."""
     optimizer.zero_grad(set_to_none=True)
-    loss = batch_loss(model, batch, pad_id)
+    loss = batch_loss(model, batch, pad_id, config.precision)
     objective = loss
     if anchor is not None and config.prox_mu > 0:
         objective = loss + 0.5 * config.prox_mu * proximal_term(model, anchor)
@@ -76,7 +99,7 @@ def train_step(
 
 
 def train_local(
-    model: nn.Module,
+    model: NextWordModel,
     sequences: list[list[int]],
     config: TrainingConfig,
     *,
@@ -115,13 +138,18 @@ def train_local(
 
 @torch.no_grad()
 def evaluate_loss(
-    model: nn.Module, sequences: list[list[int]], *, pad_id: int, batch_size: int = 64
+    model: NextWordModel,
+    sequences: list[list[int]],
+    *,
+    pad_id: int,
+    batch_size: int = 64,
+    precision: str = "fp32",
 ) -> tuple[float, int]:
     """Token-weighted mean cross-entropy over `sequences` and the target count."""
     model.eval()
     total, count = 0.0, 0
     for batch in make_batches(sequences, batch_size, pad_id=pad_id):
         n = count_targets(batch, pad_id)
-        total += float(batch_loss(model, batch, pad_id)) * n
+        total += float(batch_loss(model, batch, pad_id, precision)) * n
         count += n
     return (total / count if count else float("nan")), count

@@ -24,9 +24,10 @@ from central.distributed import (
 )
 from central.errors import WorkerFailedError
 from central.launch import launch_local
-from central.step import data_parallel_step, summed_loss
+from central.step import data_parallel_step
 from models.config import ModelConfig
 from models.model import NextWordModel
+from models.training import batch_loss
 
 PAD = 0
 OPTIMIZERS = ("sgd", "adam")
@@ -141,7 +142,7 @@ def test_step_global_normalisation_differs_from_mean_of_worker_means() -> None:
     halves = [padded(ROWS[:2]), padded(ROWS[2:])]
     # Execute
     with torch.no_grad():
-        sums = [float(summed_loss(model, h, PAD)) for h in halves]
+        sums = [float(batch_loss(model, h, PAD, reduction="sum")) for h in halves]
     global_mean = sum(sums) / 14
     mean_of_means = (sums[0] / 6 + sums[1] / 8) / 2
     # Assert
