@@ -6,9 +6,15 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from coordinator.robust import ScreenConfig
+from coordinator.robust_aggregation import AGGREGATORS
 from coordinator.strategies import STRATEGIES, StrategyConfig, default_server_lr
 from device_sim.config import FleetConfig, FleetConfigError, LocalTrainingConfig
 from device_sim.executors import EXECUTOR_NAMES
+
+# The largest server_lr accepted: FedAvg's is 1.0 and the adaptive strategies'
+# 0.01; a far larger step only throws the model to NaN.
+MAX_SERVER_LR = 100.0
 
 
 class FederationConfigError(ValueError):
@@ -52,6 +58,16 @@ class FederationConfig:
     norm_factor: float = 10.0
     # The norm check needs at least this many reports to have a median to trust.
     min_for_norm_check: int = 3
+    # How the screened updates are combined (coordinator.robust_aggregation):
+    # "mean" (FedAvg's example-weighted mean), "median" or "trimmed-mean"
+    # (coordinate-wise, Yin et al. 2018), "krum" or "multi-krum" (Blanchard et al.
+    # 2017). The server optimizer (`strategy`) then applies the combined update.
+    aggregator: str = "mean"
+    # trimmed-mean: share of each coordinate's values dropped at each end (beta).
+    trim_fraction: float = 0.1
+    # krum / multi-krum: share of a round's reports assumed hostile (f = floor of
+    # this times the reports, at most what Krum tolerates).
+    byzantine_fraction: float = 0.3
     # How each phone trains (local_epochs, client_lr, batch_size, prox_mu, ...).
     local: LocalTrainingConfig = field(default_factory=LocalTrainingConfig)
     # Which phones exist and how devices behave (eligibility, dropouts, speed).
@@ -103,7 +119,48 @@ class FederationConfig:
                 f"unknown executor {self.executor!r} "
                 f"(one of {', '.join(EXECUTOR_NAMES)})"
             )
+        self._check_finite_and_robust()
         self.strategy_config()
+
+    def _check_finite_and_robust(self) -> None:
+        """NaN or Inf settings, and the screen's and aggregator's settings."""
+        for name in ("over_selection", "report_deadline_s", "round_interval_s"):
+            if not math.isfinite(getattr(self, name)):
+                raise FederationConfigError(
+                    f"{name} must be finite, got {getattr(self, name)}"
+                )
+        if self.server_lr is not None and not 0 < self.server_lr <= MAX_SERVER_LR:
+            raise FederationConfigError(
+                f"server_lr must lie in (0, {MAX_SERVER_LR:g}], got {self.server_lr}"
+            )
+        if not (self.norm_factor > 0 and math.isfinite(self.norm_factor)):
+            raise FederationConfigError(
+                f"norm_factor must be positive and finite, got {self.norm_factor}"
+            )
+        if self.min_for_norm_check < 1:
+            raise FederationConfigError("min_for_norm_check must be >= 1")
+        if self.aggregator not in AGGREGATORS:
+            raise FederationConfigError(
+                f"unknown aggregator {self.aggregator!r} "
+                f"(one of {', '.join(AGGREGATORS)})"
+            )
+        for name in ("trim_fraction", "byzantine_fraction"):
+            if not 0 <= getattr(self, name) < 0.5:
+                raise FederationConfigError(
+                    f"{name} must lie in [0, 0.5), got {getattr(self, name)}"
+                )
+        counts = ("heldout_messages", "future_messages", "future_messages_per_phone")
+        for name in (*counts, "keystroke_texts"):
+            if getattr(self, name) < 0:
+                raise FederationConfigError(f"{name} must be >= 0")
+
+    def screen_config(self) -> ScreenConfig:
+        """The update screen of this run: its norm rule and the phones' bounds."""
+        return ScreenConfig.for_training(
+            self.local,
+            norm_factor=self.norm_factor,
+            min_for_norm_check=self.min_for_norm_check,
+        )
 
     @property
     def min_reports(self) -> int:

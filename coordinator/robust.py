@@ -2,14 +2,33 @@
 
 A phone can report an update that would poison the global model: the wrong
 structure, NaN or Inf after a diverged local run, a bogus example count, or an
-update far larger than its peers'. `screen_updates` keeps the reports that are
-safe to average and names the reason for each one it drops.
+update far larger than an honest phone could have made. The screen judges each
+report from a few statistics (`UpdateStats`: its norm, whether it is finite, its
+claimed `num_examples`, a structural defect), computed where the update lives by
+`update_stats`, so that the updates themselves can stay on the ranks that trained
+them. `screen_stats` then applies, in order:
 
-The norm rule is a simple median-based outlier test in the spirit of the
-norm-bounding defences studied for federated learning (Sun et al. 2019, "Can You
-Really Backdoor Federated Learning?", arXiv 1911.07963): an update whose L2 norm
-exceeds `norm_factor` times the median norm of the well-formed updates is
-dropped. The median, unlike the mean, is not dragged up by the outlier itself.
+1. structure: the tensors' number, shapes, dtypes and devices, and an integer
+   `num_examples` >= 1 (`problem`);
+2. finiteness: NaN or Inf anywhere rejects the update;
+3. the example-count bound: a phone trains on at most
+   `max(1, max_local_steps // local_epochs) * batch_size` sequences a round, so a
+   larger claimed count is a lie that would buy a larger weight in the mean;
+4. the absolute norm bound: a phone that runs S steps of plain SGD with step size
+   lr on gradients clipped to `clip_norm` cannot move further than
+   S * lr * clip_norm, whatever its data; S is what the claimed count allows,
+   `min(max_local_steps, local_epochs * ceil(num_examples / batch_size))`;
+5. the relative norm rule: an update whose L2 norm exceeds `norm_factor` times a
+   robust reference is dropped. The reference is the median of the norms accepted
+   in the last rounds (`ScreenHistory`) pooled with this round's survivors, so
+   that half a round of hostile reports cannot drag it up, in the spirit of the
+   norm-bounding defences studied by Sun et al. 2019 ("Can You Really Backdoor
+   Federated Learning?", arXiv 1911.07963).
+
+The bounds in 3 and 4 hold for honest phones exactly (FedAvg's ClientUpdate with
+the shared training loop: plain SGD, one global clip per step, FedProx's term
+inside the clip). Without the local settings (`ScreenConfig`'s defaults) the
+screen applies rules 1, 2 and 5 only, as `screen_updates` always did.
 
 Everything here is pure: no I/O, no logging, inputs left unchanged.
 """
@@ -21,13 +40,18 @@ import numbers
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from coordinator.strategies import Parameters
+from device_sim.config import LocalTrainingConfig
 
 # One client's report: (client_id, update = local - global weights, num_examples).
 Report = tuple[str, Parameters, int]
+# Rounding slack of the absolute bound: the clip scales a gradient to clip_norm
+# up to 1e-6, and float32 subtraction of the weights adds a little more.
+BOUND_SLACK = 1.001
 
 
 @dataclass(frozen=True)
@@ -39,18 +63,112 @@ class Rejection:
     reason: str
 
 
+@dataclass(frozen=True)
+class UpdateStats:
+    """What the screen needs of one report, computed where the update lives."""
+
+    client_id: str
+    # The claimed example count (0 when it was no integer: see `problem`).
+    num_examples: int
+    # L2 norm of the update in float64 (nan when it is not finite or malformed).
+    norm: float
+    # Whether every value of the update is finite.
+    finite: bool
+    # A structural defect found on the worker (shape, dtype, count...), or None.
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class ScreenConfig:
+    """The screen's rules, all set by the server from what it knows."""
+
+    # Reject an update whose norm exceeds this times the robust reference norm.
+    norm_factor: float = 10.0
+    # The relative rule applies only with at least this many norms to take the
+    # median of (history and this round together).
+    min_for_norm_check: int = 3
+    # The phones' local settings behind the absolute bounds; None leaves the
+    # bound that needs them out (`for_training` fills them from the run).
+    client_lr: float | None = None
+    clip_norm: float | None = None
+    max_local_steps: int | None = None
+    batch_size: int | None = None
+    local_epochs: int = 1
+    # Accepted norms remembered across rounds for the reference (about ten
+    # rounds of twenty reports).
+    history_size: int = 200
+
+    def __post_init__(self) -> None:
+        if not self.norm_factor > 0 or not math.isfinite(self.norm_factor):
+            raise ValueError(
+                f"norm_factor must be positive and finite, got {self.norm_factor}"
+            )
+        if self.min_for_norm_check < 1:
+            raise ValueError(
+                f"min_for_norm_check must be >= 1, got {self.min_for_norm_check}"
+            )
+        if self.history_size < 0:
+            raise ValueError(f"history_size must be >= 0, got {self.history_size}")
+
+    @classmethod
+    def for_training(cls, local: LocalTrainingConfig, **settings: Any) -> ScreenConfig:
+        """The screen of a run whose phones train with `local` (all bounds on)."""
+        return cls(
+            client_lr=local.client_lr,
+            clip_norm=local.clip_norm,
+            max_local_steps=local.max_local_steps,
+            batch_size=local.batch_size,
+            local_epochs=local.local_epochs,
+            **settings,
+        )
+
+    def max_examples(self) -> int | None:
+        """Most sequences an honest phone trains on in a round (None: unknown)."""
+        if self.max_local_steps is None or self.batch_size is None:
+            return None
+        return max(1, self.max_local_steps // self.local_epochs) * self.batch_size
+
+    def max_norm(self, num_examples: int) -> float | None:
+        """Furthest an honest phone with `num_examples` sequences can move."""
+        if not self.client_lr or not self.clip_norm or self.batch_size is None:
+            return None  # no clip (clip_norm 0) means no bound
+        steps = self.local_epochs * -(-num_examples // self.batch_size)
+        if self.max_local_steps is not None:
+            steps = min(steps, self.max_local_steps)
+        return steps * self.client_lr * self.clip_norm
+
+
+@dataclass(frozen=True)
+class ScreenHistory:
+    """What the screen remembers across rounds: norms it accepted, oldest first."""
+
+    norms: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """JSON-ready (state.json keeps it, so that a resume screens the same)."""
+        return {"norms": list(self.norms)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ScreenHistory:
+        """The history `to_dict` wrote (None or {}: an empty one)."""
+        norms = (data or {}).get("norms", [])
+        return cls(norms=tuple(float(n) for n in norms))
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _structure_problem(
-    reference: Parameters, update: object, num_examples: object
-) -> str | None:
-    """Why a report is malformed, judged without reading tensor values."""
+def _count_problem(num_examples: object) -> str | None:
     if isinstance(num_examples, bool) or not isinstance(num_examples, numbers.Integral):
         return f"num_examples {num_examples!r} is not an integer"
     if num_examples <= 0:
         return f"num_examples {num_examples} <= 0"
+    return None
+
+
+def _structure_problem(reference: Parameters, update: object) -> str | None:
+    """Why an update is malformed, judged without reading tensor values."""
     if not isinstance(update, list | tuple):
         return f"update is a {type(update).__name__}, not a list of tensors"
     if len(update) != len(reference):
@@ -69,30 +187,104 @@ def _structure_problem(
     return None
 
 
-def _update_norm(update: Parameters) -> tuple[float, int | None]:
-    """The update's L2 norm (float64) and the first tensor with NaN/Inf, if any.
+def _update_norm(update: Sequence[torch.Tensor]) -> float:
+    """The update's L2 norm in float64; nan when any value is NaN or Inf.
 
     One pass per tensor: the norm of a float tensor is finite exactly when all
     its values are, since squares of finite float32 values cannot overflow float64.
     """
     squares = 0.0
-    for i, t in enumerate(update):
+    for t in update:
         norm = float(torch.linalg.vector_norm(t, dtype=torch.float64))
         if not math.isfinite(norm):
-            return math.nan, i
+            return math.nan
         squares += norm * norm
-    return math.sqrt(squares), None
+    return math.sqrt(squares)
 
 
 @torch.no_grad()
+def update_stats(
+    reference: Parameters, client_id: str, update: object, num_examples: object
+) -> UpdateStats:
+    """The screen's statistics of one report (run where the update lives)."""
+    problem = _count_problem(num_examples)
+    count = int(num_examples) if problem is None else 0  # type: ignore[call-overload]
+    problem = problem or _structure_problem(reference, update)
+    if problem is not None:
+        return UpdateStats(client_id, count, math.nan, False, problem)
+    norm = _update_norm(update)  # type: ignore[arg-type]
+    return UpdateStats(client_id, count, norm, math.isfinite(norm), None)
+
+
+def _bound_reason(s: UpdateStats, config: ScreenConfig) -> str | None:
+    """Why a finite, well-formed report breaks an absolute bound, if it does."""
+    most = config.max_examples()
+    if most is not None and s.num_examples > most:
+        return (
+            f"num_examples {s.num_examples} > {most}, the most a phone trains on "
+            "in a round"
+        )
+    limit = config.max_norm(s.num_examples)
+    if limit is not None and s.norm > limit * BOUND_SLACK:
+        return (
+            f"norm {s.norm:.4g} > {limit:.4g}, the furthest {s.num_examples} "
+            "examples' clipped SGD steps can move"
+        )
+    return None
+
+
+def screen_stats(
+    stats: Sequence[UpdateStats],
+    *,
+    config: ScreenConfig,
+    history: ScreenHistory,
+) -> tuple[list[str], list[Rejection], ScreenHistory]:
+    """The accepted client_ids, rejections with reasons, and the new history.
+
+    Both lists keep the order of `stats`; the history gains the accepted norms.
+    """
+    reasons: list[str | None] = []
+    for s in stats:
+        reason = s.problem or _count_problem(s.num_examples)
+        if reason is None and not (s.finite and math.isfinite(s.norm)):
+            reason = "non-finite values (NaN or Inf) in the update"
+        if reason is None:
+            reason = _bound_reason(s, config)
+        reasons.append(reason)
+    current = [s.norm for s, why in zip(stats, reasons, strict=True) if why is None]
+    pooled = [*history.norms, *current]
+    if len(pooled) >= config.min_for_norm_check:
+        median = statistics.median(pooled)
+        for index, s in enumerate(stats):
+            if reasons[index] is None and s.norm > config.norm_factor * median:
+                reasons[index] = (
+                    f"norm {s.norm:.4g} > {config.norm_factor:g} x median {median:.4g}"
+                )
+    accepted = [s.client_id for s, why in zip(stats, reasons, strict=True) if not why]
+    rejected = [
+        Rejection(client_id=s.client_id, reason=why)
+        for s, why in zip(stats, reasons, strict=True)
+        if why is not None
+    ]
+    kept = [s.norm for s, why in zip(stats, reasons, strict=True) if why is None]
+    remembered = (*history.norms, *kept)
+    start = max(0, len(remembered) - config.history_size)
+    return accepted, rejected, ScreenHistory(norms=remembered[start:])
+
+
 def screen_updates(
     reference: Parameters,
     reports: Sequence[Report],
     *,
     norm_factor: float = 10.0,
     min_for_norm_check: int = 3,
+    config: ScreenConfig | None = None,
+    history: ScreenHistory | None = None,
 ) -> tuple[list[Report], list[Rejection]]:
-    """Split `reports` into those safe to aggregate and rejections with reasons.
+    """Split whole `reports` into those safe to aggregate and rejections.
+
+    `update_stats` on each report, then `screen_stats`; kept for callers that
+    hold the updates in one place.
 
     Args:
         reference: the global parameters; updates must match their number of
@@ -102,37 +294,28 @@ def screen_updates(
             of the well-formed updates is rejected.
         min_for_norm_check: the norm rule applies only when at least this many
             updates are well-formed (a median of one or two says little).
+        config: the full screen (overrides the two settings above).
+        history: norms accepted in earlier rounds (default: none).
 
     Returns:
         The accepted reports, in their original order and unchanged, and one
         `Rejection` per dropped report, also in report order.
     """
-    if not norm_factor > 0:
-        raise ValueError(f"norm_factor must be positive, got {norm_factor}")
-    if min_for_norm_check < 1:
-        raise ValueError(f"min_for_norm_check must be >= 1, got {min_for_norm_check}")
-    reasons: list[str | None] = []
-    norms: dict[int, float] = {}  # report index -> norm, well-formed reports only
-    for index, (_, update, num_examples) in enumerate(reports):
-        reason = _structure_problem(reference, update, num_examples)
-        if reason is None:
-            norm, bad_tensor = _update_norm(update)
-            if bad_tensor is not None:
-                reason = f"non-finite values in tensor {bad_tensor}"
-            else:
-                norms[index] = norm
-        reasons.append(reason)
-    if len(norms) >= min_for_norm_check:
-        median = statistics.median(norms.values())
-        for index, norm in norms.items():
-            if norm > norm_factor * median:
-                reasons[index] = (
-                    f"norm {norm:.4g} > {norm_factor:g} x median {median:.4g}"
-                )
-    accepted = [r for r, why in zip(reports, reasons, strict=True) if why is None]
-    rejected = [
-        Rejection(client_id=r[0], reason=why)
-        for r, why in zip(reports, reasons, strict=True)
-        if why is not None
+    if config is None:
+        config = ScreenConfig(
+            norm_factor=norm_factor, min_for_norm_check=min_for_norm_check
+        )
+    stats = [update_stats(reference, c, u, n) for c, u, n in reports]
+    # Statistics are matched to reports by position: client ids may repeat.
+    keyed = [
+        UpdateStats(str(i), s.num_examples, s.norm, s.finite, s.problem)
+        for i, s in enumerate(stats)
     ]
-    return accepted, rejected
+    accepted, rejected, _ = screen_stats(
+        keyed, config=config, history=history or ScreenHistory()
+    )
+    kept = {int(i) for i in accepted}
+    return (
+        [r for i, r in enumerate(reports) if i in kept],
+        [Rejection(reports[int(r.client_id)][0], r.reason) for r in rejected],
+    )

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from importlib import metadata
 
 from corpora.chitchat import load_chitchat
-from corpora.jsonl import load_jsonl
+from corpora.jsonl import load_jsonl, read_bounded
 from corpora.messages import CorpusError, Message
 
 
@@ -94,6 +97,27 @@ def load_messages(source: str) -> tuple[list[Message], int]:
     return loaded.messages, loaded.skipped_empty
 
 
+def resolve_source(source: str) -> str:
+    """A corpus source as a run stores it: "chitchat", or an absolute path."""
+    return source if source == "chitchat" else os.path.abspath(source)
+
+
+def corpus_fingerprint(source: str) -> str:
+    """A short name of a corpus's contents: its SHA-256, or Chit-Chat's version.
+
+    The Chit-Chat corpus is pinned by its wheel's version, so it is not hashed.
+    """
+    if source == "chitchat":
+        try:
+            return f"chitchat-dataset=={metadata.version('chitchat-dataset')}"
+        except metadata.PackageNotFoundError:
+            raise CorpusError(
+                "the package chitchat-dataset==0.9.0 is not installed",
+                path="chitchat",
+            ) from None
+    return "sha256:" + hashlib.sha256(read_bounded(source)).hexdigest()
+
+
 def group_by_user(messages: list[Message]) -> dict[str, list[str]]:
     """Each user's texts ordered by timestamp (stable: ties keep file order)."""
     grouped: dict[str, list[Message]] = defaultdict(list)
@@ -105,13 +129,33 @@ def group_by_user(messages: list[Message]) -> dict[str, list[str]]:
     }
 
 
+_WORD = re.compile(r"\S+")
+
+
+def first_words(text: str, count: int) -> str:
+    """`text` up to the end of its `count`-th word (its own spacing kept)."""
+    end = 0
+    for number, match in enumerate(_WORD.finditer(text), start=1):
+        end = match.end()
+        if number == count:
+            break
+    return text[:end]
+
+
 def cap_history(texts: list[str], max_words: int) -> list[str]:
-    """The oldest messages whose words fit under `max_words` (at least one)."""
+    """The oldest messages whose words fit under `max_words`.
+
+    Whole messages are kept while they fit; a first message that alone is longer
+    than the cap is cut after its `max_words`-th word, so that no user, however
+    long one of their messages, holds more than `max_words` words.
+    """
     kept: list[str] = []
     words = 0
     for text in texts:
         count = len(text.split())
-        if kept and words + count > max_words:
+        if not kept and count > max_words:
+            return [first_words(text, max_words)]
+        if words + count > max_words:
             break
         kept.append(text)
         words += count

@@ -3,16 +3,31 @@
 Each line is `{"user": str, "text": str, "timestamp": number | ISO-8601 string}`;
 the timestamp is optional (file order then). Every defect is reported as a
 `CorpusError` naming the file, the line and the field.
+
+Reading is bounded: only a regular file is opened (a FIFO, a device such as
+/dev/zero or a directory is refused before anything is read), a file larger than
+`MAX_FILE_BYTES` or a line longer than `MAX_LINE_BYTES` is refused, and a UTF-8
+byte order mark at the start of the file (as Windows editors write) is skipped.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass
 
 from corpora.chitchat import parse_timestamp
 from corpora.messages import CorpusError, Message
+
+# A JSONL corpus is read whole into memory: 256 MiB is about 40 M words, fifteen
+# times the Chit-Chat corpus, and a bound keeps a wrong path from exhausting memory.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+# One message a line: 1 MiB is about 170,000 words, far beyond any chat message
+# and far beyond the per-user word cap, which keeps a stray blob from taking a run.
+MAX_LINE_BYTES = 1024 * 1024
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -127,17 +142,72 @@ def parse_line(raw: bytes, *, path: str, line: int, position: int) -> Message | 
     return message_from_record(record, path=path, line=line, position=position)
 
 
-def load_jsonl(path: str) -> JsonlCorpus:
+def _kind_of(mode: int) -> str:
+    """What a non-regular file is, for the error message."""
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def read_bounded(path: str, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the regular file `path`, at most `max_bytes` of them.
+
+    The file is opened without blocking and checked with `fstat` before any read,
+    so a FIFO without a writer or a device like /dev/zero is refused at once.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        raise CorpusError(f"cannot be read ({error.strerror})", path=path) from None
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise CorpusError(f"is {_kind_of(mode)}, not a regular file", path=path)
+        try:
+            data = handle.read(max_bytes + 1)
+        except OSError as error:
+            raise CorpusError(f"cannot be read ({error.strerror})", path=path) from None
+    if len(data) > max_bytes:
+        raise CorpusError(
+            f"is larger than {max_bytes:,} bytes, the most a corpus may hold",
+            path=path,
+        )
+    return data
+
+
+def split_lines(data: bytes, *, path: str, max_line_bytes: int) -> list[bytes]:
+    """The file's lines, a leading byte order mark dropped, each length-checked."""
+    lines = data.removeprefix(UTF8_BOM).split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        if len(raw) > max_line_bytes:
+            raise CorpusError(
+                f"is longer than {max_line_bytes:,} bytes ({len(raw):,}); one "
+                "message a line is expected",
+                path=path,
+                line=number,
+            )
+    return lines
+
+
+def load_jsonl(
+    path: str,
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> JsonlCorpus:
     """Read and validate a JSONL corpus; raises `CorpusError` on the first defect.
 
     Either every line has a timestamp or none has: line numbers and clock times
     cannot be ordered against each other.
     """
-    try:
-        with open(path, "rb") as handle:
-            lines = handle.read().split(b"\n")
-    except OSError as error:
-        raise CorpusError(f"cannot be read ({error.strerror})", path=path) from None
+    data = read_bounded(path, max_bytes=max_bytes)
+    lines = split_lines(data, path=path, max_line_bytes=max_line_bytes)
+    del data
     messages: list[Message] = []
     skipped = 0
     first_timed: tuple[int, bool] | None = None  # (line, has a timestamp)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from models.config import TrainingConfig
+from device_sim.faults import FAULT_KINDS, default_fault_scale
+from models.config import PRECISIONS, TrainingConfig
 
-# What a corrupted update looks like (`FleetConfig.fault_kind`).
-FAULT_KINDS: tuple[str, ...] = ("nan", "inf", "scale", "shape", "dtype")
+__all__ = ["FAULT_KINDS", "FleetConfig", "FleetConfigError", "LocalTrainingConfig"]
+
+# The largest client_lr accepted: the tuned value is 1.0 (0.5 to 2 measured), and
+# far larger steps only turn the model to NaN while staying under the screen's
+# absolute bound, which grows with client_lr.
+MAX_CLIENT_LR = 100.0
 
 
 class FleetConfigError(ValueError):
@@ -38,8 +44,16 @@ class LocalTrainingConfig:
     # Sequences of the phone's own data on which it measures its loss before and
     # after training (a fixed sample, so that the two are comparable and cheap).
     loss_sequences: int = 32
+    # Arithmetic of local training and the loss probes: "bf16" runs the model's
+    # matmuls under `torch.autocast` (fp32 weights, fp32 loss), "fp32" does not.
+    # `benchmarks/fleet.py` measures both (README, "Speed of the fleet").
+    precision: str = "bf16"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise FleetConfigError(
+                f"unknown precision {self.precision!r} (one of {', '.join(PRECISIONS)})"
+            )
         if self.local_epochs < 1:
             raise FleetConfigError(
                 f"local_epochs must be >= 1, got {self.local_epochs}"
@@ -50,10 +64,22 @@ class LocalTrainingConfig:
             )
         if self.batch_size < 1:
             raise FleetConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.client_lr > 0:
-            raise FleetConfigError(f"client_lr must be positive, got {self.client_lr}")
-        if self.prox_mu < 0:
-            raise FleetConfigError(f"prox_mu must be >= 0, got {self.prox_mu}")
+        if not 0 < self.client_lr <= MAX_CLIENT_LR:
+            raise FleetConfigError(
+                f"client_lr must lie in (0, {MAX_CLIENT_LR:g}], got {self.client_lr}"
+            )
+        if not (self.prox_mu >= 0 and math.isfinite(self.prox_mu)):
+            raise FleetConfigError(
+                f"prox_mu must be >= 0 and finite, got {self.prox_mu}"
+            )
+        if not (self.clip_norm >= 0 and math.isfinite(self.clip_norm)):
+            raise FleetConfigError(
+                f"clip_norm must be >= 0 and finite (0: no clip), got {self.clip_norm}"
+            )
+        if self.loss_sequences < 1:
+            raise FleetConfigError(
+                f"loss_sequences must be >= 1, got {self.loss_sequences}"
+            )
 
     def training_config(self) -> TrainingConfig:
         """The shared training loop's settings for one round on a phone."""
@@ -65,6 +91,7 @@ class LocalTrainingConfig:
             max_steps=self.max_local_steps,
             clip_norm=self.clip_norm,
             prox_mu=self.prox_mu,
+            precision=self.precision,
         )
 
     def sequence_budget(self) -> int | None:
@@ -104,8 +131,12 @@ class FleetConfig:
     bandwidth_mbps: float = 20.0
     # Share of phones whose updates are corrupted (buggy or hostile devices).
     faulty_fraction: float = 0.0
-    # How a faulty phone corrupts its update: one of FAULT_KINDS.
+    # How a faulty phone corrupts its report: one of FAULT_KINDS (device_sim.faults).
     fault_kind: str = "nan"
+    # The factor of the kinds scale (update x f), sign (update x -f) and count
+    # (num_examples x f); None takes the kind's default, `default_fault_scale`:
+    # 1000 for scale, 5 for sign, 100 for count.
+    fault_scale: float | None = None
     # Hour (UTC) of simulated day 0 at which round 1 starts.
     start_hour_utc: float = 20.0
 
@@ -117,6 +148,12 @@ class FleetConfig:
         if self.fault_kind not in FAULT_KINDS:
             raise FleetConfigError(
                 f"unknown fault_kind {self.fault_kind!r} (one of {FAULT_KINDS})"
+            )
+        if self.fault_scale is not None and not (
+            self.fault_scale > 0 and math.isfinite(self.fault_scale)
+        ):
+            raise FleetConfigError(
+                f"fault_scale must be positive and finite, got {self.fault_scale}"
             )
         if self.shard_messages is not None and self.shard_messages < 1:
             raise FleetConfigError(
@@ -132,3 +169,19 @@ class FleetConfig:
             raise FleetConfigError(
                 "step_seconds and bandwidth_mbps must be positive, speed_sigma >= 0"
             )
+        for name in ("step_seconds", "bandwidth_mbps", "speed_sigma"):
+            if not math.isfinite(getattr(self, name)):
+                raise FleetConfigError(
+                    f"{name} must be finite, got {getattr(self, name)}"
+                )
+        if not 0 <= self.start_hour_utc < 24:
+            raise FleetConfigError(
+                f"start_hour_utc must lie in [0, 24), got {self.start_hour_utc}"
+            )
+
+    @property
+    def resolved_fault_scale(self) -> float:
+        """`fault_scale`, or the kind's default when it is None."""
+        if self.fault_scale is not None:
+            return self.fault_scale
+        return default_fault_scale(self.fault_kind)

@@ -3,6 +3,10 @@
 A checkpoint is one `.safetensors` file whose metadata carries the `ModelConfig` as
 JSON and the fingerprint of the tokenizer it was trained with; `tokenizer.json`
 lies beside it in the run directory. Nothing is pickled.
+
+A checkpoint is written to a temporary sibling, flushed to disk and renamed, and a
+loaded one is refused when any weight is NaN or infinite: a model that diverged is
+no model to suggest with, evaluate or resume from.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ def atomic_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
+def sync_file(path: Path) -> None:
+    """Flush a written file to disk, so that a rename publishes whole contents."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -49,6 +59,7 @@ def save_checkpoint(
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     temporary = atomic_path(path)
     save_file(tensors, str(temporary), metadata=metadata)
+    sync_file(temporary)
     os.replace(temporary, path)
 
 
@@ -93,6 +104,7 @@ def load_checkpoint(
     with torch.device("meta"):
         skeleton = NextWordModel(config)
     check_tensors(skeleton, tensors, source=str(path))
+    check_finite(tensors, source=str(path))
     model = NextWordModel(config)
     model.load_state_dict(tensors)
     return model, config, metadata
@@ -115,6 +127,7 @@ def load_weights(
 ) -> None:
     """Copy `tensors` into `model`, naming any missing, extra or misshapen tensor."""
     check_tensors(model, tensors, source=source)
+    check_finite(tensors, source=source)
     model.load_state_dict(tensors)
 
 
@@ -134,4 +147,15 @@ def check_tensors(
             raise CheckpointError(
                 f"{source}: tensor {name} has shape {tuple(tensor.shape)}, "
                 f"the model needs {tuple(expected[name].shape)}"
+            )
+
+
+def check_finite(tensors: dict[str, torch.Tensor], *, source: str) -> None:
+    """Raise a `CheckpointError` naming the first tensor with NaN or Inf values."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"{source}: tensor {name} holds {bad:,} non-finite value(s) "
+                "(NaN or Inf); the model diverged before it was saved"
             )

@@ -10,7 +10,13 @@
       state.json           what resuming needs (written last, atomically)
 
 Every file is written to a temporary sibling and renamed, so a kill at any moment
-leaves either the old or the new file, never half of one.
+leaves either the old or the new file, never half of one. A temporary file left by
+a killed writer is removed by `remove_stale_temporaries`; a damaged file is never
+deleted but moved aside (`move_aside`), and the caller says so.
+
+config.json stores a JSONL corpus by its absolute path with a fingerprint of its
+contents ("corpus_fingerprint"), so that a run resumes from any directory and
+refuses a corpus that was edited since it started.
 """
 
 from __future__ import annotations
@@ -21,12 +27,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from corpora.corpus import CorpusConfig
+from corpora.corpus import CorpusConfig, corpus_fingerprint, resolve_source
+from corpora.messages import CorpusError
 from corpora.tokenizer import WordTokenizer
-from models.checkpoint import CheckpointError, atomic_path, load_checkpoint
+from models.checkpoint import CheckpointError, atomic_path, load_checkpoint, sync_file
 from models.model import NextWordModel
 
 _STEP = re.compile(r"step_(\d+)\.safetensors$")
+# `atomic_path`'s names: ".<file>.tmp<pid>".
+_TEMPORARY = re.compile(r"^\..+\.tmp(\d+)$")
 
 
 class RunDirError(ValueError):
@@ -37,7 +46,49 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON to `path` through a temporary file and a rename."""
     temporary = atomic_path(path)
     temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    sync_file(temporary)
     os.replace(temporary, path)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists (it may still be writing)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged file to `<name>.damaged` (or `.damaged-2`, ...); its path."""
+    for number in range(1, 10_000):
+        suffix = ".damaged" if number == 1 else f".damaged-{number}"
+        target = path.with_name(path.name + suffix)
+        if not target.exists():
+            os.replace(path, target)
+            return target
+    raise RunDirError(f"{path}: too many damaged copies beside it")
+
+
+def corpus_section(corpus: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """A config's corpus settings with the source made absolute, and its fingerprint.
+
+    The fingerprint is None when the corpus cannot be read now (the run will say
+    so when it loads the corpus).
+    """
+    section = dict(corpus)
+    source = section.get("source")
+    if not isinstance(source, str):
+        return section, None
+    section["source"] = resolve_source(source)
+    try:
+        return section, corpus_fingerprint(section["source"])
+    except CorpusError:
+        return section, None
 
 
 class RunDir:
@@ -70,36 +121,68 @@ class RunDir:
         return self.checkpoint_dir / f"step_{step:06d}.safetensors"
 
     def create(self, config: dict[str, Any], tokenizer: WordTokenizer) -> None:
-        """Start a run: the directory, its config and its tokenizer."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.checkpoint_dir.mkdir(exist_ok=True)
-        write_json_atomic(self.config_path, config)
-        temporary = atomic_path(self.tokenizer_path)
-        tokenizer.save(temporary)
-        os.replace(temporary, self.tokenizer_path)
+        """Start a run: the directory, its config and its tokenizer.
+
+        A "corpus" section's source is stored absolute, with the corpus's
+        fingerprint beside it as "corpus_fingerprint".
+        """
+        config = dict(config)
+        if isinstance(config.get("corpus"), dict):
+            config["corpus"], fingerprint = corpus_section(config["corpus"])
+            config["corpus_fingerprint"] = fingerprint
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.checkpoint_dir.mkdir(exist_ok=True)
+            write_json_atomic(self.config_path, config)
+            temporary = atomic_path(self.tokenizer_path)
+            tokenizer.save(temporary)
+            os.replace(temporary, self.tokenizer_path)
+        except OSError as error:
+            where = error.filename or self.path
+            raise RunDirError(
+                f"{where}: cannot write the run there ({error.strerror})"
+            ) from None
 
     def read_config(self) -> dict[str, Any]:
         """The run's config.json, or a `RunDirError` that says what is wrong."""
         if not self.path.is_dir():
             raise RunDirError(f"{self.path}: no such run directory")
         try:
-            return json.loads(self.config_path.read_text())
+            config = json.loads(self.config_path.read_text())
         except FileNotFoundError:
             raise RunDirError(
                 f"{self.config_path}: missing; is this a run directory?"
             ) from None
         except (OSError, ValueError) as error:
             raise RunDirError(f"{self.config_path}: unreadable ({error})") from None
+        if not isinstance(config, dict):
+            raise RunDirError(f"{self.config_path}: not a JSON object")
+        return config
 
-    def corpus_config(self) -> CorpusConfig:
-        """The corpus settings the run trained and evaluated with."""
+    def corpus_config(self, *, check: bool = True) -> CorpusConfig:
+        """The corpus settings the run trained and evaluated with.
+
+        With `check`, a corpus whose contents changed since the run started (its
+        fingerprint differs from config.json's) is refused.
+        """
         config = self.read_config()
         try:
-            return CorpusConfig(**config["corpus"])
+            corpus = CorpusConfig(**config["corpus"])
         except (KeyError, TypeError) as error:
             raise RunDirError(
                 f"{self.config_path}: no valid 'corpus' section ({error})"
             ) from None
+        expected = config.get("corpus_fingerprint")
+        if check and isinstance(expected, str):
+            found = corpus_fingerprint(corpus.source)
+            if found != expected:
+                raise RunDirError(
+                    f"{corpus.source}: the corpus changed since the run in "
+                    f"{self.path} started (fingerprint {expected[:19]}, now "
+                    f"{found[:19]}); restore the file the run was trained on, or "
+                    "start a new run"
+                )
+        return corpus
 
     def load_tokenizer(self) -> WordTokenizer:
         """The run's tokenizer."""
@@ -116,23 +199,68 @@ class RunDir:
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """Every complete line of metrics.jsonl (a torn last line is ignored)."""
-        if not self.metrics_path.exists():
-            return []
-        records = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue
-        return records
+        return self.scan_metrics()[0]
 
-    def rewrite_metrics(self, records: list[dict[str, Any]]) -> None:
-        """Replace metrics.jsonl atomically (resume drops lines past the checkpoint)."""
+    def scan_metrics(self) -> tuple[list[dict[str, Any]], list[int]]:
+        """The readable JSON objects of metrics.jsonl and the damaged lines' numbers.
+
+        A last line without its newline is a write that a kill interrupted, not
+        damage: it is left out of both lists.
+        """
+        if not self.metrics_path.exists():
+            return [], []
+        data = self.metrics_path.read_bytes()
+        lines = data.split(b"\n")
+        last = len(lines)  # lines[-1] is b"" after a final newline, else torn
+        records: list[dict[str, Any]] = []
+        damaged: list[int] = []
+        for number, raw in enumerate(lines, start=1):
+            if number == last or not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                damaged.append(number)
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                damaged.append(number)
+        return records, damaged
+
+    def rewrite_metrics(self, records: list[dict[str, Any]]) -> Path | None:
+        """Replace metrics.jsonl atomically (resume drops lines past the checkpoint).
+
+        When the old file holds damaged lines, it is moved aside first and never
+        lost; returns where it went (None when nothing was damaged).
+        """
+        _, damaged = self.scan_metrics()
+        aside = None
+        if damaged:
+            aside = move_aside(self.metrics_path)
         temporary = atomic_path(self.metrics_path)
         temporary.write_text(
             "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
         )
+        sync_file(temporary)
         os.replace(temporary, self.metrics_path)
+        return aside
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete temporary files that killed writers left behind; their paths.
+
+        A file whose writer (the process id in its name) still runs is kept.
+        """
+        removed = []
+        for folder in (self.path, self.checkpoint_dir):
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                match = _TEMPORARY.match(path.name)
+                if match and path.is_file() and not _alive(int(match.group(1))):
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+        return sorted(removed)
 
     def checkpoint_steps(self) -> list[int]:
         """Steps that have a checkpoint, ascending."""
@@ -143,7 +271,13 @@ class RunDir:
 
     def load_model(self, step: int | None = None) -> tuple[NextWordModel, int]:
         """The model at `step` (default: the latest) and that step."""
-        self.read_config()  # a clear error when this is no run directory
+        config = self.read_config()  # a clear error when this is no run directory
+        if config.get("kind") == "local-only":
+            raise RunDirError(
+                f"{self.path}: a local-only run trains one model per user and "
+                "keeps none to load; its metrics are in metrics.jsonl (fedtype "
+                "compare shows them)"
+            )
         steps = self.checkpoint_steps()
         if not steps:
             raise RunDirError(f"{self.checkpoint_dir}: no checkpoint yet")
@@ -179,6 +313,9 @@ class RunDir:
         if not self.state_path.exists():
             return None
         try:
-            return json.loads(self.state_path.read_text())
-        except ValueError as error:
+            state = json.loads(self.state_path.read_text())
+        except (OSError, ValueError) as error:
             raise RunDirError(f"{self.state_path}: unreadable ({error})") from None
+        if not isinstance(state, dict):
+            raise RunDirError(f"{self.state_path}: not a JSON object")
+        return state

@@ -92,7 +92,7 @@ def test_cap_history_keeps_oldest_words() -> None:
         ["a b c", "d e"],
         ["a b c", "d e"],
         ["a b c"],
-        ["a b c"],  # the first message is kept even past the cap
+        ["a"],  # a first message past the cap is cut after the cap's last word
     ]
 
 
