@@ -86,11 +86,17 @@ def quantize(x: np.ndarray, spec: QuantizationSpec) -> np.ndarray:
 
 def centred(total: np.ndarray, bits: int) -> np.ndarray:
     """Integers mod 2^bits (any integer dtype) as int64 in [-2^(b-1), 2^(b-1))."""
-    reduced = np.bitwise_and(total.astype(np.int64, copy=False), (1 << bits) - 1)
     half = 1 << (bits - 1)
-    return np.where(reduced >= half, reduced - (1 << bits), reduced)
+    # In place on one copy: (v + 2^(b-1)) mod 2^b - 2^(b-1). A uint64 input
+    # read as int64 is off by 2^64, a multiple of 2^b.
+    out = total.astype(np.int64)
+    np.add(out, half, out=out)
+    np.bitwise_and(out, (1 << bits) - 1, out=out)
+    np.subtract(out, half, out=out)
+    return out
 
 
 def dequantize(total: np.ndarray, spec: QuantizationSpec) -> np.ndarray:
     """The float64 sum of the phones' inputs from their quantised sum mod 2^bits."""
-    return centred(total, spec.bits).astype(np.float64) / spec.scale
+    # 1 / scale is a power of two: the product is the exact quotient.
+    return np.multiply(centred(total, spec.bits), 1.0 / spec.scale)
