@@ -25,6 +25,7 @@ from central.distributed import context_from_env
 from central.launch import launch_local, run_worker
 from central.runspec import KINDS
 from cli.errors import USER_ERRORS, UsageError
+from cli.options import check_threads, check_workers
 from cli.train_cmd import ProgressDisplay, add_run_options, start_new_run
 from models.rundir import RunDir
 
@@ -99,8 +100,9 @@ def _check_resumable(path: str, workers: int) -> None:
 
 def run_central(args: argparse.Namespace) -> int:
     """Launch W local workers, or be one worker under torchrun."""
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be > 0")
+    if not 0 < args.timeout < float("inf"):
+        raise UsageError(f"--timeout must be positive and finite, not {args.timeout}")
+    check_threads(args.threads)
     if under_torchrun():
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -109,8 +111,7 @@ def run_central(args: argparse.Namespace) -> int:
             start_new_run(args, kind="central", extra={"workers": world_size})
         run_worker_body(args.out or args.resume, args.timeout)
         return 0
-    if args.workers < 1:
-        raise UsageError("--workers must be >= 1")
+    check_workers(args.workers)
     if args.out:
         CentralConfig(batch_size=args.batch_size).check_workers(args.workers)
         path = start_new_run(args, kind="central", extra={"workers": args.workers})

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cli.compare_report import COLUMNS, load_run, markdown, row
+from cli.compare_report import COLUMNS, corpus_warning, load_runs, markdown, row
 from cli.errors import UsageError
 from models.checkpoint import atomic_path
 
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Print the table; with --out write the report and plots."""
-    summaries = [load_run(path) for path in args.runs]
+    summaries = load_runs(args.runs)
     # One column per run: a terminal is narrower than the Markdown report.
     rows = [row(s) for s in summaries]
     table = Table(title="fedtype compare")
@@ -45,6 +45,9 @@ def run_compare(args: argparse.Namespace) -> int:
         table.add_row(name, *(cells[index] for cells in rows))
     console = Console()
     console.print(table)
+    warning = corpus_warning(summaries)
+    if warning is not None:
+        Console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
     if args.out is None:
         return 0
     out = Path(args.out)

@@ -7,7 +7,9 @@ code that wrote them.
 
 from __future__ import annotations
 
+import json
 import math
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,8 @@ class RunSummary:
     curve: list[CurvePoint]
     rounds: int | None = None  # federated only
     phone_reports: int | None = None  # federated: reports aggregated, all rounds
+    label: str = ""  # the column header: the shortest path tail that is unique
+    corpus: str = ""  # the corpus and its cut, as JSON: runs compare on one only
 
 
 def _evaluated(record: dict[str, Any]) -> bool:
@@ -87,7 +91,15 @@ def load_run(path: str) -> RunSummary:
     except (KeyError, TypeError, ValueError) as error:
         raise RunDirError(f"{run.metrics_path}: malformed line ({error})") from None
     kind = config["kind"]
-    summary = RunSummary(path, kind, setting(config), evaluated[-1], curve)
+    summary = RunSummary(
+        path,
+        kind,
+        setting(config, evaluated[-1]),
+        evaluated[-1],
+        curve,
+        label=Path(path).name or path,
+        corpus=corpus_key(config),
+    )
     if kind == "federated":
         # Up to the evaluated round, as the metrics in the row are.
         last = int(evaluated[-1].get("server_round", 0))
@@ -103,8 +115,81 @@ def load_run(path: str) -> RunSummary:
     return summary
 
 
-def setting(config: dict[str, Any]) -> str:
-    """A one-line description of how a run trained, from its config.json."""
+def load_runs(paths: list[str]) -> list[RunSummary]:
+    """The summaries of `paths`, labelled so that no two columns look alike."""
+    summaries = [load_run(path) for path in paths]
+    labels = run_labels(paths)
+    return [replace(s, label=label) for s, label in zip(summaries, labels, strict=True)]
+
+
+def run_labels(paths: list[str]) -> list[str]:
+    """The shortest tail of each path's parts that no other path shares.
+
+    ["a/run", "b/run", "c"] -> ["a/run", "b/run", "c"]; a path given twice gets
+    " (2)" on its second label.
+    """
+    parts = [Path(p).resolve().parts for p in paths]
+    distinct = list(dict.fromkeys(parts))
+    depth = dict.fromkeys(distinct, 1)
+    for _ in range(max((len(p) for p in distinct), default=0)):
+        tails = {p: "/".join(p[-depth[p] :]) for p in distinct}
+        counts = Counter(tails.values())
+        clashing = [p for p in distinct if counts[tails[p]] > 1]
+        if not clashing:
+            break
+        for p in clashing:
+            depth[p] = min(depth[p] + 1, len(p))
+    seen: Counter[tuple[str, ...]] = Counter()
+    labels = []
+    for p in parts:
+        seen[p] += 1
+        label = "/".join(p[-depth[p] :]).lstrip("/") or "/"
+        labels.append(label if seen[p] == 1 else f"{label} ({seen[p]})")
+    return labels
+
+
+def corpus_key(config: dict[str, Any]) -> str:
+    """The run's corpus, its cut and its fingerprint, comparable across runs."""
+    corpus = config.get("corpus") if isinstance(config.get("corpus"), dict) else {}
+    return json.dumps(
+        {"corpus": corpus, "fingerprint": config.get("corpus_fingerprint")},
+        sort_keys=True,
+    )
+
+
+def corpus_warning(summaries: list[RunSummary]) -> str | None:
+    """A warning when the runs were cut from different corpora or settings."""
+    keys = {s.corpus for s in summaries}
+    if len(keys) <= 1:
+        return None
+    described = []
+    for s in summaries:
+        data = json.loads(s.corpus) if s.corpus else {}
+        corpus = data.get("corpus") or {}
+        described.append(
+            f"{s.label}: {corpus.get('source', '?')} (seed {corpus.get('seed', '?')})"
+        )
+    return (
+        "the runs were cut from different corpora or corpus settings, so their "
+        "held-out and future texts differ and the figures do not compare: "
+        + "; ".join(described)
+    )
+
+
+def _trained_for(training: dict[str, Any], final: dict[str, Any]) -> str:
+    """How long a central run trained: its steps, or its epochs."""
+    step, epoch = final.get("step"), final.get("epoch")
+    if training.get("max_steps") is not None and isinstance(step, int):
+        text = f"{step:,} steps (--max-steps {training['max_steps']:,}"
+        if isinstance(epoch, int | float):
+            text += f", {epoch:.2f} epochs"
+        return text + ")"
+    return f"{training.get('epochs', '?')} epoch(s)"
+
+
+def setting(config: dict[str, Any], final: dict[str, Any] | None = None) -> str:
+    """A one-line description of how a run trained, from its config.json (and its
+    last evaluated metrics line, for how far a central run went)."""
     kind = config.get("kind")
     if kind == "federated":
         fed = config.get("federation", {})
@@ -121,7 +206,7 @@ def setting(config: dict[str, Any]) -> str:
         workers = config.get("workers", 1)
         return (
             f"{workers} worker(s), {t.get('optimizer', '?')} lr {t.get('lr', '?')}, "
-            f"batch {t.get('batch_size', '?')}, {t.get('epochs', '?')} epoch(s) "
+            f"batch {t.get('batch_size', '?')}, {_trained_for(t, final or {})} "
             "on the pooled data"
         )
     lo = config.get("local_only", {})
@@ -160,7 +245,7 @@ def row(summary: RunSummary) -> list[str]:
     if summary.rounds is not None:
         rounds = f"{summary.rounds} / {summary.phone_reports:,} reports"
     return [
-        Path(summary.name).name or summary.name,
+        summary.label or Path(summary.name).name or summary.name,
         summary.kind,
         _pct(heldout, "top1"),
         _pct(heldout, "top3"),

@@ -20,7 +20,12 @@ from rich.progress import (
 from central.local_only import LocalOnlyConfig, UserResult
 from central.local_only_run import create_local_only_run, run_local_only
 from cli.errors import UsageError
-from cli.options import add_corpus_options, corpus_config
+from cli.options import (
+    add_corpus_options,
+    check_new_run_dir,
+    check_threads,
+    corpus_config,
+)
 from corpora.messages import CorpusError
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
@@ -78,6 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _create(args: argparse.Namespace) -> str:
+    check_new_run_dir(args.out)
     try:
         config = LocalOnlyConfig(
             **{name: getattr(args, name) for name in _OPTIONS},
@@ -96,8 +102,7 @@ def _create(args: argparse.Namespace) -> str:
 def run_local_only_cmd(args: argparse.Namespace) -> int:
     """Train every user of the run alone, then print the pooled metrics."""
     console = Console()
-    if args.threads < 1:
-        raise UsageError("--threads must be >= 1")
+    check_threads(args.threads)
     path = args.resume or _create(args)
     torch.set_num_threads(args.threads)
     bar = Progress(

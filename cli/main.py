@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib import metadata
 
 from cli.errors import USER_ERRORS
 
@@ -22,12 +23,23 @@ COMMAND_MODULES = (
 )
 
 
+def package_version() -> str:
+    """The installed fedtype's version, or "unknown" when run from a bare tree."""
+    try:
+        return metadata.version("fedtype")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="fedtype",
         description="Federated next-word keyboard: phones, a coordinator, a central "
         "baseline and a live terminal demo.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {package_version()}"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
@@ -42,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as error:
+        print(f"fedtype {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a path the user gave that cannot be read or written
         print(f"fedtype {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

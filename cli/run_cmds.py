@@ -8,12 +8,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cli.errors import UsageError
 from corpora.corpus import load_corpus
 from corpora.samples import future_sample, heldout_sample
 from models.baseline import UnigramModel
 from models.metrics import EvalMetrics, evaluate
 from models.rundir import RunDir
 from models.suggest import Suggester
+
+# Most suggestions asked for at once: a keyboard shows three.
+MAX_SUGGESTIONS = 100
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -73,6 +77,8 @@ def _row(name: str, metrics: EvalMetrics) -> list[str]:
 def run_evaluate(args: argparse.Namespace) -> int:
     """Evaluate the run's model and the unigram baseline on both sets."""
     console = Console()
+    if args.limit < 0:
+        raise UsageError(f"--limit must be >= 0 (0 for all), not {args.limit}")
     run = RunDir(args.run)
     corpus = run.corpus_config()
     tokenizer = run.load_tokenizer()
@@ -102,6 +108,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_suggest(args: argparse.Namespace) -> int:
     """Print the suggestions for the given text, one per line."""
+    if not 1 <= args.k <= MAX_SUGGESTIONS:
+        raise UsageError(f"-k must lie in [1, {MAX_SUGGESTIONS}], not {args.k}")
     run = RunDir(args.run)
     model, _ = run.load_model(args.step)
     suggester = Suggester(model, run.load_tokenizer())

@@ -17,6 +17,12 @@ from rich.progress import (
 
 from cli.errors import UsageError
 from cli.options import add_corpus_options, corpus_config
+from cli.simulate_checks import (
+    add_robustness_options,
+    checked_splits,
+    new_run_defaults,
+    prepare_run,
+)
 from coordinator.config import FederationConfig
 from coordinator.events import ClientDone, EvaluationStarted, Event, RoundStarted
 from coordinator.simulation import Simulation
@@ -149,6 +155,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=ModelConfig().embed_dim,
         help="embedding width (default: %(default)s)",
     )
+    add_robustness_options(group)
     parser.add_argument(
         "--threads",
         type=int,
@@ -156,8 +163,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="torch CPU threads (default: torch's own; 1 is faster on a machine "
         "busy with other jobs)",
     )
-    add_corpus_options(parser)
-    parser.set_defaults(func=run_simulate)
+    corpus = add_corpus_options(parser)
+    # Refused beside --resume, which keeps the run's own settings (--workers only
+    # changes where the phones train, not what they compute).
+    defaults = new_run_defaults(group, corpus)
+    defaults.pop("workers", None)
+    parser.set_defaults(func=run_simulate, new_run_defaults=defaults)
 
 
 def federation_config(args: argparse.Namespace) -> FederationConfig:
@@ -174,6 +185,9 @@ def federation_config(args: argparse.Namespace) -> FederationConfig:
             shard_messages=args.shard_messages,
             dropout_rate=args.dropout_rate,
             eligibility=not args.always_eligible,
+            faulty_fraction=args.faulty_fraction,
+            fault_kind=args.fault_kind,
+            fault_scale=args.fault_scale,
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
@@ -184,6 +198,7 @@ def federation_config(args: argparse.Namespace) -> FederationConfig:
         strategy=args.strategy,
         server_lr=args.server_lr,
         eval_every=args.eval_every,
+        aggregator=args.aggregator,
         executor=args.executor,
         local=local,
         fleet=fleet,
@@ -191,6 +206,14 @@ def federation_config(args: argparse.Namespace) -> FederationConfig:
 
 
 def _open(args: argparse.Namespace, console: Console) -> Simulation:
+    restart = getattr(args, "restart", None)
+    if args.resume and restart is not None:  # round 0 was never saved: again
+        return Simulation.create(
+            args.resume,
+            federation=restart.federation,
+            corpus=restart.corpus,
+            model=restart.model,
+        )
     if args.resume:
         with console.status("loading the run and the corpus"):
             simulation = Simulation.resume(args.resume)
@@ -199,12 +222,15 @@ def _open(args: argparse.Namespace, console: Console) -> Simulation:
         return simulation
     federation = federation_config(args)
     model = ModelConfig(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim)
+    corpus = corpus_config(args, seed=federation.seed)
     with console.status("loading the corpus and building the fleet"):
+        splits = checked_splits(corpus, federation)
         return Simulation.create(
             args.out,
             federation=federation,
-            corpus=corpus_config(args, seed=federation.seed),
+            corpus=corpus,
             model=model,
+            splits=splits,
         )
 
 
@@ -225,11 +251,8 @@ def _summary(record: dict) -> str:
 def run_simulate(args: argparse.Namespace) -> int:
     """Run rounds until the run has `rounds`, saving each one."""
     console = Console()
-    if args.rounds is not None and args.rounds < 1:
-        raise UsageError("--rounds must be >= 1")
+    prepare_run(args, console)  # checks, and repairs before --resume
     if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError("--threads must be >= 1")
         torch.set_num_threads(args.threads)
     simulation = _open(args, console)
     target = simulation.federation.rounds

@@ -35,7 +35,13 @@ from central.events import (
 from central.launch import run_worker
 from central.runspec import create_run
 from cli.errors import UsageError
-from cli.options import add_corpus_options, corpus_config
+from cli.options import (
+    add_corpus_options,
+    check_model_dims,
+    check_new_run_dir,
+    check_threads,
+    corpus_config,
+)
 from corpora.messages import CorpusError
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
@@ -112,9 +118,9 @@ def start_new_run(
     args: argparse.Namespace, *, kind: str, extra: dict[str, Any] | None = None
 ) -> str:
     """Create the run directory --out names; returns its path."""
+    check_new_run_dir(args.out)
     config = training_config(args)
-    if args.hidden_dim < 1 or args.embed_dim < 1:
-        raise UsageError("--hidden-dim and --embed-dim must be >= 1")
+    check_model_dims(hidden_dim=args.hidden_dim, embed_dim=args.embed_dim)
     corpus = corpus_config(args, seed=config.seed)
     if corpus.source != "chitchat" and not Path(corpus.source).is_file():
         raise CorpusError("no such corpus file", path=corpus.source)
@@ -195,8 +201,7 @@ class ProgressDisplay:
 def run_train(args: argparse.Namespace) -> int:
     """Create or resume the run, then train it in this process."""
     console = Console()
-    if args.threads is not None and args.threads < 1:
-        raise UsageError("--threads must be >= 1")
+    check_threads(args.threads)
     path = args.resume or start_new_run(args, kind="train")
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -164,14 +164,16 @@ def read_bounded(path: str, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as error:
         raise CorpusError(f"cannot be read ({error.strerror})", path=path) from None
-    with os.fdopen(descriptor, "rb") as handle:
+    try:
         mode = os.fstat(descriptor).st_mode
         if not stat.S_ISREG(mode):
             raise CorpusError(f"is {_kind_of(mode)}, not a regular file", path=path)
-        try:
+        with os.fdopen(descriptor, "rb", closefd=False) as handle:
             data = handle.read(max_bytes + 1)
-        except OSError as error:
-            raise CorpusError(f"cannot be read ({error.strerror})", path=path) from None
+    except OSError as error:
+        raise CorpusError(f"cannot be read ({error.strerror})", path=path) from None
+    finally:
+        os.close(descriptor)
     if len(data) > max_bytes:
         raise CorpusError(
             f"is larger than {max_bytes:,} bytes, the most a corpus may hold",

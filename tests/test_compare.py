@@ -122,7 +122,7 @@ def test_cli_compare_writes_report_and_plots(
         ('{"kind": "mystery"}', "", "unknown run kind 'mystery'"),
         ('{"kind": "train"}', '{"step": 1}\n', "no evaluation recorded yet"),
         ('{"kind": "train"}', '{"heldout": {"top3": 0.1}}\n', "malformed line"),
-        ("[1, 2]", "", "unknown run kind"),
+        ("[1, 2]", "", "not a JSON object"),
     ],
 )
 def test_cli_compare_bad_run_dir_one_line_error(

@@ -30,6 +30,13 @@ def phone_label(index: int, client_id: str) -> str:
     return f"{index:>3}  {client_id[:8]}"
 
 
+def list_hint(phones: int) -> str:
+    """The line above the list: how many phones there are and how many are listed."""
+    if phones > MAX_LISTED:
+        return f"{phones:,} phones, the first {MAX_LISTED} listed: ↑↓ choose, Esc back"
+    return f"{phones:,} phones: ↑↓ choose, Esc back"
+
+
 def facts_table(facts: PhoneFacts) -> Table:
     """A phone's profile and metrics as a two-column grid."""
     table = Table.grid(padding=(0, 2))
@@ -112,9 +119,7 @@ class FleetScreen(ModalScreen[None]):
         self.query_one(OptionList).add_options(
             Option(phone_label(i, c), id=c) for i, c in enumerate(shown)
         )
-        self.query_one("#fleet-hint", Static).update(
-            f"{len(ids)} phones: ↑↓ choose, Esc back"
-        )
+        self.query_one("#fleet-hint", Static).update(list_hint(len(ids)))
 
     @on(OptionList.OptionHighlighted)
     def _highlighted(self, event: OptionList.OptionHighlighted) -> None:

@@ -1,0 +1,203 @@
+"""`fedtype simulate`'s checks before any work: options, the run directory, resume.
+
+Everything here runs before a rank starts or a file is written, so that a bad
+option is one line and exit status 2, and leaves nothing behind:
+
+- the hostile-phone and aggregator options (`add_robustness_options`);
+- options that only shape a new run, refused beside `--resume` (the run keeps the
+  settings it started with);
+- `--rounds` below the rounds a resumed run already completed;
+- `--out`: empty, a file, under a file or unwritable; a directory holding a run
+  killed before round 0 was saved is reused;
+- `--resume` repairs what a kill or a damaged disk left (`coordinator.store.
+  repair_for_resume`) and says what it did; a run that never saved round 0 is
+  started again from its own config.json;
+- more `--clients-per-round` than the fleet has phones.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, replace
+from typing import Any
+
+from rich.console import Console
+
+from cli.errors import UsageError
+from cli.options import (
+    check_model_dims,
+    check_new_run_dir,
+    check_threads,
+    check_workers,
+)
+from coordinator import store
+from coordinator.config import FederationConfig
+from coordinator.robust_aggregation import AGGREGATORS
+from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
+from device_sim.config import FAULT_KINDS, FleetConfig
+from device_sim.fleet import Fleet
+from models.config import ModelConfig
+from models.rundir import RunDir
+
+
+def add_robustness_options(group: argparse._ArgumentGroup) -> None:
+    """--faulty-fraction, --fault-kind, --fault-scale and --aggregator."""
+    fleet, federation = FleetConfig(), FederationConfig()
+    group.add_argument(
+        "--faulty-fraction",
+        type=float,
+        default=fleet.faulty_fraction,
+        help="share of phones that send a corrupted or hostile report "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--fault-kind",
+        choices=FAULT_KINDS,
+        default=fleet.fault_kind,
+        help="what a faulty phone sends: a NaN or Inf value, its update scaled "
+        "(scale) or flipped and scaled (sign), an inflated example count (count), "
+        "a wrong shape or dtype (default: %(default)s)",
+    )
+    group.add_argument(
+        "--fault-scale",
+        type=float,
+        default=fleet.fault_scale,
+        help="factor of scale, sign and count faults (default: 1000 for scale, 5 "
+        "for sign, 100 for count)",
+    )
+    group.add_argument(
+        "--aggregator",
+        choices=AGGREGATORS,
+        default=federation.aggregator,
+        help="how screened updates are combined: FedAvg's weighted mean, the "
+        "coordinate-wise median or trimmed mean, Krum or Multi-Krum "
+        "(default: %(default)s)",
+    )
+
+
+def new_run_defaults(*groups: argparse._ArgumentGroup) -> dict[str, Any]:
+    """The defaults of options that only shape a new run, by destination."""
+    return {
+        action.dest: action.default
+        for group in groups
+        for action in group._group_actions
+    }
+
+
+def resume_conflicts(args: argparse.Namespace) -> list[str]:
+    """New-run options given a value other than their default beside --resume."""
+    defaults: dict[str, Any] = getattr(args, "new_run_defaults", {})
+    return [
+        "--" + dest.replace("_", "-")
+        for dest, default in defaults.items()
+        if getattr(args, dest, default) != default
+    ]
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse options that cannot work, before any file is written."""
+    if args.rounds is not None and args.rounds < 1:
+        raise UsageError("--rounds must be >= 1")
+    check_threads(args.threads)
+    check_workers(getattr(args, "workers", None))
+    if args.resume is not None:
+        conflicts = resume_conflicts(args)
+        if conflicts:
+            raise UsageError(
+                f"{', '.join(conflicts)}: settings of a new run; --resume continues "
+                "the run with the settings it started with (drop them, or start a "
+                "new run with --out)"
+            )
+        return
+    check_new_run_dir(args.out)
+    check_model_dims(hidden_dim=args.hidden_dim, embed_dim=args.embed_dim)
+
+
+@dataclass(frozen=True)
+class Restart:
+    """A run to create again in place: its settings from its own config.json."""
+
+    federation: FederationConfig
+    corpus: CorpusConfig
+    model: ModelConfig
+
+
+def saved_settings(run: RunDir) -> Restart:
+    """The settings an (unstarted) run was created with."""
+    config = run.read_config()
+    try:
+        return Restart(
+            federation=FederationConfig.from_dict(config["federation"]),
+            corpus=run.corpus_config(check=False),
+            model=ModelConfig(**config["model"]),
+        )
+    except (KeyError, TypeError) as error:
+        raise UsageError(f"{run.config_path}: incomplete ({error})") from None
+
+
+def prepare_resume(args: argparse.Namespace, console: Console) -> Restart | None:
+    """Repair the run --resume names; the settings to start it again, if unstarted.
+
+    Refuses a --rounds below the rounds already completed.
+    """
+    run = RunDir(args.resume)
+    repair = store.repair_for_resume(run)
+    for note in repair.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if repair.unstarted:
+        restart = saved_settings(run)
+        if args.rounds is not None:
+            federation = replace(restart.federation, rounds=args.rounds)
+            restart = replace(restart, federation=federation)
+        store.clear_unstarted(run)
+        console.print(
+            f"{run.path}: round 0 was never saved; starting the run again",
+            highlight=False,
+        )
+        return restart
+    done, _, _ = store.read_progress(run)
+    if args.rounds is not None and args.rounds < done:
+        raise UsageError(
+            f"--rounds {args.rounds}: {run.path} has already completed {done} "
+            f"rounds; give --rounds {done} or more, or leave it out"
+        )
+    return None
+
+
+def prepare_out(args: argparse.Namespace, console: Console) -> None:
+    """Reuse an --out directory that holds only a run killed before round 0."""
+    run = RunDir(args.out)
+    if store.is_unstarted(run):
+        run.remove_stale_temporaries()
+        store.clear_unstarted(run)
+        console.print(
+            f"{run.path}: held a run stopped before round 0 was saved; starting "
+            "afresh there",
+            highlight=False,
+        )
+
+
+def prepare_run(args: argparse.Namespace, console: Console) -> None:
+    """All checks and repairs before the first rank starts (rank 0's process).
+
+    Sets `args.restart` to the saved settings when --resume names an unstarted
+    run, which is then created again in place.
+    """
+    check_options(args)
+    args.restart = None
+    if args.resume is not None:
+        args.restart = prepare_resume(args, console)
+    else:
+        prepare_out(args, console)
+
+
+def checked_splits(corpus: CorpusConfig, federation: FederationConfig) -> CorpusSplits:
+    """The corpus, loaded, once it is clear that its fleet can fill a round."""
+    splits = load_corpus(corpus)
+    phones = len(Fleet.from_splits(splits, federation.fleet, seed=federation.seed))
+    if federation.clients_per_round > phones:
+        raise UsageError(
+            f"--clients-per-round {federation.clients_per_round} is more than the "
+            f"fleet's {phones} phones: every round would be abandoned"
+        )
+    return splits
