@@ -34,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Print the table; with --out write the report and plots."""
+    if args.out is not None and not args.out.strip():
+        raise UsageError("--out must name a directory, not an empty string")
     summaries = load_runs(args.runs)
     # One column per run: a terminal is narrower than the Markdown report.
     rows = [row(s) for s in summaries]

@@ -22,6 +22,7 @@ from central.local_only_run import create_local_only_run, run_local_only
 from cli.errors import UsageError
 from cli.options import (
     add_corpus_options,
+    check_finite,
     check_new_run_dir,
     check_threads,
     corpus_config,
@@ -84,6 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _create(args: argparse.Namespace) -> str:
     check_new_run_dir(args.out)
+    check_finite("--lr", args.lr)
     try:
         config = LocalOnlyConfig(
             **{name: getattr(args, name) for name in _OPTIONS},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -68,6 +69,12 @@ def corpus_config(args: argparse.Namespace, *, seed: int = 0) -> CorpusConfig:
         future_fraction=args.future_fraction,
         seed=seed,
     )
+
+
+def check_finite(flag: str, value: float) -> None:
+    """Refuse NaN and infinite values of a float option."""
+    if not math.isfinite(value):
+        raise UsageError(f"{flag} must be a finite number, not {value}")
 
 
 def check_threads(threads: int | None, flag: str = "--threads") -> None:

@@ -37,6 +37,7 @@ from central.runspec import create_run
 from cli.errors import UsageError
 from cli.options import (
     add_corpus_options,
+    check_finite,
     check_model_dims,
     check_new_run_dir,
     check_threads,
@@ -99,6 +100,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def training_config(args: argparse.Namespace) -> CentralConfig:
     """The `CentralConfig` the options describe."""
+    check_finite("--lr", args.lr)
     try:
         return CentralConfig(
             seed=args.seed,
