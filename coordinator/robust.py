@@ -40,7 +40,7 @@ import numbers
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -76,6 +76,26 @@ class UpdateStats:
     finite: bool
     # A structural defect found on the worker (shape, dtype, count...), or None.
     problem: str | None = None
+
+
+class StatsLike(Protocol):
+    """What `screen_stats` reads: an `UpdateStats`, or any object with its fields
+    (an executor's own per-report summary)."""
+
+    @property
+    def client_id(self) -> str: ...
+
+    @property
+    def num_examples(self) -> int: ...
+
+    @property
+    def norm(self) -> float: ...
+
+    @property
+    def finite(self) -> bool: ...
+
+    @property
+    def problem(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -216,7 +236,7 @@ def update_stats(
     return UpdateStats(client_id, count, norm, math.isfinite(norm), None)
 
 
-def _bound_reason(s: UpdateStats, config: ScreenConfig) -> str | None:
+def _bound_reason(s: StatsLike, config: ScreenConfig) -> str | None:
     """Why a finite, well-formed report breaks an absolute bound, if it does."""
     most = config.max_examples()
     if most is not None and s.num_examples > most:
@@ -234,7 +254,7 @@ def _bound_reason(s: UpdateStats, config: ScreenConfig) -> str | None:
 
 
 def screen_stats(
-    stats: Sequence[UpdateStats],
+    stats: Sequence[StatsLike],
     *,
     config: ScreenConfig,
     history: ScreenHistory,

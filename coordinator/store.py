@@ -32,6 +32,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from coordinator.robust import ScreenHistory
 from coordinator.strategies import StrategyState, state_from_tensors, state_to_tensors
 from corpora.tokenizer import WordTokenizer
 from device_sim.phone import Parameters, load_parameters
@@ -125,18 +126,34 @@ def load_global(run: RunDir, server_round: int, tokenizer: WordTokenizer) -> Par
 
 
 def write_progress(
-    run: RunDir, *, server_round: int, clock: float, totals: Totals
+    run: RunDir,
+    *,
+    server_round: int,
+    clock: float,
+    totals: Totals,
+    screen: ScreenHistory | None = None,
 ) -> None:
-    """state.json: the last completed round, the clock and the running totals."""
-    run.write_state(
-        {
-            "server_round": server_round,
-            "clock": clock,
-            "tokens_total": totals.tokens_total,
-            "bytes_total": totals.bytes_total,
-            "wall_seconds_total": totals.wall_seconds_total,
-        }
-    )
+    """state.json: the last completed round, the clock, the running totals and
+    the update screen's memory (so that a resume screens as the run would have)."""
+    state: dict[str, Any] = {
+        "server_round": server_round,
+        "clock": clock,
+        "tokens_total": totals.tokens_total,
+        "bytes_total": totals.bytes_total,
+        "wall_seconds_total": totals.wall_seconds_total,
+    }
+    if screen is not None:
+        state["screen"] = screen.to_dict()
+    run.write_state(state)
+
+
+def read_screen_history(run: RunDir) -> ScreenHistory:
+    """The screen's memory saved with the last round (empty when none was)."""
+    state = run.read_state() or {}
+    try:
+        return ScreenHistory.from_dict(state.get("screen"))
+    except (TypeError, ValueError, AttributeError) as error:
+        raise RunDirError(f"{run.state_path}: bad 'screen' ({error})") from None
 
 
 def read_progress(run: RunDir) -> tuple[int, float | None, Totals]:
