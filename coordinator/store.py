@@ -360,6 +360,10 @@ def repair_for_resume(run: RunDir, *, start_clock: float | None = None) -> Repai
         RunDirError: the run cannot be resumed at all; the message says why.
     """
     config = run.read_config()
+    if config.get("kind") != "federated":
+        raise RunDirError(
+            f"{run.path}: a {config.get('kind')!r} run, not a federated one"
+        )
     notes: list[str] = []
     removed = run.remove_stale_temporaries()
     if removed:

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from cli.main import main
 from coordinator import store
+from coordinator.robust import ScreenHistory
 from corpora.messages import Message
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.rundir import RunDir, RunDirError
@@ -276,3 +277,39 @@ def test_resume_refuses_a_changed_corpus_and_works_from_anywhere(
     # Assert
     assert elsewhere[0] == 0, elsewhere[1]
     assert changed[0] == 2 and "the corpus changed since the run" in changed[1]
+
+
+def test_resume_repair_leaves_other_kinds_of_run_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Prepare: a central run's directory, with a checkpoint but no state.json
+    run = RunDir(tmp_path / "central")
+    run.checkpoint_dir.mkdir(parents=True)
+    run.config_path.write_text('{"kind": "central"}')
+    (run.checkpoint_dir / "step_000010.safetensors").write_bytes(b"weights")
+
+    # Execute
+    status, out = run_cli(["simulate", "--resume", str(run.path)], capsys)
+
+    # Assert
+    assert status == 2 and "a 'central' run, not a federated one" in out
+    assert sorted(p.name for p in run.checkpoint_dir.iterdir()) == [
+        "step_000010.safetensors"
+    ]
+
+
+def test_state_json_keeps_the_screen_history(tmp_path: Path) -> None:
+    # Prepare
+    run = RunDir(tmp_path)
+    history = ScreenHistory(norms=(1.0, 2.5))
+
+    # Execute
+    store.write_progress(run, server_round=3, clock=60.0, totals=store.Totals(),
+                         screen=history)  # fmt: skip
+    found = store.read_screen_history(run)
+    store.write_progress(run, server_round=3, clock=60.0, totals=store.Totals())
+
+    # Assert
+    assert found == history
+    assert store.read_screen_history(run) == ScreenHistory()
+    assert store.read_progress(run)[:2] == (3, 60.0)
