@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from models.launch import WorkerFailedError
+
+__all__ = ["CentralConfigError", "WorkerAbortedError", "WorkerFailedError"]
+
 
 class CentralConfigError(ValueError):
     """A central training setting cannot work; the message names it."""
-
-
-class WorkerFailedError(RuntimeError):
-    """A worker of a local multi-worker job died; the job was stopped."""
 
 
 class WorkerAbortedError(RuntimeError):

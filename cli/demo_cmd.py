@@ -39,10 +39,6 @@ def demo_federation(clients_per_round: int) -> FederationConfig:
         # 11.5 % / top-3 20.8 % and suggests "you" after "how are", where plain
         # FedAvg still suggests "I · you · the" after any text at round 65.
         strategy="fedavgm",
-        # The hand-written stacked model, in the child process: on one thread and
-        # 10 phones a round a median round took 2.76 s against the serial
-        # executor's 3.04 s (1.10x; benchmarks/fleet.py: 1.21x on two threads).
-        executor="batched",
     )
 
 

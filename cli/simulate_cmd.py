@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 from rich.console import Console
@@ -19,6 +20,7 @@ from cli.errors import UsageError
 from cli.options import add_corpus_options, corpus_config
 from cli.simulate_checks import (
     add_robustness_options,
+    check_options,
     checked_splits,
     new_run_defaults,
     prepare_run,
@@ -28,15 +30,9 @@ from coordinator.events import ClientDone, EvaluationStarted, Event, RoundStarte
 from coordinator.simulation import Simulation
 from coordinator.strategies import STRATEGIES
 from device_sim.config import FleetConfig, LocalTrainingConfig
-from device_sim.executors import EXECUTOR_NAMES
-from models.config import ModelConfig
-
-# The command line trains a round's phones on worker processes, one a core: on 2
-# cores 0.85 of a plain training loop's tokens/s against 0.58 for the serial
-# executor (benchmarks/fleet.py). The library default stays serial, since worker
-# processes need the `__main__` guard that this entry point has and a user's
-# script may not.
-CLI_EXECUTOR = "parallel"
+from device_sim.ranks import GroupRanks, Ranks, SingleRank
+from models.config import PRECISIONS, ModelConfig
+from models.launch import launch_local
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -108,11 +104,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate every N rounds, 0 never (default: %(default)s)",
     )
     group.add_argument(
-        "--executor",
-        choices=EXECUTOR_NAMES,
-        default=CLI_EXECUTOR,
-        help="where phones train: one by one, batched in this process, or one "
-        "worker process a core, the fastest (default: %(default)s)",
+        "--workers",
+        type=int,
+        default=fed.workers,
+        help="ranks the phones are spread over, one process each on loopback "
+        "(gloo); under torchrun its --nproc-per-node decides (default: "
+        "%(default)s)",
+    )
+    group.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=local.precision,
+        help="arithmetic of the phones' training: bf16 matmuls under autocast "
+        "(fp32 weights and loss) or plain fp32 (default: %(default)s)",
     )
     group.add_argument(
         "--seed",
@@ -179,6 +183,7 @@ def federation_config(args: argparse.Namespace) -> FederationConfig:
             max_local_steps=args.max_local_steps,
             client_lr=args.client_lr,
             prox_mu=args.prox_mu,
+            precision=args.precision,
         )
         fleet = FleetConfig(
             max_users=args.max_users,
@@ -199,13 +204,20 @@ def federation_config(args: argparse.Namespace) -> FederationConfig:
         server_lr=args.server_lr,
         eval_every=args.eval_every,
         aggregator=args.aggregator,
-        executor=args.executor,
+        workers=_world_size(args),
         local=local,
         fleet=fleet,
     )
 
 
-def _open(args: argparse.Namespace, console: Console) -> Simulation:
+def _world_size(args: argparse.Namespace) -> int:
+    """Ranks of this job: torchrun's WORLD_SIZE when it started us, else --workers."""
+    if "RANK" in os.environ:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    return int(args.workers)
+
+
+def _open(args: argparse.Namespace, console: Console, ranks: Ranks) -> Simulation:
     restart = getattr(args, "restart", None)
     if args.resume and restart is not None:  # round 0 was never saved: again
         return Simulation.create(
@@ -213,10 +225,11 @@ def _open(args: argparse.Namespace, console: Console) -> Simulation:
             federation=restart.federation,
             corpus=restart.corpus,
             model=restart.model,
+            ranks=ranks,
         )
     if args.resume:
         with console.status("loading the run and the corpus"):
-            simulation = Simulation.resume(args.resume)
+            simulation = Simulation.resume(args.resume, ranks=ranks)
         if args.rounds is not None:
             simulation.set_rounds(args.rounds)
         return simulation
@@ -231,6 +244,7 @@ def _open(args: argparse.Namespace, console: Console) -> Simulation:
             corpus=corpus,
             model=model,
             splits=splits,
+            ranks=ranks,
         )
 
 
@@ -249,12 +263,37 @@ def _summary(record: dict) -> str:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    """Run rounds until the run has `rounds`, saving each one."""
-    console = Console()
-    prepare_run(args, console)  # checks, and repairs before --resume
+    """Run rounds until the run has `rounds`, saving each one.
+
+    Under torchrun this process is one rank of its job; with `--workers W > 1`
+    it starts W local ranks (`models.launch.launch_local`) and waits for them.
+    """
+    if os.environ.get("RANK", "0") == "0":
+        prepare_run(args, Console())  # checks, and repairs before --resume
+    else:
+        check_options(args)
+    if args.workers < 1:
+        raise UsageError("--workers must be >= 1")
+    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return run_rank(args)
+    if args.workers > 1:
+        launch_local(run_rank, (args,), workers=args.workers, threads=args.threads)
+        return 0
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    simulation = _open(args, console)
+    return _run(args, SingleRank())
+
+
+def run_rank(args: argparse.Namespace) -> int:
+    """One rank of a multi-rank simulation (spawned here, or started by torchrun)."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    return _run(args, GroupRanks.from_environment())
+
+
+def _run(args: argparse.Namespace, ranks: Ranks) -> int:
+    console = Console(quiet=ranks.rank != 0)
+    simulation = _open(args, console, ranks)
     target = simulation.federation.rounds
     columns = (
         TextColumn("{task.description}"),

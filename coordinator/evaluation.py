@@ -127,10 +127,19 @@ class Evaluator:
         return combine([c for _, c in counts]).as_dict()
 
     def run(
-        self, model: NextWordModel, fleet: Fleet, executor: ClientExecutor
+        self,
+        model: NextWordModel,
+        fleet: Fleet,
+        executor: ClientExecutor,
+        *,
+        heldout: bool = True,
     ) -> dict[str, Any]:
-        """`{"heldout": ..., "future": ...}`, each `EvalMetrics.as_dict()` or None."""
+        """`{"heldout": ..., "future": ...}`, each `EvalMetrics.as_dict()` or None.
+
+        The future cohort's phones are measured on every rank (a collective);
+        the held-out sample only where `heldout` is set (rank 0).
+        """
         return {
-            "heldout": self.heldout(model),
+            "heldout": self.heldout(model) if heldout else None,
             "future": self.future(model, fleet, executor),
         }

@@ -15,15 +15,17 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import torch
+
 from coordinator.config import FederationConfig
 from coordinator.events import ClientDone, EventCallback, RoundStarted, emit
-from coordinator.robust import screen_updates
+from coordinator.robust import ScreenConfig, ScreenHistory, screen_stats
+from coordinator.robust_aggregation import aggregate_updates
 from coordinator.selection import Arrival, plan_round, select_clients
-from coordinator.strategies import Parameters, StrategyState, aggregate
+from coordinator.strategies import Parameters, StrategyState, server_step
 from corpora.tokenizer import WordTokenizer
-from device_sim.executor import ClientExecutor
+from device_sim.executor import ClientExecutor, ClientSummary, TrainedRound
 from device_sim.fleet import Fleet
-from device_sim.phone import ClientReport
 from device_sim.profile import drops_out, work_seconds
 
 
@@ -35,6 +37,7 @@ class ServerState:
     parameters: Parameters  # the global model's weights, in parameter order
     strategy: StrategyState  # the server optimizer's buffers
     clock: float  # simulated seconds (from day 0, 00:00 UTC) the next round starts
+    screen: ScreenHistory = ScreenHistory()  # the screen's memory of past rounds
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ def model_bytes(parameters: Parameters) -> int:
     return sum(t.numel() * t.element_size() for t in parameters)
 
 
-def _weighted(reports: list[ClientReport], name: str) -> float | None:
+def _weighted(reports: list[ClientSummary], name: str) -> float | None:
     total = sum(r.num_examples for r in reports)
     if not total:
         return None
@@ -170,7 +173,7 @@ def run_round(
         RoundStarted(server_round, len(eligible), len(selected), len(plan.on_time)),
     )
 
-    def on_report(report: ClientReport) -> None:
+    def on_report(report: ClientSummary) -> None:
         done = len(finished) + 1
         finished.append(report.client_id)
         emit(
@@ -186,19 +189,23 @@ def run_round(
         )
 
     finished: list[str] = []
-    reports = env.executor.train(
+    trained = env.executor.train(
         [env.fleet.phone(c) for c in plan.on_time],
         state.parameters,
         server_round=server_round,
         on_report=on_report,
     )
-    accepted, rejections = screen_updates(
-        state.parameters,
-        [(r.client_id, r.update, r.num_examples) for r in reports],
-        norm_factor=config.norm_factor,
-        min_for_norm_check=config.min_for_norm_check,
+    accepted, rejections, screen = screen_stats(
+        trained.summaries,
+        config=ScreenConfig.for_training(
+            config.local,
+            norm_factor=config.norm_factor,
+            min_for_norm_check=config.min_for_norm_check,
+        ),
+        history=state.screen,
     )
-    kept_ids = {client_id for client_id, _, _ in accepted}
+    kept_ids = set(accepted)
+    reports = trained.summaries
     kept = [r for r in reports if r.client_id in kept_ids]
     metrics = replace(
         base,
@@ -224,13 +231,43 @@ def run_round(
             f"{len(rejections)} rejected), {needed} needed"
         )
         metrics = replace(metrics, abandoned=True, abandon_reason=reason)
-        return _finish(state, metrics, config, started)
-    parameters, strategy = aggregate(
-        config.strategy_config(),
-        state.parameters,
-        [(r.update, r.num_examples) for r in kept],
-        state.strategy,
+        return _finish(state, metrics, config, started, screen=screen)
+    delta = _aggregate_delta(trained, kept_ids, config)
+    parameters, strategy = server_step(
+        config.strategy_config(), state.parameters, delta, state.strategy
     )
+    if not all(bool(torch.isfinite(p).all()) for p in parameters):
+        reason = "the aggregate would leave the model non-finite; not applied"
+        metrics = replace(metrics, abandoned=True, abandon_reason=reason)
+        return _finish(state, metrics, config, started, screen=screen)
     return _finish(
-        state, metrics, config, started, parameters=parameters, strategy=strategy
+        state,
+        metrics,
+        config,
+        started,
+        parameters=parameters,
+        strategy=strategy,
+        screen=screen,
+    )
+
+
+def _aggregate_delta(
+    trained: TrainedRound, accepted: set[str], config: FederationConfig
+) -> Parameters:
+    """The round's pseudo-gradient from the accepted updates.
+
+    FedAvg's example-weighted mean needs only sums: one all-reduce over the
+    ranks. A robust aggregator (a median, Krum) needs every update, so those are
+    gathered from the ranks.
+    """
+    if config.aggregator == "mean":
+        total, num_examples = trained.weighted_sum(accepted)
+        return [t / num_examples for t in total]
+    pairs = trained.gather_updates(accepted)
+    return aggregate_updates(
+        config.aggregator,
+        [u for u, _ in pairs],
+        [n for _, n in pairs],
+        trim_fraction=config.trim_fraction,
+        byzantine_fraction=config.byzantine_fraction,
     )

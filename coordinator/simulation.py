@@ -25,10 +25,10 @@ from coordinator.strategies import initial_state
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.samples import heldout_sample
 from corpora.tokenizer import WordTokenizer
-from device_sim.executor import ClientExecutor
-from device_sim.executors import make_executor
+from device_sim.executor import ClientExecutor, FleetExecutor
 from device_sim.fleet import Fleet
 from device_sim.phone import load_parameters, parameters_of
+from device_sim.ranks import Ranks, SingleRank
 from models.config import ModelConfig
 from models.model import NextWordModel
 from models.rundir import RunDir, RunDirError, write_json_atomic
@@ -57,6 +57,8 @@ class Simulation:
         state: ServerState,
         totals: store.Totals,
         on_event: EventCallback | None = None,
+        executor: ClientExecutor | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
         self.run = run
         self.federation = federation
@@ -71,13 +73,16 @@ class Simulation:
             run, fleet_config=federation.fleet, seed=federation.seed
         )
         self._scratch = NextWordModel(model)
-        self.executor: ClientExecutor = make_executor(
-            federation.executor,
+        self.executor: ClientExecutor = executor or FleetExecutor(
             model_config=model,
             tokenizer=tokenizer,
             local=federation.local,
             fault_kind=federation.fleet.fault_kind,
+            fault_scale=federation.fleet.fault_scale,
+            ranks=ranks or SingleRank(),
         )
+        # Rank 0 alone writes the run directory and measures held-out text.
+        self.is_leader = self.executor.ranks.rank == 0
         self._evaluator = Evaluator(
             heldout_texts=heldout_sample(splits, federation.heldout_messages),
             cohort=future_cohort(self._fleet, federation),
@@ -96,11 +101,58 @@ class Simulation:
         tokenizer: WordTokenizer | None = None,
         splits: CorpusSplits | None = None,
         on_event: EventCallback | None = None,
+        executor: ClientExecutor | None = None,
+        ranks: Ranks | None = None,
     ) -> Simulation:
         """Start a new run in `run_dir` (which must not hold one) at round 0.
 
-        `splits` may pass the corpus already loaded with `corpus` (tests, the TUI).
+        `splits` may pass the corpus already loaded with `corpus` (tests, the TUI);
+        `executor` the phones' executor (default: a `FleetExecutor` on `ranks`,
+        or on this process alone). With several ranks every rank calls `create`;
+        rank 0 alone writes, and the others then follow its run directory.
         """
+        ranks = executor.ranks if executor is not None else (ranks or SingleRank())
+        if ranks.rank != 0:
+            _follow_leader(ranks)
+            return cls._resume_here(
+                run_dir,
+                splits=splits,
+                on_event=on_event,
+                executor=executor,
+                ranks=ranks,
+            )
+        try:
+            simulation = cls._create_here(
+                run_dir,
+                federation=federation,
+                corpus=corpus,
+                model=model,
+                tokenizer=tokenizer,
+                splits=splits,
+                on_event=on_event,
+                executor=executor,
+                ranks=ranks,
+            )
+        except Exception as error:
+            _lead(ranks, error)
+            raise
+        _lead(ranks, None)
+        return simulation
+
+    @classmethod
+    def _create_here(
+        cls,
+        run_dir: str | Path,
+        *,
+        federation: FederationConfig,
+        corpus: CorpusConfig,
+        model: ModelConfig,
+        tokenizer: WordTokenizer | None,
+        splits: CorpusSplits | None,
+        on_event: EventCallback | None,
+        executor: ClientExecutor | None,
+        ranks: Ranks,
+    ) -> Simulation:
         run = RunDir(run_dir)
         if run.config_path.exists():
             raise RunDirError(
@@ -142,6 +194,8 @@ class Simulation:
             state=state,
             totals=store.Totals(),
             on_event=on_event,
+            executor=executor,
+            ranks=ranks,
         )
         simulation._save(state, None)
         return simulation
@@ -153,8 +207,48 @@ class Simulation:
         *,
         splits: CorpusSplits | None = None,
         on_event: EventCallback | None = None,
+        executor: ClientExecutor | None = None,
+        ranks: Ranks | None = None,
     ) -> Simulation:
-        """Continue a run from its last completed round."""
+        """Continue a run from its last completed round.
+
+        With several ranks every rank calls `resume`: rank 0 reads (and repairs)
+        the run directory first, then the others read it.
+        """
+        ranks = executor.ranks if executor is not None else (ranks or SingleRank())
+        if ranks.rank != 0:
+            _follow_leader(ranks)
+            return cls._resume_here(
+                run_dir,
+                splits=splits,
+                on_event=on_event,
+                executor=executor,
+                ranks=ranks,
+            )
+        try:
+            simulation = cls._resume_here(
+                run_dir,
+                splits=splits,
+                on_event=on_event,
+                executor=executor,
+                ranks=ranks,
+            )
+        except Exception as error:
+            _lead(ranks, error)
+            raise
+        _lead(ranks, None)
+        return simulation
+
+    @classmethod
+    def _resume_here(
+        cls,
+        run_dir: str | Path,
+        *,
+        splits: CorpusSplits | None,
+        on_event: EventCallback | None,
+        executor: ClientExecutor | None,
+        ranks: Ranks,
+    ) -> Simulation:
         run = RunDir(run_dir)
         config = run.read_config()
         if config.get("kind") != "federated":
@@ -180,10 +274,16 @@ class Simulation:
             parameters=parameters,
             strategy=store.load_server_state(run, server_round),
             clock=clock,
+            screen=store.read_screen_history(run),
         )
-        run.rewrite_metrics(
-            [r for r in run.read_metrics() if r.get("server_round", 0) <= server_round]
-        )
+        if ranks.rank == 0:
+            run.rewrite_metrics(
+                [
+                    r
+                    for r in run.read_metrics()
+                    if r.get("server_round", 0) <= server_round
+                ]
+            )
         splits = splits if splits is not None else load_corpus(corpus)
         simulation = cls(
             run=run,
@@ -195,6 +295,8 @@ class Simulation:
             state=state,
             totals=totals,
             on_event=on_event,
+            executor=executor,
+            ranks=ranks,
         )
         simulation._joined.load(simulation._fleet)
         return simulation
@@ -244,6 +346,8 @@ class Simulation:
         if rounds < 1:
             raise FederationConfigError("rounds must be >= 1")
         self.federation = replace(self.federation, rounds=rounds)
+        if not self.is_leader:
+            return
         config = self.run.read_config()
         config["federation"] = self.federation.to_dict()
         write_json_atomic(self.run.config_path, config)
@@ -280,7 +384,9 @@ class Simulation:
             started = time.perf_counter()
             load_parameters(self._scratch, state.parameters)
             record.update(
-                self._evaluator.run(self._scratch, self._fleet, self.executor)
+                self._evaluator.run(
+                    self._scratch, self._fleet, self.executor, heldout=self.is_leader
+                )
             )
             record["eval_seconds"] = time.perf_counter() - started
         self._totals = totals
@@ -290,14 +396,20 @@ class Simulation:
         return record
 
     def _save(self, state: ServerState, record: dict[str, Any] | None) -> None:
-        """Persist a round in crash-safe order (see `coordinator.store`)."""
+        """Persist a round in crash-safe order (see `coordinator.store`), on rank 0."""
+        if not self.is_leader:
+            return
         r = state.server_round
         store.save_global(self.run, r, self._scratch, state.parameters, self.tokenizer)
         store.save_server_state(self.run, r, state.strategy)
         if record is not None:
             self.run.append_metrics(record)
         store.write_progress(
-            self.run, server_round=r, clock=state.clock, totals=self._totals
+            self.run,
+            server_round=r,
+            clock=state.clock,
+            totals=self._totals,
+            screen=state.screen,
         )
         store.prune(
             self.run,
@@ -343,5 +455,18 @@ class Simulation:
         return model.eval()
 
     def close(self) -> None:
-        """Release the executor."""
+        """Release the executor (and leave the ranks' group)."""
         self.executor.close()
+
+
+def _lead(ranks: Ranks, error: Exception | None) -> None:
+    """Tell the other ranks that rank 0 is done with the run directory, or failed."""
+    if ranks.world_size > 1:
+        ranks.broadcast_object(None if error is None else f"{error}")
+
+
+def _follow_leader(ranks: Ranks) -> None:
+    """Wait until rank 0 has written the run directory; fail if it failed."""
+    failure = ranks.broadcast_object(None)
+    if failure is not None:
+        raise RunDirError(f"rank 0 could not start the run: {failure}")

@@ -249,24 +249,50 @@ def _check_state(
 
 
 @torch.no_grad()
+def server_step(
+    config: StrategyConfig,
+    parameters: Parameters,
+    delta: Parameters,
+    state: StrategyState,
+) -> tuple[Parameters, StrategyState]:
+    """One server optimizer step with the pseudo-gradient `delta`.
+
+    Args:
+        config: the strategy and its settings.
+        parameters: the global parameters the clients started from.
+        delta: the round's aggregate of the clients' updates (for FedAvg and its
+            server optimizers the example-weighted mean; a robust aggregator's
+            output otherwise), in `parameters`' shapes.
+        state: the strategy's state after the previous round.
+
+    Returns:
+        New parameters and a new state with `server_round` one higher; neither
+        shares storage with the inputs, which are left unchanged.
+
+    Raises:
+        ValueError: tensors that do not match `parameters`, or a state made for
+            another strategy.
+    """
+    _check_state(config, parameters, state)
+    delta = [d.to(p.dtype) for d, p in zip(delta, parameters, strict=True)]
+    _check_like(parameters, delta, "delta")
+    new_parameters, buffers = _STEPS[config.name](
+        config, list(parameters), delta, state.buffers
+    )
+    return new_parameters, StrategyState(state.server_round + 1, buffers)
+
+
+@torch.no_grad()
 def aggregate(
     config: StrategyConfig,
     parameters: Parameters,
     results: Sequence[tuple[Parameters, int]],
     state: StrategyState,
 ) -> tuple[Parameters, StrategyState]:
-    """One server step: new global parameters and state from the round's results.
+    """One server step from the round's `(update, num_examples)` results.
 
-    Args:
-        config: the strategy and its settings.
-        parameters: the global parameters the clients started from.
-        results: one `(update, num_examples)` per client, where
-            update = local weights - `parameters`.
-        state: the strategy's state after the previous round.
-
-    Returns:
-        New parameters and a new state with `server_round` one higher; neither
-        shares storage with the inputs, which are left unchanged.
+    The example-weighted mean of the updates (`weighted_average`), then
+    `server_step`; see there for the arguments and results.
 
     Raises:
         ValueError: no results, a count that is not positive, tensors that do
@@ -277,10 +303,7 @@ def aggregate(
     _check_like(parameters, results[0][0], "update")
     _check_state(config, parameters, state)
     delta = weighted_average([u for u, _ in results], [n for _, n in results])
-    new_parameters, buffers = _STEPS[config.name](
-        config, list(parameters), delta, state.buffers
-    )
-    return new_parameters, StrategyState(state.server_round + 1, buffers)
+    return server_step(config, parameters, delta, state)
 
 
 def state_to_tensors(state: StrategyState) -> dict[str, torch.Tensor]:

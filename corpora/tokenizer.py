@@ -9,6 +9,7 @@ shared artefact and exists only for comparison.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -118,10 +119,14 @@ class WordTokenizer:
         """Write `tokenizer.json` (the caller decides where)."""
         self.backend.save(str(path))
 
-    def fingerprint(self) -> str:
-        """A short hash of the vocabulary: checkpoints record it to catch mismatches."""
+    @functools.cached_property
+    def _fingerprint(self) -> str:
         vocab = json.dumps(self.id_to_token, ensure_ascii=False).encode()
         return hashlib.sha256(vocab).hexdigest()[:16]
+
+    def fingerprint(self) -> str:
+        """A short hash of the vocabulary: checkpoints record it to catch mismatches."""
+        return self._fingerprint
 
     def tokenize(self, text: str) -> list[str]:
         """The normalised pieces of `text` (words, marks) before vocabulary lookup."""

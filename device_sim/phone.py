@@ -21,6 +21,7 @@ import torch
 
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import LocalTrainingConfig
+from device_sim.faults import corrupt_report, default_fault_scale
 from device_sim.local_eval import EvalCounts, combine, count_metrics
 from device_sim.profile import DeviceProfile
 from models.batching import encode_messages
@@ -76,23 +77,10 @@ def load_parameters(model: torch.nn.Module, parameters: Sequence[torch.Tensor]) 
         target.copy_(source)
 
 
-def corrupt(update: Parameters, kind: str) -> Parameters:
-    """The update a faulty device sends instead of `update` (see FAULT_KINDS)."""
-    if kind == "scale":
-        return [t * 1000.0 for t in update]
-    if kind == "dtype":
-        return [t.double() for t in update]
-    if kind == "shape":
-        return [update[0][:-1].clone(), *update[1:]]
-    bad = update[0].clone()
-    bad.view(-1)[0] = float("nan") if kind == "nan" else float("inf")
-    return [bad, *update[1:]]
-
-
 class Phone:
     """One simulated device with a private typing history."""
 
-    __slots__ = ("client_id", "profile", "_seed", "_train", "_future")
+    __slots__ = ("client_id", "profile", "_seed", "_train", "_future", "_encoded")
 
     def __init__(
         self,
@@ -108,9 +96,20 @@ class Phone:
         self._seed = seed
         self._train = tuple(train)
         self._future = tuple(future)
+        # (tokenizer fingerprint, max_len) -> the train text as token sequences:
+        # a phone tokenises its history once, not every round.
+        self._encoded: tuple[tuple[str, int], list[list[int]]] | None = None
 
     def __repr__(self) -> str:
         return f"Phone({self.client_id!r})"
+
+    def sequences(self, tokenizer: WordTokenizer, max_len: int) -> list[list[int]]:
+        """The train text as `<bos> ... <eos>` token windows, encoded once."""
+        key = (tokenizer.fingerprint(), max_len)
+        if self._encoded is None or self._encoded[0] != key:
+            encoded = encode_messages(tokenizer, list(self._train), max_len)
+            self._encoded = (key, encoded)
+        return self._encoded[1]
 
     def local_data(
         self,
@@ -127,7 +126,7 @@ class Phone:
         The sequences are all the phone's, or a random `sequence_budget()` of them.
         """
         rng = numpy_rng(self._seed, server_round, self.client_id, "train")
-        sequences = encode_messages(tokenizer, list(self._train), max_len)
+        sequences = self.sequences(tokenizer, max_len)
         budget = config.sequence_budget()
         if budget is not None and len(sequences) > budget:
             chosen = np.sort(rng.choice(len(sequences), size=budget, replace=False))
@@ -138,7 +137,7 @@ class Phone:
         self, tokenizer: WordTokenizer, config: LocalTrainingConfig, max_len: int
     ) -> int:
         """Optimizer steps this phone's local training takes (for its timing)."""
-        count = len(encode_messages(tokenizer, list(self._train), max_len))
+        count = len(self.sequences(tokenizer, max_len))
         budget = config.sequence_budget()
         if budget is not None:
             count = min(count, budget)
@@ -161,12 +160,12 @@ class Phone:
             max_len=model.config.max_len,
             server_round=server_round,
         )
-        pad_id = tokenizer.pad_id
-        before, _ = evaluate_loss(model, data.probe, pad_id=pad_id)
+        pad_id, precision = tokenizer.pad_id, config.precision
+        before, _ = evaluate_loss(model, data.probe, pad_id=pad_id, precision=precision)
         result = train_local(
             model, data.sequences, config.training_config(), pad_id=pad_id, rng=data.rng
         )
-        after, _ = evaluate_loss(model, data.probe, pad_id=pad_id)
+        after, _ = evaluate_loss(model, data.probe, pad_id=pad_id, precision=precision)
         metrics = ClientMetrics(
             loss_before=before,
             loss_after=after,
@@ -185,6 +184,7 @@ class Phone:
         config: LocalTrainingConfig,
         server_round: int,
         fault_kind: str = "nan",
+        fault_scale: float | None = None,
     ) -> ClientReport:
         """FedAvg's ClientUpdate: start from the global weights, return the delta.
 
@@ -200,9 +200,15 @@ class Phone:
                 p.detach() - g
                 for p, g in zip(model.parameters(), global_parameters, strict=True)
             ]
+        num_examples = result.num_examples
         if self.profile.faulty:
-            update = corrupt(update, fault_kind)
-        return ClientReport(self.client_id, update, result.num_examples, metrics)
+            scale = (
+                default_fault_scale(fault_kind) if fault_scale is None else fault_scale
+            )
+            update, num_examples = corrupt_report(
+                update, num_examples, kind=fault_kind, scale=scale
+            )
+        return ClientReport(self.client_id, update, num_examples, metrics)
 
     def evaluate_counts(
         self,

@@ -14,7 +14,6 @@ from device_sim.config import FleetConfig, FleetConfigError, LocalTrainingConfig
 from device_sim.phone import (
     Phone,
     PhoneStoreError,
-    corrupt,
     load_parameters,
     parameters_of,
 )
@@ -130,25 +129,6 @@ def test_phone_fedprox_keeps_update_closer_to_global(
 
     # Assert
     assert norms[1] < norms[0]
-
-
-def test_corrupt_each_kind_breaks_the_update_as_named() -> None:
-    # Prepare
-    update = [torch.ones(3, 2), torch.zeros(4)]
-
-    # Execute
-    nan = corrupt(update, "nan")
-    inf = corrupt(update, "inf")
-    scaled = corrupt(update, "scale")
-    shape = corrupt(update, "shape")
-    dtype = corrupt(update, "dtype")
-
-    # Assert
-    assert torch.isnan(nan[0]).sum() == 1 and torch.isinf(inf[0]).sum() == 1
-    assert float(scaled[0].sum()) == 6000.0
-    assert tuple(shape[0].shape) == (2, 2)
-    assert dtype[0].dtype == torch.float64
-    assert torch.equal(update[0], torch.ones(3, 2))  # the input is untouched
 
 
 def test_phone_evaluate_counts_future_text_only(

@@ -19,7 +19,7 @@ from coordinator.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits, UserHistory
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, LocalTrainingConfig
-from device_sim.executor import ReportCallback, SerialExecutor
+from device_sim.executor import FleetExecutor, ReportCallback, TrainedRound
 from device_sim.local_eval import EvalCounts
 from device_sim.phone import ClientMetrics, ClientReport, Parameters, Phone
 from device_sim.profile import draw_profile
@@ -30,8 +30,8 @@ CANARY = "zqxcanary"
 COORDINATOR = Path(__file__).resolve().parents[1] / "coordinator"
 
 
-class RecordingExecutor(SerialExecutor):
-    """A serial executor that keeps everything its phones hand back."""
+class RecordingExecutor(FleetExecutor):
+    """The fleet's executor, keeping everything that crosses to the coordinator."""
 
     crossed: list[object]
 
@@ -42,12 +42,20 @@ class RecordingExecutor(SerialExecutor):
         *,
         server_round: int,
         on_report: ReportCallback | None = None,
-    ) -> list[ClientReport]:
-        reports = super().train(
+    ) -> TrainedRound:
+        trained = super().train(
             phones, global_parameters, server_round=server_round, on_report=on_report
         )
-        self.crossed.extend(reports)
-        return reports
+        self.crossed.extend(trained.summaries)
+        reduce = trained.reduce_vectors
+
+        def recorded(*args: object, **kwargs: object) -> object:
+            total = reduce(*args, **kwargs)  # type: ignore[arg-type]
+            self.crossed.append(total)
+            return total
+
+        trained.reduce_vectors = recorded  # type: ignore[method-assign]
+        return trained
 
     def evaluate(
         self,
@@ -150,8 +158,10 @@ def test_privacy_canary_never_reaches_coordinator_events_or_disk(
     simulation.run_round()
     simulation.run_round()
 
-    # Assert: reports and evaluation counts crossed, and nothing else.
-    assert {type(x).__name__ for x in executor.crossed} == {"ClientReport", "tuple"}
+    # Assert: per-phone summaries, the round's sums and evaluation counts crossed,
+    # and nothing else.
+    kinds = {type(x).__name__ for x in executor.crossed}
+    assert kinds == {"ClientSummary", "ndarray", "tuple"}
     for item in executor.crossed:
         if isinstance(item, tuple):
             assert isinstance(item[0], str) and isinstance(item[1], EvalCounts)
