@@ -1,24 +1,28 @@
 """Training speed of the federated fleet against a plain loop, and its memory.
 
-    .venv/bin/python benchmarks/fleet.py [--quick] [--rounds 8] [--executors ...]
-        [--memory-executor serial] [--phones 10000] [--memory-rounds 100]
+    .venv/bin/python -m benchmarks.fleet [--rounds 8] [--workers 2]
+        [--precision bf16] [--shapes default fedavg] [--skip-memory]
+        [--phones 10000] [--memory-rounds 100]
 
-Speed: one `Simulation` per executor (serial, batched, parallel) runs the same
-rounds (selection depends on the seed alone, so every executor trains the same
-phones on the same batches). Round by round, in rotating order, each simulation
-runs a round, and a plain loop (one model, one optimizer, `train_step`) trains on
-exactly the batches the round's phones trained on: the same tokens, batch size and
-model, with no phones, copies, probes or checkpoints: the compute floor. Tokens a
-second of each and their ratio are taken per round, and the medians reported, so
-that the load of other processes on a shared machine hits both sides alike. The
-first round of each is a warm-up and not counted (worker start, allocator pools).
+Speed: W ranks (`models.launch.launch_local`, gloo on loopback, one thread each)
+run a `Simulation` round by round. After each round rank 0 replays exactly the
+batches the round's phones trained on (`models.training.local_batches` from each
+phone's own stream) through a plain loop: one fp32 model, one SGD optimizer,
+`train_step`, every core's threads, no phones, probes, screening or checkpoints,
+while the other ranks wait. Both sides' tokens a second are taken per round and
+the medians reported; round 1 is a warm-up and not counted. fedtype's figure is
+end to end inside the round (`wall_seconds`: training, the phones' loss probes,
+the gather, the screen, the all-reduce and the server step); the save after it is
+reported apart.
 
-Memory: a fleet of at least `--phones` phones (users cut into conversation-sized
-shards) runs `--memory-rounds` rounds of one local step each. The proportional set
-size (PSS: resident memory, pages shared between processes split among them) of
-this process and the executor's workers is read after every round; its growth from
-round 10 (warm) to the last must stay under 5 %, and the peak resident memory
-(getrusage; VmHWM for the workers) under 2 GB.
+Two round shapes: the default round (20 reports, at most 16 local steps, the
+default fleet) and FedAvg's (20 reports, one local epoch with no step cap, no
+dropouts, every phone eligible, users with at least 500 words).
+
+Memory: at least `--phones` phones (users cut into conversation-sized shards) run
+`--memory-rounds` rounds of one local step each on W ranks; the proportional set
+size (PSS) of the whole process tree (this process and the ranks) is read after
+every round, and the peak resident memory of each process at the end.
 """
 
 from __future__ import annotations
@@ -28,244 +32,210 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import replace
-from functools import partial
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-
-# Run as a script, so this directory is on sys.path.
-from fleet_meters import (  # type: ignore[import-not-found]
-    TimedExecutor,
-    measured,
-    median,
-    peak_rss_bytes,
-    pss_bytes,
-    rss_bytes,
-)
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.fleet_meters import peak_rss_bytes, pss_bytes
 from coordinator.config import FederationConfig
 from coordinator.simulation import Simulation
-from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
-from corpora.tokenizer import WordTokenizer
-from device_sim.batched import BatchedExecutor, phone_batches
+from corpora.corpus import CorpusConfig, load_corpus
 from device_sim.config import FleetConfig, LocalTrainingConfig
-from device_sim.executor import ClientExecutor, SerialExecutor
-from device_sim.parallel import ParallelExecutor
+from device_sim.phone import Phone
+from device_sim.ranks import GroupRanks, Ranks, SingleRank
 from models.batching import count_targets
 from models.config import ModelConfig
-from models.model import NextWordModel
-from models.training import make_optimizer, train_step
+from models.launch import launch_local
+from models.model import NextWordModel, flops_per_token
+from models.training import local_batches, make_optimizer, train_step
 
-# name: (executor class, its settings beyond the model, tokenizer and local ones).
-# serial: `Phone.train` in this process. batched: the stacked hand-written model,
-# one phone a pass; batched-16: 16 phones a pass. parallel: a worker process a
-# core with the batched engine; parallel-serial: the same with `Phone.train`.
-EXECUTORS: dict[str, tuple[Any, dict[str, Any]]] = {
-    "serial": (SerialExecutor, {}),
-    "batched": (BatchedExecutor, {"group_size": 1}),
-    "batched-16": (BatchedExecutor, {"group_size": 16}),
-    "parallel": (ParallelExecutor, {"engine": "batched"}),
-    "parallel-serial": (ParallelExecutor, {"engine": "serial"}),
-}
 # Rounds after which memory counts as warmed up.
 WARM_ROUNDS = 10
 
 
-def make_executor(
-    name: str, model: ModelConfig, tokenizer: WordTokenizer, local: LocalTrainingConfig
-) -> ClientExecutor:
-    """The executor of `EXECUTORS` called `name`."""
-    kind, settings = EXECUTORS[name]
-    executor: ClientExecutor = kind(
-        model_config=model, tokenizer=tokenizer, local=local, **settings
+@dataclass(frozen=True)
+class Shape:
+    """A round shape: the federation and the corpus it runs on."""
+
+    name: str
+    federation: FederationConfig
+    corpus: CorpusConfig
+
+
+def shapes(precision: str, workers: int) -> dict[str, Shape]:
+    """The default round and FedAvg's round, as `fedtype simulate` would run them."""
+    base = FederationConfig(eval_every=0, workers=workers)
+    default = replace(base, local=replace(base.local, precision=precision))
+    fedavg = replace(
+        base,
+        strategy="fedavg",
+        local=LocalTrainingConfig(max_local_steps=None, precision=precision),
+        fleet=FleetConfig(dropout_rate=0.0, eligibility=False),
     )
-    return executor
+    return {
+        "default": Shape("default", default, CorpusConfig()),
+        "fedavg": Shape("fedavg", fedavg, CorpusConfig(min_words_per_user=500)),
+    }
+
+
+def ranks_here() -> Ranks:
+    """The ranks of this process: a group when launched with W > 1."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return GroupRanks.from_environment()
+    return SingleRank()
 
 
 def round_batches(
-    timed: TimedExecutor,
-    tokenizer: WordTokenizer,
-    local: LocalTrainingConfig,
-    max_len: int,
+    phones: list[Phone], sim: Simulation, server_round: int
 ) -> list[torch.Tensor]:
-    """The batches the phones of the executor's last round trained on."""
-    batches = []
-    for phone in timed.phones:
+    """The batches the round's phones trained on, drawn as their training drew."""
+    local = sim.federation.local
+    batches: list[torch.Tensor] = []
+    for phone in phones:
         data = phone.local_data(
-            tokenizer=tokenizer,
+            tokenizer=sim.tokenizer,
             config=local,
-            max_len=max_len,
-            server_round=timed.server_round,
+            max_len=sim.model_config.max_len,
+            server_round=server_round,
         )
-        batches += phone_batches(
+        batches += local_batches(
             data.sequences,
             local.training_config(),
-            pad_id=tokenizer.pad_id,
+            pad_id=sim.tokenizer.pad_id,
             rng=data.rng,
         )
     return batches
 
 
-def plain_loop(
-    model: NextWordModel,
-    optimizer: torch.optim.Optimizer,
-    batches: list[torch.Tensor],
-    local: LocalTrainingConfig,
-    pad_id: int,
-) -> float:
-    """Seconds `train_step` takes over `batches` on one model."""
-    config = local.training_config()
+def plain_loop(batches: list[torch.Tensor], local: LocalTrainingConfig) -> float:
+    """Seconds of the plain fp32 loop over `batches`, with every core's threads."""
+    config = replace(local.training_config(), precision="fp32")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    model = NextWordModel(ModelConfig())
+    optimizer = make_optimizer(model, config)
     started = time.perf_counter()
     for batch in batches:
-        train_step(model, optimizer, batch, config, pad_id=pad_id)
-    return time.perf_counter() - started
+        train_step(model, optimizer, batch, config, pad_id=0)
+    elapsed = time.perf_counter() - started
+    torch.set_num_threads(threads)
+    return elapsed
 
 
-def start_simulations(
-    names: Sequence[str],
-    out: str,
-    federation: FederationConfig,
-    splits: CorpusSplits,
-    tokenizer: WordTokenizer,
-) -> dict[str, tuple[Simulation, TimedExecutor]]:
-    """A simulation per executor name, each with its executor behind a timer."""
-    sims = {}
-    for name in names:
-        sim = Simulation.create(
-            os.path.join(out, name.replace(" ", "_")),
-            federation=federation,
-            corpus=splits.config,
-            model=ModelConfig(),
-            tokenizer=tokenizer,
-            splits=splits,
-        )
-        sim.executor.close()
-        timed = TimedExecutor(
-            make_executor(name, ModelConfig(), tokenizer, federation.local)
-        )
-        sim.executor = timed
-        sims[name] = (sim, timed)
-    return sims
+def speed_rank(shape: Shape, rounds: int, out: str, result_path: str) -> None:
+    """One rank's part of the speed measurement; rank 0 writes the samples."""
+    ranks = ranks_here()
+    splits = load_corpus(shape.corpus)
+    sim = Simulation.create(
+        out,
+        federation=replace(shape.federation, rounds=rounds + 1),
+        corpus=shape.corpus,
+        model=ModelConfig(),
+        splits=splits,
+        ranks=ranks,
+    )
+    trained: list[Phone] = []
+    inner = sim.executor.train
 
+    def recording(phones: Any, *args: Any, **kwargs: Any) -> Any:
+        trained[:] = list(phones)
+        return inner(phones, *args, **kwargs)
 
-# Per variant, per counted round: (tokens, wall seconds, CPU seconds).
-Samples = dict[str, list[tuple[int, float, float]]]
-
-
-def speed_round(
-    sims: dict[str, tuple[Simulation, TimedExecutor]],
-    plain: dict[int, tuple[NextWordModel, torch.optim.Optimizer]],
-    server_round: int,
-    tokenizer: WordTokenizer,
-) -> tuple[int, dict[str, tuple[float, float]]]:
-    """Run one round of every simulation and the plain loops, in rotating order.
-
-    Returns the round's tokens and each variant's (wall, CPU) seconds.
-    """
-    names = list(sims)
-    shift = server_round % len(names)
-    order = [*names[shift:], *names[:shift]]
-    counts = list(plain)[server_round % 2 :] + list(plain)[: server_round % 2]
-    threads = torch.get_num_threads()
-    local = next(iter(sims.values()))[0].federation.local
-    spent: dict[str, tuple[float, float]] = {}
-    tokens: dict[str, int] = {}
-    batches: list[torch.Tensor] = []
-    for i, name in enumerate(order):
-        sim, timed = sims[name]
-        pids: list[int] = getattr(timed.inner, "worker_pids", list)()
-        record, wall, cpu = measured(sim.run_round, pids)
-        spent[name], tokens[name] = (wall, cpu), record["tokens"]
-        spent[f"{name} (train only)"] = (timed.seconds, float("nan"))
-        if not batches:
-            batches = round_batches(timed, tokenizer, local, ModelConfig().max_len)
-        # The plain loops go between the executors, on the round's batches.
-        for count in counts[i : i + 1] if i < len(order) - 1 else counts[i:]:
-            model, optimizer = plain[count]
-            torch.set_num_threads(count)
-            run = partial(
-                plain_loop, model, optimizer, batches, local, tokenizer.pad_id
+    sim.executor.train = recording  # type: ignore[method-assign]
+    samples = []
+    for server_round in range(1, rounds + 2):
+        started = time.perf_counter()
+        record = sim.run_round()
+        with_save = time.perf_counter() - started
+        plain_s, plain_tokens = float("nan"), 0
+        if ranks.rank == 0:
+            batches = round_batches(trained, sim, server_round)
+            plain_tokens = sum(count_targets(b, 0) for b in batches)
+            plain_s = plain_loop(batches, sim.federation.local)
+        ranks.broadcast_object(None)  # the others wait for the plain loop
+        if server_round > 1 and not record["abandoned"]:
+            samples.append(
+                {
+                    "tokens": record["tokens"],
+                    "wall": record["wall_seconds"],
+                    "with_save": with_save,
+                    "plain_tokens": plain_tokens,
+                    "plain_s": plain_s,
+                    "reported": record["reported"],
+                }
             )
-            _, wall, cpu = measured(run, [])
-            torch.set_num_threads(threads)
-            spent[f"plain loop, {count} thread{'s' * (count > 1)}"] = (wall, cpu)
-    expected = sum(count_targets(b, tokenizer.pad_id) for b in batches)
-    if any(t != expected for t in tokens.values()):
-        raise RuntimeError(f"the executors trained different tokens: {tokens}")
-    return expected, spent
+    if ranks.rank == 0:
+        with open(result_path, "w") as handle:
+            handle.write(repr(samples))
+    sim.close()
 
 
-def speed(
-    splits: CorpusSplits,
-    tokenizer: WordTokenizer,
-    names: Sequence[str],
-    rounds: int,
-    local: LocalTrainingConfig,
-    console: Console,
-) -> Samples:
-    """Each executor's rounds and the plain loops on the same batches, per round."""
-    federation = FederationConfig(rounds=rounds + 1, eval_every=0, local=local)
-    plain = {}
-    for count in sorted({os.cpu_count() or 1, 1}, reverse=True):
-        torch.manual_seed(0)
-        model = NextWordModel(ModelConfig())
-        plain[count] = (model, make_optimizer(model, local.training_config()))
-    samples: Samples = {}
-    with tempfile.TemporaryDirectory() as out:
-        sims = start_simulations(names, out, federation, splits, tokenizer)
-        try:
-            for r in range(rounds + 1):
-                tokens, spent = speed_round(sims, plain, r, tokenizer)
-                console.print(
-                    f"round {r + 1}: {tokens:,} tokens"
-                    + (" (warm-up, not counted)" if r == 0 else "")
-                    + "".join(f"; {k} {w:.2f} s" for k, (w, _) in spent.items())
-                )
-                for key, (wall, cpu) in spent.items():
-                    if r > 0:
-                        samples.setdefault(key, []).append((tokens, wall, cpu))
-        finally:
-            for sim, _ in sims.values():
-                sim.close()
+def run_speed(shape: Shape, rounds: int, workers: int) -> list[dict[str, float]]:
+    """Samples of `speed_rank` on `workers` ranks (in this process when 1)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out, result = os.path.join(tmp, "run"), os.path.join(tmp, "samples.txt")
+        if workers == 1:
+            speed_rank(shape, rounds, out, result)
+        else:
+            launch_local(speed_rank, (shape, rounds, out, result), workers=workers)
+        with open(result) as handle:
+            samples: list[dict[str, float]] = eval(handle.read())  # our own repr
     return samples
 
 
-def speed_table(samples: Samples, rounds: int, loss_sequences: int) -> Table:
-    """Medians over rounds of throughput and of ratios taken within a round."""
-    plain = [k for k in samples if k.startswith("plain")]
-    one = "plain loop, 1 thread"
-    table = Table(
-        title=f"Training throughput, median of {rounds} rounds "
-        f"(phones' loss probes: {loss_sequences} sequences)"
-    )
+def matmul_rates() -> dict[str, float]:
+    """GFLOP/s of a 2048-square matmul in fp32 and bf16 with every core's threads."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = (
+            torch.randn(2048, 2048, dtype=dtype),
+            torch.randn(2048, 2048, dtype=dtype),
+        )
+        a @ b
+        started = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        rates[str(dtype).removeprefix("torch.")] = (
+            5 * 2 * 2048**3 / (time.perf_counter() - started) / 1e9
+        )
+    return rates
+
+
+def speed_table(results: dict[str, list[dict[str, float]]], workers: int) -> Table:
+    """Median tokens a second of each shape, fedtype against the plain loop."""
+    table = Table(title=f"fleet engine on {workers} rank(s) against a plain loop")
     for column in (
-        "variant",
-        "tokens/s",
-        "/ fastest plain",
-        "tokens/CPU-s",
-        "/ plain 1 thread",
+        "round shape",
+        "rounds",
+        "plain loop tok/s",
+        "fedtype tok/s",
+        "ratio",
+        "with save, ratio",
+        "fedtype GFLOP/s",
     ):
-        table.add_column(column, justify="left" if column == "variant" else "right")
-    by_speed = sorted(
-        samples.items(), key=lambda kv: -median([t / w for t, w, _ in kv[1]])
-    )
-    for key, rows in by_speed:
-        fastest = [
-            min(samples[p][i][1] for p in plain) / wall
-            for i, (_, wall, _) in enumerate(rows)
+        table.add_column(column, justify="right")
+    flops = 3 * flops_per_token(ModelConfig())  # forward and backward
+    for name, samples in results.items():
+        plain = [s["plain_tokens"] / s["plain_s"] for s in samples]
+        ours = [s["tokens"] / s["wall"] for s in samples]
+        ratio = [o / p for o, p in zip(ours, plain, strict=True)]
+        saved = [
+            s["tokens"] / s["with_save"] / p
+            for s, p in zip(samples, plain, strict=True)
         ]
-        per_cpu = [t / cpu for t, _, cpu in rows]
-        by_one = [samples[one][i][2] / cpu for i, (_, _, cpu) in enumerate(rows)]
         table.add_row(
-            key,
-            f"{median([t / w for t, w, _ in rows]):,.0f}",
-            f"{median(fastest):.2f}",
-            f"{median(per_cpu):,.0f}" if rows[0][2] == rows[0][2] else "",
-            f"{median(by_one):.2f}" if rows[0][2] == rows[0][2] else "",
+            name,
+            str(len(samples)),
+            f"{statistics.median(plain):,.0f}",
+            f"{statistics.median(ours):,.0f}",
+            f"{statistics.median(ratio):.2f}x",
+            f"{statistics.median(saved):.2f}x",
+            f"{statistics.median(ours) * flops / 1e9:.1f}",
         )
     return table
 
@@ -278,122 +248,111 @@ def shard_size_for(phones: int, messages_per_user: list[int]) -> int:
     return 1
 
 
-def memory(
-    splits: CorpusSplits,
-    tokenizer: WordTokenizer,
-    name: str,
-    phones: int,
-    rounds: int,
-    console: Console,
+def memory_rank(
+    federation: FederationConfig, rounds: int, out: str, parent: int, report: str
 ) -> None:
-    """Peak and per-round resident memory of a large fleet over many rounds."""
-    sizes = [len(u.train) for u in splits.training_users.values()]
-    shard = shard_size_for(phones, sizes)
+    """One rank of the memory run; rank 0 records the process tree's PSS."""
+    ranks = ranks_here()
+    corpus = CorpusConfig()
+    sim = Simulation.create(
+        out, federation=federation, corpus=corpus, model=ModelConfig(), ranks=ranks
+    )
+    pids = [parent, *ranks.all_gather_objects(os.getpid())]
+    lines = [f"{len(sim.fleet):,} phones on {ranks.world_size} rank(s)"]
+    series = []
+    started = time.perf_counter()
+    for _ in range(rounds):
+        sim.run_round()
+        if ranks.rank == 0:
+            series.append(sum(pss_bytes(p) for p in pids))
+    peaks = ranks.all_gather_objects(peak_rss_bytes())
+    if ranks.rank == 0:
+        warm = min(WARM_ROUNDS, rounds) - 1
+        mib = 2**20
+        growth = series[-1] / series[warm] - 1
+        trend = (
+            statistics.mean(series[-10:]) / statistics.mean(series[warm : warm + 10])
+            - 1
+        )
+        lines += [
+            f"{rounds} rounds in {time.perf_counter() - started:.0f} s",
+            f"PSS of the process tree after round {warm + 1}: "
+            f"{series[warm] / mib:,.0f} MiB; after round {rounds}: "
+            f"{series[-1] / mib:,.0f} MiB ({growth:+.1%}); last 10 rounds' mean "
+            f"against rounds {warm + 1}-{warm + 10}: {trend:+.1%}; max "
+            f"{max(series) / mib:,.0f} MiB",
+            "peak RSS per rank: "
+            + ", ".join(f"{p / mib:,.0f} MiB" for p in peaks)  # type: ignore[operator]
+            + f"; this benchmark's parent {peak_rss_bytes(parent) / mib:,.0f} MiB",
+        ]
+        with open(report, "w") as handle:
+            handle.write("\n".join(lines))
+    sim.close()
+
+
+def run_memory(
+    phones: int, rounds: int, workers: int, precision: str, console: Console
+) -> None:
+    """Memory of a fleet of at least `phones` phones over `rounds` rounds."""
+    splits = load_corpus(CorpusConfig())
+    counts = [len(u.train) + len(u.future) for u in splits.training_users.values()]
     federation = FederationConfig(
-        rounds=rounds,
         eval_every=0,
-        local=LocalTrainingConfig(max_local_steps=1),
-        fleet=FleetConfig(shard_messages=shard),
+        workers=workers,
+        local=LocalTrainingConfig(max_local_steps=1, precision=precision),
+        fleet=FleetConfig(shard_messages=shard_size_for(phones, counts)),
     )
-    model_config = ModelConfig()
-    with tempfile.TemporaryDirectory() as out:
-        sim = Simulation.create(
-            out,
-            federation=federation,
-            corpus=splits.config,
-            model=model_config,
-            tokenizer=tokenizer,
-            splits=splits,
-        )
-        sim.executor.close()
-        executor = make_executor(name, model_config, tokenizer, federation.local)
-        sim.executor = executor
-        workers = (
-            executor.worker_pids() if isinstance(executor, ParallelExecutor) else []
-        )
-        console.print(
-            f"memory: {len(sim.fleet):,} phones ({shard} messages a shard), "
-            f"{name} executor, RSS {rss_bytes() / 2**20:,.0f} MiB before round 1"
-        )
-        series, abandoned = [], 0
-        started = time.perf_counter()
-        for r in range(1, rounds + 1):
-            abandoned += sim.run_round()["abandoned"]
-            series.append(pss_bytes() + sum(pss_bytes(p) for p in workers))
-            if r == 1 or r % 10 == 0:
-                console.print(
-                    f"memory: round {r}: PSS {series[-1] / 2**20:,.0f} MiB, RSS this "
-                    f"process {rss_bytes() / 2**20:,.0f} MiB"
-                )
-        elapsed = time.perf_counter() - started
-        peak_workers = sum(peak_rss_bytes(p) for p in workers)
-        sim.close()
-    # Single rounds swing with the phones drawn; compare 10-round means too.
-    warm = min(WARM_ROUNDS, rounds) - 1
-    growth = (series[-1] - series[warm]) / series[warm]
-    first, last = series[warm : warm + 10], series[-10:]
-    trend = statistics.mean(last) / statistics.mean(first) - 1
-    mib = 2**20
-    console.print(
-        f"memory: {rounds} rounds in {elapsed:.0f} s ({abandoned} abandoned); "
-        f"PSS (this process + {len(workers)} workers) after round {warm + 1} "
-        f"{series[warm] / mib:,.0f} MiB, after round {rounds} {series[-1] / mib:,.0f} "
-        f"MiB: growth {growth:+.1%}; mean of the last 10 rounds against rounds "
-        f"{warm + 1}-{warm + len(first)}: {trend:+.1%}; from round {warm + 1} on min "
-        f"{min(series[warm:]) / mib:,.0f}, max {max(series[warm:]) / mib:,.0f} MiB; "
-        f"peak RSS this process {peak_rss_bytes() / mib:,.0f} MiB, workers "
-        f"{peak_workers / mib:,.0f} MiB"
-    )
+    del splits
+    with tempfile.TemporaryDirectory() as tmp:
+        args = (federation, rounds, os.path.join(tmp, "run"), os.getpid())
+        report = os.path.join(tmp, "memory.txt")
+        if workers == 1:
+            memory_rank(*args, report)
+        else:
+            launch_local(memory_rank, (*args, report), workers=workers, threads=1)
+        with open(report) as handle:
+            for line in handle:
+                console.print("memory: " + line.rstrip())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short run")
-    parser.add_argument("--rounds", type=int, help="timed rounds (default 8, quick 2)")
+    parser.add_argument("--rounds", type=int, default=8, help="timed rounds")
+    parser.add_argument("--workers", type=int, default=2, help="ranks of fedtype")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     parser.add_argument(
-        "--executors", nargs="+", choices=list(EXECUTORS), default=list(EXECUTORS)
-    )
-    parser.add_argument("--memory-executor", choices=list(EXECUTORS), default="serial")
-    parser.add_argument(
-        "--loss-sequences",
-        type=int,
-        help="the phones' loss-probe size (default: LocalTrainingConfig's)",
+        "--shapes",
+        nargs="+",
+        choices=["default", "fedavg"],
+        default=["default", "fedavg"],
     )
     parser.add_argument("--phones", type=int, default=10_000)
-    parser.add_argument("--memory-rounds", type=int, help="default 100, quick 20")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        help="torch threads of in-process executors (default: torch's); the plain "
-        "loop runs with 1 and with every core",
-    )
+    parser.add_argument("--memory-rounds", type=int, default=100)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
-    rounds = args.rounds or (2 if args.quick else 8)
-    memory_rounds = args.memory_rounds or (20 if args.quick else 100)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     console = Console(width=110)
-    splits = load_corpus(CorpusConfig())
-    tokenizer = WordTokenizer.public()
     console.print(
-        f"{os.cpu_count()} cores, torch {torch.__version__} with "
-        f"{torch.get_num_threads()} threads; {len(splits.training_users)} users"
+        f"{os.cpu_count()} cores, torch {torch.__version__}; fedtype on "
+        f"{args.workers} rank(s), {args.precision}; load average "
+        f"{os.getloadavg()[0]:.2f}"
     )
     if not args.skip_speed:
-        local = LocalTrainingConfig()
-        if args.loss_sequences is not None:
-            local = replace(local, loss_sequences=args.loss_sequences)
-        load = os.getloadavg()[0]
-        samples = speed(splits, tokenizer, args.executors, rounds, local, console)
-        console.print(speed_table(samples, rounds, local.loss_sequences))
+        rates = matmul_rates()
         console.print(
-            f"load average (1 min) {load:.1f} before, {os.getloadavg()[0]:.1f} after"
+            "matmul 2048^2 on every core: "
+            + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in rates.items())
         )
+        all_shapes = shapes(args.precision, args.workers)
+        results = {
+            name: run_speed(all_shapes[name], args.rounds, args.workers)
+            for name in args.shapes
+        }
+        console.print(speed_table(results, args.workers))
+        console.print(f"load average after: {os.getloadavg()[0]:.2f}")
     if not args.skip_memory:
-        memory(
-            splits, tokenizer, args.memory_executor, args.phones, memory_rounds, console
+        run_memory(
+            args.phones, args.memory_rounds, args.workers, args.precision, console
         )
 
 

@@ -13,41 +13,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from device_sim.executor import ClientExecutor
-from device_sim.phone import ClientReport, Parameters, Phone
-
-
-class TimedExecutor:
-    """An executor that remembers its last phones and the seconds `train` took."""
-
-    def __init__(self, inner: ClientExecutor) -> None:
-        self.inner = inner
-        self.seconds = 0.0
-        self.phones: list[Phone] = []
-        self.server_round = 0
-
-    def train(
-        self,
-        phones: Sequence[Phone],
-        global_parameters: Parameters,
-        *,
-        server_round: int,
-        on_report: Callable[[ClientReport], None] | None = None,
-    ) -> list[ClientReport]:
-        started = time.perf_counter()
-        reports = self.inner.train(
-            phones, global_parameters, server_round=server_round, on_report=on_report
-        )
-        self.seconds = time.perf_counter() - started
-        self.phones, self.server_round = list(phones), server_round
-        return reports
-
-    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
-        return self.inner.evaluate(*args, **kwargs)
-
-    def close(self) -> None:
-        self.inner.close()
-
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")

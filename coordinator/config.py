@@ -202,7 +202,10 @@ class FederationConfig:
             values = dict(data)
             # Runs made before the one engine named their executor instead.
             values.pop("executor", None)
-            values["local"] = LocalTrainingConfig(**values.get("local", {}))
+            local = dict(values.get("local", {}))
+            # Runs made before the probes moved to the first local batch.
+            local.pop("loss_sequences", None)
+            values["local"] = LocalTrainingConfig(**local)
             values["fleet"] = FleetConfig(**values.get("fleet", {}))
             known = {f.name for f in fields(cls)}
             unknown = sorted(set(values) - known)

@@ -41,9 +41,6 @@ class LocalTrainingConfig:
     prox_mu: float = 0.0
     # Global gradient-norm clip of each local step; LSTMs diverge without one.
     clip_norm: float = 1.0
-    # Sequences of the phone's own data on which it measures its loss before and
-    # after training (a fixed sample, so that the two are comparable and cheap).
-    loss_sequences: int = 32
     # Arithmetic of local training and the loss probes: "bf16" runs the model's
     # matmuls under `torch.autocast` (fp32 weights, fp32 loss), "fp32" does not.
     # `benchmarks/fleet.py` measures both (README, "Speed of the fleet").
@@ -75,10 +72,6 @@ class LocalTrainingConfig:
         if not (self.clip_norm >= 0 and math.isfinite(self.clip_norm)):
             raise FleetConfigError(
                 f"clip_norm must be >= 0 and finite (0: no clip), got {self.clip_norm}"
-            )
-        if self.loss_sequences < 1:
-            raise FleetConfigError(
-                f"loss_sequences must be >= 1, got {self.loss_sequences}"
             )
 
     def training_config(self) -> TrainingConfig:

@@ -29,7 +29,7 @@ from models.checkpoint import atomic_path
 from models.metrics import EvalMetrics
 from models.model import NextWordModel
 from models.seeding import numpy_rng
-from models.training import TrainResult, evaluate_loss, train_local
+from models.training import TrainResult, batch_mean_loss, train_local
 
 # Float tensors in `model.parameters()` order.
 Parameters = list[torch.Tensor]
@@ -39,8 +39,8 @@ Parameters = list[torch.Tensor]
 class ClientMetrics:
     """Numbers a phone reports about its round: losses on its own data, work done."""
 
-    loss_before: float  # mean loss of the received weights on its loss sample
-    loss_after: float  # the same after local training
+    loss_before: float  # loss of the received weights on its first local batch
+    loss_after: float  # the same batch's loss after local training
     train_loss: float  # mean loss of its local steps
     steps: int  # local optimizer steps
     num_tokens: int  # targets trained on, all local epochs counted
@@ -61,7 +61,6 @@ class LocalData:
     """A phone's training material for one round; it never leaves the device."""
 
     sequences: list[list[int]]  # token sequences trained on this round
-    probe: list[list[int]]  # the loss sample, a prefix of `sequences`
     rng: np.random.Generator  # the phone's stream for the round, after sampling
 
 
@@ -131,7 +130,7 @@ class Phone:
         if budget is not None and len(sequences) > budget:
             chosen = np.sort(rng.choice(len(sequences), size=budget, replace=False))
             sequences = [sequences[i] for i in chosen]
-        return LocalData(sequences, sequences[: config.loss_sequences], rng)
+        return LocalData(sequences, rng)
 
     def local_steps(
         self, tokenizer: WordTokenizer, config: LocalTrainingConfig, max_len: int
@@ -160,12 +159,24 @@ class Phone:
             max_len=model.config.max_len,
             server_round=server_round,
         )
-        pad_id, precision = tokenizer.pad_id, config.precision
-        before, _ = evaluate_loss(model, data.probe, pad_id=pad_id, precision=precision)
         result = train_local(
-            model, data.sequences, config.training_config(), pad_id=pad_id, rng=data.rng
+            model,
+            data.sequences,
+            config.training_config(),
+            pad_id=tokenizer.pad_id,
+            rng=data.rng,
         )
-        after, _ = evaluate_loss(model, data.probe, pad_id=pad_id, precision=precision)
+        # The first step's loss is the received weights' loss on the first batch,
+        # so one forward pass over that batch after training measures the change.
+        after = float("nan")
+        if result.first_batch is not None:
+            after = batch_mean_loss(
+                model,
+                result.first_batch,
+                pad_id=tokenizer.pad_id,
+                precision=config.precision,
+            )
+        before = result.first_loss
         metrics = ClientMetrics(
             loss_before=before,
             loss_after=after,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,8 @@ class TrainResult:
     num_tokens: int  # targets processed, all epochs counted
     steps: int  # optimizer steps taken
     mean_loss: float  # mean of the step losses (nan when no step ran)
+    first_loss: float = float("nan")  # the first step's loss: the starting weights'
+    first_batch: torch.Tensor | None = None  # the batch of that first step
 
 
 def make_optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
@@ -98,6 +100,30 @@ def train_step(
     return float(loss.detach())
 
 
+def local_batches(
+    sequences: list[list[int]],
+    config: TrainingConfig,
+    *,
+    pad_id: int,
+    rng: np.random.Generator,
+) -> Iterator[torch.Tensor]:
+    """The batches `train_local` steps through: `epochs` reshuffles, `max_steps` cap.
+
+    An epoch's batches are drawn from `rng` only when the cap leaves room for
+    one, so a benchmark that replays them draws exactly what training drew.
+    """
+    limit = config.max_steps if config.max_steps is not None else float("inf")
+    steps = 0
+    for _ in range(config.epochs):
+        if steps >= limit:
+            return
+        for batch in make_batches(sequences, config.batch_size, pad_id=pad_id, rng=rng):
+            if steps >= limit:
+                return
+            steps += 1
+            yield batch
+
+
 def train_local(
     model: NextWordModel,
     sequences: list[list[int]],
@@ -116,24 +142,28 @@ def train_local(
     anchor = None
     if config.prox_mu > 0:
         anchor = [p.detach().clone() for p in model.parameters()]
-    steps, tokens, total = 0, 0, 0.0
-    limit = config.max_steps if config.max_steps is not None else float("inf")
-    for _ in range(config.epochs):
-        if steps >= limit:
-            break
-        for batch in make_batches(sequences, config.batch_size, pad_id=pad_id, rng=rng):
-            if steps >= limit:
-                break
-            loss = train_step(
-                model, optimizer, batch, config, pad_id=pad_id, anchor=anchor
-            )
-            steps += 1
-            tokens += count_targets(batch, pad_id)
-            total += loss
-            if on_step is not None:
-                on_step(steps, loss)
+    steps, tokens, total, first_loss = 0, 0, 0.0, float("nan")
+    first_batch = None
+    for batch in local_batches(sequences, config, pad_id=pad_id, rng=rng):
+        loss = train_step(model, optimizer, batch, config, pad_id=pad_id, anchor=anchor)
+        if steps == 0:
+            first_loss, first_batch = loss, batch
+        steps += 1
+        tokens += count_targets(batch, pad_id)
+        total += loss
+        if on_step is not None:
+            on_step(steps, loss)
     mean = total / steps if steps else float("nan")
-    return TrainResult(len(sequences), tokens, steps, mean)
+    return TrainResult(len(sequences), tokens, steps, mean, first_loss, first_batch)
+
+
+@torch.no_grad()
+def batch_mean_loss(
+    model: NextWordModel, batch: torch.Tensor, *, pad_id: int, precision: str = "fp32"
+) -> float:
+    """The mean loss of `model` on one batch, in eval mode and without gradients."""
+    model.eval()
+    return float(batch_loss(model, batch, pad_id, precision))
 
 
 @torch.no_grad()

@@ -132,9 +132,7 @@ def test_fleet_memory_stays_flat_over_rounds(
     # fills over the first hundreds of steps; benchmarks/fleet.py measures it.
     config = FederationConfig(
         clients_per_round=3,
-        local=LocalTrainingConfig(
-            max_local_steps=1, loss_sequences=4, precision="fp32"
-        ),
+        local=LocalTrainingConfig(max_local_steps=1, precision="fp32"),
         fleet=FleetConfig(shard_messages=4, dropout_rate=0.1, eligibility=False),
     )
     fleet = Fleet.from_splits(small_splits, config.fleet, seed=0)

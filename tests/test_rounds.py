@@ -33,7 +33,7 @@ def federation(**changes: object) -> FederationConfig:
     base = FederationConfig(
         strategy="fedavg",
         clients_per_round=4,
-        local=LocalTrainingConfig(max_local_steps=2, loss_sequences=8),
+        local=LocalTrainingConfig(max_local_steps=2),
         fleet=FleetConfig(eligibility=False, dropout_rate=0.0),
     )
     return replace(base, **changes)  # type: ignore[arg-type]

@@ -35,7 +35,7 @@ SMALL = FederationConfig(
     keystroke_texts=6,
     checkpoint_every=2,
     keep_last=2,
-    local=LocalTrainingConfig(max_local_steps=2, loss_sequences=8),
+    local=LocalTrainingConfig(max_local_steps=2),
     fleet=FleetConfig(dropout_rate=0.2),
 )
 
