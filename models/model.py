@@ -55,6 +55,7 @@ class NextWordModel(nn.Module):
         state: LSTMState | None = None,
         *,
         at: torch.Tensor | None = None,
+        row_multiple: int = 1,
     ) -> tuple[torch.Tensor, LSTMState]:
         """Logits of the next token at every position, or at the positions `at`.
 
@@ -65,6 +66,8 @@ class NextWordModel(nn.Module):
                 packed in row-major order into (N, V). Training passes its real
                 (non-padding) targets so that no work is spent on padding in the
                 output layer, which holds most of the model's arithmetic.
+            row_multiple: with `at`, zero rows are appended so that N is a
+                multiple of this (their logits are the output bias alone).
 
         Returns:
             Logits of shape (B, T, V), or (N, V) with `at`, and the LSTM state
@@ -73,6 +76,14 @@ class NextWordModel(nn.Module):
         features, state = self.features(tokens, state)  # (B, T, E)
         if at is not None:
             features = features[at]  # (N, E)
+            extra = -features.shape[0] % row_multiple
+            if extra:
+                features = torch.cat(
+                    [
+                        features,
+                        features.new_zeros(extra, 1).expand(extra, features.shape[1]),
+                    ]
+                )
         return self.output_logits(features), state
 
 

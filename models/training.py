@@ -15,6 +15,13 @@ from models.batching import count_targets, make_batches
 from models.config import TrainingConfig
 from models.model import NextWordModel
 
+# Rows of the packed output layer are a multiple of this: bf16 matmul kernels are
+# generated and kept for each row count they meet, so rounding the count bounds how
+# many there are, and the memory they hold, for under 16 wasted rows a batch.
+_ROW_MULTIPLE = 16
+# The target id of those extra rows, which the loss ignores.
+_IGNORED = -100
+
 # Called after each optimizer step with (step, loss of that step's batch).
 StepCallback = Callable[[int, float], None]
 
@@ -67,8 +74,13 @@ def batch_loss(
     targets = batch[:, 1:]  # (B, L)
     real = targets != pad_id
     with autocast(precision):
-        logits, _ = model(batch[:, :-1], at=real)  # (N, V)
-    return F.cross_entropy(logits.float(), targets[real], reduction=reduction)
+        # (N', V): N real targets, then zero rows up to a multiple of 16.
+        logits, _ = model(batch[:, :-1], at=real, row_multiple=_ROW_MULTIPLE)
+    wanted = torch.full((logits.shape[0],), _IGNORED, dtype=targets.dtype)
+    wanted[: int(real.sum())] = targets[real]
+    return F.cross_entropy(
+        logits.float(), wanted, reduction=reduction, ignore_index=_IGNORED
+    )
 
 
 def proximal_term(model: nn.Module, anchor: Sequence[torch.Tensor]) -> torch.Tensor:
