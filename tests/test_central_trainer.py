@@ -178,7 +178,7 @@ def test_central_config_rejects_uneven_worker_split() -> None:
         (["train", "--out", "{tmp}/a", "--corpus", "{tmp}/no.jsonl"], "no such"),
         (["train", "--resume", "{tmp}/none"], "no such run directory"),
         (["central", "--out", "{tmp}/a", "--workers", "3"], "multiple of 3"),
-        (["central", "--out", "{tmp}/a", "--workers", "0"], "workers must be >= 1"),
+        (["central", "--out", "{tmp}/a", "--workers", "0"], "must lie in [1, 64]"),
     ],
 )
 def test_cli_train_and_central_bad_input_one_line_error(
