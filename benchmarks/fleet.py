@@ -257,7 +257,7 @@ def memory_rank(
     sim = Simulation.create(
         out, federation=federation, corpus=corpus, model=ModelConfig(), ranks=ranks
     )
-    pids = [parent, *ranks.all_gather_objects(os.getpid())]
+    pids = sorted({parent, *ranks.all_gather_objects(os.getpid())})  # type: ignore[type-var]
     lines = [f"{len(sim.fleet):,} phones on {ranks.world_size} rank(s)"]
     series = []
     started = time.perf_counter()
@@ -295,7 +295,7 @@ def run_memory(
 ) -> None:
     """Memory of a fleet of at least `phones` phones over `rounds` rounds."""
     splits = load_corpus(CorpusConfig())
-    counts = [len(u.train) + len(u.future) for u in splits.training_users.values()]
+    counts = [len(u.train) for u in splits.training_users.values()]
     federation = FederationConfig(
         eval_every=0,
         workers=workers,
