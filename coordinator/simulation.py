@@ -9,6 +9,7 @@ metrics line it appended. Progress goes out through `on_event`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -112,17 +113,9 @@ class Simulation:
         rank 0 alone writes, and the others then follow its run directory.
         """
         ranks = executor.ranks if executor is not None else (ranks or SingleRank())
-        if ranks.rank != 0:
-            _follow_leader(ranks)
-            return cls._resume_here(
-                run_dir,
-                splits=splits,
-                on_event=on_event,
-                executor=executor,
-                ranks=ranks,
-            )
-        try:
-            simulation = cls._create_here(
+        return _leader_first(
+            ranks,
+            lead=lambda: cls._create_here(
                 run_dir,
                 federation=federation,
                 corpus=corpus,
@@ -132,12 +125,15 @@ class Simulation:
                 on_event=on_event,
                 executor=executor,
                 ranks=ranks,
-            )
-        except Exception as error:
-            _lead(ranks, error)
-            raise
-        _lead(ranks, None)
-        return simulation
+            ),
+            follow=lambda: cls._resume_here(
+                run_dir,
+                splits=splits,
+                on_event=on_event,
+                executor=executor,
+                ranks=ranks,
+            ),
+        )
 
     @classmethod
     def _create_here(
@@ -216,8 +212,8 @@ class Simulation:
         the run directory first, then the others read it.
         """
         ranks = executor.ranks if executor is not None else (ranks or SingleRank())
-        if ranks.rank != 0:
-            _follow_leader(ranks)
+
+        def here() -> Simulation:
             return cls._resume_here(
                 run_dir,
                 splits=splits,
@@ -225,19 +221,8 @@ class Simulation:
                 executor=executor,
                 ranks=ranks,
             )
-        try:
-            simulation = cls._resume_here(
-                run_dir,
-                splits=splits,
-                on_event=on_event,
-                executor=executor,
-                ranks=ranks,
-            )
-        except Exception as error:
-            _lead(ranks, error)
-            raise
-        _lead(ranks, None)
-        return simulation
+
+        return _leader_first(ranks, lead=here, follow=here)
 
     @classmethod
     def _resume_here(
@@ -459,14 +444,26 @@ class Simulation:
         self.executor.close()
 
 
-def _lead(ranks: Ranks, error: Exception | None) -> None:
-    """Tell the other ranks that rank 0 is done with the run directory, or failed."""
-    if ranks.world_size > 1:
-        ranks.broadcast_object(None if error is None else f"{error}")
+def _leader_first(
+    ranks: Ranks,
+    *,
+    lead: Callable[[], Simulation],
+    follow: Callable[[], Simulation],
+) -> Simulation:
+    """`lead()` on rank 0, then `follow()` on the others once rank 0 is done.
 
-
-def _follow_leader(ranks: Ranks) -> None:
-    """Wait until rank 0 has written the run directory; fail if it failed."""
-    failure = ranks.broadcast_object(None)
-    if failure is not None:
-        raise RunDirError(f"rank 0 could not start the run: {failure}")
+    Rank 0 alone writes the run directory; a failure there is sent to the other
+    ranks, which raise it too instead of waiting in a collective.
+    """
+    if ranks.rank != 0:
+        failure = ranks.broadcast_object(None)
+        if failure is not None:
+            raise RunDirError(f"rank 0 could not start the run: {failure}")
+        return follow()
+    try:
+        simulation = lead()
+    except Exception as error:
+        ranks.broadcast_object(f"{error}")
+        raise
+    ranks.broadcast_object(None)
+    return simulation
