@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from coordinator.privacy_config import PrivacyConfig, PrivacyConfigError
 from coordinator.robust import ScreenConfig
 from coordinator.robust_aggregation import AGGREGATORS
 from coordinator.strategies import STRATEGIES, StrategyConfig, default_server_lr
@@ -93,6 +94,9 @@ class FederationConfig:
     # `fedtype simulate --workers W` or torchrun starts. Every W gives the same
     # metrics within float rounding (README, "Speed of the fleet").
     workers: int = 1
+    # Secure aggregation, differential privacy and the curious-server probe
+    # (coordinator.privacy_config); the default protects nothing.
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -116,7 +120,30 @@ class FederationConfig:
         if self.workers < 1:
             raise FederationConfigError(f"workers must be >= 1, got {self.workers}")
         self._check_finite_and_robust()
+        self._check_privacy()
         self.strategy_config()
+
+    def _check_privacy(self) -> None:
+        """Protections that conflict with the aggregator or the cohort size."""
+        privacy = self.privacy
+        if privacy.protected and self.aggregator != "mean":
+            raise FederationConfigError(
+                f"aggregator {self.aggregator!r} needs every plain update; secure "
+                "aggregation and DP only release sums (use the mean)"
+            )
+        if privacy.secure_aggregation and privacy.dp is None:
+            local = self.local
+            if local.max_local_steps is None or local.clip_norm == 0:
+                raise FederationConfigError(
+                    "secure aggregation needs a bound on each update: a local step "
+                    "cap and a local clip norm, or a DP clip norm"
+                )
+        dp = privacy.dp
+        if dp is not None and dp.expected_clients != self.clients_per_round:
+            raise FederationConfigError(
+                f"DP's expected_clients {dp.expected_clients} must equal "
+                f"clients_per_round {self.clients_per_round} (q = m / population)"
+            )
 
     def _check_finite_and_robust(self) -> None:
         """NaN or Inf settings, and the screen's and aggregator's settings."""
@@ -207,12 +234,14 @@ class FederationConfig:
             local.pop("loss_sequences", None)
             values["local"] = LocalTrainingConfig(**local)
             values["fleet"] = FleetConfig(**values.get("fleet", {}))
+            # Runs made before the privacy settings protected nothing.
+            values["privacy"] = PrivacyConfig.from_dict(values.get("privacy"))
             known = {f.name for f in fields(cls)}
             unknown = sorted(set(values) - known)
             if unknown:
                 raise FederationConfigError(f"unknown federation settings {unknown}")
             return cls(**values)
-        except FleetConfigError as error:
+        except (FleetConfigError, PrivacyConfigError) as error:
             raise FederationConfigError(str(error)) from None
         except TypeError as error:
             raise FederationConfigError(f"bad federation settings ({error})") from None

@@ -17,16 +17,24 @@ from typing import Any
 
 import torch
 
+from coordinator.attack_probe import probe_round
 from coordinator.config import FederationConfig
 from coordinator.events import ClientDone, EventCallback, RoundStarted, emit
+from coordinator.private_round import (
+    PrivacyState,
+    blind,
+    private_delta,
+    sampling_probability,
+)
 from coordinator.robust import ScreenConfig, ScreenHistory, screen_stats
 from coordinator.robust_aggregation import aggregate_updates
-from coordinator.selection import Arrival, plan_round, select_clients
+from coordinator.selection import Arrival, plan_round, poisson_select, select_clients
 from coordinator.strategies import Parameters, StrategyState, server_step
 from corpora.tokenizer import WordTokenizer
 from device_sim.executor import ClientExecutor, ClientSummary, TrainedRound
 from device_sim.fleet import Fleet
 from device_sim.profile import drops_out, work_seconds
+from device_sim.secagg import SecAggAbort
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +46,7 @@ class ServerState:
     strategy: StrategyState  # the server optimizer's buffers
     clock: float  # simulated seconds (from day 0, 00:00 UTC) the next round starts
     screen: ScreenHistory = ScreenHistory()  # the screen's memory of past rounds
+    privacy: PrivacyState = PrivacyState()  # the accountant, DP's clip bound
 
 
 @dataclass(frozen=True)
@@ -75,10 +84,14 @@ class RoundMetrics:
     bytes_up: int = 0
     simulated_seconds: float = 0.0  # from the round's start to its close
     wall_seconds: float = 0.0
+    # The protections' and the attack probe's figures (coordinator.private_round,
+    # coordinator.attack_probe), merged into the line: epsilon, attack, ...
+    privacy: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
+        """A JSON-ready dict (the privacy figures at the top level)."""
+        line = asdict(self)
+        return {**line, **line.pop("privacy")}
 
 
 def model_bytes(parameters: Parameters) -> int:
@@ -156,18 +169,13 @@ def run_round(
         abandoned = replace(base, abandoned=True, abandon_reason=reason)
         return _finish(state, abandoned, config, started)
 
-    selected = select_clients(
-        eligible,
-        count=config.selection_size,
-        seed=config.seed,
-        server_round=server_round,
-        pinned=env.pinned,
-    )
+    selected = _select(eligible, env, config, server_round)
     size = model_bytes(state.parameters)
     arrivals = _arrivals(selected, env, config, server_round=server_round, size=size)
-    plan = plan_round(
-        arrivals, goal=config.clients_per_round, deadline=config.report_deadline_s
-    )
+    # DP accounts for Poisson sampling: every sampled report that arrives in time
+    # is used, since keeping only the first few would couple the phones.
+    goal = len(selected) if config.privacy.dp is not None else config.clients_per_round
+    plan = plan_round(arrivals, goal=goal, deadline=config.report_deadline_s)
     emit(
         on_event,
         RoundStarted(server_round, len(eligible), len(selected), len(plan.on_time)),
@@ -195,8 +203,9 @@ def run_round(
         server_round=server_round,
         on_report=on_report,
     )
+    secure = config.privacy.secure_aggregation
     accepted, rejections, screen = screen_stats(
-        trained.summaries,
+        blind(trained.summaries) if secure else trained.summaries,
         config=ScreenConfig.for_training(
             config.local,
             norm_factor=config.norm_factor,
@@ -204,6 +213,8 @@ def run_round(
         ),
         history=state.screen,
     )
+    if secure:
+        screen = state.screen  # it saw no norms to remember
     kept_ids = set(accepted)
     reports = trained.summaries
     kept = [r for r in reports if r.client_id in kept_ids]
@@ -232,7 +243,18 @@ def run_round(
         )
         metrics = replace(metrics, abandoned=True, abandon_reason=reason)
         return _finish(state, metrics, config, started, screen=screen)
-    delta = _aggregate_delta(trained, kept_ids, config)
+    try:
+        delta, privacy, figures = _protected_delta(
+            trained, kept_ids, config, state, env, server_round
+        )
+    except SecAggAbort as abort:
+        reason = f"secure aggregation abandoned the round: {abort.reason}"
+        metrics = replace(metrics, abandoned=True, abandon_reason=reason)
+        return _finish(state, metrics, config, started, screen=screen)
+    if "secagg" in figures:
+        per_phone = figures["secagg"]["bytes_up_per_phone"]
+        metrics = replace(metrics, bytes_up=len(reports) * per_phone)
+    metrics = replace(metrics, privacy=figures)
     parameters, strategy = server_step(
         config.strategy_config(), state.parameters, delta, state.strategy
     )
@@ -248,7 +270,80 @@ def run_round(
         parameters=parameters,
         strategy=strategy,
         screen=screen,
+        privacy=privacy,
     )
+
+
+def _select(
+    eligible: list[str],
+    env: RoundEnvironment,
+    config: FederationConfig,
+    server_round: int,
+) -> list[str]:
+    """The round's phones: Poisson sampling under DP, else a fixed-size draw.
+
+    DP ignores pinned phones: always selecting one would break its accounting.
+    """
+    if config.privacy.dp is not None:
+        return poisson_select(
+            env.fleet.client_ids,
+            eligible,
+            sampling_probability=sampling_probability(config, len(env.fleet)),
+            seed=config.seed,
+            server_round=server_round,
+        )
+    return select_clients(
+        eligible,
+        count=config.selection_size,
+        seed=config.seed,
+        server_round=server_round,
+        pinned=env.pinned,
+    )
+
+
+def _protected_delta(
+    trained: TrainedRound,
+    accepted: set[str],
+    config: FederationConfig,
+    state: ServerState,
+    env: RoundEnvironment,
+    server_round: int,
+) -> tuple[Parameters, PrivacyState, dict[str, Any]]:
+    """The delta, wrapped by the run's protections, and the attack's figures."""
+    noisy: Parameters | None = None
+    aggregate: Parameters | None
+    if config.privacy.protected:
+        result = private_delta(
+            trained,
+            accepted,
+            config,
+            state.privacy,
+            server_round=server_round,
+            population=len(env.fleet),
+        )
+        delta, privacy, figures = result.delta, result.state, dict(result.metrics)
+        aggregate, noisy = result.exact_sum, result.noisy_mean
+    else:
+        delta, privacy, figures = (
+            _aggregate_delta(trained, accepted, config),
+            state.privacy,
+            {},
+        )
+        # The weighted mean is a positive multiple of the sum: the same attack.
+        aggregate = delta if config.aggregator == "mean" else None
+    if config.privacy.attack_phones > 0:
+        figures["attack"] = probe_round(
+            trained,
+            accepted,
+            config=config,
+            fleet=env.fleet,
+            tokenizer=env.tokenizer,
+            max_len=env.max_len,
+            server_round=server_round,
+            aggregate=aggregate,
+            noisy=noisy,
+        )
+    return delta, privacy, figures
 
 
 def _aggregate_delta(

@@ -58,6 +58,32 @@ def select_clients(
     return always + [rest[i] for i in sorted(chosen)]
 
 
+def poisson_select(
+    population: Sequence[str],
+    eligible: Sequence[str],
+    *,
+    sampling_probability: float,
+    seed: int,
+    server_round: int,
+) -> list[str]:
+    """DP's sampling: each phone of the WHOLE population in with probability q.
+
+    One uniform draw per phone of the sorted population from the stream
+    `(seed, server_round, "poisson")`, so a phone's inclusion depends on no other
+    phone's, as the accountant assumes; a sampled phone that is not eligible
+    then contributes nothing, which only lowers its own inclusion probability.
+    """
+    rng = numpy_rng(seed, server_round, "poisson")
+    everyone = sorted(population)
+    draws = rng.random(len(everyone))
+    usable = set(eligible)
+    return [
+        c
+        for c, u in zip(everyone, draws, strict=True)
+        if u < sampling_probability and c in usable
+    ]
+
+
 def plan_round(arrivals: Sequence[Arrival], *, goal: int, deadline: float) -> RoundPlan:
     """Which reports the server uses: the first `goal` that beat the deadline."""
     dropped = [a.client_id for a in arrivals if a.dropped]

@@ -21,6 +21,7 @@ from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.evaluation import Evaluator, future_cohort
 from coordinator.events import EvaluationStarted, EventCallback, RoundFinished, emit
 from coordinator.joined import JoinedPhones
+from coordinator.private_round import PrivacyState, epsilon_budget_left
 from coordinator.rounds import RoundEnvironment, ServerState, run_round
 from coordinator.strategies import initial_state
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
@@ -164,6 +165,7 @@ class Simulation:
         splits = splits if splits is not None else load_corpus(corpus)
         if not splits.training_users:
             raise FederationConfigError("the corpus has no training users")
+        federation = _resolve_privacy(federation, splits)
         run.create(
             {
                 "kind": "federated",
@@ -260,6 +262,7 @@ class Simulation:
             strategy=store.load_server_state(run, server_round),
             clock=clock,
             screen=store.read_screen_history(run),
+            privacy=PrivacyState.from_dict(store.read_privacy_state(run)),
         )
         if ranks.rank == 0:
             run.rewrite_metrics(
@@ -346,6 +349,7 @@ class Simulation:
 
     def run_round(self) -> dict[str, Any]:
         """Run, evaluate (on schedule) and save one round; its metrics line."""
+        self._check_budget()
         self._joined.apply(self._fleet)
         env = RoundEnvironment(
             fleet=self._fleet,
@@ -380,6 +384,21 @@ class Simulation:
         emit(self.on_event, RoundFinished(state.server_round, record))
         return record
 
+    def _check_budget(self) -> None:
+        """Refuse a round that would take epsilon past the run's target."""
+        left = epsilon_budget_left(
+            self.federation, self._state.privacy, population=len(self._fleet)
+        )
+        if left == 0:
+            privacy = self.federation.privacy
+            spent = self._state.privacy.load_accountant().epsilon(privacy.delta or 0)
+            raise PrivacyBudgetSpent(
+                f"round {self.server_round + 1} would take epsilon past the target "
+                f"{privacy.target_epsilon:g} (spent {spent:.3f} at delta "
+                f"{privacy.delta:g} after {self.server_round} rounds); the run stops "
+                "here"
+            )
+
     def _save(self, state: ServerState, record: dict[str, Any] | None) -> None:
         """Persist a round in crash-safe order (see `coordinator.store`), on rank 0."""
         if not self.is_leader:
@@ -395,6 +414,7 @@ class Simulation:
             clock=state.clock,
             totals=self._totals,
             screen=state.screen,
+            privacy=state.privacy.to_dict(),
         )
         store.prune(
             self.run,
@@ -442,6 +462,28 @@ class Simulation:
     def close(self) -> None:
         """Release the executor (and leave the ranks' group)."""
         self.executor.close()
+
+
+class PrivacyBudgetSpent(RuntimeError):
+    """The next round would spend more epsilon than the run's target allows."""
+
+
+def _resolve_privacy(
+    federation: FederationConfig, splits: CorpusSplits
+) -> FederationConfig:
+    """The privacy settings resolved for the fleet: delta, a calibrated z."""
+    if federation.privacy.dp is None:
+        return federation
+    population = len(Fleet.from_splits(splits, federation.fleet, seed=federation.seed))
+    try:
+        privacy = federation.privacy.resolved(
+            population=population,
+            clients_per_round=federation.clients_per_round,
+            rounds=federation.rounds,
+        )
+    except ValueError as error:
+        raise FederationConfigError(str(error)) from None
+    return replace(federation, privacy=privacy)
 
 
 def _leader_first(

@@ -132,9 +132,11 @@ def write_progress(
     clock: float,
     totals: Totals,
     screen: ScreenHistory | None = None,
+    privacy: dict[str, Any] | None = None,
 ) -> None:
     """state.json: the last completed round, the clock, the running totals and
-    the update screen's memory (so that a resume screens as the run would have)."""
+    the update screen's memory (so that a resume screens as the run would have),
+    and the privacy state (the accountant's rounds: epsilon never resets)."""
     state: dict[str, Any] = {
         "server_round": server_round,
         "clock": clock,
@@ -144,7 +146,18 @@ def write_progress(
     }
     if screen is not None:
         state["screen"] = screen.to_dict()
+    if privacy is not None:
+        state["privacy"] = privacy
     run.write_state(state)
+
+
+def read_privacy_state(run: RunDir) -> dict[str, Any] | None:
+    """The privacy state saved with the last round (None when none was)."""
+    state = run.read_state() or {}
+    privacy = state.get("privacy")
+    if privacy is not None and not isinstance(privacy, dict):
+        raise RunDirError(f"{run.state_path}: bad 'privacy' ({privacy!r})")
+    return privacy
 
 
 def read_screen_history(run: RunDir) -> ScreenHistory:

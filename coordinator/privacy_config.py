@@ -1,0 +1,147 @@
+"""The privacy settings of a federated run: secure aggregation, DP, the attack probe.
+
+`PrivacyConfig` sits in `FederationConfig.privacy` and in config.json. A run made
+before it existed loads with the default: no protection, the attack measured on
+three phones. What each protection does is in `coordinator.private_round`.
+
+The delta of (epsilon, delta)-DP must lie below 1/population, or a mechanism that
+publishes one random user's whole history would meet it. Left unset it resolves,
+when the run is created, to the largest power of ten at or below
+min(1e-5, 1 / (10 * population)): 1e-5 for fleets up to 10,000 phones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from coordinator.accountant import noise_for_epsilon
+from coordinator.dp import DPConfig, DPConfigError, update_noise_multiplier
+
+
+class PrivacyConfigError(ValueError):
+    """A privacy setting that cannot work; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Which protections wrap the aggregation, and what the curious server tries."""
+
+    # SecAgg+ (Bell et al. 2020): the server learns only the round's sum.
+    secure_aggregation: bool = False
+    # Bits b of SecAgg's modulus (`device_sim.secagg.SecAggConfig.bits`).
+    secagg_bits: int = 32
+    # DP-FedAvg's settings (McMahan et al. 2018); None: no differential privacy.
+    dp: DPConfig | None = None
+    # Stop before a round would take epsilon past this (None: no budget). Given
+    # without a noise multiplier, z is chosen so that `rounds` rounds fit it.
+    target_epsilon: float | None = None
+    # With a target epsilon: choose z at creation so that the planned rounds fit
+    # the budget (the resolved config then holds that z and False here).
+    calibrate_noise: bool = False
+    # The delta epsilon is reported at; None resolves from the population.
+    delta: float | None = None
+    # Phones whose plain updates the curious server attacks each round (only
+    # without SecAgg, which never shows it one); 0 turns the probe off.
+    attack_phones: int = 3
+    # Secret Sharer canaries planted at creation (0: none).
+    canaries: int = 0
+
+    def __post_init__(self) -> None:
+        if self.attack_phones < 0 or self.canaries < 0:
+            raise PrivacyConfigError("attack_phones and canaries must be >= 0")
+        if not 8 <= self.secagg_bits <= 53:
+            raise PrivacyConfigError(
+                f"secagg_bits must lie in [8, 53]: {self.secagg_bits}"
+            )
+        if self.target_epsilon is not None:
+            if self.dp is None:
+                raise PrivacyConfigError("a target epsilon needs DP (a clip norm)")
+            if not (self.target_epsilon > 0 and math.isfinite(self.target_epsilon)):
+                raise PrivacyConfigError(
+                    f"target_epsilon must be positive, not {self.target_epsilon}"
+                )
+        if self.delta is not None and not 0 < self.delta < 1:
+            raise PrivacyConfigError(f"delta must lie in (0, 1), not {self.delta}")
+        if self.dp is not None and self.dp.placement != "central":
+            raise PrivacyConfigError(
+                "distributed DP noise is not wired into rounds yet; use central"
+            )
+
+    @property
+    def protected(self) -> bool:
+        """Whether a protection wraps the aggregation."""
+        return self.secure_aggregation or self.dp is not None
+
+    def resolved(
+        self, *, population: int, clients_per_round: int, rounds: int
+    ) -> PrivacyConfig:
+        """This config with delta (and a calibrated z) filled in and checked."""
+        if self.dp is None:
+            return self
+        delta = self.delta if self.delta is not None else default_delta(population)
+        if delta >= 1 / population:
+            raise PrivacyConfigError(
+                f"delta {delta:g} must lie below 1/population = {1 / population:.3g} "
+                f"({population} phones)"
+            )
+        resolved = replace(self, delta=delta)
+        if self.calibrate_noise and self.target_epsilon is not None:
+            z = calibrated_noise(
+                self.dp,
+                target_epsilon=self.target_epsilon,
+                delta=delta,
+                sampling_probability=min(1.0, clients_per_round / population),
+                rounds=rounds,
+            )
+            dp = replace(self.dp, noise_multiplier=z)
+            resolved = replace(resolved, dp=dp, calibrate_noise=False)
+        return resolved
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (the DP settings nested)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> PrivacyConfig:
+        """The config `to_dict` wrote; None or {} (older runs): no protection."""
+        values = dict(data or {})
+        try:
+            dp = values.get("dp")
+            values["dp"] = None if dp is None else DPConfig(**dp)
+            return cls(**values)
+        except (TypeError, DPConfigError) as error:
+            raise PrivacyConfigError(f"bad privacy settings ({error})") from None
+
+
+def calibrated_noise(
+    dp: DPConfig,
+    *,
+    target_epsilon: float,
+    delta: float,
+    sampling_probability: float,
+    rounds: int,
+) -> float:
+    """The update noise z whose `rounds` rounds spend at most `target_epsilon`.
+
+    With adaptive clipping the accountant is given z_eff, which the clip bits'
+    noise lowers, so z is raised until z_eff meets the calibrated figure.
+    """
+    z_accounted = noise_for_epsilon(
+        target_epsilon, delta, sampling_probability=sampling_probability, rounds=rounds
+    )
+    if not dp.adaptive:
+        return z_accounted
+    try:
+        return update_noise_multiplier(z_accounted, dp.resolved_count_stddev)
+    except ValueError as error:
+        raise PrivacyConfigError(str(error)) from None
+
+
+def default_delta(population: int) -> float:
+    """The largest power of ten at or below min(1e-5, 1 / (10 * population))."""
+    if population < 1:
+        raise PrivacyConfigError("a population of no phones has no delta")
+    bound = min(1e-5, 1 / (10 * population))
+    return 10.0 ** math.floor(math.log10(bound) + 1e-12)

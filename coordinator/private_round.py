@@ -1,0 +1,290 @@
+"""A protection wraps the aggregation: secure aggregation and DP-FedAvg in a round.
+
+`private_delta` replaces FedAvg's weighted sum when `FederationConfig.privacy`
+protects anything. Its steps, each a pure function called where its data lives:
+
+  on the phone (inside `TrainedRound.reduce_vectors`' `build`, on the rank that
+  holds the update): clip the update to C (`device_sim.clipping.clip_update`);
+  weight it, `num_examples × clipped` with the count appended (SecAgg alone) or
+  weight 1 with the clip bit appended when clipping adapts (DP-FedAvg);
+  quantise and mask it (SecAgg+, `device_sim.secagg`), so what leaves the rank
+  is an int64 vector in [0, 2^b);
+
+  on the server: one all-reduce sums the vectors (exact in int64), SecAgg
+  unmasks the sum, and the server divides: by the summed count (the weighted
+  mean) or by the expected cohort m after adding N(0, (zC)²) (DP's noisy mean,
+  noise from `(seed, server_round, "dp-noise")`, identical on every rank).
+
+C is DP's clip bound (adapting to a quantile of the norms, Andrew et al. 2021,
+when asked), or under SecAgg alone the bound honest local training already
+respects (`ScreenConfig.max_norm`: steps × client_lr × local clip), so the clip
+changes no honest update and bounds what a hostile one adds to the sum. The
+statistics screen under SecAgg sees only what a phone reports of itself (its
+count, a finite/structure flag): the norm it cannot see (`blind`).
+
+Every DP round is recorded in the `PrivacyAccountant` as one Poisson-subsampled
+Gaussian release of (q = clients_per_round / population, z_eff); the selection
+then is Poisson (`coordinator.selection.poisson_select`), as accounted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from coordinator.accountant import PrivacyAccountant
+from coordinator.config import FederationConfig
+from coordinator.dp import (
+    adapt_clip_norm,
+    noise_rng,
+    noisy_clip_fraction,
+    noisy_mean,
+)
+from coordinator.robust import ScreenConfig, UpdateStats
+from coordinator.secagg_server import SecAggSession
+from device_sim.clipping import clip_bit, clip_update, flatten, unflatten
+from device_sim.executor import ClientSummary, TrainedRound
+from device_sim.phone import ClientReport, Parameters
+from device_sim.secagg import SecAggConfig
+
+# Bytes of a phone's SecAgg+ messages besides its masked vector: two public
+# keys, and per neighbour a sealed pair of shares and one share in the unmask
+# answer (docs/secagg.md, "Bytes up per phone").
+_KEY_BYTES = 64
+_NEIGHBOUR_BYTES = 172
+
+
+@dataclass(frozen=True)
+class PrivacyState:
+    """What the protections carry from round to round (saved in state.json)."""
+
+    accountant: dict[str, Any] = field(default_factory=dict)  # to_dict(); {}: none
+    clip_norm: float | None = None  # DP's current clip bound (adaptive moves it)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"accountant": self.accountant, "clip_norm": self.clip_norm}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> PrivacyState:
+        """The state `to_dict` wrote (None: a run without DP so far)."""
+        data = data or {}
+        clip = data.get("clip_norm")
+        return cls(
+            dict(data.get("accountant") or {}), None if clip is None else float(clip)
+        )
+
+    def load_accountant(self) -> PrivacyAccountant:
+        """The accountant of the rounds recorded so far."""
+        if not self.accountant:
+            return PrivacyAccountant()
+        return PrivacyAccountant.from_dict(self.accountant)
+
+
+@dataclass(frozen=True)
+class PrivateResult:
+    """A protected round's pseudo-gradient and what it says about privacy."""
+
+    delta: Parameters  # what server_step applies
+    state: PrivacyState
+    metrics: dict[str, Any]  # merged into the round's metrics line
+    exact_sum: Parameters  # the sum the server sees after unmasking (before noise)
+    noisy_mean: Parameters | None  # DP's released mean; None without DP
+
+
+def blind(summaries: Sequence[ClientSummary]) -> list[UpdateStats]:
+    """What the screen may see of each phone under SecAgg: no norm (0 passes)."""
+    return [
+        UpdateStats(s.client_id, s.num_examples, 0.0, s.finite, s.problem)
+        for s in summaries
+    ]
+
+
+def sampling_probability(config: FederationConfig, population: int) -> float:
+    """q: each phone's chance of being sampled in a DP round."""
+    return min(1.0, config.clients_per_round / max(1, population))
+
+
+def local_bound(config: FederationConfig) -> tuple[float, int]:
+    """(the norm, the count) no honest phone's update exceeds: SecAgg's clip."""
+    screen = ScreenConfig.for_training(config.local)
+    max_examples = screen.max_examples()
+    norm = None if max_examples is None else screen.max_norm(max_examples)
+    if norm is None or max_examples is None:
+        raise ValueError("no bound on the phones' updates (see FederationConfig)")
+    return norm, max_examples
+
+
+def current_clip(config: FederationConfig, state: PrivacyState) -> float:
+    """The clip bound C of this round."""
+    dp = config.privacy.dp
+    if dp is None:
+        return local_bound(config)[0]
+    return state.clip_norm if state.clip_norm is not None else dp.clip_norm
+
+
+def private_delta(
+    trained: TrainedRound,
+    accepted: Collection[str],
+    config: FederationConfig,
+    state: PrivacyState,
+    *,
+    server_round: int,
+    population: int,
+) -> PrivateResult:
+    """The round's delta under the run's protections.
+
+    Raises:
+        SecAggAbort: the sum could not be unmasked; nothing is released.
+    """
+    privacy, dp = config.privacy, config.privacy.dp
+    clip = current_clip(config, state)
+    weighted = dp is None
+    bit = dp is not None and dp.adaptive
+    max_examples = local_bound(config)[1] if weighted else 1
+    metrics: dict[str, Any] = {"secure_aggregation": privacy.secure_aggregation}
+    metrics["clip_norm"] = clip
+    started = time.perf_counter()
+    session = None
+    if privacy.secure_aggregation:
+        session = SecAggSession.setup(
+            sorted(accepted),
+            config=SecAggConfig(bits=privacy.secagg_bits),
+            seed=config.seed,
+            server_round=server_round,
+            max_abs=max_examples * max(clip, 1.0),
+        )
+    mask_seconds = [0.0]
+
+    def build(report: ClientReport) -> np.ndarray:
+        x = contribution(report, clip_norm=clip, weighted=weighted, clip_bit_=bit)
+        if session is None:
+            return x
+        begun = time.perf_counter()
+        vector = session.maskers[report.client_id].mask(x).vector
+        mask_seconds[0] += time.perf_counter() - begun
+        return vector
+
+    dtype = torch.int64 if session is not None else torch.float64
+    total = trained.reduce_vectors(accepted, build, dtype=dtype)
+    if session is not None:
+        summed = session.unmask(total, survivors=sorted(accepted))
+        metrics["secagg"] = _secagg_metrics(
+            session, started, mask_seconds[0], size=total.shape[0]
+        )
+    else:
+        summed = total
+    like = [t.to(torch.float64) for t in trained.reference]
+    if weighted:
+        exact = unflatten(summed[:-1].copy(), like)
+        mean = summed[:-1] / summed[-1]
+        return PrivateResult(unflatten(mean, like), state, metrics, exact, None)
+    return _dp_release(
+        summed, like, config, state, clip, server_round, population, metrics
+    )
+
+
+def contribution(
+    report: ClientReport, *, clip_norm: float, weighted: bool, clip_bit_: bool
+) -> np.ndarray:
+    """The phone's float64 vector before masking: clipped, weighted, appended.
+
+    (D,) clipped update times `num_examples` with the count appended when
+    `weighted`; weight 1 with [norm <= C] appended when `clip_bit_`.
+    """
+    clipped, norm = clip_update(report.update, clip_norm)
+    x = flatten(clipped)
+    if weighted:
+        return np.append(x * report.num_examples, float(report.num_examples))
+    if clip_bit_:
+        return np.append(x, float(clip_bit(norm, clip_norm)))
+    return x
+
+
+def _dp_release(
+    summed: np.ndarray,
+    like: list[torch.Tensor],
+    config: FederationConfig,
+    state: PrivacyState,
+    clip: float,
+    server_round: int,
+    population: int,
+    metrics: dict[str, Any],
+) -> PrivateResult:
+    """DP-FedAvg's noisy mean, the clip step and the accountant's record."""
+    dp, privacy = config.privacy.dp, config.privacy
+    assert dp is not None and privacy.delta is not None
+    vector = summed[:-1] if dp.adaptive else summed
+    rng = noise_rng(config.seed, server_round)
+    released = noisy_mean(
+        vector,
+        expected_clients=dp.expected_clients,
+        clip_norm=clip,
+        noise_multiplier=dp.noise_multiplier,
+        rng=rng,
+    )
+    next_clip = clip
+    if dp.adaptive:
+        assert dp.adaptive_clip_quantile is not None
+        fraction = noisy_clip_fraction(
+            summed[-1],
+            expected_clients=dp.expected_clients,
+            count_stddev=dp.resolved_count_stddev,
+            rng=rng,
+        )
+        next_clip = adapt_clip_norm(
+            clip,
+            clip_fraction=fraction,
+            target_quantile=dp.adaptive_clip_quantile,
+            clip_lr=dp.clip_lr,
+        )
+    accountant = state.load_accountant()
+    q = sampling_probability(config, population)
+    z = dp.accounting_noise_multiplier()
+    accountant.record_round(q, z)
+    metrics.update(
+        epsilon=accountant.epsilon(privacy.delta),
+        delta=privacy.delta,
+        noise_multiplier=z,
+        sampling_probability=q,
+        next_clip_norm=next_clip,
+    )
+    mean = unflatten(released, like)
+    new_state = PrivacyState(accountant.to_dict(), next_clip)
+    exact = unflatten(vector.copy(), like)
+    return PrivateResult(mean, new_state, metrics, exact, mean)
+
+
+def _secagg_metrics(
+    session: SecAggSession, started: float, mask_seconds: float, *, size: int
+) -> dict[str, Any]:
+    degree = session.parameters.degree
+    per_phone = math.ceil(session.bits / 8) * size + _KEY_BYTES
+    return {
+        "seconds": time.perf_counter() - started,
+        "mask_seconds": mask_seconds,
+        "bytes_up_per_phone": per_phone + _NEIGHBOUR_BYTES * degree,
+        "degree": degree,
+        "threshold": session.parameters.threshold,
+    }
+
+
+def epsilon_budget_left(
+    config: FederationConfig, state: PrivacyState, *, population: int
+) -> int | None:
+    """Rounds of (q, z) that still fit the target epsilon (None: no target)."""
+    privacy, dp = config.privacy, config.privacy.dp
+    if dp is None or privacy.target_epsilon is None or privacy.delta is None:
+        return None
+    return state.load_accountant().rounds_within(
+        privacy.target_epsilon,
+        privacy.delta,
+        sampling_probability=sampling_probability(config, population),
+        noise_multiplier=dp.accounting_noise_multiplier(),
+    )
