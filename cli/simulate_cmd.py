@@ -18,6 +18,7 @@ from rich.progress import (
 
 from cli.errors import UsageError
 from cli.options import add_corpus_options, corpus_config
+from cli.privacy_options import add_privacy_options, privacy_config
 from cli.simulate_checks import (
     add_robustness_options,
     check_options,
@@ -25,9 +26,10 @@ from cli.simulate_checks import (
     new_run_defaults,
     prepare_run,
 )
-from coordinator.config import FederationConfig
+from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.events import ClientDone, EvaluationStarted, Event, RoundStarted
-from coordinator.simulation import Simulation
+from coordinator.privacy_config import PrivacyConfig
+from coordinator.simulation import PrivacyBudgetSpent, Simulation
 from coordinator.strategies import STRATEGIES
 from device_sim.config import FleetConfig, LocalTrainingConfig
 from device_sim.ranks import GroupRanks, Ranks, SingleRank
@@ -167,10 +169,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="torch CPU threads (default: torch's own; 1 is faster on a machine "
         "busy with other jobs)",
     )
+    privacy = add_privacy_options(parser)
     corpus = add_corpus_options(parser)
     # Refused beside --resume, which keeps the run's own settings (--workers only
-    # changes where the phones train, not what they compute).
-    defaults = new_run_defaults(group, corpus)
+    # changes where the phones train, not what they compute; a DP run keeps its DP).
+    defaults = new_run_defaults(group, privacy, corpus)
     defaults.pop("workers", None)
     parser.set_defaults(func=run_simulate, new_run_defaults=defaults)
 
@@ -196,6 +199,19 @@ def federation_config(args: argparse.Namespace) -> FederationConfig:
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
+    privacy = privacy_config(args, clients_per_round=args.clients_per_round)
+    try:
+        return _federation(args, local, fleet, privacy)
+    except FederationConfigError as error:
+        raise UsageError(str(error)) from None
+
+
+def _federation(
+    args: argparse.Namespace,
+    local: LocalTrainingConfig,
+    fleet: FleetConfig,
+    privacy: PrivacyConfig,
+) -> FederationConfig:
     return FederationConfig(
         seed=args.seed,
         rounds=args.rounds or FederationConfig().rounds,
@@ -207,6 +223,7 @@ def federation_config(args: argparse.Namespace) -> FederationConfig:
         workers=_world_size(args),
         local=local,
         fleet=fleet,
+        privacy=privacy,
     )
 
 
@@ -325,7 +342,11 @@ def _run(args: argparse.Namespace, ranks: Ranks) -> int:
         simulation.on_event = on_event
         try:
             while simulation.server_round < target:
-                record = simulation.run_round()
+                try:
+                    record = simulation.run_round()
+                except PrivacyBudgetSpent as spent:
+                    progress.console.print(f"[yellow]stopped[/]: {spent}")
+                    break
                 progress.advance(rounds)
                 if "heldout" in record or record["abandoned"]:
                     progress.console.print(_summary(record))

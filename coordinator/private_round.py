@@ -268,7 +268,7 @@ def _secagg_metrics(
     per_phone = math.ceil(session.bits / 8) * size + _KEY_BYTES
     return {
         "seconds": time.perf_counter() - started,
-        "mask_seconds": mask_seconds,
+        "mask_seconds": mask_seconds,  # this rank's phones only
         "bytes_up_per_phone": per_phone + _NEIGHBOUR_BYTES * degree,
         "degree": degree,
         "threshold": session.parameters.threshold,

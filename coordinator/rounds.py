@@ -91,7 +91,8 @@ class RoundMetrics:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the privacy figures at the top level)."""
         line = asdict(self)
-        return {**line, **line.pop("privacy")}
+        figures = line.pop("privacy")
+        return {**line, **figures}
 
 
 def model_bytes(parameters: Parameters) -> int:

@@ -1,0 +1,107 @@
+"""`fedtype simulate`'s privacy options: secure aggregation, DP, canaries."""
+
+from __future__ import annotations
+
+import argparse
+
+from cli.errors import UsageError
+from coordinator.dp import DPConfig, DPConfigError
+from coordinator.privacy_config import PrivacyConfig, PrivacyConfigError
+
+
+def add_privacy_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The group of privacy options (new runs only; a resume keeps its own)."""
+    privacy, dp = PrivacyConfig(), DPConfig()
+    group = parser.add_argument_group("privacy (new runs only)")
+    group.add_argument(
+        "--secure-aggregation",
+        action="store_true",
+        help="SecAgg+: the server learns only the round's sum (no norm screening)",
+    )
+    group.add_argument(
+        "--dp-clip",
+        type=float,
+        default=None,
+        help=f"DP-FedAvg: clip each update to this L2 norm (e.g. {dp.clip_norm})",
+    )
+    group.add_argument(
+        "--adaptive-clip",
+        type=float,
+        default=None,
+        metavar="QUANTILE",
+        help="move the DP clip bound to this quantile of the norms (e.g. 0.5)",
+    )
+    noise = group.add_mutually_exclusive_group()
+    noise.add_argument(
+        "--noise-multiplier",
+        type=float,
+        default=None,
+        help=f"DP noise z on the sum, stddev z*C (default with --dp-clip: "
+        f"{dp.noise_multiplier})",
+    )
+    noise.add_argument(
+        "--target-epsilon",
+        type=float,
+        default=None,
+        help="choose z so that --rounds rounds spend at most this epsilon, and stop "
+        "before a round would exceed it",
+    )
+    group.add_argument(
+        "--delta",
+        type=float,
+        default=None,
+        help="delta of (epsilon, delta); default the largest power of ten at or "
+        "below min(1e-5, 1/(10 x phones))",
+    )
+    group.add_argument(
+        "--attack-phones",
+        type=int,
+        default=privacy.attack_phones,
+        help="phones whose plain updates the curious server attacks each round "
+        "(default: %(default)s; 0: off)",
+    )
+    group.add_argument(
+        "--canaries",
+        type=int,
+        default=privacy.canaries,
+        help="Secret Sharer canaries planted at creation (default: %(default)s)",
+    )
+    return group
+
+
+def privacy_config(
+    args: argparse.Namespace, *, clients_per_round: int
+) -> PrivacyConfig:
+    """The `PrivacyConfig` the options describe; bad combinations are usage errors."""
+    dp_flags = [
+        name
+        for name in ("adaptive_clip", "noise_multiplier", "target_epsilon", "delta")
+        if getattr(args, name) is not None
+    ]
+    if args.dp_clip is None and dp_flags:
+        flags = ", ".join("--" + n.replace("_", "-") for n in dp_flags)
+        raise UsageError(f"{flags}: differential privacy needs --dp-clip C")
+    try:
+        dp = None
+        if args.dp_clip is not None:
+            dp = DPConfig(
+                clip_norm=args.dp_clip,
+                noise_multiplier=(
+                    DPConfig().noise_multiplier
+                    if args.noise_multiplier is None
+                    else args.noise_multiplier
+                ),
+                expected_clients=clients_per_round,
+                adaptive_clip_quantile=args.adaptive_clip,
+            )
+        return PrivacyConfig(
+            secure_aggregation=args.secure_aggregation,
+            dp=dp,
+            target_epsilon=args.target_epsilon,
+            calibrate_noise=args.target_epsilon is not None,
+            delta=args.delta,
+            attack_phones=args.attack_phones,
+            canaries=args.canaries,
+        )
+    except (DPConfigError, PrivacyConfigError) as error:
+        raise UsageError(str(error)) from None
