@@ -1,0 +1,238 @@
+"""Secure aggregation and DP-FedAvg wrapped around a round's aggregation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import dp_accounting
+import numpy as np
+import pytest
+import torch
+from dp_accounting import rdp
+
+from cli.main import main
+from coordinator.config import FederationConfig, FederationConfigError
+from coordinator.dp import DPConfig, noise_rng
+from coordinator.privacy_config import PrivacyConfig, default_delta
+from coordinator.private_round import PrivacyState, private_delta
+from coordinator.selection import poisson_select
+from coordinator.simulation import Simulation
+from corpora.corpus import CorpusConfig, CorpusSplits
+from corpora.tokenizer import WordTokenizer
+from device_sim.config import FleetConfig, LocalTrainingConfig
+from device_sim.executor import ClientSummary, TrainedRound
+from device_sim.phone import ClientMetrics, ClientReport
+from device_sim.ranks import SingleRank
+from models.config import ModelConfig
+from models.rundir import RunDir
+
+METRICS = ClientMetrics(1.0, 1.0, 1.0, 1, 1)
+
+
+def two_phone_round() -> TrainedRound:
+    """FedAvg's textbook pair: [1, 2, 3] with 1 example, [3, 4, 5] with 3."""
+    reference = [torch.zeros(3)]
+    reports = {
+        "a": ClientReport("a", [torch.tensor([1.0, 2.0, 3.0])], 1, METRICS),
+        "b": ClientReport("b", [torch.tensor([3.0, 4.0, 5.0])], 3, METRICS),
+    }
+    summaries = [
+        ClientSummary(c, r.num_examples, 1.0, True, None, METRICS)
+        for c, r in reports.items()
+    ]
+    return TrainedRound(summaries, reference, SingleRank(), reports)
+
+
+def test_private_delta_secagg_equals_the_plaintext_weighted_mean() -> None:
+    # Prepare: the local bound is 16 steps x client_lr 1 x clip 1 = 16, above
+    # both norms (3.74 and 7.07), so the clip changes nothing.
+    trained = two_phone_round()
+    crossed: list[np.ndarray] = []
+    reduce = trained.reduce_vectors
+
+    def recorded(*args: object, **kwargs: object) -> np.ndarray:
+        total = reduce(*args, **kwargs)  # type: ignore[arg-type]
+        crossed.append(total)
+        return total
+
+    trained.reduce_vectors = recorded  # type: ignore[method-assign]
+    config = FederationConfig(
+        clients_per_round=2, privacy=PrivacyConfig(secure_aggregation=True)
+    )
+
+    # Execute
+    result = private_delta(
+        trained, {"a", "b"}, config, PrivacyState(), server_round=1, population=2
+    )
+
+    # Assert: (1*[1,2,3] + 3*[3,4,5]) / 4 = [2.5, 3.5, 4.5], within quantisation.
+    assert result.delta[0].tolist() == pytest.approx([2.5, 3.5, 4.5], abs=1e-4)
+    assert result.exact_sum[0].tolist() == pytest.approx([10.0, 14.0, 18.0], abs=1e-3)
+    assert result.noisy_mean is None
+    assert result.metrics["secagg"]["degree"] == 1
+    (total,) = crossed
+    assert total.dtype == np.int64 and total.shape == (4,)
+    assert 0 <= total.min() and total.max() < 2 * 2**32  # two masked uint32 values
+    plain = np.array([10.0, 14.0, 18.0, 4.0])
+    assert not np.allclose(total % 2**32, plain)  # masked, not the sum itself
+
+
+def test_private_delta_dp_is_the_noisy_fixed_denominator_mean() -> None:
+    # Prepare: clip to C = 1, z = 1, m = 2; weight 1 per phone (DP-FedAvg).
+    trained = two_phone_round()
+    dp = DPConfig(clip_norm=1.0, noise_multiplier=1.0, expected_clients=2)
+    privacy = PrivacyConfig(dp=dp, delta=1e-5)
+    config = FederationConfig(clients_per_round=2, seed=7, privacy=privacy)
+
+    # Execute
+    result = private_delta(
+        trained, {"a", "b"}, config, PrivacyState(), server_round=3, population=10
+    )
+
+    # Assert: clipped [1,2,3]/sqrt(14) + [3,4,5]/sqrt(50), plus N(0, 1) noise
+    # from the round's stream, over m = 2.
+    clipped = np.array([1, 2, 3]) / math.sqrt(14) + np.array([3, 4, 5]) / math.sqrt(50)
+    noise = noise_rng(7, 3).normal(0.0, 1.0, size=3)
+    assert result.delta[0].numpy() == pytest.approx((clipped + noise) / 2)
+    assert result.exact_sum[0].numpy() == pytest.approx(clipped)
+    expected = independent_epsilon(0.2, 1.0, rounds=1, delta=1e-5)
+    assert result.metrics["epsilon"] == pytest.approx(expected, rel=1e-9)
+    assert result.metrics["sampling_probability"] == 0.2
+
+
+def independent_epsilon(q: float, z: float, *, rounds: int, delta: float) -> float:
+    """epsilon of `rounds` Poisson-subsampled Gaussian rounds, straight from
+    dp_accounting."""
+    accountant = rdp.RdpAccountant()
+    event = dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z))
+    accountant.compose(dp_accounting.SelfComposedDpEvent(event, rounds))
+    return float(accountant.get_epsilon(delta))
+
+
+def test_privacy_config_refuses_conflicts_and_resolves_delta() -> None:
+    # Prepare
+    secagg = PrivacyConfig(secure_aggregation=True)
+    dp = PrivacyConfig(dp=DPConfig(expected_clients=20))
+
+    # Execute / Assert
+    with pytest.raises(FederationConfigError, match="needs every plain update"):
+        FederationConfig(aggregator="median", privacy=secagg)
+    with pytest.raises(FederationConfigError, match="expected_clients 20"):
+        FederationConfig(clients_per_round=6, privacy=dp)
+    assert default_delta(966) == 1e-5 and default_delta(40_000) == 1e-6
+    with pytest.raises(ValueError, match="below 1/population"):
+        PrivacyConfig(dp=DPConfig(), delta=0.1).resolved(
+            population=40, clients_per_round=20, rounds=2
+        )
+    old = FederationConfig().to_dict()
+    del old["privacy"]
+    assert FederationConfig.from_dict(old).privacy == PrivacyConfig()
+
+
+def test_poisson_select_draws_each_phone_with_probability_q() -> None:
+    # Prepare
+    population = [f"p{i:03d}" for i in range(1000)]
+    eligible = population[:500]
+
+    # Execute
+    chosen = poisson_select(
+        population, eligible, sampling_probability=0.1, seed=0, server_round=1
+    )
+
+    # Assert: about 0.1 x 500 eligible phones, none ineligible, replayable.
+    assert 30 <= len(chosen) <= 70 and set(chosen) <= set(eligible)
+    again = poisson_select(
+        population, eligible, sampling_probability=0.1, seed=0, server_round=1
+    )
+    assert chosen == again
+
+
+def test_dp_simulation_epsilon_matches_dp_accounting_and_survives_resume(
+    tmp_path: Path,
+    small_splits: CorpusSplits,
+    small_config: CorpusConfig,
+    tokenizer: WordTokenizer,
+    tiny_model_config: ModelConfig,
+) -> None:
+    # Prepare: 30 phones, q = 6/30, every sampled phone eligible and online.
+    dp = DPConfig(clip_norm=0.5, noise_multiplier=1.0, expected_clients=6)
+    federation = FederationConfig(
+        rounds=3,
+        clients_per_round=6,
+        eval_every=0,
+        local=LocalTrainingConfig(max_local_steps=1),
+        fleet=FleetConfig(eligibility=False, dropout_rate=0.0),
+        privacy=PrivacyConfig(dp=dp, attack_phones=2),
+    )
+    simulation = Simulation.create(
+        tmp_path / "run",
+        federation=federation,
+        corpus=small_config,
+        model=tiny_model_config,
+        tokenizer=tokenizer,
+        splits=small_splits,
+    )
+
+    # Execute: two rounds, a resume, a third.
+    simulation.run_round()
+    simulation.run_round()
+    simulation.close()
+    resumed = Simulation.resume(tmp_path / "run", splits=small_splits)
+    last = resumed.run_round()
+    resumed.close()
+
+    # Assert
+    records = RunDir(tmp_path / "run").read_metrics()
+    released = [r for r in records if not r["abandoned"]]
+    assert len(released) >= 2
+    q = 6 / len(resumed.fleet)
+    expected = independent_epsilon(q, 1.0, rounds=len(released), delta=1e-5)
+    assert released[-1]["epsilon"] == pytest.approx(expected, rel=1e-9)
+    assert last["delta"] == 1e-5 and resumed.federation.privacy.dp == dp
+    epsilons = [r["epsilon"] for r in released]
+    assert epsilons == sorted(epsilons)  # it never resets
+    attack = released[0]["attack"]
+    assert set(attack) == {"update", "sum", "noisy"}
+    assert 0 <= attack["update"]["precision"] <= 1
+    assert 0 <= attack["update"]["recall"] <= 1
+
+
+def test_simulate_cli_secagg_two_workers_match_one_and_conflicts_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Prepare
+    common = ["--max-users", "40", "--clients-per-round", "6", "--rounds", "2",
+              "--eval-every", "0", "--secure-aggregation", "--threads", "1"]  # fmt: skip
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+
+    # Execute
+    codes = [
+        main(["simulate", "--out", one, *common]),
+        main(["simulate", "--out", two, "--workers", "2", *common]),
+        main(["simulate", "--out", str(tmp_path / "x"), "--noise-multiplier", "1"]),
+        main(["simulate", "--out", str(tmp_path / "y"), "--secure-aggregation",
+              "--aggregator", "median"]),  # fmt: skip
+        main(["simulate", "--resume", one, "--dp-clip", "0.5"]),
+    ]
+
+    # Assert: the same numbers but timings; only masked sums reached the server.
+    err = capsys.readouterr().err
+    assert codes == [0, 0, 2, 2, 2]
+    assert "needs --dp-clip" in err and "needs every plain update" in err
+    assert "--dp-clip: settings of a new run" in err
+    a, b = RunDir(one).read_metrics(), RunDir(two).read_metrics()
+    assert [without_timings(r) for r in a] == [without_timings(r) for r in b]
+    assert all(r["secure_aggregation"] and "update" not in r["attack"] for r in a)
+    assert all(r["attack"]["sum"]["recall"] > 0.5 for r in a if not r["abandoned"])
+
+
+def without_timings(record: dict[str, object]) -> dict[str, object]:
+    """A metrics line without the figures that depend on the machine's speed."""
+    kept = {k: v for k, v in record.items() if "seconds" not in k}
+    secagg = dict(kept.pop("secagg", {}))  # type: ignore[call-overload]
+    kept["secagg"] = {k: v for k, v in secagg.items() if "seconds" not in k}
+    for name in ("train_loss", "loss_before", "loss_after"):
+        value = kept.pop(name, None)
+        kept[name] = None if value is None else round(float(value), 4)  # type: ignore[arg-type]
+    return kept
