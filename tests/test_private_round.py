@@ -203,7 +203,8 @@ def test_simulate_cli_secagg_two_workers_match_one_and_conflicts_exit_2(
 ) -> None:
     # Prepare
     common = ["--max-users", "40", "--clients-per-round", "6", "--rounds", "2",
-              "--eval-every", "0", "--secure-aggregation", "--threads", "1"]  # fmt: skip
+              "--eval-every", "0", "--secure-aggregation"]  # fmt: skip
+    common += ["--threads", "1"]
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
 
     # Execute
@@ -211,8 +212,16 @@ def test_simulate_cli_secagg_two_workers_match_one_and_conflicts_exit_2(
         main(["simulate", "--out", one, *common]),
         main(["simulate", "--out", two, "--workers", "2", *common]),
         main(["simulate", "--out", str(tmp_path / "x"), "--noise-multiplier", "1"]),
-        main(["simulate", "--out", str(tmp_path / "y"), "--secure-aggregation",
-              "--aggregator", "median"]),  # fmt: skip
+        main(
+            [
+                "simulate",
+                "--out",
+                str(tmp_path / "y"),
+                "--secure-aggregation",
+                "--aggregator",
+                "median",
+            ]
+        ),  # fmt: skip
         main(["simulate", "--resume", one, "--dp-clip", "0.5"]),
     ]
 
