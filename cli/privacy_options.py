@@ -78,6 +78,11 @@ def privacy_config(
         for name in ("adaptive_clip", "noise_multiplier", "target_epsilon", "delta")
         if getattr(args, name) is not None
     ]
+    if args.canaries:
+        raise UsageError(
+            "--canaries: planting canaries in simulate is not wired yet "
+            "(corpora.canaries and models.exposure exist; see docs/privacy.md)"
+        )
     if args.dp_clip is None and dp_flags:
         flags = ", ".join("--" + n.replace("_", "-") for n in dp_flags)
         raise UsageError(f"{flags}: differential privacy needs --dp-clip C")
