@@ -198,13 +198,14 @@ def run_round(
         )
 
     finished: list[str] = []
+    secure = config.privacy.secure_aggregation
     trained = env.executor.train(
         [env.fleet.phone(c) for c in plan.on_time],
         state.parameters,
         server_round=server_round,
         on_report=on_report,
+        reveal_norms=not secure,
     )
-    secure = config.privacy.secure_aggregation
     accepted, rejections, screen = screen_stats(
         blind(trained.summaries) if secure else trained.summaries,
         config=ScreenConfig.for_training(

@@ -60,11 +60,15 @@ class ClientSummary:
     metrics: ClientMetrics
 
 
-def summarise(report: ClientReport, reference: Parameters) -> ClientSummary:
+def summarise(
+    report: ClientReport, reference: Parameters, *, with_norm: bool = True
+) -> ClientSummary:
     """The summary of `report`, judged against the global parameters' structure.
 
     A float32 update's norm is finite exactly when all its values are, since the
-    squares of finite float32 values cannot overflow the float64 sum.
+    squares of finite float32 values cannot overflow the float64 sum. Without
+    `with_norm` (secure aggregation) the phone checks its own update but the
+    norm it sends is nan: the server must not learn a single update's size.
     """
     problem = _structure_problem(report.update, reference)
     squares = 0.0
@@ -78,7 +82,7 @@ def summarise(report: ClientReport, reference: Parameters) -> ClientSummary:
     return ClientSummary(
         report.client_id,
         report.num_examples,
-        float(np.sqrt(squares)) if finite else float("nan"),
+        float(np.sqrt(squares)) if finite and with_norm else float("nan"),
         finite,
         problem,
         report.metrics,
@@ -206,8 +210,13 @@ class FleetExecutor:
         *,
         server_round: int,
         on_report: ReportCallback | None = None,
+        reveal_norms: bool = True,
     ) -> TrainedRound:
-        """Train this rank's share; summaries of every phone, updates kept here."""
+        """Train this rank's share; summaries of every phone, updates kept here.
+
+        With `reveal_norms` off (secure aggregation) no summary carries its
+        update's norm across ranks.
+        """
         trained = TrainedRound([], list(global_parameters), self.ranks)
         for phone in self._mine(phones):
             report = phone.train(
@@ -220,7 +229,7 @@ class FleetExecutor:
                 fault_scale=self.fault_scale,
             )
             trained.local[report.client_id] = report
-            summary = summarise(report, trained.reference)
+            summary = summarise(report, trained.reference, with_norm=reveal_norms)
             trained.summaries.append(summary)
             if on_report is not None:
                 on_report(summary)

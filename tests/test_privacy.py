@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 from coordinator.config import FederationConfig
+from coordinator.privacy_config import PrivacyConfig
 from coordinator.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits, UserHistory
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, LocalTrainingConfig
-from device_sim.executor import FleetExecutor, ReportCallback, TrainedRound
+from device_sim.executor import (
+    ClientSummary,
+    FleetExecutor,
+    ReportCallback,
+    TrainedRound,
+)
 from device_sim.local_eval import EvalCounts
 from device_sim.phone import ClientMetrics, ClientReport, Parameters, Phone
 from device_sim.profile import draw_profile
@@ -42,9 +51,14 @@ class RecordingExecutor(FleetExecutor):
         *,
         server_round: int,
         on_report: ReportCallback | None = None,
+        reveal_norms: bool = True,
     ) -> TrainedRound:
         trained = super().train(
-            phones, global_parameters, server_round=server_round, on_report=on_report
+            phones,
+            global_parameters,
+            server_round=server_round,
+            on_report=on_report,
+            reveal_norms=reveal_norms,
         )
         self.crossed.extend(trained.summaries)
         reduce = trained.reduce_vectors
@@ -121,7 +135,9 @@ def test_privacy_client_report_holds_only_update_count_and_metrics(
     assert CANARY.encode() not in pickle.dumps(report)
 
 
+@pytest.mark.parametrize("secure", [False, True])
 def test_privacy_canary_never_reaches_coordinator_events_or_disk(
+    secure: bool,
     tmp_path: Path,
     small_splits: CorpusSplits,
     small_config: CorpusConfig,
@@ -137,6 +153,7 @@ def test_privacy_canary_never_reaches_coordinator_events_or_disk(
         keystroke_texts=5,
         local=LocalTrainingConfig(max_local_steps=1),
         fleet=FleetConfig(eligibility=False, dropout_rate=0.0),
+        privacy=PrivacyConfig(secure_aggregation=secure),
     )
     events: list[object] = []
     simulation = Simulation.create(
@@ -166,6 +183,15 @@ def test_privacy_canary_never_reaches_coordinator_events_or_disk(
         if isinstance(item, tuple):
             assert isinstance(item[0], str) and isinstance(item[1], EvalCounts)
     assert CANARY.encode() not in pickle.dumps(executor.crossed)
+    summaries = [x for x in executor.crossed if isinstance(x, ClientSummary)]
+    sums = [x for x in executor.crossed if isinstance(x, np.ndarray)]
+    if secure:
+        # Under SecAgg no single update's norm crosses, and the sums are the
+        # masked integers modulo 2^b, never float updates.
+        assert all(math.isnan(s.norm) for s in summaries)
+        assert all(x.dtype == np.int64 for x in sums)
+    else:
+        assert all(s.norm > 0 for s in summaries)
     assert CANARY not in repr(events)
     for path in (tmp_path / "run").rglob("*"):
         if path.is_file():
