@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cli.errors import UsageError
-from coordinator.dp import DPConfig, DPConfigError
+from coordinator.dp import NOISE_PLACEMENTS, DPConfig, DPConfigError
 from coordinator.privacy_config import PrivacyConfig, PrivacyConfigError
 
 
@@ -47,6 +47,14 @@ def add_privacy_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
         "before a round would exceed it",
     )
     group.add_argument(
+        "--dp-noise",
+        choices=NOISE_PLACEMENTS,
+        default=None,
+        help="who adds the DP noise: the server after unmasking (central, the "
+        "default) or each phone a share before masking (distributed, needs "
+        "--secure-aggregation)",
+    )
+    group.add_argument(
         "--delta",
         type=float,
         default=None,
@@ -75,7 +83,13 @@ def privacy_config(
     """The `PrivacyConfig` the options describe; bad combinations are usage errors."""
     dp_flags = [
         name
-        for name in ("adaptive_clip", "noise_multiplier", "target_epsilon", "delta")
+        for name in (
+            "adaptive_clip",
+            "noise_multiplier",
+            "target_epsilon",
+            "delta",
+            "dp_noise",
+        )
         if getattr(args, name) is not None
     ]
     if args.canaries:
@@ -98,6 +112,7 @@ def privacy_config(
                 ),
                 expected_clients=clients_per_round,
                 adaptive_clip_quantile=args.adaptive_clip,
+                placement=args.dp_noise or "central",
             )
         return PrivacyConfig(
             secure_aggregation=args.secure_aggregation,

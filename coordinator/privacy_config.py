@@ -64,9 +64,16 @@ class PrivacyConfig:
                 )
         if self.delta is not None and not 0 < self.delta < 1:
             raise PrivacyConfigError(f"delta must lie in (0, 1), not {self.delta}")
-        if self.dp is not None and self.dp.placement != "central":
+        if (
+            self.dp is not None
+            and self.dp.placement == "distributed"
+            and not self.secure_aggregation
+        ):
+            # Each phone adds only 1/n of the noise: in the clear its update
+            # would be nearly noiseless. Only the masked sum carries it all.
             raise PrivacyConfigError(
-                "distributed DP noise is not wired into rounds yet; use central"
+                "distributed DP noise needs secure aggregation: without it each "
+                "update reaches the server with a 1/n share of the noise"
             )
 
     @property

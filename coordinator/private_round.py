@@ -15,6 +15,13 @@ protects anything. Its steps, each a pure function called where its data lives:
   mean) or by the expected cohort m after adding N(0, (zC)²) (DP's noisy mean,
   noise from `(seed, server_round, "dp-noise")`, identical on every rank).
 
+With distributed noise (`DPConfig.placement == "distributed"`, SecAgg required)
+each phone adds its share N(0, (zC)²/n) to its contribution before masking
+(`device_sim.clipping.phone_noise`, stream `(seed, server_round, client_id,
+"dp-noise")`), the server adds none, and the accountant is given the z that the
+survivors' shares really carry (`DPConfig.accounting_noise_multiplier`): the
+server never holds a noiseless sum, so it need not be trusted to add noise.
+
 C is DP's clip bound (adapting to a quantile of the norms, Andrew et al. 2021,
 when asked), or under SecAgg alone the bound honest local training already
 respects (`ScreenConfig.max_norm`: steps × client_lr × local clip), so the clip
@@ -41,6 +48,7 @@ import torch
 from coordinator.accountant import PrivacyAccountant
 from coordinator.config import FederationConfig
 from coordinator.dp import (
+    DPConfig,
     adapt_clip_norm,
     noise_rng,
     noisy_clip_fraction,
@@ -48,10 +56,17 @@ from coordinator.dp import (
 )
 from coordinator.robust import ScreenConfig, UpdateStats
 from coordinator.secagg_server import SecAggSession
-from device_sim.clipping import clip_bit, clip_update, flatten, unflatten
+from device_sim.clipping import (
+    clip_bit,
+    clip_update,
+    flatten,
+    phone_noise,
+    unflatten,
+)
 from device_sim.executor import ClientSummary, TrainedRound
 from device_sim.phone import ClientReport, Parameters
 from device_sim.secagg import SecAggConfig
+from models.seeding import numpy_rng
 
 # Bytes of a phone's SecAgg+ messages besides its masked vector: two public
 # keys, and per neighbour a sealed pair of shares and one share in the unmask
@@ -152,18 +167,29 @@ def private_delta(
     metrics["clip_norm"] = clip
     started = time.perf_counter()
     session = None
+    shares = dp is not None and dp.placement == "distributed"
     if privacy.secure_aggregation:
+        # Six standard deviations of a phone's noise share fit in the range.
+        spread = 6 * _share_stddev(dp, clip) if shares else 0.0
         session = SecAggSession.setup(
             sorted(accepted),
             config=SecAggConfig(bits=privacy.secagg_bits),
             seed=config.seed,
             server_round=server_round,
-            max_abs=max_examples * max(clip, 1.0),
+            max_abs=max_examples * max(clip, 1.0) + spread,
         )
     mask_seconds = [0.0]
 
     def build(report: ClientReport) -> np.ndarray:
         x = contribution(report, clip_norm=clip, weighted=weighted, clip_bit_=bit)
+        if shares:
+            assert dp is not None
+            x = x + noise_share(
+                dp,
+                size=x.shape[0],
+                clip_norm=clip,
+                rng=numpy_rng(config.seed, server_round, report.client_id, "dp-noise"),
+            )
         if session is None:
             return x
         begun = time.perf_counter()
@@ -186,8 +212,51 @@ def private_delta(
         mean = summed[:-1] / summed[-1]
         return PrivateResult(unflatten(mean, like), state, metrics, exact, None)
     return _dp_release(
-        summed, like, config, state, clip, server_round, population, metrics
+        summed,
+        like,
+        config,
+        state,
+        clip,
+        server_round,
+        population,
+        metrics,
+        shares_survived=len(accepted) if shares else None,
     )
+
+
+def _share_stddev(dp: DPConfig | None, clip_norm: float) -> float:
+    """The largest stddev of one phone's noise share (update or clip bit)."""
+    assert dp is not None
+    n = math.sqrt(dp.resolved_noise_shares)
+    return max(dp.noise_multiplier * clip_norm, dp.resolved_count_stddev) / n
+
+
+def noise_share(
+    dp: DPConfig, *, size: int, clip_norm: float, rng: np.random.Generator
+) -> np.ndarray:
+    """A phone's distributed noise for its (size,) contribution.
+
+    N(0, (zC)²/n) on the update's coordinates and, when the clip adapts, N(0,
+    σ_b²/n) on the appended clip bit: n shares sum to the central mechanism's.
+    """
+    n = dp.resolved_noise_shares
+    if not dp.adaptive:
+        return phone_noise(
+            size,
+            clip_norm=clip_norm,
+            noise_multiplier=dp.noise_multiplier,
+            noise_shares=n,
+            rng=rng,
+        )
+    noise = phone_noise(
+        size - 1,
+        clip_norm=clip_norm,
+        noise_multiplier=dp.noise_multiplier,
+        noise_shares=n,
+        rng=rng,
+    )
+    bit = rng.normal(0.0, dp.resolved_count_stddev / math.sqrt(n))
+    return np.append(noise, bit)
 
 
 def contribution(
@@ -216,17 +285,25 @@ def _dp_release(
     server_round: int,
     population: int,
     metrics: dict[str, Any],
+    *,
+    shares_survived: int | None = None,
 ) -> PrivateResult:
-    """DP-FedAvg's noisy mean, the clip step and the accountant's record."""
+    """DP-FedAvg's noisy mean, the clip step and the accountant's record.
+
+    `shares_survived` is set under distributed noise: the sum already carries
+    the phones' noise, the server adds none, and the accountant gets the z of
+    the shares that arrived.
+    """
     dp, privacy = config.privacy.dp, config.privacy
     assert dp is not None and privacy.delta is not None
+    distributed = shares_survived is not None
     vector = summed[:-1] if dp.adaptive else summed
     rng = noise_rng(config.seed, server_round)
     released = noisy_mean(
         vector,
         expected_clients=dp.expected_clients,
         clip_norm=clip,
-        noise_multiplier=dp.noise_multiplier,
+        noise_multiplier=0.0 if distributed else dp.noise_multiplier,
         rng=rng,
     )
     next_clip = clip
@@ -235,7 +312,7 @@ def _dp_release(
         fraction = noisy_clip_fraction(
             summed[-1],
             expected_clients=dp.expected_clients,
-            count_stddev=dp.resolved_count_stddev,
+            count_stddev=0.0 if distributed else dp.resolved_count_stddev,
             rng=rng,
         )
         next_clip = adapt_clip_norm(
@@ -246,17 +323,19 @@ def _dp_release(
         )
     accountant = state.load_accountant()
     q = sampling_probability(config, population)
-    z = dp.accounting_noise_multiplier()
+    z = dp.accounting_noise_multiplier(shares_survived=shares_survived)
     accountant.record_round(q, z)
     metrics.update(
         epsilon=accountant.epsilon(privacy.delta),
         delta=privacy.delta,
+        noise_placement=dp.placement,
         noise_multiplier=z,
         sampling_probability=q,
         next_clip_norm=next_clip,
     )
     mean = unflatten(released, like)
     new_state = PrivacyState(accountant.to_dict(), next_clip)
+    # What the server holds after unmasking: noiseless only with central noise.
     exact = unflatten(vector.copy(), like)
     return PrivateResult(mean, new_state, metrics, exact, mean)
 

@@ -26,6 +26,7 @@ from device_sim.phone import ClientMetrics, ClientReport
 from device_sim.ranks import SingleRank
 from models.config import ModelConfig
 from models.rundir import RunDir
+from models.seeding import numpy_rng
 
 METRICS = ClientMetrics(1.0, 1.0, 1.0, 1, 1)
 
@@ -245,3 +246,75 @@ def without_timings(record: dict[str, object]) -> dict[str, object]:
         value = kept.pop(name, None)
         kept[name] = None if value is None else round(float(value), 4)  # type: ignore[arg-type]
     return kept
+
+
+def test_private_delta_distributed_noise_comes_from_the_phones_shares() -> None:
+    # Prepare: SecAgg + DP with distributed noise, z = 1, C = 1, m = n = 2.
+    trained = two_phone_round()
+    dp = DPConfig(
+        clip_norm=1.0, noise_multiplier=1.0, expected_clients=2, placement="distributed"
+    )
+    privacy = PrivacyConfig(secure_aggregation=True, dp=dp, delta=1e-5)
+    config = FederationConfig(clients_per_round=2, seed=7, privacy=privacy)
+
+    # Execute
+    result = private_delta(
+        trained, {"a", "b"}, config, PrivacyState(), server_round=3, population=10
+    )
+
+    # Assert: each phone added N(0, 1/2) from its own stream before masking; the
+    # server added nothing and never held the noiseless sum.
+    clipped = np.array([1, 2, 3]) / math.sqrt(14) + np.array([3, 4, 5]) / math.sqrt(50)
+    shares = sum(
+        numpy_rng(7, 3, c, "dp-noise").normal(0.0, 1 / math.sqrt(2), size=3)
+        for c in ("a", "b")
+    )
+    noisy = clipped + shares
+    assert result.exact_sum[0].numpy() == pytest.approx(noisy, abs=1e-4)
+    assert result.delta[0].numpy() == pytest.approx(noisy / 2, abs=1e-4)
+    assert result.metrics["noise_placement"] == "distributed"
+    assert result.metrics["noise_multiplier"] == pytest.approx(1.0)
+    expected = independent_epsilon(0.2, 1.0, rounds=1, delta=1e-5)
+    assert result.metrics["epsilon"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_private_delta_distributed_noise_accounts_for_lost_shares() -> None:
+    # Prepare: shares provisioned for n = 4 phones, but only 2 report.
+    trained = two_phone_round()
+    dp = DPConfig(
+        clip_norm=1.0,
+        noise_multiplier=1.0,
+        expected_clients=2,
+        placement="distributed",
+        noise_shares=4,
+    )
+    privacy = PrivacyConfig(secure_aggregation=True, dp=dp, delta=1e-5)
+    config = FederationConfig(clients_per_round=2, seed=7, privacy=privacy)
+
+    # Execute
+    result = private_delta(
+        trained, {"a", "b"}, config, PrivacyState(), server_round=3, population=10
+    )
+
+    # Assert: two shares of variance 1/4 carry stddev sqrt(1/2): z = 0.7071.
+    assert result.metrics["noise_multiplier"] == pytest.approx(math.sqrt(0.5))
+    expected = independent_epsilon(0.2, math.sqrt(0.5), rounds=1, delta=1e-5)
+    assert result.metrics["epsilon"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_distributed_noise_without_secure_aggregation_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Prepare
+    dp = DPConfig(clip_norm=1.0, placement="distributed")
+
+    # Execute / Assert: the config and the CLI both refuse it.
+    with pytest.raises(ValueError, match="needs secure aggregation"):
+        PrivacyConfig(dp=dp)
+    code = main(
+        ["simulate", "--out", str(tmp_path / "r"), "--dp-clip", "1", "--dp-noise",
+         "distributed", "--rounds", "1"]
+    )
+    assert code == 2
+    assert "secure aggregation" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
