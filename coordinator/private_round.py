@@ -357,13 +357,19 @@ def _secagg_metrics(
 def epsilon_budget_left(
     config: FederationConfig, state: PrivacyState, *, population: int
 ) -> int | None:
-    """Rounds of (q, z) that still fit the target epsilon (None: no target)."""
+    """Rounds of (q, z) that still fit the target epsilon (None: no target).
+
+    Under distributed noise a round's z depends on how many shares arrive; the
+    check assumes the fewest a round may apply with (`min_reports`), so the
+    target holds whoever drops out.
+    """
     privacy, dp = config.privacy, config.privacy.dp
     if dp is None or privacy.target_epsilon is None or privacy.delta is None:
         return None
+    fewest = config.min_reports if dp.placement == "distributed" else None
     return state.load_accountant().rounds_within(
         privacy.target_epsilon,
         privacy.delta,
         sampling_probability=sampling_probability(config, population),
-        noise_multiplier=dp.accounting_noise_multiplier(),
+        noise_multiplier=dp.accounting_noise_multiplier(shares_survived=fewest),
     )
