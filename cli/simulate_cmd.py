@@ -33,7 +33,7 @@ from coordinator.simulation import PrivacyBudgetSpent, Simulation
 from coordinator.strategies import STRATEGIES
 from device_sim.config import FleetConfig, LocalTrainingConfig
 from device_sim.ranks import GroupRanks, Ranks, SingleRank
-from models.config import PRECISIONS, ModelConfig
+from models.config import OUTPUT_BIAS_INITS, PRECISIONS, ModelConfig
 from models.launch import launch_local
 
 
@@ -76,6 +76,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="server step size (default: the strategy's own)",
     )
     group.add_argument(
+        "--server-warmup-rounds",
+        type=int,
+        default=fed.server_warmup_rounds,
+        help="aggregations over which the server step rises linearly to "
+        "--server-lr, 0 for none (default: %(default)s)",
+    )
+    group.add_argument(
         "--local-epochs",
         type=int,
         default=local.local_epochs,
@@ -92,6 +99,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=local.client_lr,
         help="phones' SGD step size (default: %(default)s)",
+    )
+    group.add_argument(
+        "--clip-norm",
+        type=float,
+        default=local.clip_norm,
+        help="phones' gradient-norm clip per local step, 0 for none "
+        "(default: %(default)s)",
     )
     group.add_argument(
         "--prox-mu",
@@ -161,6 +175,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=ModelConfig().embed_dim,
         help="embedding width (default: %(default)s)",
     )
+    group.add_argument(
+        "--output-bias-init",
+        choices=OUTPUT_BIAS_INITS,
+        default=ModelConfig().output_bias_init,
+        help="round-0 output bias: zeros, or the public vocabulary's unigram "
+        "log-frequencies (wordfreq, no phone's text) (default: %(default)s)",
+    )
     add_robustness_options(group)
     parser.add_argument(
         "--threads",
@@ -185,6 +206,7 @@ def federation_config(args: argparse.Namespace) -> FederationConfig:
             local_epochs=args.local_epochs,
             max_local_steps=args.max_local_steps,
             client_lr=args.client_lr,
+            clip_norm=args.clip_norm,
             prox_mu=args.prox_mu,
             precision=args.precision,
         )
@@ -218,6 +240,7 @@ def _federation(
         clients_per_round=args.clients_per_round,
         strategy=args.strategy,
         server_lr=args.server_lr,
+        server_warmup_rounds=args.server_warmup_rounds,
         eval_every=args.eval_every,
         aggregator=args.aggregator,
         workers=_world_size(args),
@@ -251,7 +274,11 @@ def _open(args: argparse.Namespace, console: Console, ranks: Ranks) -> Simulatio
             simulation.set_rounds(args.rounds)
         return simulation
     federation = federation_config(args)
-    model = ModelConfig(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim)
+    model = ModelConfig(
+        embed_dim=args.embed_dim,
+        hidden_dim=args.hidden_dim,
+        output_bias_init=args.output_bias_init,
+    )
     corpus = corpus_config(args, seed=federation.seed)
     with console.status("loading the corpus and building the fleet"):
         splits = checked_splits(corpus, federation)

@@ -49,6 +49,10 @@ class FederationConfig:
     server_lr: float | None = None
     # FedAvgM momentum (Hsu et al. 2019).
     server_momentum: float = 0.9
+    # Server warm-up: the first this many aggregations step with a server_lr
+    # rising linearly to its value (coordinator.strategies). 0 (none) stays the
+    # default: docs/learning.md has the measurements.
+    server_warmup_rounds: int = 0
     # FedAdam/FedYogi/FedAdagrad first- and second-moment decays and adaptivity
     # (Reddi et al. 2021).
     beta1: float = 0.9
@@ -214,6 +218,7 @@ class FederationConfig:
                 beta1=self.beta1,
                 beta2=self.beta2,
                 tau=self.tau,
+                warmup_rounds=self.server_warmup_rounds,
             )
         except ValueError as error:
             raise FederationConfigError(str(error)) from None

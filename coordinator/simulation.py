@@ -14,8 +14,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from coordinator import store
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.evaluation import Evaluator, future_cohort
@@ -29,19 +27,11 @@ from corpora.samples import heldout_sample
 from corpora.tokenizer import WordTokenizer
 from device_sim.executor import ClientExecutor, FleetExecutor
 from device_sim.fleet import Fleet
-from device_sim.phone import load_parameters, parameters_of
 from device_sim.ranks import Ranks, SingleRank
 from models.config import ModelConfig
 from models.model import NextWordModel
 from models.rundir import RunDir, RunDirError, write_json_atomic
-from models.seeding import derive_seed
-
-
-def initial_model(config: ModelConfig, seed: int) -> NextWordModel:
-    """The round-0 global model, initialised from the stream `(seed, "init")`."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "init"))
-        return NextWordModel(config)
+from models.weights import initial_model, load_parameters, parameters_of
 
 
 class Simulation:
@@ -175,7 +165,7 @@ class Simulation:
             },
             tokenizer,
         )
-        parameters = parameters_of(initial_model(model, federation.seed))
+        parameters = parameters_of(initial_model(model, federation.seed, tokenizer))
         state = ServerState(
             server_round=0,
             parameters=parameters,

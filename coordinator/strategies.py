@@ -20,6 +20,12 @@ pseudo-gradient Delta (a descent direction, so every step *adds* to x):
   and x + server_lr * m / (sqrt(v) + tau). As in the paper there is no bias
   correction; the moments start at m = 0 and v = tau^2.
 
+Server warm-up (`StrategyConfig.warmup_rounds` = K > 0): the k-th aggregation
+(k = 1, 2, ...) steps with server_lr * min(1, k / K), the linear warm-up of Goyal et
+al. 2017 (arXiv 1706.02677) on the server's step. It damps the first steps, which
+with a few small, divergent cohorts and FedAvgM's momentum can overshoot; the
+buffers are updated as without it.
+
 FedProx (Li et al. 2020) changes only the clients' objective
 (`TrainingConfig.prox_mu` in `models.training`); on the server it is FedAvg.
 
@@ -33,7 +39,7 @@ rounding in the order clients report.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -81,6 +87,8 @@ class StrategyConfig:
     beta2: float = 0.99
     # Adaptivity tau: the denominator's epsilon and sqrt of v's start value.
     tau: float = 1e-3
+    # Aggregations over which server_lr rises linearly to its value (0: none).
+    warmup_rounds: int = 0
 
     def __post_init__(self) -> None:
         if self.name not in STRATEGIES:
@@ -93,6 +101,14 @@ class StrategyConfig:
                 raise ValueError(f"{field} must lie in [0, 1), got {value}")
         if not self.tau > 0:
             raise ValueError(f"tau must be positive, got {self.tau}")
+        if self.warmup_rounds < 0:
+            raise ValueError(f"warmup_rounds must be >= 0, got {self.warmup_rounds}")
+
+    def lr_at(self, aggregations: int) -> float:
+        """The server step of the aggregation after `aggregations` earlier ones."""
+        if self.warmup_rounds == 0:
+            return self.server_lr
+        return self.server_lr * min(1.0, (aggregations + 1) / self.warmup_rounds)
 
 
 @dataclass(frozen=True, eq=False)
@@ -276,8 +292,9 @@ def server_step(
     _check_state(config, parameters, state)
     delta = [d.to(p.dtype) for d, p in zip(delta, parameters, strict=True)]
     _check_like(parameters, delta, "delta")
+    stepped = replace(config, server_lr=config.lr_at(state.server_round))
     new_parameters, buffers = _STEPS[config.name](
-        config, list(parameters), delta, state.buffers
+        stepped, list(parameters), delta, state.buffers
     )
     return new_parameters, StrategyState(state.server_round + 1, buffers)
 

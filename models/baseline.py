@@ -13,6 +13,34 @@ from torch import nn
 from corpora.tokenizer import WordTokenizer
 
 
+def public_unigram_log_probs(tokenizer: WordTokenizer) -> torch.Tensor:
+    """Log-probabilities of the tokenizer's tokens from public word frequencies.
+
+    No phone's text enters: the words take wordfreq's English frequencies (the
+    list the public vocabulary was drawn from), `<unk>` the frequency mass of the
+    words outside the vocabulary, and `<eos>`, each punctuation mark and the other
+    specials, for which wordfreq has no figure, the uniform share 1 / V that an
+    untrained model gives them.
+
+    Returns:
+        A float32 tensor of shape (V,) whose exponentials sum to 1.
+    """
+    from wordfreq import get_frequency_dict
+
+    frequencies = get_frequency_dict("en")
+    size = tokenizer.vocab_size
+    words = torch.zeros(size, dtype=torch.float64)
+    for token_id in tokenizer.word_ids:
+        words[token_id] = frequencies.get(tokenizer.id_to_token[token_id], 0.0)
+    total = sum(frequencies.values())
+    words[tokenizer.unk_id] = max(total - float(words.sum()), 0.0)
+    # <eos>, punctuation, <pad>, <bos> and any word wordfreq lacks.
+    uniform = words == 0
+    probs = words / words.sum() * (1 - int(uniform.sum()) / size)
+    probs[uniform] = 1 / size
+    return torch.log(probs).float()
+
+
 class UnigramModel(nn.Module):
     """Predicts the same distribution, the training unigram frequencies, everywhere."""
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 # The arithmetic a training step can use (`TrainingConfig.precision`).
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+# How the round-0 output bias is set (`ModelConfig.output_bias_init`).
+OUTPUT_BIAS_INITS: tuple[str, ...] = ("zeros", "unigram")
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,19 @@ class ModelConfig:
     hidden_dim: int = 256
     # Longest token sequence trained on; longer messages are cut into windows.
     max_len: int = 32
+    # The round-0 output bias: "zeros" (every token equally likely, perplexity
+    # about vocab_size), or "unigram", the public vocabulary's log-frequencies
+    # (`models.baseline.public_unigram_log_probs`, from wordfreq, no phone's
+    # text). Applied where a run creates its first model; a checkpoint carries
+    # its own bias. Zeros stays the default: docs/learning.md has the measurements.
+    output_bias_init: str = "zeros"
+
+    def __post_init__(self) -> None:
+        if self.output_bias_init not in OUTPUT_BIAS_INITS:
+            raise ValueError(
+                f"unknown output_bias_init {self.output_bias_init!r} "
+                f"(one of {', '.join(OUTPUT_BIAS_INITS)})"
+            )
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,16 @@ LSTMState = tuple[torch.Tensor, torch.Tensor]
 class NextWordModel(nn.Module):
     """Predicts the next token of a token sequence."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(
+        self, config: ModelConfig, *, output_bias: torch.Tensor | None = None
+    ) -> None:
+        """A freshly initialised model.
+
+        Args:
+            config: the model's shape.
+            output_bias: the output layer's starting bias, shape (V,), e.g. a
+                unigram distribution's log-probabilities; None starts at zeros.
+        """
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim)
@@ -28,6 +37,14 @@ class NextWordModel(nn.Module):
         self.projection = nn.Linear(config.hidden_dim, config.embed_dim)
         self.output_bias = nn.Parameter(torch.zeros(config.vocab_size))
         nn.init.normal_(self.embedding.weight, std=0.05)
+        if output_bias is not None:
+            if output_bias.shape != (config.vocab_size,):
+                raise ValueError(
+                    f"output_bias has shape {tuple(output_bias.shape)}, "
+                    f"expected ({config.vocab_size},)"
+                )
+            with torch.no_grad():
+                self.output_bias.copy_(output_bias)
 
     def features(
         self, tokens: torch.Tensor, state: LSTMState | None = None
