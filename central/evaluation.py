@@ -3,14 +3,13 @@
 - held-out users: a fixed, evenly spaced sample of their messages
   (`corpora.samples.heldout_sample`), the sample the fleet and `fedtype evaluate`
   use.
-- future text: the fleet measures it on a cohort of phones ordered by a hash of
-  `(seed, "future-cohort", client_id)`, each contributing its oldest
-  `future_messages_per_user` future messages, until the cohort holds
+- future text: the fleet's cohort rule (`models.evaluation_sets.future_cohort`):
+  users ordered by a hash of `(seed, "future-cohort", user)`, each contributing
+  its oldest `future_messages_per_user` future messages, until the cohort holds
   `future_messages`. With one phone per user (the fleet's default) a phone's
-  client_id is its user, so the same rule here picks the same messages and
-  top-1, top-3 and perplexity are measured on identical text. (Keystroke savings
-  use `keystroke_texts` of them; the fleet spreads its sample over phones, so that
-  one sample may differ slightly.)
+  client_id is its user, so top-1, top-3 and perplexity are measured on
+  identical text. (Keystroke savings use `keystroke_texts` of them; the fleet
+  spreads its sample over phones, so that one sample may differ slightly.)
 """
 
 from __future__ import annotations
@@ -23,23 +22,18 @@ from torch import nn
 from corpora.corpus import CorpusSplits
 from corpora.samples import heldout_sample
 from corpora.tokenizer import WordTokenizer
+from models.evaluation_sets import cohort_texts, user_future_cohort
 from models.metrics import evaluate
-from models.seeding import derive_seed
 
 
 def future_cohort_sample(
     splits: CorpusSplits, *, seed: int, messages: int, per_user: int
 ) -> list[str]:
     """Training users' oldest future messages, users in the fleet's cohort order."""
-    order = sorted(
-        splits.training_users, key=lambda u: derive_seed(seed, "future-cohort", u)
+    cohort = user_future_cohort(
+        splits, seed=seed, messages=messages, per_user=per_user
     )
-    texts: list[str] = []
-    for user in order:
-        if len(texts) >= messages:
-            break
-        texts.extend(splits.training_users[user].future[:per_user])
-    return texts
+    return cohort_texts(splits, cohort, per_user)
 
 
 def evaluation_sets(

@@ -4,10 +4,10 @@ Each trained user starts from the same initial model as the other baselines and
 trains on their own train part only (plain SGD, as on the phones). Two numbers:
 
 - future: each user's model on that user's own future text. The users are the
-  fleet's future cohort (`central.evaluation.future_cohort_sample`: the same
+  fleet's future cohort (`models.evaluation_sets.future_cohort`: the same
   users and the same messages as the federated and central runs' future
   metric), so the three corners are measured on identical text; their counts
-  are pooled as the fleet pools its phones' counts.
+  are pooled by `models.metrics.combine`, as the fleet pools its phones'.
 - held-out (generalisation): the models of a fixed sample of `heldout_models`
   of those users, each evaluated on a fixed sample of `heldout_messages`
   held-out messages, and the metrics averaged over the models (perplexity as a
@@ -26,17 +26,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from corpora.corpus import CorpusSplits
 from corpora.samples import evenly_spaced, heldout_sample
 from corpora.tokenizer import WordTokenizer
 from models.batching import encode_messages
 from models.config import ModelConfig, TrainingConfig
-from models.metrics import accuracy_and_loss, evaluate, keystroke_counts
-from models.model import NextWordModel
-from models.seeding import derive_seed, numpy_rng
+from models.evaluation_sets import (
+    cohort_order,
+    future_cohort,
+    shares,
+    user_future_sizes,
+)
+from models.metrics import EvalCounts, count_metrics, evaluate
+from models.seeding import numpy_rng
 from models.training import train_local
+from models.weights import initial_model
 
 
 @dataclass(frozen=True)
@@ -77,39 +81,9 @@ class LocalOnlyConfig:
             raise ValueError(f"lr must be > 0, not {self.lr}")
 
 
-def cumulative_shares(sizes: list[int], total: int) -> list[int]:
-    """`total` split in proportion to `sizes`, rounding cumulatively (sums exactly).
-
-    cumulative_shares([2, 2, 4], 4) == [1, 1, 2].
-    """
-    whole = sum(sizes)
-    total = min(total, whole)
-    result, running, given = [], 0, 0
-    for size in sizes:
-        running += size
-        upto = (running * total) // whole if whole else 0
-        result.append(upto - given)
-        given = upto
-    return result
-
-
 def chosen_users(splits: CorpusSplits, config: LocalOnlyConfig) -> list[str]:
     """The users who train: the future cohort, in its hashed order, or everyone."""
-    order = sorted(
-        splits.training_users,
-        key=lambda u: derive_seed(config.seed, "future-cohort", u),
-    )
-    if config.all_users:
-        return order
-    chosen, held = [], 0
-    for user in order:
-        if held >= config.future_messages:
-            break
-        future = splits.training_users[user].future[: config.future_messages_per_user]
-        if future:
-            chosen.append(user)
-            held += len(future)
-    return chosen
+    return local_only_sets(splits, config)[0]
 
 
 @dataclass(frozen=True)
@@ -119,7 +93,7 @@ class UserResult:
     user: str
     tokens: int  # targets trained on, all epochs
     seconds: float  # training time
-    counts: dict[str, float]  # top1, top3, words, loss_sum, loss_count, ksr keys
+    counts: EvalCounts  # on the user's own future text, pooled afterwards
     heldout: dict[str, Any] | None  # EvalMetrics.as_dict() on the held-out sample
 
 
@@ -135,7 +109,7 @@ def train_user(
 ) -> UserResult:
     """Train `user`'s own model from the shared init and measure it."""
     history = splits.training_users[user]
-    model = initial_model(model_config, config.seed)
+    model = initial_model(model_config, config.seed, tokenizer)
     training = TrainingConfig(
         batch_size=config.batch_size,
         lr=config.lr,
@@ -153,7 +127,13 @@ def train_user(
     )
     seconds = time.perf_counter() - started
     future = list(history.future[: config.future_messages_per_user])
-    counts = future_counts(model, tokenizer, future, keystroke_texts, model_config)
+    counts = count_metrics(
+        model,
+        tokenizer,
+        future,
+        max_len=model_config.max_len,
+        keystroke_texts=keystroke_texts,
+    )
     heldout = None
     if heldout_texts:
         heldout = evaluate(
@@ -164,61 +144,6 @@ def train_user(
             keystroke_texts=config.heldout_keystroke_texts,
         ).as_dict()
     return UserResult(user, result.num_tokens, seconds, counts, heldout)
-
-
-def initial_model(model_config: ModelConfig, seed: int) -> NextWordModel:
-    """The shared starting point (the central baseline's initial model)."""
-    torch.manual_seed(derive_seed(seed, "init"))
-    return NextWordModel(model_config)
-
-
-def future_counts(
-    model: NextWordModel,
-    tokenizer: WordTokenizer,
-    texts: list[str],
-    keystroke_texts: int,
-    model_config: ModelConfig,
-) -> dict[str, float]:
-    """Additive counts of `model` on `texts` (pooled over users afterwards)."""
-    model.eval()
-    sequences = encode_messages(tokenizer, texts, model_config.max_len)
-    top1, top3, words, loss_sum, loss_count = accuracy_and_loss(
-        model, tokenizer, sequences, batch_size=128
-    )
-    sample = evenly_spaced(texts, keystroke_texts) if keystroke_texts else []
-    without, with_strip = keystroke_counts(model, tokenizer, sample, batch_size=128)
-    return {
-        "top1": top1,
-        "top3": top3,
-        "words": words,
-        "loss_sum": loss_sum,
-        "loss_count": loss_count,
-        "keys_without": without,
-        "keys_with": with_strip,
-        "messages": len(texts),
-    }
-
-
-def pooled_metrics(counts: list[dict[str, float]]) -> dict[str, Any] | None:
-    """`EvalMetrics`-shaped dict of summed counts (None when there are none)."""
-    if not counts:
-        return None
-    total = {key: sum(c[key] for c in counts) for key in counts[0]}
-
-    def ratio(a: float, b: float) -> float:
-        return a / b if b else math.nan
-
-    mean_loss = ratio(total["loss_sum"], total["loss_count"])
-    return {
-        "top1": ratio(total["top1"], total["words"]),
-        "top3": ratio(total["top3"], total["words"]),
-        "perplexity": math.exp(min(mean_loss, 709.0)),
-        "keystroke_savings": ratio(
-            total["keys_without"] - total["keys_with"], total["keys_without"]
-        ),
-        "num_targets": int(total["words"]),
-        "num_messages": int(total["messages"]),
-    }
 
 
 def averaged_metrics(results: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -250,11 +175,21 @@ def heldout_model_users(users: list[str], config: LocalOnlyConfig) -> set[str]:
 def local_only_sets(
     splits: CorpusSplits, config: LocalOnlyConfig
 ) -> tuple[list[str], list[int], list[str]]:
-    """(users in order, each user's keystroke share, the held-out sample)."""
-    users = chosen_users(splits, config)
-    sizes = [
-        len(splits.training_users[u].future[: config.future_messages_per_user])
-        for u in users
-    ]
-    shares = cumulative_shares(sizes, config.keystroke_texts)
-    return users, shares, heldout_sample(splits, config.heldout_messages)
+    """(users in order, each user's keystroke share, the held-out sample).
+
+    The users are the fleet's future cohort (`models.evaluation_sets`), or with
+    `all_users` every training user in the cohort's order.
+    """
+    sizes = user_future_sizes(splits, config.future_messages_per_user)
+    if config.all_users:
+        users = cohort_order(list(sizes), config.seed)
+        keys = shares([sizes[u] for u in users], config.keystroke_texts)
+    else:
+        cohort = future_cohort(
+            sizes,
+            seed=config.seed,
+            messages=config.future_messages,
+            keystroke_texts=config.keystroke_texts,
+        )
+        users, keys = list(cohort.client_ids), list(cohort.keystroke_texts)
+    return users, keys, heldout_sample(splits, config.heldout_messages)

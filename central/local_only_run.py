@@ -23,12 +23,12 @@ from central.local_only import (
     averaged_metrics,
     heldout_model_users,
     local_only_sets,
-    pooled_metrics,
     train_user,
 )
 from corpora.corpus import CorpusConfig, load_corpus
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
+from models.metrics import EvalCounts, combine
 from models.rundir import RunDir, RunDirError
 
 KIND = "local-only"
@@ -60,7 +60,11 @@ def users_path(run: RunDir) -> Path:
 
 
 def read_done(run: RunDir) -> dict[str, dict[str, Any]]:
-    """Finished users' lines by user (a torn last line is ignored)."""
+    """Finished users' lines by user.
+
+    A torn last line is ignored, and so is a line whose counts are not an
+    `EvalCounts` (that user trains again, to the same result).
+    """
     path = users_path(run)
     if not path.exists():
         return {}
@@ -68,6 +72,7 @@ def read_done(run: RunDir) -> dict[str, dict[str, Any]]:
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
+            EvalCounts(**record["counts"])
             done[record["user"]] = record
         except (ValueError, KeyError, TypeError):
             continue
@@ -139,7 +144,11 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "wall_seconds_total": round(sum(float(r["seconds"]) for r in results), 3),
         "bytes_total": 0,
         "heldout": averaged_metrics(heldout),
-        "future": pooled_metrics([r["counts"] for r in results]),
+        "future": (
+            combine([EvalCounts(**r["counts"]) for r in results]).as_dict()
+            if results
+            else None
+        ),
     }
 
 

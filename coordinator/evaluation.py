@@ -10,69 +10,36 @@ Two sets, both fixed for the whole run so that rounds compare:
   data was cut): measured on the phones themselves, federated evaluation as in
   Gboard (Hard et al. 2018). A cohort of phones drawn once from the seed, holding
   about `future_messages` messages (at most `future_messages_per_phone` each),
-  reports additive counts that `device_sim.local_eval.combine` pools.
+  reports additive counts that `models.metrics.combine` pools. The cohort rule
+  is `models.evaluation_sets.future_cohort`, shared with the baselines.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from coordinator.config import FederationConfig
 from corpora.tokenizer import WordTokenizer
 from device_sim.executor import ClientExecutor
 from device_sim.fleet import Fleet
-from device_sim.local_eval import combine
-from device_sim.phone import parameters_of
-from models.metrics import evaluate
+from models import evaluation_sets
+from models.evaluation_sets import FutureCohort
+from models.metrics import combine, evaluate
 from models.model import NextWordModel
-from models.seeding import derive_seed
-
-
-@dataclass(frozen=True)
-class FutureCohort:
-    """The phones that measure future text, and each one's keystroke share."""
-
-    client_ids: tuple[str, ...]
-    keystroke_texts: tuple[int, ...]
-    num_messages: int
-
-
-def shares(sizes: Sequence[int], total: int) -> list[int]:
-    """`total` split in proportion to `sizes` by cumulative rounding (sums exactly).
-
-    shares([2, 2, 4], 4) == [1, 1, 2].
-    """
-    whole = sum(sizes)
-    if not whole:
-        return [0] * len(sizes)
-    total = min(total, whole)
-    result, running, given = [], 0, 0
-    for size in sizes:
-        running += size
-        upto = (running * total) // whole
-        result.append(upto - given)
-        given = upto
-    return result
+from models.weights import parameters_of
 
 
 def future_cohort(fleet: Fleet, config: FederationConfig) -> FutureCohort:
-    """Phones in an order hashed from the seed, until they hold `future_messages`."""
-    order = sorted(
-        fleet.client_ids, key=lambda c: derive_seed(config.seed, "future-cohort", c)
-    )
-    chosen: list[str] = []
-    sizes: list[int] = []
-    for client_id in order:
-        if sum(sizes) >= config.future_messages:
-            break
-        size = fleet.phone(client_id).future_size(config.future_messages_per_phone)
-        if size:
-            chosen.append(client_id)
-            sizes.append(size)
-    return FutureCohort(
-        tuple(chosen), tuple(shares(sizes, config.keystroke_texts)), sum(sizes)
+    """The fleet's phones that measure future text (`models.evaluation_sets`)."""
+    sizes = {
+        client_id: fleet.phone(client_id).future_size(config.future_messages_per_phone)
+        for client_id in fleet.client_ids
+    }
+    return evaluation_sets.future_cohort(
+        sizes,
+        seed=config.seed,
+        messages=config.future_messages,
+        keystroke_texts=config.keystroke_texts,
     )
 
 

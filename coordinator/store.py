@@ -35,7 +35,6 @@ from safetensors.torch import load_file, save_file
 from coordinator.robust import ScreenHistory
 from coordinator.strategies import StrategyState, state_from_tensors, state_to_tensors
 from corpora.tokenizer import WordTokenizer
-from device_sim.phone import Parameters, load_parameters
 from models.checkpoint import (
     CheckpointError,
     atomic_path,
@@ -45,6 +44,7 @@ from models.checkpoint import (
 )
 from models.model import NextWordModel
 from models.rundir import RunDir, RunDirError, move_aside
+from models.weights import Parameters, load_parameters
 
 
 @dataclass(frozen=True)

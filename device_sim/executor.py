@@ -32,17 +32,12 @@ import torch
 from corpora.tokenizer import WordTokenizer
 from device_sim.clipping import flatten, unflatten
 from device_sim.config import LocalTrainingConfig
-from device_sim.local_eval import EvalCounts
-from device_sim.phone import (
-    ClientMetrics,
-    ClientReport,
-    Parameters,
-    Phone,
-    load_parameters,
-)
+from device_sim.phone import ClientMetrics, ClientReport, Phone
 from device_sim.ranks import Ranks, SingleRank, assign_shares
 from models.config import ModelConfig
+from models.metrics import EvalCounts
 from models.model import NextWordModel
+from models.weights import Parameters, load_parameters
 
 # Called with each summary as soon as its phone (on this rank) has finished.
 ReportCallback = Callable[["ClientSummary"], None]

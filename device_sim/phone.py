@@ -22,17 +22,14 @@ import torch
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import LocalTrainingConfig
 from device_sim.faults import corrupt_report, default_fault_scale
-from device_sim.local_eval import EvalCounts, combine, count_metrics
 from device_sim.profile import DeviceProfile
 from models.batching import encode_messages
 from models.checkpoint import atomic_path
-from models.metrics import EvalMetrics
+from models.metrics import EvalCounts, EvalMetrics, combine, count_metrics
 from models.model import NextWordModel
 from models.seeding import numpy_rng
 from models.training import TrainResult, batch_mean_loss, train_local
-
-# Float tensors in `model.parameters()` order.
-Parameters = list[torch.Tensor]
+from models.weights import Parameters, load_parameters
 
 
 @dataclass(frozen=True)
@@ -62,18 +59,6 @@ class LocalData:
 
     sequences: list[list[int]]  # token sequences trained on this round
     rng: np.random.Generator  # the phone's stream for the round, after sampling
-
-
-def parameters_of(model: torch.nn.Module) -> Parameters:
-    """Detached copies of a model's parameters, in order."""
-    return [p.detach().clone() for p in model.parameters()]
-
-
-@torch.no_grad()
-def load_parameters(model: torch.nn.Module, parameters: Sequence[torch.Tensor]) -> None:
-    """Copy `parameters` into `model`'s parameters, in order."""
-    for target, source in zip(model.parameters(), parameters, strict=True):
-        target.copy_(source)
 
 
 class Phone:
@@ -262,6 +247,10 @@ class Phone:
             keystroke_texts=keystroke_texts,
         )
         return None if counts is None else combine([counts])
+
+    def train_texts(self) -> tuple[str, ...]:
+        """The train text, oldest first. Device side only (on-phone fine-tuning)."""
+        return self._train
 
     def future_size(self, max_messages: int) -> int:
         """How many future messages `evaluate` would use."""

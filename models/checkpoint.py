@@ -111,13 +111,14 @@ def load_checkpoint(
 
 
 def _model_config(metadata: dict[str, str], *, source: str) -> ModelConfig:
-    """The `ModelConfig` in a checkpoint's metadata: every field a positive int."""
+    """The `ModelConfig` in a checkpoint's metadata: its sizes positive ints."""
     invalid = CheckpointError(f"{source}: metadata lacks a valid model_config")
     try:
         config = ModelConfig(**json.loads(metadata["model_config"]))
     except (KeyError, TypeError, ValueError):
         raise invalid from None
-    if not all(type(value) is int and value > 0 for value in asdict(config).values()):
+    sizes = [v for k, v in asdict(config).items() if k != "output_bias_init"]
+    if not all(type(value) is int and value > 0 for value in sizes):
         raise invalid
     return config
 

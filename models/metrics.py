@@ -12,11 +12,19 @@ The keystroke savings rate (KSR) is that of Trnka & McCoy 2008 ("Evaluating word
 prediction: framing keystroke savings", ACL): an ideal user who taps a suggestion
 the moment the intended word shows among the three of the strip. Its exact rules
 are in `message_keystrokes`.
+
+Every corner measures through one core, FedJAX's additive `Stat` idea: `count_metrics`
+counts one model on some texts (`EvalCounts`: hits, targets, summed loss, keys),
+counts add up exactly, and `combine` turns the pooled counts into `EvalMetrics`.
+`evaluate` is `combine([count_metrics(...)])`; the fleet pools its phones' counts
+and the local-only baseline its users' counts through the same `combine`, so the
+federated, central and local-only figures are computed by the same arithmetic.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -54,8 +62,22 @@ class EvalMetrics:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class EvalCounts:
+    """Additive counts behind `EvalMetrics`: what a phone or a user reports."""
+
+    top1_hits: int
+    top3_hits: int
+    word_targets: int  # targets counted for top-k (suggestible words)
+    loss_sum: float  # summed cross-entropy over every non-padding target
+    loss_targets: int
+    keys_without: int  # keystrokes of the keystroke sample without the strip
+    keys_with: int  # and with it
+    num_messages: int
+
+
 def _ratio(numerator: float, denominator: float) -> float:
-    return numerator / denominator if denominator else float("nan")
+    return numerator / denominator if denominator else math.nan
 
 
 @torch.inference_mode()
@@ -198,6 +220,63 @@ def keystroke_counts(
     return without, with_strip
 
 
+def count_metrics(
+    model: nn.Module,
+    tokenizer: WordTokenizer,
+    texts: list[str],
+    *,
+    max_len: int,
+    keystroke_texts: int,
+    batch_size: int = 128,
+) -> EvalCounts:
+    """The additive counts of `model` on `texts`.
+
+    Args:
+        model: Maps (B, T) token ids to ((B, T, V) logits, state).
+        tokenizer: The tokenizer the model was trained with.
+        texts: Messages, one a string.
+        max_len: Window length for accuracy and perplexity, as in training.
+        keystroke_texts: Size of the fixed, evenly spaced sample of `texts` the
+            keystrokes are simulated on (each message whole, unwindowed).
+        batch_size: Messages per forward pass.
+    """
+    model.eval()
+    sequences = encode_messages(tokenizer, texts, max_len)
+    top1, top3, words, loss_sum, loss_count = accuracy_and_loss(
+        model, tokenizer, sequences, batch_size=batch_size
+    )
+    sample = evenly_spaced(texts, keystroke_texts) if keystroke_texts > 0 else []
+    without, with_strip = keystroke_counts(
+        model, tokenizer, sample, batch_size=batch_size
+    )
+    return EvalCounts(
+        top1_hits=top1,
+        top3_hits=top3,
+        word_targets=words,
+        loss_sum=loss_sum,
+        loss_targets=loss_count,
+        keys_without=without,
+        keys_with=with_strip,
+        num_messages=len(texts),
+    )
+
+
+def combine(counts: Sequence[EvalCounts]) -> EvalMetrics:
+    """The metrics of pooled counts (rates are nan where nothing was counted)."""
+    words = sum(c.word_targets for c in counts)
+    loss_targets = sum(c.loss_targets for c in counts)
+    without = sum(c.keys_without for c in counts)
+    mean_loss = _ratio(sum(c.loss_sum for c in counts), loss_targets)
+    return EvalMetrics(
+        top1=_ratio(sum(c.top1_hits for c in counts), words),
+        top3=_ratio(sum(c.top3_hits for c in counts), words),
+        perplexity=math.exp(min(mean_loss, 709.0)) if loss_targets else math.nan,
+        keystroke_savings=_ratio(without - sum(c.keys_with for c in counts), without),
+        num_targets=words,
+        num_messages=sum(c.num_messages for c in counts),
+    )
+
+
 def evaluate(
     model: nn.Module,
     tokenizer: WordTokenizer,
@@ -209,33 +288,17 @@ def evaluate(
 ) -> EvalMetrics:
     """Top-1/top-3 word accuracy, perplexity and keystroke savings on `texts`.
 
-    Args:
-        model: Maps (B, T) token ids to ((B, T, V) logits, state).
-        tokenizer: The tokenizer the model was trained with.
-        texts: Messages, one a string.
-        max_len: Window length for accuracy and perplexity, as in training.
-        batch_size: Messages per forward pass.
-        keystroke_texts: Size of the fixed, evenly spaced sample of `texts` the
-            keystroke savings are simulated on (each message whole, unwindowed).
+    `combine([count_metrics(...)])`: see `count_metrics` for the arguments.
 
     Returns:
         The metrics; rates are nan when `texts` has nothing to count.
     """
-    model.eval()
-    sequences = encode_messages(tokenizer, texts, max_len)
-    top1, top3, words, loss_sum, loss_count = accuracy_and_loss(
-        model, tokenizer, sequences, batch_size=batch_size
+    counts = count_metrics(
+        model,
+        tokenizer,
+        texts,
+        max_len=max_len,
+        keystroke_texts=keystroke_texts,
+        batch_size=batch_size,
     )
-    sample = evenly_spaced(texts, keystroke_texts) if keystroke_texts > 0 else []
-    without, with_strip = keystroke_counts(
-        model, tokenizer, sample, batch_size=batch_size
-    )
-    mean_loss = _ratio(loss_sum, loss_count)
-    return EvalMetrics(
-        top1=_ratio(top1, words),
-        top3=_ratio(top3, words),
-        perplexity=math.exp(min(mean_loss, 709.0)) if loss_count else math.nan,
-        keystroke_savings=_ratio(without - with_strip, without),
-        num_targets=words,
-        num_messages=len(texts),
-    )
+    return combine([counts])

@@ -18,10 +18,10 @@ from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, LocalTrainingConfig
 from device_sim.executor import FleetExecutor
 from device_sim.fleet import Fleet, shards
-from device_sim.phone import parameters_of
 from device_sim.profile import draw_profile, hashed_uniform
 from models.config import ModelConfig
 from models.model import NextWordModel
+from models.weights import parameters_of
 
 
 def test_fleet_from_splits_one_phone_per_training_user(

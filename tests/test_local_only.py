@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,6 @@ from central.local_only import (
     LocalOnlyConfig,
     UserResult,
     averaged_metrics,
-    cumulative_shares,
-    pooled_metrics,
 )
 from central.local_only_run import (
     create_local_only_run,
@@ -62,47 +59,6 @@ def corpus_file(
     )
     path.write_text("\n".join(lines) + "\n")
     return str(path)
-
-
-def test_cumulative_shares_hand_computed() -> None:
-    # Execute / Assert
-    assert cumulative_shares([2, 2, 4], 4) == [1, 1, 2]
-    assert cumulative_shares([1, 1, 1], 2) == [0, 1, 1]
-    assert cumulative_shares([3, 1], 10) == [3, 1]
-    assert cumulative_shares([0, 0], 5) == [0, 0]
-
-
-def test_pooled_metrics_sums_counts_before_dividing() -> None:
-    # Prepare: user a 1/2 top-1, user b 2/6; pooled 3/8, not the mean 5/12.
-    a = {
-        "top1": 1,
-        "top3": 2,
-        "words": 2,
-        "loss_sum": 2.0,
-        "loss_count": 2,
-        "keys_without": 10,
-        "keys_with": 8,
-        "messages": 1,
-    }
-    b = {
-        "top1": 2,
-        "top3": 3,
-        "words": 6,
-        "loss_sum": 6.0,
-        "loss_count": 2,
-        "keys_without": 30,
-        "keys_with": 12,
-        "messages": 2,
-    }
-    # Execute
-    pooled = pooled_metrics([a, b])
-    # Assert
-    assert pooled is not None
-    assert pooled["top1"] == 3 / 8 and pooled["top3"] == 5 / 8
-    assert pooled["perplexity"] == pytest.approx(math.exp(2.0))
-    assert pooled["keystroke_savings"] == 20 / 40
-    assert pooled["num_messages"] == 3 and pooled["num_targets"] == 8
-    assert pooled_metrics([]) is None
 
 
 def test_averaged_metrics_means_rates_and_geometric_mean_perplexity() -> None:

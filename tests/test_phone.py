@@ -11,16 +11,12 @@ import torch
 from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, FleetConfigError, LocalTrainingConfig
-from device_sim.phone import (
-    Phone,
-    PhoneStoreError,
-    load_parameters,
-    parameters_of,
-)
+from device_sim.phone import Phone, PhoneStoreError
 from device_sim.profile import draw_profile, work_seconds
 from models.batching import encode_messages
 from models.config import ModelConfig
 from models.model import NextWordModel
+from models.weights import load_parameters, parameters_of
 
 TEXTS = ("hello there how are you", "i am fine thanks", "what are you doing today")
 

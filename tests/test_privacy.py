@@ -29,11 +29,12 @@ from device_sim.executor import (
     ReportCallback,
     TrainedRound,
 )
-from device_sim.local_eval import EvalCounts
-from device_sim.phone import ClientMetrics, ClientReport, Parameters, Phone
+from device_sim.phone import ClientMetrics, ClientReport, Phone
 from device_sim.profile import draw_profile
 from models.config import ModelConfig
+from models.metrics import EvalCounts
 from models.model import NextWordModel
+from models.weights import Parameters
 
 CANARY = "zqxcanary"
 COORDINATOR = Path(__file__).resolve().parents[1] / "coordinator"

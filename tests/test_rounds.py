@@ -19,13 +19,14 @@ from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, LocalTrainingConfig
 from device_sim.executor import FleetExecutor
 from device_sim.fleet import Fleet
-from device_sim.phone import Phone, parameters_of
+from device_sim.phone import Phone
 from device_sim.profile import draw_profile, drops_out
 from models.batching import encode_messages, make_batches
 from models.config import ModelConfig
 from models.model import NextWordModel
 from models.seeding import numpy_rng
 from models.training import batch_loss
+from models.weights import parameters_of
 
 
 def federation(**changes: object) -> FederationConfig:
