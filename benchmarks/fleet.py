@@ -47,7 +47,7 @@ from device_sim.config import FleetConfig, LocalTrainingConfig
 from device_sim.phone import Phone
 from device_sim.ranks import GroupRanks, Ranks, SingleRank
 from models.batching import count_targets
-from models.config import ModelConfig
+from models.config import DEFAULT_PRECISION, ModelConfig
 from models.launch import launch_local
 from models.model import NextWordModel, flops_per_token
 from models.training import local_batches, make_optimizer, train_step
@@ -319,7 +319,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=8, help="timed rounds")
     parser.add_argument("--workers", type=int, default=2, help="ranks of fedtype")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
+    parser.add_argument(
+        "--precision", choices=["fp32", "bf16"], default=DEFAULT_PRECISION
+    )
     parser.add_argument(
         "--shapes",
         nargs="+",

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from device_sim.faults import FAULT_KINDS, default_fault_scale
-from models.config import PRECISIONS, TrainingConfig
+from models.config import DEFAULT_PRECISION, PRECISIONS, TrainingConfig
 
 __all__ = ["FAULT_KINDS", "FleetConfig", "FleetConfigError", "LocalTrainingConfig"]
 
@@ -43,8 +43,9 @@ class LocalTrainingConfig:
     clip_norm: float = 1.0
     # Arithmetic of local training and the loss probes: "bf16" runs the model's
     # matmuls under `torch.autocast` (fp32 weights, fp32 loss), "fp32" does not.
-    # `benchmarks/fleet.py` measures both (README, "Speed of the fleet").
-    precision: str = "bf16"
+    # `benchmarks/fleet.py` measures both (README, "Speed of the fleet"). The
+    # default is bf16 on a CPU with native bf16 and fp32 elsewhere.
+    precision: str = DEFAULT_PRECISION
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.config import ModelConfig
+from models.config import ModelConfig, native_bf16
 
 LSTMState = tuple[torch.Tensor, torch.Tensor]
+# Whether bf16 autocast may run the LSTM (oneDNN needs native bf16 for it).
+NATIVE_BF16 = native_bf16()
 
 
 class NextWordModel(nn.Module):
@@ -59,7 +61,12 @@ class NextWordModel(nn.Module):
             Features of shape (B, T, E) and the LSTM state after the last position.
         """
         embedded = self.embedding(tokens)  # (B, T, E)
-        hidden, state = self.lstm(embedded, state)  # (B, T, H)
+        if torch.is_autocast_enabled("cpu") and not NATIVE_BF16:
+            # oneDNN has no bf16 LSTM without native bf16: run it in fp32.
+            with torch.autocast("cpu", enabled=False):
+                hidden, state = self.lstm(embedded, state)  # (B, T, H)
+        else:
+            hidden, state = self.lstm(embedded, state)  # (B, T, H)
         return self.projection(hidden), state  # (B, T, E)
 
     def output_logits(self, features: torch.Tensor) -> torch.Tensor:
