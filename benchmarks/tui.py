@@ -36,7 +36,7 @@ from rich.table import Table
 from textual.events import Key
 from textual.widgets import Input
 
-from cli.demo_cmd import create_run
+from cli.demo_cmd import create_run, demo_federation
 from coordinator.simulation import Simulation
 from corpora.samples import heldout_sample
 from tui.app import FedtypeApp
@@ -124,7 +124,7 @@ async def type_keys(pilot, keys: list[str], gap: float) -> None:
 
 
 async def measure(args: argparse.Namespace, run: Path) -> dict[str, Timings]:
-    splits = create_run(run, args.clients_per_round)
+    splits = create_run(run, demo_federation(args.clients_per_round))
     if args.in_process:
         fleet = SimulationFleet(Simulation.resume(run, splits=splits))
     else:

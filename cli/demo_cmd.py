@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 
 from cli.errors import UsageError
-from coordinator.config import FederationConfig
+from cli.privacy_options import add_privacy_options, privacy_config
+from coordinator.config import FederationConfig, FederationConfigError
+from coordinator.privacy_config import PrivacyConfig
 from coordinator.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
@@ -20,11 +22,30 @@ from tui.child_fleet import ChildProcessFleet
 DEFAULT_RUN = "runs/demo"
 
 
-def demo_federation(clients_per_round: int) -> FederationConfig:
-    """The settings of a fresh demo fleet: short rounds, a chart point each."""
+def demo_federation(
+    clients_per_round: int,
+    *,
+    privacy: PrivacyConfig | None = None,
+    rounds: int | None = None,
+) -> FederationConfig:
+    """The settings of a fresh demo fleet: short rounds, a chart point each.
+
+    Raises:
+        UsageError: the privacy options conflict with the demo's settings.
+    """
+    try:
+        return _demo_federation(clients_per_round, privacy or PrivacyConfig(), rounds)
+    except FederationConfigError as error:
+        raise UsageError(str(error)) from None
+
+
+def _demo_federation(
+    clients_per_round: int, privacy: PrivacyConfig, rounds: int | None
+) -> FederationConfig:
     return FederationConfig(
-        # The demo keeps going until you quit; this only sets the final evaluation.
-        rounds=10_000,
+        # The demo keeps going until you quit; this only sets the final evaluation
+        # (and, with --target-epsilon, the rounds the budget is spread over).
+        rounds=rounds or 10_000,
         # Ten phones a round (the default twenty would double a round's time).
         clients_per_round=clients_per_round,
         # Evaluate every round, on samples small enough to take about a second.
@@ -39,6 +60,8 @@ def demo_federation(clients_per_round: int) -> FederationConfig:
         # 11.5 % / top-3 20.8 % and suggests "you" after "how are", where plain
         # FedAvg still suggests "I · you · the" after any text at round 65.
         strategy="fedavgm",
+        # Secure aggregation and DP from the privacy options (default: none).
+        privacy=privacy,
     )
 
 
@@ -79,7 +102,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--paused", action="store_true", help="open with training paused"
     )
+    add_privacy_options(parser)
     parser.set_defaults(func=run_demo)
+
+
+def privacy_flags(args: argparse.Namespace) -> list[str]:
+    """The privacy options given on the command line (not left at their default)."""
+    defaults = PrivacyConfig()
+    given = [
+        name
+        for name in (
+            "dp_clip",
+            "adaptive_clip",
+            "noise_multiplier",
+            "target_epsilon",
+            "dp_noise",
+            "delta",
+        )
+        if getattr(args, name) is not None
+    ]
+    if args.secure_aggregation:
+        given.append("secure_aggregation")
+    if args.attack_phones != defaults.attack_phones:
+        given.append("attack_phones")
+    if args.canaries != defaults.canaries:
+        given.append("canaries")
+    return ["--" + name.replace("_", "-") for name in given]
+
+
+def demo_privacy(args: argparse.Namespace, *, fresh: bool) -> PrivacyConfig:
+    """The fresh fleet's privacy settings; an existing run keeps its own."""
+    flags = privacy_flags(args)
+    if flags and not fresh:
+        raise UsageError(
+            f"{', '.join(flags)}: privacy options apply to a fresh fleet only; "
+            f"{args.run or DEFAULT_RUN} holds a run, which keeps its own protections "
+            "(pick an empty --run)"
+        )
+    if args.target_epsilon is not None and args.rounds is None:
+        raise UsageError(
+            "--target-epsilon: the demo runs until you quit; give --rounds N to "
+            "spread the budget over"
+        )
+    return privacy_config(args, clients_per_round=args.clients_per_round)
 
 
 def is_free(path: Path) -> bool:
@@ -96,14 +161,14 @@ def free_sibling(path: Path) -> Path:
     raise UsageError(f"{path}: no free directory name beside it")
 
 
-def create_run(path: Path, clients_per_round: int) -> CorpusSplits:
+def create_run(path: Path, federation: FederationConfig) -> CorpusSplits:
     """Create a fresh demo fleet's run in `path`; returns the corpus it loaded."""
     tokenizer = WordTokenizer.public()
     corpus = CorpusConfig()
     splits = load_corpus(corpus)
     Simulation.create(
         path,
-        federation=demo_federation(clients_per_round),
+        federation=federation,
         corpus=corpus,
         model=ModelConfig(vocab_size=tokenizer.vocab_size),
         tokenizer=tokenizer,
@@ -118,9 +183,9 @@ def open_fleet(path: Path, splits: CorpusSplits | None = None) -> ChildProcessFl
     return ChildProcessFleet(path, name=str(path), splits=splits)
 
 
-def start_fleet(path: Path, clients_per_round: int) -> ChildProcessFleet:
+def start_fleet(path: Path, federation: FederationConfig) -> ChildProcessFleet:
     """A fresh fleet on the default corpus in `path`."""
-    return open_fleet(path, create_run(path, clients_per_round))
+    return open_fleet(path, create_run(path, federation))
 
 
 def load_central(path: str) -> CentralReference:
@@ -151,8 +216,12 @@ def run_demo(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     central = load_central(args.central) if args.central else None
     path = Path(args.run or DEFAULT_RUN)
+    privacy = demo_privacy(args, fresh=is_free(path))
+    # Only a budget needs a last round; otherwise the fleet trains until you quit.
+    rounds = args.rounds if args.target_epsilon is not None else None
+    federation = demo_federation(args.clients_per_round, privacy=privacy, rounds=rounds)
     if is_free(path):
-        factory = lambda: start_fleet(path, args.clients_per_round)  # noqa: E731
+        factory = lambda: start_fleet(path, federation)  # noqa: E731
     else:
         factory = lambda: open_fleet(path)  # noqa: E731
     # Where a fresh fleet goes if `path` cannot be opened: beside it, untouched.
@@ -162,7 +231,7 @@ def run_demo(args: argparse.Namespace) -> int:
         central=central,
         autostart=not args.paused,
         max_rounds=args.rounds,
-        fresh_factory=lambda: start_fleet(fresh, args.clients_per_round),
+        fresh_factory=lambda: start_fleet(fresh, federation),
         fresh_where=str(fresh),
     )
     app.run()
