@@ -8,6 +8,11 @@ batches those phones trained on this round, comes from `device_sim.truth`,
 computed from the phones' own data for this measurement alone: nothing here
 feeds back into selection, screening or aggregation.
 
+Beside the scores it records the server's own view: the top recovered words
+(`TOP_WORDS`, largest output-bias rise first) of each attacked phone's update
+and of the sum, for the TUI's "what the server saw" panel. The truth (the
+phones' words) is never recorded, only the precision and recall against it.
+
 Every rank computes the same figures (the attacked phones' output-bias deltas
 are gathered, a few vectors of V floats); rank 0 writes them.
 """
@@ -28,6 +33,9 @@ from device_sim.fleet import Fleet
 from device_sim.phone import Parameters
 from device_sim.truth import trained_tokens
 
+# How many recovered words a round records per attacked input.
+TOP_WORDS = 12
+
 
 def probe_round(
     trained: TrainedRound,
@@ -42,6 +50,9 @@ def probe_round(
     noisy: Parameters | None,
 ) -> dict[str, dict[str, Any]]:
     """`{"update": ..., "sum": ..., "noisy": ...}`, each {"precision", "recall"}.
+
+    "update" also holds "words": {client_id: top recovered words}, "sum" and
+    "noisy" a "words" list: what the server recovered, not what was typed.
 
     Args:
         aggregate: the sum (or any positive multiple of it, such as the weighted
@@ -72,6 +83,9 @@ def probe_round(
             [s.precision for s in scores], [s.recall for s in scores]
         )
         result["update"]["phones"] = float(len(scores))
+        result["update"]["words"] = {
+            c: top_words(biases[c], bias_tokens(biases[c]), tokenizer) for c in attacked
+        }
     union: set[int] = set().union(*(truth(c) for c in ids)) if ids else set()
     for name, released in (("sum", aggregate), ("noisy", noisy)):
         if released is None:
@@ -79,7 +93,23 @@ def probe_round(
         recovered = recover_tokens(released, vocab_size=vocab)
         s = score(recovered, union, word_ids=tokenizer.word_ids)
         result[name] = _mean_score([s.precision], [s.recall])
+        bias = update_parts(released, vocab_size=vocab)[0]
+        result[name]["words"] = top_words(bias, recovered, tokenizer)
     return result
+
+
+def top_words(
+    bias_delta: torch.Tensor,
+    recovered: Collection[int],
+    tokenizer: WordTokenizer,
+    *,
+    count: int = TOP_WORDS,
+) -> list[str]:
+    """The `count` recovered word tokens with the largest bias rise, as words."""
+    words = set(tokenizer.word_ids)
+    ids = [i for i in recovered if i in words]
+    ids.sort(key=lambda i: (-float(bias_delta[i]), i))
+    return [tokenizer.decode([i]) for i in ids[:count]]
 
 
 def _gather_biases(

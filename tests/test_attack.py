@@ -17,6 +17,7 @@ from coordinator.attack import (
     score,
     update_parts,
 )
+from coordinator.attack_probe import top_words
 from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
 from models.batching import encode_messages
@@ -184,3 +185,19 @@ def test_attack_on_a_sum_recovers_the_union_but_not_who_typed_it(
     # one phone's words the bag is mostly other phones' (precision 0.17-0.51).
     assert cohort.precision >= 0.95 and cohort.recall >= 0.9
     assert mean(s.precision for s in per_phone) <= 0.5
+
+
+def test_top_words_ranks_recovered_words_by_bias_rise() -> None:
+    # Prepare: four words; "b" rose most, then "c", then "a"; specials rose too.
+    tokenizer = WordTokenizer.from_words(["a", "b", "c", "d"])
+    ids = {w: tokenizer.encode(w)[0] for w in "abcd"}
+    bias = torch.zeros(tokenizer.vocab_size)
+    bias[ids["a"]], bias[ids["b"]], bias[ids["c"]] = 0.1, 0.5, 0.3
+    bias[tokenizer.bos_id] = 0.9
+    recovered = {ids["a"], ids["b"], ids["c"], tokenizer.bos_id}
+
+    # Execute
+    words = top_words(bias, recovered, tokenizer, count=2)
+
+    # Assert: specials left out, largest rise first, cut at count.
+    assert words == ["b", "c"]
