@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "cli.simulate_cmd",
     "cli.central_cmd",
     "cli.local_only_cmd",
+    "cli.personalize_cmd",
     "cli.compare_cmd",
     "cli.demo_cmd",
 )

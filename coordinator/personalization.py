@@ -1,0 +1,276 @@
+"""Personalisation measured across the fleet (Wang et al. 2019, arXiv 1910.10252).
+
+The phones of the run's future-text cohort (`coordinator.evaluation.future_cohort`,
+the phones the run's own evaluation measures) each fine-tune the global model on
+their own history and measure it on their own future text
+(`device_sim.personalize.personalize_phone`). The coordinator pools what they
+report: per-phone relative top-1 and top-3 gains over the global model, the share
+of phones it hurts, and accuracy and keystroke savings pooled over the cohort, for
+the personal model everywhere and for the gated one (personal only where it beat
+the global model on the phone's validation slice).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from coordinator.config import FederationConfig, FederationConfigError
+from coordinator.evaluation import FutureCohort, future_cohort
+from corpora.corpus import load_corpus
+from corpora.tokenizer import WordTokenizer
+from device_sim.fleet import Fleet
+from device_sim.personalize import (
+    PersonalizationConfig,
+    PhoneOutcome,
+    personalize_phone,
+)
+from models.metrics import EvalCounts, combine
+from models.model import NextWordModel
+from models.rundir import RunDir, RunDirError, write_json_atomic
+from models.weights import parameters_of
+
+# The report's file in the run directory.
+REPORT_NAME = "personalization.json"
+# The models a phone may end up using, besides the global one.
+VARIANTS = ("personal", "gated")
+
+# Called after each cohort phone with (phones done, cohort size, its outcome).
+PhoneCallback = Callable[[int, int, PhoneOutcome | None], None]
+
+
+@dataclass(frozen=True, eq=False)
+class FederatedRun:
+    """What personalising needs of a federated run: its global model and phones."""
+
+    run: RunDir
+    federation: FederationConfig
+    tokenizer: WordTokenizer
+    model: NextWordModel  # the global model of the latest checkpoint
+    server_round: int  # that checkpoint's round
+    fleet: Fleet
+    cohort: FutureCohort
+
+
+def open_federated_run(path: str) -> FederatedRun:
+    """The run at `path`, its latest global model, fleet and future cohort.
+
+    Raises:
+        RunDirError: no run there, a run of another kind, or no checkpoint yet.
+    """
+    run = RunDir(path)
+    config = run.read_config()
+    kind = config.get("kind")
+    if kind != "federated":
+        raise RunDirError(
+            f"{run.path}: a {kind!r} run; personalisation needs a federated run "
+            "(made by fedtype simulate), whose phones fine-tune its global model. "
+            "Central and local-only runs have no fleet of phones to personalise on"
+        )
+    try:
+        federation = FederationConfig.from_dict(config["federation"])
+    except (KeyError, TypeError, FederationConfigError) as error:
+        raise RunDirError(f"{run.config_path}: incomplete ({error})") from None
+    model, server_round = run.load_model()
+    splits = load_corpus(run.corpus_config())
+    fleet = Fleet.from_splits(splits, federation.fleet, seed=federation.seed)
+    return FederatedRun(
+        run=run,
+        federation=federation,
+        tokenizer=run.load_tokenizer(),
+        model=model.eval(),
+        server_round=server_round,
+        fleet=fleet,
+        cohort=future_cohort(fleet, federation),
+    )
+
+
+def personalize_cohort(
+    run: FederatedRun,
+    config: PersonalizationConfig,
+    *,
+    on_phone: PhoneCallback | None = None,
+) -> list[PhoneOutcome]:
+    """Every cohort phone personalises the global model on itself; their outcomes.
+
+    Phones are independent: each starts from the global weights and draws from
+    its own stream `(seed, "personalize", client_id)`.
+    """
+    parameters = parameters_of(run.model)
+    scratch = NextWordModel(run.model.config)
+    cohort = run.cohort
+    outcomes: list[PhoneOutcome] = []
+    pairs = list(zip(cohort.client_ids, cohort.keystroke_texts, strict=True))
+    for done, (client_id, keystroke_texts) in enumerate(pairs, start=1):
+        outcome = personalize_phone(
+            run.fleet.phone(client_id),
+            parameters,
+            model=scratch,
+            tokenizer=run.tokenizer,
+            config=config,
+            seed=run.federation.seed,
+            max_messages=run.federation.future_messages_per_phone,
+            keystroke_texts=keystroke_texts,
+        )
+        if outcome is not None:
+            outcomes.append(outcome)
+        if on_phone is not None:
+            on_phone(done, len(pairs), outcome)
+    return outcomes
+
+
+def relative_gain(new: float, base: float) -> float:
+    """(new - base) / base: 0.25 from 0.20 to 0.25; nan when base is 0."""
+    return (new - base) / base if base else math.nan
+
+
+@dataclass(frozen=True)
+class GainSummary:
+    """How one variant did against the global model, phone by phone."""
+
+    mean_top1: float  # mean over phones of the relative top-1 gain
+    median_top1: float
+    mean_top3: float  # the same for top-3
+    median_top3: float
+    hurt_share: float  # phones whose top-1 fell, of those with word targets
+    helped_share: float  # phones whose top-1 rose
+    phones: int  # phones with word targets in their future text
+    no_baseline: int  # of them, phones the global model got no top-1 hit on
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def gain_summary(pairs: Sequence[tuple[EvalCounts, EvalCounts]]) -> GainSummary:
+    """The relative gains of `(variant, global)` counts on each phone's one text.
+
+    A phone without word targets counts nowhere; one where the global model had
+    no top-1 (or top-3) hit has no relative gain there and is left out of that
+    mean and median, but still counts as hurt or helped.
+    """
+    pairs = [(new, base) for new, base in pairs if base.word_targets]
+    top1 = [relative_gain(n.top1_hits, b.top1_hits) for n, b in pairs]
+    top3 = [relative_gain(n.top3_hits, b.top3_hits) for n, b in pairs]
+    top1 = [g for g in top1 if not math.isnan(g)]
+    top3 = [g for g in top3 if not math.isnan(g)]
+    phones = len(pairs)
+    hurt = sum(n.top1_hits < b.top1_hits for n, b in pairs)
+    helped = sum(n.top1_hits > b.top1_hits for n, b in pairs)
+    return GainSummary(
+        mean_top1=_mean(top1),
+        median_top1=_median(top1),
+        mean_top3=_mean(top3),
+        median_top3=_median(top3),
+        hurt_share=hurt / phones if phones else math.nan,
+        helped_share=helped / phones if phones else math.nan,
+        phones=phones,
+        no_baseline=sum(not b.top1_hits for _, b in pairs),
+    )
+
+
+def variant_counts(outcome: PhoneOutcome, variant: str) -> EvalCounts:
+    """A phone's future counts under "global", "personal" or "gated"."""
+    if variant == "global":
+        return outcome.future_global
+    if variant == "personal":
+        return outcome.future_personal
+    if variant == "gated":
+        return outcome.future_gated
+    raise ValueError(f"unknown variant {variant!r} (global, {', '.join(VARIANTS)})")
+
+
+def _json_ready(value: Any) -> Any:
+    """`value` with nan and infinities as None (strict JSON), recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def _phone_row(outcome: PhoneOutcome) -> dict[str, Any]:
+    validation = outcome.validation_global
+    personal = outcome.validation_personal
+    return {
+        "client_id": outcome.client_id,
+        "client_lr": outcome.client_lr,
+        "steps": outcome.steps,
+        "kept": outcome.kept,
+        "word_targets": outcome.future_global.word_targets,
+        "global_top1_hits": outcome.future_global.top1_hits,
+        "personal_top1_hits": outcome.future_personal.top1_hits,
+        "global_top3_hits": outcome.future_global.top3_hits,
+        "personal_top3_hits": outcome.future_personal.top3_hits,
+        "validation_targets": validation.word_targets if validation else 0,
+        "validation_global_top1_hits": validation.top1_hits if validation else 0,
+        "validation_personal_top1_hits": personal.top1_hits if personal else 0,
+    }
+
+
+def build_report(
+    run: FederatedRun,
+    config: PersonalizationConfig,
+    outcomes: Sequence[PhoneOutcome],
+    *,
+    wall_seconds: float,
+) -> dict[str, Any]:
+    """The JSON-ready report: settings, pooled metrics, gains, per-phone rows."""
+    pooled = {
+        name: combine([variant_counts(o, name) for o in outcomes]).as_dict()
+        for name in ("global", *VARIANTS)
+    }
+    gains = {
+        name: asdict(
+            gain_summary([(variant_counts(o, name), o.future_global) for o in outcomes])
+        )
+        for name in VARIANTS
+    }
+    trained = [o for o in outcomes if o.steps]
+    report = {
+        "run": str(run.run.path),
+        "server_round": run.server_round,
+        "seed": run.federation.seed,
+        "settings": asdict(config),
+        "phones": len(outcomes),
+        "phones_trained": len(trained),
+        "kept_share": sum(o.kept for o in outcomes) / len(outcomes)
+        if outcomes
+        else math.nan,
+        "future": pooled,
+        "gain": gains,
+        "wall_seconds": wall_seconds,
+        "per_phone": [_phone_row(o) for o in outcomes],
+    }
+    return _json_ready(report)
+
+
+def write_report(run: RunDir, report: dict[str, Any]) -> str:
+    """Write the report into the run directory, atomically; its path."""
+    path = run.path / REPORT_NAME
+    write_json_atomic(path, report)
+    return str(path)
+
+
+def read_report(run: RunDir) -> dict[str, Any] | None:
+    """A run's personalisation report, or None when it has none (for compare)."""
+    path = run.path / REPORT_NAME
+    if not path.exists():
+        return None
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise RunDirError(f"{path}: unreadable ({error})") from None
+    if not isinstance(report, dict):
+        raise RunDirError(f"{path}: not a JSON object")
+    return report
