@@ -7,6 +7,7 @@ import argparse
 from cli.errors import UsageError
 from coordinator.dp import NOISE_PLACEMENTS, DPConfig, DPConfigError
 from coordinator.privacy_config import PrivacyConfig, PrivacyConfigError
+from corpora.canaries import MAX_COUNT
 
 
 def add_privacy_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -92,11 +93,8 @@ def privacy_config(
         )
         if getattr(args, name) is not None
     ]
-    if args.canaries:
-        raise UsageError(
-            "--canaries: planting canaries in simulate is not wired yet "
-            "(corpora.canaries and models.exposure exist; see docs/privacy.md)"
-        )
+    if not 0 <= args.canaries <= MAX_COUNT:
+        raise UsageError(f"--canaries: must lie in [0, {MAX_COUNT}]: {args.canaries}")
     if args.dp_clip is None and dp_flags:
         flags = ", ".join("--" + n.replace("_", "-") for n in dp_flags)
         raise UsageError(f"{flags}: differential privacy needs --dp-clip C")

@@ -30,6 +30,7 @@ from device_sim.fleet import Fleet
 from device_sim.ranks import Ranks, SingleRank
 from models.config import ModelConfig
 from models.model import NextWordModel
+from models.run_canaries import run_canaries
 from models.rundir import RunDir, RunDirError, write_json_atomic
 from models.weights import initial_model, load_parameters, parameters_of
 
@@ -60,6 +61,18 @@ class Simulation:
         self.on_event = on_event
         self._state = state
         self._totals = totals
+        # Canaries go into the phones' train text only; the aggregation never
+        # sees canaries.json (rank 0 writes it, every rank checks it).
+        self._canaries = run_canaries(
+            run,
+            count=federation.privacy.canaries,
+            seed=federation.seed,
+            splits=splits,
+            tokenizer=tokenizer,
+            write=(executor.ranks if executor else ranks or SingleRank()).rank == 0,
+        )
+        if self._canaries is not None:
+            splits = self._canaries.plant(splits)
         self._fleet = Fleet.from_splits(splits, federation.fleet, seed=federation.seed)
         self._joined = JoinedPhones(
             run, fleet_config=federation.fleet, seed=federation.seed
@@ -367,6 +380,10 @@ class Simulation:
                     self._scratch, self._fleet, self.executor, heldout=self.is_leader
                 )
             )
+            if self._canaries is not None and self.is_leader:
+                record["exposure"] = self._canaries.measure(
+                    self._scratch, self.tokenizer
+                )
             record["eval_seconds"] = time.perf_counter() - started
         self._totals = totals
         self._save(state, record)

@@ -23,11 +23,17 @@ import dataclasses
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from corpora.corpus import CorpusSplits, UserHistory
 from corpora.tokenizer import WordTokenizer
+
+
+# Most canaries per repeat value: 1,000 already plants 21,000 messages with the
+# default repeats, and the exposure probe scores every one at each evaluation.
+MAX_COUNT = 1000
 
 
 class CanaryConfigError(ValueError):
@@ -51,8 +57,11 @@ class CanaryConfig:
     controls: int = 5
 
     def __post_init__(self) -> None:
-        if self.count < 0 or self.controls < 0:
-            raise CanaryConfigError("count and controls must be >= 0")
+        if not 0 <= self.count <= MAX_COUNT or not 0 <= self.controls <= MAX_COUNT:
+            raise CanaryConfigError(
+                f"count and controls must lie in [0, {MAX_COUNT}]: "
+                f"{self.count}, {self.controls}"
+            )
         if any(r < 1 for r in self.repeats):
             raise CanaryConfigError(f"every repeat count must be >= 1: {self.repeats}")
         if self.words_per_canary < 1 or self.phones_per_canary < 1:
@@ -73,6 +82,22 @@ class Canary:
     def planted(self) -> bool:
         """Whether the canary is in some training text (not a control)."""
         return self.repeats > 0 and bool(self.client_ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: text, repeats and client_ids (a list)."""
+        return {
+            "text": self.text,
+            "repeats": self.repeats,
+            "client_ids": list(self.client_ids),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Canary:
+        """The canary `to_dict` wrote (KeyError, TypeError or ValueError if not)."""
+        client_ids = data["client_ids"]
+        if not isinstance(data["text"], str) or not isinstance(client_ids, list):
+            raise TypeError("text must be a string and client_ids a list")
+        return cls(str(data["text"]), int(data["repeats"]), tuple(map(str, client_ids)))
 
 
 def vocabulary_words(tokenizer: WordTokenizer) -> list[str]:

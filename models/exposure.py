@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,14 +57,15 @@ def log_perplexities(
     """
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     scores = []
     for start in range(0, ids.shape[0], batch_size):
-        rows = ids[start : start + batch_size]  # (B, k)
-        bos = torch.full((rows.shape[0], 1), bos_id, dtype=torch.long)
+        rows = ids[start : start + batch_size].to(device)  # (B, k)
+        bos = torch.full((rows.shape[0], 1), bos_id, dtype=torch.long, device=device)
         logits, _ = model(torch.cat([bos, rows[:, :-1]], dim=1))  # (B, k, V)
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         picked = log_probs.gather(-1, rows.unsqueeze(-1)).squeeze(-1)  # (B, k)
-        scores.append(-picked.sum(dim=1).double() / math.log(2))
+        scores.append(-picked.sum(dim=1).double().cpu() / math.log(2))
     model.train(was_training)
     return torch.cat(scores).numpy() if scores else np.zeros(0)
 
@@ -74,9 +76,25 @@ def rank_exposure(score: float, candidate_scores: np.ndarray) -> tuple[int, floa
     return rank, math.log2(len(candidate_scores) + 1) - math.log2(rank)
 
 
-def extrapolated_exposure(score: float, candidate_scores: np.ndarray) -> float:
-    """−log2 CDF(score) of a skew-normal fitted to the candidates' scores."""
+def skewnorm_fit(candidate_scores: np.ndarray) -> tuple[float, float, float]:
+    """(shape, loc, scale) of a skew-normal fitted to the candidates' scores."""
     shape, loc, scale = stats.skewnorm.fit(candidate_scores)
+    return float(shape), float(loc), float(scale)
+
+
+def extrapolated_exposure(
+    score: float,
+    candidate_scores: np.ndarray,
+    *,
+    fit: tuple[float, float, float] | None = None,
+) -> float:
+    """−log2 CDF(score) of a skew-normal fitted to the candidates' scores.
+
+    Args:
+        fit: `skewnorm_fit(candidate_scores)` when already computed (a fit costs
+            tens of milliseconds; canaries ranked in one pool share it).
+    """
+    shape, loc, scale = fit or skewnorm_fit(candidate_scores)
     log_cdf = float(stats.skewnorm.logcdf(score, shape, loc, scale))
     return max(0.0, -log_cdf / math.log(2))
 
@@ -117,20 +135,23 @@ def exposures(
         )
 
     scores = np.zeros(len(canaries))
-    pools: dict[int, np.ndarray] = {}
+    pools: dict[int, tuple[np.ndarray, tuple[float, float, float]]] = {}
     for length in sorted({len(ids) for ids in encoded}):
         rng = numpy_rng(seed, "exposure", length)
         drawn = vocabulary[rng.integers(0, len(vocabulary), size=(candidates, length))]
-        pools[length] = score_rows(drawn)
+        pool = score_rows(drawn)
+        pools[length] = (pool, skewnorm_fit(pool))
         members = [k for k, ids in enumerate(encoded) if len(ids) == length]
         scores[members] = score_rows([encoded[k] for k in members])
     return [
-        _exposure(canary, float(score), pools[len(ids)])
+        _exposure(canary, float(score), *pools[len(ids)])
         for canary, ids, score in zip(canaries, encoded, scores, strict=True)
     ]
 
 
-def _exposure(canary: Canary, score: float, pool: np.ndarray) -> Exposure:
+def _exposure(
+    canary: Canary, score: float, pool: np.ndarray, fit: tuple[float, float, float]
+) -> Exposure:
     rank, exposure = rank_exposure(score, pool)
     return Exposure(
         text=canary.text,
@@ -139,5 +160,41 @@ def _exposure(canary: Canary, score: float, pool: np.ndarray) -> Exposure:
         rank=rank,
         candidates=len(pool),
         exposure=exposure,
-        extrapolated=extrapolated_exposure(score, pool),
+        extrapolated=extrapolated_exposure(score, pool, fit=fit),
     )
+
+
+def exposure_summary(results: Sequence[Exposure]) -> dict[str, Any]:
+    """The compact `exposure` field of a metrics line.
+
+    Means over the canaries of each repeat count (keys are the counts as
+    strings) and over the controls, of the rank exposure and, under
+    "extrapolated", of the skew-normal exposure:
+
+        {"candidates": N, "max_possible": log2(N + 1),
+         "by_repeats": {"1": ..., "4": ..., "16": ...}, "controls": ...,
+         "extrapolated": {"1": ..., "4": ..., "16": ..., "controls": ...}}
+
+    A group with no canaries is left out; "controls" is None without controls.
+    """
+    groups: dict[str, list[Exposure]] = {}
+    for result in results:
+        key = "controls" if result.repeats == 0 else str(result.repeats)
+        groups.setdefault(key, []).append(result)
+    planted = sorted((k for k in groups if k != "controls"), key=int)
+    candidates = results[0].candidates if results else 0
+
+    def mean(key: str, field: str) -> float | None:
+        if key not in groups:
+            return None
+        return round(float(np.mean([getattr(r, field) for r in groups[key]])), 4)
+
+    return {
+        "candidates": candidates,
+        "max_possible": round(math.log2(candidates + 1), 4),
+        "by_repeats": {k: mean(k, "exposure") for k in planted},
+        "controls": mean("controls", "exposure"),
+        "extrapolated": {
+            k: mean(k, "extrapolated") for k in (*planted, "controls") if k in groups
+        },
+    }
