@@ -30,7 +30,6 @@ import numpy as np
 from corpora.corpus import CorpusSplits, UserHistory
 from corpora.tokenizer import WordTokenizer
 
-
 # Most canaries per repeat value: 1,000 already plants 21,000 messages with the
 # default repeats, and the exposure probe scores every one at each evaluation.
 MAX_COUNT = 1000
