@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from central.errors import CentralConfigError
+from corpora.canaries import MAX_COUNT
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class CentralConfig:
     shard_messages: int = 20_000
     # Keep every this many steps' checkpoint for good (0: only the latest two).
     checkpoint_every: int = 0
+    # Secret Sharer canaries per repeat count planted in the pooled train text
+    # (models.run_canaries; 0: none), as `fedtype simulate --canaries` does.
+    canaries: int = 0
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "shard_messages")
@@ -56,12 +60,17 @@ class CentralConfig:
             "future_messages",
             "keystroke_texts",
             "checkpoint_every",
+            "canaries",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise CentralConfigError(
                     f"{name} must be >= 0, not {getattr(self, name)}"
                 )
+        if self.canaries > MAX_COUNT:
+            raise CentralConfigError(
+                f"canaries must be <= {MAX_COUNT}, not {self.canaries}"
+            )
         if self.max_steps is not None and self.max_steps < 1:
             raise CentralConfigError(f"max_steps must be >= 1, not {self.max_steps}")
         if not self.lr > 0:

@@ -38,6 +38,7 @@ from corpora.corpus import load_corpus
 from models.checkpoint import load_weights, save_checkpoint
 from models.config import TrainingConfig
 from models.model import NextWordModel
+from models.run_canaries import run_canaries
 from models.rundir import RunDir, RunDirError
 from models.seeding import derive_seed
 from models.training import make_optimizer
@@ -65,6 +66,17 @@ class CentralTrainer:
         self.tokenizer = spec.tokenizer()
         self.model_config = spec.model()
         self.splits = load_corpus(spec.corpus())
+        # Planted into the pooled train text on every load, as the fleet does.
+        self.canaries = run_canaries(
+            run,
+            count=self.config.canaries,
+            seed=self.config.seed,
+            splits=self.splits,
+            tokenizer=self.tokenizer,
+            write=context.is_main,
+        )
+        if self.canaries is not None:
+            self.splits = self.canaries.plant(self.splits)
         self.progress = spec.progress or Progress()
         self.model = self._build_model(spec)
         self.optimizer = make_optimizer(
@@ -222,6 +234,8 @@ class CentralTrainer:
             "train_loss": train_loss,
             **metrics,
         }
+        if self.canaries is not None:
+            record["exposure"] = self.canaries.measure(self.model, self.tokenizer)
         save_checkpoint(
             self.run.checkpoint_path(progress.step),
             self.model,

@@ -41,6 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "torchrun (torchrun -m central ...) this process is one worker.",
     )
     add_worker_options(parser)
+    parser.add_argument(
+        "--canaries",
+        type=int,
+        default=0,
+        help="Secret Sharer canaries per repeat count planted in the pooled train "
+        "text, new runs only (default: %(default)s)",
+    )
     parser.set_defaults(func=run_central)
 
 

@@ -46,3 +46,25 @@ def test_simulate_canaries_out_of_range_exit_2(
 
     # Assert
     assert code == 2 and "--canaries" in capsys.readouterr().err
+
+
+def test_central_canaries_write_exposure_and_survive_resume(
+    tmp_path: Path, corpus_file: str
+) -> None:
+    # Prepare
+    out = tmp_path / "central"
+    argv = ["central", "--out", str(out), "--workers", "1", "--threads", "1"]
+    argv += ["--corpus", corpus_file, "--max-steps", "2", "--eval-every", "2"]
+    argv += ["--embed-dim", "16", "--hidden-dim", "32", "--batch-size", "16"]
+    argv += ["--canaries", "1"]
+
+    # Execute: a run, then a resume that checks canaries.json (nothing left to do).
+    first = main(argv)
+    saved = (out / "canaries.json").read_text()
+    again = main(["central", "--resume", str(out), "--workers", "1"])
+
+    # Assert
+    assert (first, again) == (0, 0)
+    assert (out / "canaries.json").read_text() == saved
+    records = RunDir(out).read_metrics()
+    assert set(records[-1]["exposure"]["by_repeats"]) == {"1", "4", "16"}
