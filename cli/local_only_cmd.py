@@ -8,14 +8,6 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from central.local_only import LocalOnlyConfig, UserResult
 from central.local_only_run import create_local_only_run, run_local_only
@@ -27,6 +19,7 @@ from cli.options import (
     check_threads,
     corpus_config,
 )
+from cli.progress import progress_bar
 from corpora.messages import CorpusError
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
@@ -107,15 +100,7 @@ def run_local_only_cmd(args: argparse.Namespace) -> int:
     check_threads(args.threads)
     path = args.resume or _create(args)
     torch.set_num_threads(args.threads)
-    bar = Progress(
-        TextColumn("users"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[last]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
+    bar = progress_bar(console, label="users", status="last")
     task = bar.add_task("users", total=None, last="")
 
     def on_user(done: int, total: int, result: UserResult) -> None:

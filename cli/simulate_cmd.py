@@ -7,18 +7,11 @@ import os
 
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from cli.errors import UsageError
 from cli.options import add_corpus_options, corpus_config
 from cli.privacy_options import add_privacy_options, privacy_config
+from cli.progress import progress_bar
 from cli.simulate_checks import (
     add_robustness_options,
     check_options,
@@ -339,14 +332,7 @@ def _run(args: argparse.Namespace, ranks: Ranks) -> int:
     console = Console(quiet=ranks.rank != 0)
     simulation = _open(args, console, ranks)
     target = simulation.federation.rounds
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
+    with progress_bar(console, status=None) as progress:
         rounds = progress.add_task(
             "rounds", total=target, completed=simulation.server_round
         )

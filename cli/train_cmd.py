@@ -13,14 +13,6 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from central.config import CentralConfig
 from central.distributed import context_from_env
@@ -43,6 +35,7 @@ from cli.options import (
     check_threads,
     corpus_config,
 )
+from cli.progress import progress_bar
 from corpora.messages import CorpusError
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
@@ -163,15 +156,7 @@ class ProgressDisplay:
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
+        self.bar = progress_bar(console)
         self.task = self.bar.add_task("steps", total=None, status="")
 
     def __enter__(self) -> ProgressDisplay:

@@ -6,6 +6,7 @@ asks for them, so tests must treat them as read-only: copy before changing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,6 +56,20 @@ def small_messages(
 ) -> list[Message]:
     """The messages of the first `SMALL_SLICE_USERS` Chit-Chat users."""
     return chitchat_slice(SMALL_SLICE_USERS)
+
+
+@pytest.fixture(scope="session")
+def corpus_file(
+    tmp_path_factory: pytest.TempPathFactory, small_messages: list[Message]
+) -> str:
+    """The small slice as a JSONL corpus file (read-only: copy before changing)."""
+    path = tmp_path_factory.mktemp("corpus") / "small.jsonl"
+    lines = (
+        json.dumps({"user": m.user, "text": m.text, "timestamp": m.timestamp})
+        for m in small_messages
+    )
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
 
 
 @pytest.fixture(scope="session")

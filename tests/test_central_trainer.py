@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from central.runspec import create_run
 from central.state import Progress
 from cli.main import main
 from corpora.corpus import CorpusConfig
-from corpora.messages import Message
 from models.config import ModelConfig
 from models.rundir import RunDir, RunDirError
 
@@ -44,20 +42,6 @@ def one_thread() -> object:
 
 class Interrupt(Exception):
     """Raised by a callback to kill a run mid-way."""
-
-
-@pytest.fixture(scope="module")
-def corpus_file(
-    tmp_path_factory: pytest.TempPathFactory, small_messages: list[Message]
-) -> str:
-    """The small slice as a JSONL corpus file."""
-    path = tmp_path_factory.mktemp("corpus") / "small.jsonl"
-    lines = (
-        json.dumps({"user": m.user, "text": m.text, "timestamp": m.timestamp})
-        for m in small_messages
-    )
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import pytest
-
 from cli.main import main
-from corpora.messages import Message
 from models.config import ModelConfig
 from models.model import NextWordModel
 from models.rundir import RunDir
-
-
-@pytest.fixture(scope="module")
-def corpus_file(
-    tmp_path_factory: pytest.TempPathFactory, small_messages: list[Message]
-) -> str:
-    """The small slice as a JSONL corpus file."""
-    path = tmp_path_factory.mktemp("corpus") / "small.jsonl"
-    lines = (
-        json.dumps({"user": m.user, "text": m.text, "timestamp": m.timestamp})
-        for m in small_messages
-    )
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
 
 
 def test_cli_central_two_workers_saves_metrics_and_counts_bytes(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from central.local_only_run import (
 )
 from cli.main import main
 from corpora.corpus import CorpusConfig
-from corpora.messages import Message
 from models.config import ModelConfig
 from models.rundir import RunDir, RunDirError
 
@@ -45,20 +43,6 @@ def one_thread() -> object:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def corpus_file(
-    tmp_path_factory: pytest.TempPathFactory, small_messages: list[Message]
-) -> str:
-    """The small slice as a JSONL corpus file."""
-    path = tmp_path_factory.mktemp("corpus") / "small.jsonl"
-    lines = (
-        json.dumps({"user": m.user, "text": m.text, "timestamp": m.timestamp})
-        for m in small_messages
-    )
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
 
 
 def test_averaged_metrics_means_rates_and_geometric_mean_perplexity() -> None:
