@@ -21,9 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compare any mix of federated, central and local-only runs",
         description="A table of each run's last evaluation (held-out and future "
         "accuracy, perplexity, keystroke savings, tokens, wall time, bytes "
-        "exchanged; rounds and phone reports for federated runs). With --out, "
-        "also report.md and PNG plots of held-out top-3 accuracy against tokens "
-        "processed and against wall time.",
+        "exchanged; rounds and phone reports for federated runs; epsilon, the "
+        "attack's precision / recall, canary exposure and seconds per round). "
+        "With --out, also report.md and PNG plots of held-out top-3 accuracy "
+        "against tokens processed, against wall time and against epsilon.",
     )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
     parser.add_argument(

@@ -1,4 +1,4 @@
-"""The comparison's plots: held-out top-3 against tokens and against wall time."""
+"""The comparison's plots: held-out top-3 against tokens, wall time and epsilon."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cli.compare_report import RunSummary  # noqa: E402
+from cli.compare_report import RunSummary, epsilon_of  # noqa: E402
+
+PRIVACY_PLOT = "top3_vs_epsilon.png"
 
 # (file name, x label, the CurvePoint field on the x axis)
 PLOTS = (
@@ -48,4 +50,39 @@ def plot(summaries: list[RunSummary], out_dir: Path) -> list[str]:
         figure.savefig(path, dpi=120)
         plt.close(figure)
         written.append(str(path))
+    written.append(privacy_plot(summaries, out_dir / PRIVACY_PLOT))
     return written
+
+
+def privacy_plot(summaries: list[RunSummary], path: Path) -> str:
+    """Held-out top-3 against epsilon, one point per run; no DP at 'epsilon = inf'.
+
+    The central run and the unprotected federated runs are marked apart; runs
+    without an accounted epsilon stand at a labelled position right of the others.
+    """
+    finite = [e for s in summaries if (e := epsilon_of(s)) is not None]
+    infinity = 2 * max(finite) if finite else 1.0
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for summary in summaries:
+        epsilon = epsilon_of(summary)
+        x = infinity if epsilon is None else epsilon
+        y = float(summary.final["heldout"]["top3"]) * 100
+        if summary.kind != "federated":
+            marker, note = "s", f"{summary.kind} (pooled data)"
+        elif not summary.protected:
+            marker, note = "X", "federated, unprotected"
+        else:
+            marker, note = "o", "federated"
+        axes.scatter([x], [y], marker=marker, s=60, label=f"{summary.label}: {note}")
+        axes.annotate(summary.label, (x, y), fontsize=7, xytext=(4, 4),
+                      textcoords="offset points")  # fmt: skip
+    ticks = sorted(set(finite)) + [infinity]
+    axes.set_xticks(ticks, [f"{t:g}" for t in ticks[:-1]] + ["\u03b5 = \u221e"])
+    axes.set_xlabel("\u03b5 at the last evaluation (no DP: \u03b5 = \u221e)")
+    axes.set_ylabel("held-out top-3 accuracy (%)")
+    axes.set_title("Privacy against utility")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return str(path)

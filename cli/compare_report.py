@@ -32,7 +32,16 @@ COLUMNS = (
     "wall time",
     "bytes exchanged",
     "rounds / phones",
+    "epsilon (delta)",
+    "attack P / R (update)",
+    "attack P / R (sum)",
+    "attack P / R (noisy)",
+    "exposure (most repeats)",
+    "exposure (controls)",
+    "seconds per round",
 )
+# A cell for a run without the field (no DP, no attack probe, no canaries).
+MISSING = "—"
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,35 @@ class RunSummary:
     phone_reports: int | None = None  # federated: reports aggregated, all rounds
     label: str = ""  # the column header: the shortest path tail that is unique
     corpus: str = ""  # the corpus and its cut, as JSON: runs compare on one only
+    # The attack's mean {"precision", "recall"} per input over the rounds.
+    attack: dict[str, dict[str, float]] | None = None
+    protected: bool = False  # federated with SecAgg or DP
+
+
+def epsilon_of(summary: RunSummary) -> float | None:
+    """The run's epsilon at its last evaluation (None: no DP accounted)."""
+    value = summary.final.get("epsilon")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def mean_attack(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The mean precision and recall of each attacked input over `records`."""
+    sums: dict[str, list[list[float]]] = {}
+    for record in records:
+        attack = record.get("attack")
+        for name, figures in attack.items() if isinstance(attack, dict) else ():
+            if not isinstance(figures, dict):
+                continue
+            pr = [figures.get("precision"), figures.get("recall")]
+            if all(isinstance(v, int | float) for v in pr):
+                sums.setdefault(name, []).append([float(v) for v in pr])
+    return {
+        name: {
+            "precision": sum(p for p, _ in pairs) / len(pairs),
+            "recall": sum(r for _, r in pairs) / len(pairs),
+        }
+        for name, pairs in sums.items()
+    }
 
 
 def _evaluated(record: dict[str, Any]) -> bool:
@@ -103,8 +141,12 @@ def load_run(path: str) -> RunSummary:
     if kind == "federated":
         # Up to the evaluated round, as the metrics in the row are.
         last = int(evaluated[-1].get("server_round", 0))
+        upto = [r for r in records if int(r.get("server_round", 0)) <= last]
+        privacy = config.get("federation", {}).get("privacy", {}) or {}
         return replace(
             summary,
+            attack=mean_attack(upto) or None,
+            protected=bool(privacy.get("secure_aggregation") or privacy.get("dp")),
             rounds=last,
             phone_reports=sum(
                 int(r.get("reported", 0))
@@ -257,7 +299,57 @@ def row(summary: RunSummary) -> list[str]:
         f"{float(final.get('wall_seconds_total', 0.0)):.0f} s",
         human_bytes(float(final.get("bytes_total", 0))),
         rounds,
+        *privacy_cells(summary),
     ]
+
+
+def privacy_cells(summary: RunSummary) -> list[str]:
+    """The privacy columns of a run's row: epsilon, the attack, exposure, speed."""
+    final = summary.final
+    epsilon = epsilon_of(summary)
+    cells = [MISSING if epsilon is None else f"{epsilon:.2f} ({final.get('delta')})"]
+    simulated = final.get("simulated_privacy")
+    if isinstance(simulated, dict) and "epsilon" in simulated:
+        cells[0] += (
+            f"; simulated population {simulated.get('population')}: "
+            f"{float(simulated['epsilon']):.2f}"
+        )
+    attack = summary.attack or {}
+    for name in ("update", "sum", "noisy"):
+        figures = attack.get(name)
+        cells.append(
+            MISSING
+            if figures is None
+            else f"{figures['precision']:.2f} / {figures['recall']:.2f}"
+        )
+    cells += exposure_cells(final.get("exposure"))
+    cells.append(seconds_per_round(summary))
+    return cells
+
+
+def exposure_cells(exposure: Any) -> list[str]:
+    """Mean rank exposure of the most repeated canaries, and of the controls."""
+    if not isinstance(exposure, dict):
+        return [MISSING, MISSING]
+    by_repeats = exposure.get("by_repeats") or {}
+    top = max(by_repeats, key=int, default=None)
+    value = by_repeats.get(top) if top is not None else None
+    controls = exposure.get("controls")
+    return [
+        MISSING if value is None else f"{value:.2f} bits (x{top})",
+        MISSING if controls is None else f"{controls:.2f} bits",
+    ]
+
+
+def seconds_per_round(summary: RunSummary) -> str:
+    """Training wall time per round (federated) or per step (central)."""
+    wall = float(summary.final.get("wall_seconds_total", 0.0))
+    if summary.rounds:
+        return f"{wall / summary.rounds:.1f} s"
+    step = summary.final.get("step")
+    if isinstance(step, int) and step > 0:
+        return f"{wall / step:.3f} s/step"
+    return MISSING
 
 
 def markdown(summaries: list[RunSummary], plots: list[str]) -> str:
@@ -276,7 +368,11 @@ def markdown(summaries: list[RunSummary], plots: list[str]) -> str:
         "Held-out: users who never trained. Future: the training users' newest "
         "messages. Wall time is training time without evaluation; bytes are "
         "weights sent down and up (federated) or gradient all-reduce traffic "
-        "(central, ring model).",
+        "(central, ring model). Epsilon is the accountant's at the last "
+        "evaluation (no DP: —, drawn at 'ε = ∞'); the attack is the mean "
+        "precision / recall of the words recovered from one phone's update, the "
+        "round's sum and the noisy sum; exposure is the mean rank exposure of "
+        "the most repeated canaries and of the never-planted controls.",
         "",
     ]
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]

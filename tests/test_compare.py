@@ -83,7 +83,34 @@ def test_row_formats_the_last_evaluation(three_runs: list[str]) -> None:
     # Assert: 30 % top-3, 15 % top-1, 2,000 tokens in 2 s, 4,000 bytes.
     assert cells == [
         "cen", "central", "15.00%", "30.00%", "150.0", "40.00%", "15.00%",
-        "30.00%", "2,000", "2 s", "4.0 KB", "-",
+        "30.00%", "2,000", "2 s", "4.0 KB", "-", *["—"] * 6, "0.100 s/step",
+    ]  # fmt: skip
+
+
+def test_row_privacy_columns_average_the_attack_and_read_exposure(
+    tmp_path: Path,
+) -> None:
+    # Prepare: a DP run of 2 rounds in 8 s; the attack over both rounds.
+    exposure = {"by_repeats": {"1": 0.5, "16": 6.25}, "controls": 0.75}
+    lines = [
+        {"server_round": 1, "reported": 3,
+         "attack": {"update": {"precision": 1.0, "recall": 0.5},
+                    "noisy": {"precision": 0.2, "recall": 0.1}}},
+        {**metrics(0.2, 8000, server_round=2, reported=3, epsilon=1.5,
+                   delta=1e-5, exposure=exposure),
+         "attack": {"update": {"precision": 0.5, "recall": 0.25},
+                    "noisy": {"precision": 0.4, "recall": 0.3}}},
+    ]  # fmt: skip
+    config = {"kind": "federated", "federation": {"privacy": {"dp": {}}}}
+    path = write_run(tmp_path / "dp", config, lines)
+
+    # Execute
+    cells = row(load_run(path))[-7:]
+
+    # Assert: means (1 + 0.5) / 2 = 0.75, (0.5 + 0.25) / 2 = 0.375 ~ 0.38.
+    assert cells == [
+        "1.50 (1e-05)", "0.75 / 0.38", "—", "0.30 / 0.20",
+        "6.25 bits (x16)", "0.75 bits", "4.0 s",
     ]  # fmt: skip
 
 
@@ -109,7 +136,8 @@ def test_cli_compare_writes_report_and_plots(
     status = main(["compare", *three_runs, "--out", str(tmp_path / "report")])
     # Assert
     assert status == 0
-    for name in ("report.md", "top3_vs_tokens.png", "top3_vs_wall.png"):
+    names = ("report.md", "top3_vs_tokens.png", "top3_vs_wall.png")
+    for name in (*names, "top3_vs_epsilon.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
     assert "held-out top-3" in capsys.readouterr().out
 
