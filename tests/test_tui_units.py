@@ -9,7 +9,9 @@ from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
 from models.model import NextWordModel
 from tui.dashboard import bar, heldout_series, human_bytes, round_lines
+from tui.fleet import THIS_PHONE
 from tui.ghost import ghost_completion
+from tui.privacy_panel import privacy_line, server_saw
 from tui.sources import (
     RoundHistory,
     SuggestionSources,
@@ -211,3 +213,71 @@ def test_round_history_remembers_wanted_rounds(tokenizer, tiny_model):
     # Assert
     assert history.rounds_before(3) == [1]
     assert len(history.suggest(1, "how are ")) == 3
+
+
+def test_privacy_line_for_a_dp_run():
+    # Prepare
+    record = {"server_round": 3, "epsilon": 1.23456, "delta": 1e-5}
+
+    # Execute
+    text = privacy_line(record, target=8.0).plain
+
+    # Assert: three significant figures, delta and target, the population named.
+    assert text == "ε 1.23 (δ 1e-05, target 8)\nsimulated population"
+
+
+def test_privacy_line_without_dp():
+    assert privacy_line({"server_round": 3}).plain == "no DP"
+
+
+def test_server_saw_this_phones_update_without_secagg():
+    # Prepare: two attacked phones, this one among them.
+    record = {
+        "attack": {
+            "update": {
+                "precision": 1.0,
+                "recall": 0.5,
+                "phones": 2.0,
+                "words": {"abcdef123": ["x"], THIS_PHONE: ["hello", "there"]},
+            },
+            "sum": {"precision": 0.25, "recall": 1.0, "words": ["hello"]},
+        }
+    }
+
+    # Execute
+    text = server_saw(record).plain
+
+    # Assert
+    assert text == "from this phone's update\nhello there\nprecision 100%, recall 50%"
+
+
+def test_server_saw_only_the_sum_under_secagg():
+    # Prepare: SecAgg leaves no "update"; the sum's words are the cohort's.
+    record = {"attack": {"sum": {"precision": 0.5, "recall": 0.75, "words": ["a"]}}}
+
+    # Execute
+    text = server_saw(record).plain
+
+    # Assert
+    assert text == (
+        "no single update; from the round's sum\na\nprecision 50%, recall 75%"
+    )
+
+
+def test_server_saw_prefers_the_noisy_sum_under_dp_and_nothing_without_probe():
+    # Prepare
+    record = {
+        "attack": {
+            "sum": {"precision": 1.0, "recall": 1.0, "words": ["a"]},
+            "noisy": {"precision": None, "recall": 0.0, "words": []},
+        }
+    }
+
+    # Execute
+    text = server_saw(record).plain
+
+    # Assert
+    assert text == (
+        "no single update; from the noisy sum (DP)\n(nothing)\nprecision –, recall 0%"
+    )
+    assert server_saw({"server_round": 1}) is None

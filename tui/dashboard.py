@@ -14,6 +14,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Sparkline, Static
 
+from tui.privacy_panel import ServerSawPanel, privacy_line
+
 # (record key inside "heldout", label) of each chart, top to bottom.
 CHARTS = (("top1", "top-1"), ("top3", "top-3"), ("keystroke_savings", "keys"))
 _EIGHTHS = " ▏▎▍▌▋▊▉"
@@ -117,6 +119,7 @@ class Dashboard(Vertical):
         & > .muted { color: $text-muted; }
         & > Static { text-wrap: nowrap; text-overflow: ellipsis; }
         & > #reference { height: 3; }
+        & > ServerSawPanel { text-wrap: wrap; text-overflow: fold; }
     }
     """
 
@@ -130,10 +133,12 @@ class Dashboard(Vertical):
     def compose(self) -> ComposeResult:
         yield Static("", id="status", classes="muted")
         yield Static(round_lines({}), id="round")
+        yield Static(privacy_line({}), id="privacy")
         yield Static("held-out users", classes="muted")
         for key, label in CHARTS:
             yield MetricChart(key, label)
         yield Static("", id="reference")
+        yield ServerSawPanel(id="server-saw")
 
     def set_status(self, text: str) -> None:
         """What training is doing now ("training round 4", "paused")."""
@@ -150,6 +155,11 @@ class Dashboard(Vertical):
         last = rounds[-1] if rounds else {}
         self.server_round = int(last.get("server_round", 0))
         self.query_one("#round", Static).update(round_lines(last))
+        target = last.get("target_epsilon")
+        self.query_one("#privacy", Static).update(
+            privacy_line(last, target=target if isinstance(target, float) else None)
+        )
+        self.query_one(ServerSawPanel).show_record(last)
         for key, _ in CHARTS:
             self.query_one(f"#chart-{key}", MetricChart).show(
                 heldout_series(rounds, key)

@@ -1,0 +1,99 @@
+"""Privacy on screen: the epsilon spent so far and what the server saw this round.
+
+Both read a round's metrics.jsonl line as the coordinator writes it: `epsilon`,
+`delta`, `sampling_probability` from the private round, and `attack` from the
+curious-server probe (coordinator.attack_probe), whose "words" are the server's
+own view: recovered from one phone's update without secure aggregation, from the
+round's sum with it, from the noisy sum under DP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import Static
+
+from tui.fleet import THIS_PHONE
+
+
+def privacy_line(record: dict[str, Any], *, target: float | None = None) -> Text:
+    """`ε 1.23 (δ 1e-05, target 8)` or `no DP`; the population is the simulated one."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    epsilon = record.get("epsilon")
+    if not isinstance(epsilon, int | float):
+        text.append("no DP", "dim")
+        return text
+    text.append("ε ", "dim")
+    text.append(f"{epsilon:.3g}", "bold")
+    extras = []
+    if isinstance(record.get("delta"), int | float):
+        extras.append(f"δ {record['delta']:g}")
+    if target is not None:
+        extras.append(f"target {target:g}")
+    if extras:
+        text.append(f" ({', '.join(extras)})")
+    text.append("\nsimulated population", "dim")
+    return text
+
+
+def _score(part: dict[str, Any]) -> str:
+    def pct(value: Any) -> str:
+        return f"{value:.0%}" if isinstance(value, int | float) else "–"
+
+    return f"precision {pct(part.get('precision'))}, recall {pct(part.get('recall'))}"
+
+
+def server_saw(record: dict[str, Any], *, client_id: str = THIS_PHONE) -> Text | None:
+    """What the curious server recovered this round, or None without a probe.
+
+    A phone's own update when the server saw one (this phone's if it was
+    attacked, else the first attacked phone's), otherwise the noisy sum under DP,
+    otherwise the plain (or unmasked SecAgg) sum.
+    """
+    attack = record.get("attack")
+    if not isinstance(attack, dict) or not attack:
+        return None
+    text = Text()
+    update = attack.get("update")
+    if isinstance(update, dict) and update.get("words"):
+        words = update["words"]
+        phone = client_id if client_id in words else next(iter(words))
+        who = "this phone's" if phone == client_id else f"phone {phone[:8]}'s"
+        text.append(f"from {who} update\n", "dim")
+        text.append(" ".join(words[phone]) or "(nothing)", "bold")
+        text.append(f"\n{_score(update)}", "dim")
+        return text
+    for name, label in (("noisy", "the noisy sum (DP)"), ("sum", "the round's sum")):
+        part = attack.get(name)
+        if isinstance(part, dict):
+            text.append(f"no single update; from {label}\n", "dim")
+            text.append(" ".join(part.get("words") or []) or "(nothing)", "bold")
+            text.append(f"\n{_score(part)}", "dim")
+            return text
+    return None
+
+
+class ServerSawPanel(Static):
+    """The words the honest-but-curious server recovered in the latest round."""
+
+    DEFAULT_CSS = """
+    ServerSawPanel {
+        border: round $warning;
+        border-title-color: $warning;
+        padding: 0 1;
+        height: auto;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("", id=id)
+        self.border_title = "what the server saw this round"
+        self.display = False
+
+    def show_record(self, record: dict[str, Any]) -> None:
+        """Draw `record`'s attack; hidden when the round carries none."""
+        text = server_saw(record)
+        self.display = text is not None
+        if text is not None:
+            self.update(text)
