@@ -257,7 +257,8 @@ def memory_rank(
     sim = Simulation.create(
         out, federation=federation, corpus=corpus, model=ModelConfig(), ranks=ranks
     )
-    pids = sorted({parent, *ranks.all_gather_objects(os.getpid())})  # type: ignore[type-var]
+    gathered = ranks.all_gather_objects(os.getpid())
+    pids: list[int] = sorted({parent, *(int(str(p)) for p in gathered)})
     lines = [f"{len(sim.fleet):,} phones on {ranks.world_size} rank(s)"]
     series = []
     started = time.perf_counter()

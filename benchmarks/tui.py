@@ -125,6 +125,7 @@ async def type_keys(pilot, keys: list[str], gap: float) -> None:
 
 async def measure(args: argparse.Namespace, run: Path) -> dict[str, Timings]:
     splits = create_run(run, demo_federation(args.clients_per_round))
+    fleet: SimulationFleet | ChildProcessFleet
     if args.in_process:
         fleet = SimulationFleet(Simulation.resume(run, splits=splits))
     else:

@@ -30,9 +30,7 @@ def future_cohort_sample(
     splits: CorpusSplits, *, seed: int, messages: int, per_user: int
 ) -> list[str]:
     """Training users' oldest future messages, users in the fleet's cohort order."""
-    cohort = user_future_cohort(
-        splits, seed=seed, messages=messages, per_user=per_user
-    )
+    cohort = user_future_cohort(splits, seed=seed, messages=messages, per_user=per_user)
     return cohort_texts(splits, cohort, per_user)
 
 

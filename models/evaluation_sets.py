@@ -85,7 +85,7 @@ def future_cohort(
 
 
 def user_future_sizes(splits: CorpusSplits, per_user: int) -> dict[str, int]:
-    """Each training user's future messages the cohort would take (at most `per_user`)."""
+    """Each training user's future messages the cohort takes (at most `per_user`)."""
     return {
         user: min(len(history.future), per_user)
         for user, history in splits.training_users.items()

@@ -312,8 +312,17 @@ def test_distributed_noise_without_secure_aggregation_is_refused(
     with pytest.raises(ValueError, match="needs secure aggregation"):
         PrivacyConfig(dp=dp)
     code = main(
-        ["simulate", "--out", str(tmp_path / "r"), "--dp-clip", "1", "--dp-noise",
-         "distributed", "--rounds", "1"]
+        [
+            "simulate",
+            "--out",
+            str(tmp_path / "r"),
+            "--dp-clip",
+            "1",
+            "--dp-noise",
+            "distributed",
+            "--rounds",
+            "1",
+        ]
     )
     assert code == 2
     assert "secure aggregation" in capsys.readouterr().err
