@@ -1,11 +1,84 @@
-"""`torchrun --nproc-per-node W -m central --out RUN_DIR [options]`: one worker.
+"""`torchrun --nproc-per-node W -m central RUN_DIR`: one worker of a central job.
 
-An entry point, not library code: it hands over to `fedtype central` in worker
-mode, whose options it takes (see `fedtype central --help`).
+An entry point, not library code. It trains (or resumes) the central run
+directory RUN_DIR, which `fedtype central --out RUN_DIR --create-only` made; only
+rank 0 needs to see it. It imports the central baseline, the model and the
+corpus, never the coordinator, the phones or the console commands.
 """
 
+from __future__ import annotations
+
+import argparse
 import sys
 
-from cli.central_cmd import torchrun_main
+import torch
 
-sys.exit(torchrun_main())
+from central.distributed import context_from_env
+from central.errors import CentralConfigError, WorkerAbortedError
+from central.events import Evaluated, Event
+from central.launch import run_worker
+from corpora.messages import CorpusError
+from models.checkpoint import CheckpointError
+from models.rundir import RunDirError
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The worker's options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m central",
+        description="One worker of the central baseline (run under torchrun).",
+    )
+    parser.add_argument("run", metavar="RUN_DIR", help="the central run directory")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds a worker waits at a collective (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads, 0 for torch's own"
+    )
+    args = parser.parse_args(argv)
+    if not 0 < args.timeout < float("inf"):
+        parser.error(f"--timeout must be positive and finite, not {args.timeout}")
+    if not 0 <= args.threads <= 256:
+        parser.error(f"--threads must lie in [0, 256], not {args.threads}")
+    return args
+
+
+def show(event: Event) -> None:
+    """Rank 0's progress: one line per saved evaluation."""
+    if isinstance(event, Evaluated):
+        record = event.record
+        heldout = record.get("heldout") or {}
+        print(f"step {record.get('step')}: held-out top-3 {heldout.get('top3')}")
+
+
+def main(argv: list[str]) -> int:
+    """Run one worker; a user error ends it with status 2."""
+    args = parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        context = context_from_env()
+        progress = run_worker(
+            args.run,
+            context=context,
+            timeout_s=args.timeout,
+            on_event=show if context.is_main else None,
+        )
+    except (
+        RunDirError,
+        CheckpointError,
+        CorpusError,
+        CentralConfigError,
+        WorkerAbortedError,
+    ) as error:
+        print(f"central worker: error: {error}", file=sys.stderr)
+        return 2
+    if context.is_main:
+        print(f"{args.run}: {progress.step} steps on {context.world_size} workers")
+    return 0
+
+
+sys.exit(main(sys.argv[1:]))

@@ -2,20 +2,21 @@
 
 `fedtype central --workers W --out RUN_DIR` starts W worker processes on this
 machine (loopback only) and trains the pooled data with DistributedDataParallel.
-Under torchrun the same command is one worker of a larger job instead:
+For a torchrun job (across machines, or launched by hand), make the run
+directory first and let torchrun start the workers (`central/__main__.py`):
 
-    torchrun --nproc-per-node 2 -m central --out RUN_DIR [options]
+    fedtype central --out RUN_DIR --create-only [options]
+    torchrun --nproc-per-node 2 -m central RUN_DIR
     torchrun --nnodes 2 --nproc-per-node 2 --rdzv-backend c10d \
-        --rdzv-endpoint HOST:29400 -m central --out RUN_DIR [options]
+        --rdzv-endpoint HOST:29400 -m central RUN_DIR    # on each machine
 
-(`python -m central` is this command in worker mode.) Rank 0 alone prints.
+Rank 0 alone prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import torch
 from rich.console import Console
@@ -24,7 +25,7 @@ from central.config import CentralConfig
 from central.distributed import context_from_env
 from central.launch import launch_local, run_worker
 from central.runspec import KINDS
-from cli.errors import USER_ERRORS, UsageError
+from cli.errors import UsageError
 from cli.options import check_threads, check_workers
 from cli.train_cmd import ProgressDisplay, add_run_options, start_new_run
 from models.rundir import RunDir
@@ -73,6 +74,12 @@ def add_worker_options(parser: argparse.ArgumentParser) -> None:
         "must cover rank 0's evaluation (default: %(default)s)",
     )
     add_run_options(parser)
+    parser.add_argument(
+        "--create-only",
+        action="store_true",
+        help="with --out: make the run directory and stop, for `torchrun -m "
+        "central RUN_DIR` to train",
+    )
 
 
 def under_torchrun() -> bool:
@@ -119,9 +126,14 @@ def run_central(args: argparse.Namespace) -> int:
         run_worker_body(args.out or args.resume, args.timeout)
         return 0
     check_workers(args.workers)
+    if args.create_only and not args.out:
+        raise UsageError("--create-only needs --out (a new run directory)")
     if args.out:
         CentralConfig(batch_size=args.batch_size).check_workers(args.workers)
         path = start_new_run(args, kind="central", extra={"workers": args.workers})
+        if args.create_only:
+            Console().print(f"created {path}: train it with torchrun -m central {path}")
+            return 0
     else:
         path = args.resume
         _check_resumable(path, args.workers)
@@ -135,17 +147,3 @@ def run_central(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     return 0
-
-
-def torchrun_main(argv: list[str] | None = None) -> int:
-    """`python -m central`: `fedtype central` as one worker of a torchrun job."""
-    parser = argparse.ArgumentParser(
-        prog="python -m central", description="One worker of the central baseline."
-    )
-    add_worker_options(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_central(args)
-    except USER_ERRORS as error:
-        print(f"central worker: error: {error}", file=sys.stderr)
-        return 2

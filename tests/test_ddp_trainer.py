@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from cli.main import main
@@ -37,3 +39,45 @@ def test_cli_central_two_workers_saves_metrics_and_counts_bytes(
     assert records[-1]["heldout"]["num_messages"] > 0
     assert config["kind"] == "central" and config["workers"] == 2
     assert run.checkpoint_steps()[-1] == 6
+
+
+def test_torchrun_entry_trains_a_created_run_without_higher_layers(
+    tmp_path: Path, corpus_file: str
+) -> None:
+    # Prepare: the run directory alone, as before a torchrun job.
+    out = tmp_path / "run"
+    argv = ["central", "--out", str(out), "--create-only", "--corpus", corpus_file]
+    argv += ["--max-steps", "2", "--eval-every", "2", "--batch-size", "16"]
+    argv += ["--embed-dim", "16", "--hidden-dim", "32"]
+    assert main(argv) == 0
+    assert RunDir(out).read_metrics() == []
+    script = (
+        "import runpy, sys\n"
+        f"sys.argv = ['central', {str(out)!r}, '--threads', '1']\n"
+        "try:\n"
+        "    runpy.run_module('central', run_name='__main__')\n"
+        "except SystemExit as stop:\n"
+        "    higher = {m.split('.')[0] for m in sys.modules} & "
+        "{'cli', 'coordinator', 'device_sim', 'tui'}\n"
+        "    print(stop.code, sorted(higher))\n"
+    )
+    # Execute: one worker (world size 1), as torchrun would start it.
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    # Assert
+    assert done.stdout.splitlines()[-1] == "0 []", done.stderr
+    assert [r["step"] for r in RunDir(out).read_metrics()] == [2]
+
+
+def test_torchrun_entry_names_a_missing_run_and_exits_2(tmp_path: Path) -> None:
+    # Execute
+    done = subprocess.run(
+        [sys.executable, "-m", "central", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # Assert
+    assert done.returncode == 2
+    assert "central worker: error:" in done.stderr and "none" in done.stderr
