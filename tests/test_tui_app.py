@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from textual import events
 from textual.pilot import Pilot
-from textual.widgets import Input, OptionList, Sparkline
+from textual.widgets import Input, OptionList, Sparkline, Static
 
 from coordinator.config import FederationConfig
+from coordinator.dp import DPConfig
+from coordinator.privacy_config import PrivacyConfig
 from coordinator.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits
 from corpora.tokenizer import WordTokenizer
@@ -23,6 +26,7 @@ from tui.dashboard import Dashboard
 from tui.fleet_screen import FleetScreen
 from tui.keyboard import MAX_MESSAGE_CHARS
 from tui.phone_panel import PhonePanel
+from tui.privacy_panel import ServerSawPanel
 from tui.problem_screen import ProblemScreen
 from tui.rounds_panel import RoundsPanel
 from tui.sim_fleet import SimulationFleet
@@ -338,3 +342,62 @@ async def test_app_missing_run_quit_exits_with_message():
 
     # Assert
     assert app.return_code == 2
+
+
+@pytest.mark.parametrize(
+    ("privacy", "epsilon_shown", "seen_from"),
+    [
+        (PrivacyConfig(), False, "update"),
+        (PrivacyConfig(secure_aggregation=True), False, "round's sum"),
+        (
+            PrivacyConfig(
+                dp=DPConfig(clip_norm=0.5, noise_multiplier=1.0, expected_clients=3),
+                delta=1e-5,
+            ),
+            True,
+            "update",  # central DP without SecAgg: the server still sees updates
+        ),
+        (
+            PrivacyConfig(
+                secure_aggregation=True,
+                dp=DPConfig(clip_norm=0.5, noise_multiplier=1.0, expected_clients=3),
+                delta=1e-5,
+            ),
+            True,
+            "noisy sum",
+        ),
+    ],
+)
+async def test_app_shows_epsilon_and_what_the_server_saw(
+    tmp_path,
+    small_splits,
+    small_config,
+    tokenizer,
+    tiny_model_config,
+    privacy,
+    epsilon_shown,
+    seen_from,
+):
+    # Prepare: a fresh small fleet under the privacy settings, probed each round.
+    simulation = Simulation.create(
+        tmp_path / "run",
+        federation=replace(small_federation(), privacy=privacy),
+        corpus=small_config,
+        model=tiny_model_config,
+        tokenizer=tokenizer,
+        splits=small_splits,
+    )
+    app = FedtypeApp(SimulationFleet(simulation, name="test-run"), max_rounds=1)
+
+    async with app.run_test(size=SIZE) as pilot:
+        # Execute
+        await wait_for(pilot, lambda: app.server_round == 1)
+        await pilot.pause()
+
+        # Assert: the epsilon line and the panel drawn from the round's record.
+        line = str(app.query_one("#privacy", Static).render())
+        assert line.startswith("ε ") == epsilon_shown
+        assert ("no DP" in line) == (not epsilon_shown)
+        panel = app.query_one(ServerSawPanel)
+        assert panel.display
+        assert seen_from in str(panel.render())
