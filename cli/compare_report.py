@@ -85,9 +85,9 @@ def mean_attack(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         for name, figures in attack.items() if isinstance(attack, dict) else ():
             if not isinstance(figures, dict):
                 continue
-            pr = [figures.get("precision"), figures.get("recall")]
-            if all(isinstance(v, int | float) for v in pr):
-                sums.setdefault(name, []).append([float(v) for v in pr])
+            precision, recall = figures.get("precision"), figures.get("recall")
+            if isinstance(precision, int | float) and isinstance(recall, int | float):
+                sums.setdefault(name, []).append([float(precision), float(recall)])
     return {
         name: {
             "precision": sum(p for p, _ in pairs) / len(pairs),
