@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 from textual.pilot import Pilot
+from textual.widgets import Input
 from torch import nn
 
 from corpora.tokenizer import WordTokenizer
@@ -104,7 +105,10 @@ def static_fleet(tokenizer: WordTokenizer) -> StaticFleet:
 
 
 async def settle(pilot: Pilot) -> None:
-    """Let the panels that follow a typing pause catch up."""
+    """Let the panels that follow a typing pause catch up, with the text field's
+    cursor held steady: a blinking cursor would be caught on or off at random."""
+    for field in pilot.app.query(Input):
+        field.cursor_blink = False
     await pilot.pause(0.3)
     await pilot.pause()
 
