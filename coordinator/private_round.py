@@ -340,6 +340,32 @@ def _dp_release(
     return PrivateResult(mean, new_state, metrics, exact, mean)
 
 
+def charge_unreleased(
+    state: PrivacyState, config: FederationConfig, population: int
+) -> tuple[PrivacyState, dict[str, Any]]:
+    """A DP round that sampled phones and then released nothing, charged anyway.
+
+    Whether a round is abandoned (too few reports in time, SecAgg short of its
+    threshold, a non-finite aggregate) depends on who was sampled, so the
+    accountant records it as a full round of (q, z): epsilon only ever grows,
+    and an abandoned round never makes a run look more private than it was.
+    """
+    dp, privacy = config.privacy.dp, config.privacy
+    assert dp is not None and privacy.delta is not None
+    accountant = state.load_accountant()
+    q = sampling_probability(config, population)
+    z = dp.accounting_noise_multiplier(shares_survived=None)
+    accountant.record_round(q, z)
+    figures = {
+        "epsilon": accountant.epsilon(privacy.delta),
+        "delta": privacy.delta,
+        "noise_multiplier": z,
+        "sampling_probability": q,
+        "charged_unreleased": True,
+    }
+    return PrivacyState(accountant.to_dict(), state.clip_norm), figures
+
+
 def _secagg_metrics(
     session: SecAggSession, started: float, mask_seconds: float, *, size: int
 ) -> dict[str, Any]:

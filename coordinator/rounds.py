@@ -23,6 +23,7 @@ from coordinator.events import ClientDone, EventCallback, RoundStarted, emit
 from coordinator.private_round import (
     PrivacyState,
     blind,
+    charge_unreleased,
     private_delta,
     sampling_probability,
 )
@@ -237,22 +238,29 @@ def run_round(
         bytes_up=len(reports) * size,
         simulated_seconds=plan.closes_after,
     )
+
+    def abandon(reason: str) -> tuple[ServerState, RoundMetrics]:
+        abandoned = replace(metrics, abandoned=True, abandon_reason=reason)
+        if config.privacy.dp is None:
+            return _finish(state, abandoned, config, started, screen=screen)
+        charged, figures = charge_unreleased(state.privacy, config, len(env.fleet))
+        abandoned = replace(abandoned, privacy=figures)
+        return _finish(
+            state, abandoned, config, started, screen=screen, privacy=charged
+        )
+
     if len(kept) < needed:
-        reason = (
+        return abandon(
             f"only {len(kept)} valid reports of {len(selected)} selected "
             f"({len(plan.dropped)} dropped, {len(plan.late)} late, "
             f"{len(rejections)} rejected), {needed} needed"
         )
-        metrics = replace(metrics, abandoned=True, abandon_reason=reason)
-        return _finish(state, metrics, config, started, screen=screen)
     try:
         delta, privacy, figures = _protected_delta(
             trained, kept_ids, config, state, env, server_round
         )
     except SecAggAbort as abort:
-        reason = f"secure aggregation abandoned the round: {abort.reason}"
-        metrics = replace(metrics, abandoned=True, abandon_reason=reason)
-        return _finish(state, metrics, config, started, screen=screen)
+        return abandon(f"secure aggregation abandoned the round: {abort.reason}")
     if "secagg" in figures:
         per_phone = figures["secagg"]["bytes_up_per_phone"]
         metrics = replace(metrics, bytes_up=len(reports) * per_phone)
@@ -261,9 +269,7 @@ def run_round(
         config.strategy_config(), state.parameters, delta, state.strategy
     )
     if not all(bool(torch.isfinite(p).all()) for p in parameters):
-        reason = "the aggregate would leave the model non-finite; not applied"
-        metrics = replace(metrics, abandoned=True, abandon_reason=reason)
-        return _finish(state, metrics, config, started, screen=screen)
+        return abandon("the aggregate would leave the model non-finite; not applied")
     return _finish(
         state,
         metrics,

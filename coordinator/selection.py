@@ -93,9 +93,11 @@ def plan_round(arrivals: Sequence[Arrival], *, goal: int, deadline: float) -> Ro
     in_time = [a for a in reporting if a.seconds <= deadline]
     on_time = in_time[:goal]
     late = [a.client_id for a in reporting if a not in on_time]
-    if len(on_time) == goal or (on_time and len(in_time) == len(arrivals)):
+    if on_time and (len(on_time) == goal or len(in_time) == len(arrivals)):
         # The goal was met, or every selected phone reported: no need to wait.
         closes_after = on_time[-1].seconds
+    elif not arrivals:
+        closes_after = 0.0  # nobody was selected (DP's Poisson draw may be empty)
     else:
         closes_after = deadline
     return RoundPlan([a.client_id for a in on_time], dropped, late, closes_after)

@@ -188,10 +188,10 @@ def test_dp_simulation_epsilon_matches_dp_accounting_and_survives_resume(
     released = [r for r in records if not r["abandoned"]]
     assert len(released) >= 2
     q = 6 / len(resumed.fleet)
-    expected = independent_epsilon(q, 1.0, rounds=len(released), delta=1e-5)
-    assert released[-1]["epsilon"] == pytest.approx(expected, rel=1e-9)
+    expected = independent_epsilon(q, 1.0, rounds=3, delta=1e-5)
+    assert records[-1]["epsilon"] == pytest.approx(expected, rel=1e-9)
     assert last["delta"] == 1e-5 and resumed.federation.privacy.dp == dp
-    epsilons = [r["epsilon"] for r in released]
+    epsilons = [r["epsilon"] for r in records]
     assert epsilons == sorted(epsilons)  # it never resets
     attack = released[0]["attack"]
     assert set(attack) == {"update", "sum", "noisy"}
@@ -235,6 +235,48 @@ def test_simulate_cli_secagg_two_workers_match_one_and_conflicts_exit_2(
     assert [without_timings(r) for r in a] == [without_timings(r) for r in b]
     assert all(r["secure_aggregation"] and "update" not in r["attack"] for r in a)
     assert all(r["attack"]["sum"]["recall"] > 0.5 for r in a if not r["abandoned"])
+
+
+def test_dp_round_that_samples_nobody_is_abandoned_and_still_charged(
+    tmp_path: Path,
+    small_splits: CorpusSplits,
+    small_config: CorpusConfig,
+    tokenizer: WordTokenizer,
+    tiny_model_config: ModelConfig,
+) -> None:
+    # Prepare: q = 1/30, so most rounds' Poisson draw holds no phone at all.
+    dp = DPConfig(clip_norm=0.5, noise_multiplier=1.0, expected_clients=1)
+    federation = FederationConfig(
+        rounds=4,
+        clients_per_round=1,
+        eval_every=0,
+        local=LocalTrainingConfig(max_local_steps=1),
+        fleet=FleetConfig(eligibility=False, dropout_rate=0.0),
+        privacy=PrivacyConfig(dp=dp),
+    )
+    simulation = Simulation.create(
+        tmp_path / "run",
+        federation=federation,
+        corpus=small_config,
+        model=tiny_model_config,
+        tokenizer=tokenizer,
+        splits=small_splits,
+    )
+
+    # Execute
+    for _ in range(4):
+        simulation.run_round()
+    simulation.close()
+
+    # Assert: the empty rounds say why; every round, released or not, is charged.
+    records = RunDir(tmp_path / "run").read_metrics()
+    empty = [r for r in records if r["selected"] == 0]
+    assert empty and all(r["abandoned"] for r in empty)
+    assert all("0 valid reports of 0 selected" in r["abandon_reason"] for r in empty)
+    q = 1 / len(simulation.fleet)
+    for server_round, record in enumerate(records, start=1):
+        expected = independent_epsilon(q, 1.0, rounds=server_round, delta=1e-5)
+        assert record["epsilon"] == pytest.approx(expected, rel=1e-9)
 
 
 def without_timings(record: dict[str, object]) -> dict[str, object]:

@@ -330,6 +330,16 @@ def test_plan_round_short_of_goal_waits_for_deadline() -> None:
     assert plan.on_time == ["a"] and plan.closes_after == 120.0
 
 
+def test_plan_round_with_nobody_selected_closes_at_once() -> None:
+    # Prepare: DP's Poisson draw may select no phone; the goal is then 0.
+
+    # Execute
+    plan = plan_round([], goal=0, deadline=120.0)
+
+    # Assert
+    assert plan.on_time == [] and plan.late == [] and plan.closes_after == 0.0
+
+
 def test_select_clients_pinned_first_then_seeded_draw() -> None:
     # Prepare
     eligible = [f"p{i}" for i in range(10)]
