@@ -294,8 +294,8 @@ def _dp_release(
     the phones' noise, the server adds none, and the accountant gets the z of
     the shares that arrived.
     """
-    dp, privacy = config.privacy.dp, config.privacy
-    assert dp is not None and privacy.delta is not None
+    dp = config.privacy.dp
+    assert dp is not None
     distributed = shares_survived is not None
     vector = summed[:-1] if dp.adaptive else summed
     rng = noise_rng(config.seed, server_round)
@@ -326,8 +326,7 @@ def _dp_release(
     z = dp.accounting_noise_multiplier(shares_survived=shares_survived)
     accountant.record_round(q, z)
     metrics.update(
-        epsilon=accountant.epsilon(privacy.delta),
-        delta=privacy.delta,
+        **_spent(accountant, config),
         noise_placement=dp.placement,
         noise_multiplier=z,
         sampling_probability=q,
@@ -340,6 +339,19 @@ def _dp_release(
     return PrivateResult(mean, new_state, metrics, exact, mean)
 
 
+def _spent(accountant: PrivacyAccountant, config: FederationConfig) -> dict[str, Any]:
+    """epsilon spent so far, its delta, and the run's budget when it has one."""
+    privacy = config.privacy
+    assert privacy.delta is not None
+    figures: dict[str, Any] = {
+        "epsilon": accountant.epsilon(privacy.delta),
+        "delta": privacy.delta,
+    }
+    if privacy.target_epsilon is not None:
+        figures["target_epsilon"] = privacy.target_epsilon
+    return figures
+
+
 def charge_unreleased(
     state: PrivacyState, config: FederationConfig, population: int
 ) -> tuple[PrivacyState, dict[str, Any]]:
@@ -350,15 +362,14 @@ def charge_unreleased(
     accountant records it as a full round of (q, z): epsilon only ever grows,
     and an abandoned round never makes a run look more private than it was.
     """
-    dp, privacy = config.privacy.dp, config.privacy
-    assert dp is not None and privacy.delta is not None
+    dp = config.privacy.dp
+    assert dp is not None
     accountant = state.load_accountant()
     q = sampling_probability(config, population)
     z = dp.accounting_noise_multiplier(shares_survived=None)
     accountant.record_round(q, z)
     figures = {
-        "epsilon": accountant.epsilon(privacy.delta),
-        "delta": privacy.delta,
+        **_spent(accountant, config),
         "noise_multiplier": z,
         "sampling_probability": q,
         "charged_unreleased": True,

@@ -17,7 +17,7 @@ from coordinator.dp import DPConfig, noise_rng
 from coordinator.privacy_config import PrivacyConfig, default_delta
 from coordinator.private_round import PrivacyState, private_delta
 from coordinator.selection import poisson_select
-from coordinator.simulation import Simulation
+from coordinator.simulation import PrivacyBudgetSpent, Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, LocalTrainingConfig
@@ -277,6 +277,52 @@ def test_dp_round_that_samples_nobody_is_abandoned_and_still_charged(
     for server_round, record in enumerate(records, start=1):
         expected = independent_epsilon(q, 1.0, rounds=server_round, delta=1e-5)
         assert record["epsilon"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_target_epsilon_stops_before_the_round_that_would_exceed_it(
+    tmp_path: Path,
+    small_splits: CorpusSplits,
+    small_config: CorpusConfig,
+    tokenizer: WordTokenizer,
+    tiny_model_config: ModelConfig,
+) -> None:
+    # Prepare: z = 1 fixed; the target lies between the epsilon of 2 and 3 rounds.
+    dp = DPConfig(clip_norm=0.5, noise_multiplier=1.0, expected_clients=6)
+    q = 6 / 30
+    two = independent_epsilon(q, 1.0, rounds=2, delta=1e-5)
+    three = independent_epsilon(q, 1.0, rounds=3, delta=1e-5)
+    target = (two + three) / 2
+    federation = FederationConfig(
+        rounds=5,
+        clients_per_round=6,
+        eval_every=0,
+        local=LocalTrainingConfig(max_local_steps=1),
+        fleet=FleetConfig(eligibility=False, dropout_rate=0.0),
+        privacy=PrivacyConfig(dp=dp, target_epsilon=target, attack_phones=0),
+    )
+    simulation = Simulation.create(
+        tmp_path / "run",
+        federation=federation,
+        corpus=small_config,
+        model=tiny_model_config,
+        tokenizer=tokenizer,
+        splits=small_splits,
+    )
+    assert len(simulation.fleet) == 30
+
+    # Execute
+    simulation.run_round()
+    simulation.run_round()
+    with pytest.raises(PrivacyBudgetSpent, match="past the target") as spent:
+        simulation.run_round()
+    simulation.close()
+
+    # Assert: two rounds saved, each line with the spent epsilon and the target.
+    records = RunDir(tmp_path / "run").read_metrics()
+    assert [r["server_round"] for r in records] == [1, 2]
+    assert records[-1]["epsilon"] == pytest.approx(two, rel=1e-9)
+    assert all(r["target_epsilon"] == target for r in records)
+    assert simulation.server_round == 2 and "after 2 rounds" in str(spent.value)
 
 
 def without_timings(record: dict[str, object]) -> dict[str, object]:
