@@ -82,9 +82,18 @@ class PrivacyConfig:
         return self.secure_aggregation or self.dp is not None
 
     def resolved(
-        self, *, population: int, clients_per_round: int, rounds: int
+        self,
+        *,
+        population: int,
+        clients_per_round: int,
+        rounds: int,
+        pool: int | None = None,
     ) -> PrivacyConfig:
-        """This config with delta (and a calibrated z) filled in and checked."""
+        """This config with delta (and a calibrated z) filled in and checked.
+
+        `pool`: the phones a round typically samples from (the eligible ones),
+        which sets the q z is calibrated at; None: the whole population.
+        """
         if self.dp is None:
             return self
         delta = self.delta if self.delta is not None else default_delta(population)
@@ -99,7 +108,7 @@ class PrivacyConfig:
                 self.dp,
                 target_epsilon=self.target_epsilon,
                 delta=delta,
-                sampling_probability=min(1.0, clients_per_round / population),
+                sampling_probability=min(1.0, clients_per_round / (pool or population)),
                 rounds=rounds,
             )
             dp = replace(self.dp, noise_multiplier=z)

@@ -30,8 +30,12 @@ statistics screen under SecAgg sees only what a phone reports of itself (its
 count, a finite/structure flag): the norm it cannot see (`blind`).
 
 Every DP round is recorded in the `PrivacyAccountant` as one Poisson-subsampled
-Gaussian release of (q = clients_per_round / population, z_eff); the selection
-then is Poisson (`coordinator.selection.poisson_select`), as accounted.
+Gaussian release of (q_t, z_eff), q_t = clients_per_round / the phones eligible
+when round t starts; the selection then is Poisson among those phones
+(`coordinator.selection.poisson_select`), as accounted. Eligibility (idle,
+charging, Wi-Fi, time zone) depends on a phone's profile and the clock, never on
+its text, so the pool is fixed before any data is touched (as Xu et al. 2023
+treat availability); a phone outside the pool contributes nothing that round.
 """
 
 from __future__ import annotations
@@ -121,9 +125,10 @@ def blind(summaries: Sequence[ClientSummary]) -> list[UpdateStats]:
     ]
 
 
-def sampling_probability(config: FederationConfig, population: int) -> float:
-    """q: each phone's chance of being sampled in a DP round."""
-    return min(1.0, config.clients_per_round / max(1, population))
+def sampling_probability(config: FederationConfig, pool: int) -> float:
+    """q: each phone's chance of being sampled in a DP round from `pool` phones
+    (the ones eligible when the round starts)."""
+    return min(1.0, config.clients_per_round / max(1, pool))
 
 
 def local_bound(config: FederationConfig) -> tuple[float, int]:
@@ -151,9 +156,10 @@ def private_delta(
     state: PrivacyState,
     *,
     server_round: int,
-    population: int,
+    pool: int,
 ) -> PrivateResult:
-    """The round's delta under the run's protections.
+    """The round's delta under the run's protections; `pool` is the phones DP
+    sampled from (the eligible ones).
 
     Raises:
         SecAggAbort: the sum could not be unmasked; nothing is released.
@@ -218,7 +224,7 @@ def private_delta(
         state,
         clip,
         server_round,
-        population,
+        pool,
         metrics,
         shares_survived=len(accepted) if shares else None,
     )
@@ -283,7 +289,7 @@ def _dp_release(
     state: PrivacyState,
     clip: float,
     server_round: int,
-    population: int,
+    pool: int,
     metrics: dict[str, Any],
     *,
     shares_survived: int | None = None,
@@ -322,7 +328,7 @@ def _dp_release(
             clip_lr=dp.clip_lr,
         )
     accountant = state.load_accountant()
-    q = sampling_probability(config, population)
+    q = sampling_probability(config, pool)
     z = dp.accounting_noise_multiplier(shares_survived=shares_survived)
     accountant.record_round(q, z)
     metrics.update(
@@ -353,7 +359,7 @@ def _spent(accountant: PrivacyAccountant, config: FederationConfig) -> dict[str,
 
 
 def charge_unreleased(
-    state: PrivacyState, config: FederationConfig, population: int
+    state: PrivacyState, config: FederationConfig, pool: int
 ) -> tuple[PrivacyState, dict[str, Any]]:
     """A DP round that sampled phones and then released nothing, charged anyway.
 
@@ -365,7 +371,7 @@ def charge_unreleased(
     dp = config.privacy.dp
     assert dp is not None
     accountant = state.load_accountant()
-    q = sampling_probability(config, population)
+    q = sampling_probability(config, pool)
     z = dp.accounting_noise_multiplier(shares_survived=None)
     accountant.record_round(q, z)
     figures = {
@@ -392,7 +398,7 @@ def _secagg_metrics(
 
 
 def epsilon_budget_left(
-    config: FederationConfig, state: PrivacyState, *, population: int
+    config: FederationConfig, state: PrivacyState, *, pool: int
 ) -> int | None:
     """Rounds of (q, z) that still fit the target epsilon (None: no target).
 
@@ -407,6 +413,6 @@ def epsilon_budget_left(
     return state.load_accountant().rounds_within(
         privacy.target_epsilon,
         privacy.delta,
-        sampling_probability=sampling_probability(config, population),
+        sampling_probability=sampling_probability(config, pool),
         noise_multiplier=dp.accounting_noise_multiplier(shares_survived=fewest),
     )

@@ -243,7 +243,7 @@ def run_round(
         abandoned = replace(metrics, abandoned=True, abandon_reason=reason)
         if config.privacy.dp is None:
             return _finish(state, abandoned, config, started, screen=screen)
-        charged, figures = charge_unreleased(state.privacy, config, len(env.fleet))
+        charged, figures = charge_unreleased(state.privacy, config, len(eligible))
         abandoned = replace(abandoned, privacy=figures)
         return _finish(
             state, abandoned, config, started, screen=screen, privacy=charged
@@ -257,7 +257,7 @@ def run_round(
         )
     try:
         delta, privacy, figures = _protected_delta(
-            trained, kept_ids, config, state, env, server_round
+            trained, kept_ids, config, state, env, server_round, pool=len(eligible)
         )
     except SecAggAbort as abort:
         return abandon(f"secure aggregation abandoned the round: {abort.reason}")
@@ -296,7 +296,7 @@ def _select(
         return poisson_select(
             env.fleet.client_ids,
             eligible,
-            sampling_probability=sampling_probability(config, len(env.fleet)),
+            sampling_probability=sampling_probability(config, len(eligible)),
             seed=config.seed,
             server_round=server_round,
         )
@@ -316,8 +316,11 @@ def _protected_delta(
     state: ServerState,
     env: RoundEnvironment,
     server_round: int,
+    *,
+    pool: int,
 ) -> tuple[Parameters, PrivacyState, dict[str, Any]]:
-    """The delta, wrapped by the run's protections, and the attack's figures."""
+    """The delta, wrapped by the run's protections, and the attack's figures;
+    `pool`: the phones eligible this round, which DP sampled from."""
     noisy: Parameters | None = None
     aggregate: Parameters | None
     if config.privacy.protected:
@@ -327,7 +330,7 @@ def _protected_delta(
             config,
             state.privacy,
             server_round=server_round,
-            population=len(env.fleet),
+            pool=pool,
         )
         delta, privacy, figures = result.delta, result.state, dict(result.metrics)
         aggregate, noisy = result.exact_sum, result.noisy_mean

@@ -352,8 +352,8 @@ class Simulation:
 
     def run_round(self) -> dict[str, Any]:
         """Run, evaluate (on schedule) and save one round; its metrics line."""
-        self._check_budget()
         self._joined.apply(self._fleet)
+        self._check_budget()
         env = RoundEnvironment(
             fleet=self._fleet,
             executor=self.executor,
@@ -393,9 +393,8 @@ class Simulation:
 
     def _check_budget(self) -> None:
         """Refuse a round that would take epsilon past the run's target."""
-        left = epsilon_budget_left(
-            self.federation, self._state.privacy, population=len(self._fleet)
-        )
+        pool = self._fleet.eligible(self._state.clock, self.server_round + 1)
+        left = epsilon_budget_left(self.federation, self._state.privacy, pool=len(pool))
         if left == 0:
             privacy = self.federation.privacy
             spent = self._state.privacy.load_accountant().epsilon(privacy.delta or 0)
@@ -481,12 +480,13 @@ def _resolve_privacy(
     """The privacy settings resolved for the fleet: delta, a calibrated z."""
     if federation.privacy.dp is None:
         return federation
-    population = len(Fleet.from_splits(splits, federation.fleet, seed=federation.seed))
+    fleet = Fleet.from_splits(splits, federation.fleet, seed=federation.seed)
     try:
         privacy = federation.privacy.resolved(
-            population=population,
+            population=len(fleet),
             clients_per_round=federation.clients_per_round,
             rounds=federation.rounds,
+            pool=typical_pool(fleet),
         )
     except ValueError as error:
         raise FederationConfigError(str(error)) from None
@@ -516,3 +516,13 @@ def _leader_first(
         raise
     ranks.broadcast_object(None)
     return simulation
+
+
+def typical_pool(fleet: Fleet) -> int:
+    """The phones a DP round typically samples from: the mean eligible count at
+    each hour of one simulated day (rounds 1 to 24). `--target-epsilon` calibrates
+    z at it; a round at a quieter hour samples from fewer phones at a higher q,
+    and the budget check still stops the run before the target is passed."""
+    hours = range(24)
+    shares = [fleet.eligible_share(3600.0 * h, h + 1) for h in hours]
+    return max(1, round(len(fleet) * sum(shares) / len(shares)))

@@ -64,7 +64,7 @@ def test_private_delta_secagg_equals_the_plaintext_weighted_mean() -> None:
 
     # Execute
     result = private_delta(
-        trained, {"a", "b"}, config, PrivacyState(), server_round=1, population=2
+        trained, {"a", "b"}, config, PrivacyState(), server_round=1, pool=2
     )
 
     # Assert: (1*[1,2,3] + 3*[3,4,5]) / 4 = [2.5, 3.5, 4.5], within quantisation.
@@ -88,7 +88,7 @@ def test_private_delta_dp_is_the_noisy_fixed_denominator_mean() -> None:
 
     # Execute
     result = private_delta(
-        trained, {"a", "b"}, config, PrivacyState(), server_round=3, population=10
+        trained, {"a", "b"}, config, PrivacyState(), server_round=3, pool=10
     )
 
     # Assert: clipped [1,2,3]/sqrt(14) + [3,4,5]/sqrt(50), plus N(0, 1) noise
@@ -325,6 +325,50 @@ def test_target_epsilon_stops_before_the_round_that_would_exceed_it(
     assert simulation.server_round == 2 and "after 2 rounds" in str(spent.value)
 
 
+def test_dp_samples_among_the_eligible_and_accounts_each_round_at_its_q(
+    tmp_path: Path,
+    small_splits: CorpusSplits,
+    small_config: CorpusConfig,
+    tokenizer: WordTokenizer,
+    tiny_model_config: ModelConfig,
+) -> None:
+    # Prepare: eligibility on, so each round's pool is the phones eligible then.
+    dp = DPConfig(clip_norm=0.5, noise_multiplier=1.0, expected_clients=4)
+    federation = FederationConfig(
+        rounds=3,
+        clients_per_round=4,
+        eval_every=0,
+        min_report_fraction=0.25,
+        local=LocalTrainingConfig(max_local_steps=1),
+        fleet=FleetConfig(dropout_rate=0.0),
+        privacy=PrivacyConfig(dp=dp, attack_phones=0),
+    )
+    simulation = Simulation.create(
+        tmp_path / "run",
+        federation=federation,
+        corpus=small_config,
+        model=tiny_model_config,
+        tokenizer=tokenizer,
+        splits=small_splits,
+    )
+
+    # Execute
+    records = [simulation.run_round() for _ in range(3)]
+    simulation.close()
+
+    # Assert: q_t = 4 / eligible_t, and epsilon composes exactly those events.
+    accountant = rdp.RdpAccountant()
+    for record in records:
+        pool = record["eligible"]
+        assert 4 < pool < len(simulation.fleet)
+        assert record["sampling_probability"] == pytest.approx(4 / pool)
+        event = dp_accounting.GaussianDpEvent(1.0)
+        accountant.compose(dp_accounting.PoissonSampledDpEvent(4 / pool, event))
+        assert record["epsilon"] == pytest.approx(accountant.get_epsilon(1e-5))
+    selected = sum(r["selected"] for r in records)
+    assert 0 < selected  # about 4 a round, not 4 x the eligible share
+
+
 def without_timings(record: dict[str, object]) -> dict[str, object]:
     """A metrics line without the figures that depend on the machine's speed."""
     kept = {k: v for k, v in record.items() if "seconds" not in k}
@@ -347,7 +391,7 @@ def test_private_delta_distributed_noise_comes_from_the_phones_shares() -> None:
 
     # Execute
     result = private_delta(
-        trained, {"a", "b"}, config, PrivacyState(), server_round=3, population=10
+        trained, {"a", "b"}, config, PrivacyState(), server_round=3, pool=10
     )
 
     # Assert: each phone added N(0, 1/2) from its own stream before masking; the
@@ -381,7 +425,7 @@ def test_private_delta_distributed_noise_accounts_for_lost_shares() -> None:
 
     # Execute
     result = private_delta(
-        trained, {"a", "b"}, config, PrivacyState(), server_round=3, population=10
+        trained, {"a", "b"}, config, PrivacyState(), server_round=3, pool=10
     )
 
     # Assert: two shares of variance 1/4 carry stddev sqrt(1/2): z = 0.7071.
