@@ -34,8 +34,11 @@ Gaussian release of (q_t, z_eff), q_t = clients_per_round / the phones eligible
 when round t starts; the selection then is Poisson among those phones
 (`coordinator.selection.poisson_select`), as accounted. Eligibility (idle,
 charging, Wi-Fi, time zone) depends on a phone's profile and the clock, never on
-its text, so the pool is fixed before any data is touched (as Xu et al. 2023
-treat availability); a phone outside the pool contributes nothing that round.
+its text, so the pool is fixed before any data is touched; a phone outside the
+pool contributes nothing that round. Real fleets cannot promise such a sampler,
+which is why Gboard uses DP-FTRL without amplification (Xu et al. 2023, arXiv
+2305.18465); the amplified epsilon holds for the simulation, whose sampler we
+control (docs/privacy.md, "Sampling and accounting").
 """
 
 from __future__ import annotations
