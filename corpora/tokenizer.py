@@ -26,9 +26,19 @@ from corpora.messages import CorpusError
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
 PUNCTUATION = tuple(string.punctuation)
-# A word: letters or digits, optionally joined by inner apostrophes; else one mark.
-WORD_PATTERN = r"[^\W_]+(?:'[^\W_]+)*|[^\w\s]|_"
-_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+# A word: letters or digits, optionally joined by inner apostrophes. The normaliser
+# turns U+2019 into ', so normalised text has one apostrophe.
+_ALNUM = r"[^\W_]"  # a letter or digit, in any script
+WORD_BODY = rf"{_ALNUM}+(?:'{_ALNUM}+)*"
+# What the pre-tokenizer splits out: a word, else one mark.
+WORD_PATTERN = rf"{WORD_BODY}|[^\w\s]|_"
+# A whole word in normalised text (every module that asks "is this a word?").
+WORD = re.compile(WORD_BODY)
+# The apostrophes of raw, typed text: ' and U+2019 (which normalises to ').
+APOSTROPHES = "'\u2019"
+# The word being typed at the end of raw text: the word rule with either apostrophe,
+# and an apostrophe may be pending ("don'").
+PARTIAL_WORD = re.compile(rf"{_ALNUM}+(?:[{APOSTROPHES}]{_ALNUM}*)*\Z")
 
 
 def _backend(vocab: dict[str, int]) -> Tokenizer:
@@ -63,7 +73,7 @@ class WordTokenizer:
         )
         # Ids a keyboard may suggest: real words, never specials or punctuation.
         self.word_ids: list[int] = [
-            i for i, t in enumerate(self.id_to_token) if _WORD.fullmatch(t)
+            i for i, t in enumerate(self.id_to_token) if WORD.fullmatch(t)
         ]
 
     @property
@@ -84,7 +94,7 @@ class WordTokenizer:
         from wordfreq import top_n_list
 
         candidates = top_n_list("en", vocab_size * 2)
-        words = [w for w in candidates if _WORD.fullmatch(w)][:vocab_size]
+        words = [w for w in candidates if WORD.fullmatch(w)][:vocab_size]
         return cls.from_words(words)
 
     @classmethod
@@ -98,7 +108,7 @@ class WordTokenizer:
             pieces = base.pre_tokenizer.pre_tokenize_str(
                 base.normalizer.normalize_str(text)
             )
-            counts.update(p for p, _ in pieces if _WORD.fullmatch(p))
+            counts.update(p for p, _ in pieces if WORD.fullmatch(p))
         words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
         return cls.from_words(words[:vocab_size])
 
@@ -147,4 +157,4 @@ class WordTokenizer:
 
     def is_word(self, token_id: int) -> bool:
         """Whether an id is a suggestible word."""
-        return _WORD.fullmatch(self.id_to_token[token_id]) is not None
+        return WORD.fullmatch(self.id_to_token[token_id]) is not None

@@ -19,12 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from corpora.tokenizer import WordTokenizer
+from corpora.tokenizer import PARTIAL_WORD, WORD, WordTokenizer
 
-# A whole word: the word half of `corpora.tokenizer.WORD_PATTERN`.
-WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
-# The word being typed at the end of a text; "don'" counts (an apostrophe pending).
-_TYPED_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]*)*\Z")
 # After these a new sentence starts and the next word is capitalised.
 _SENTENCE_END = frozenset(".!?")
 # Only this much of a long text is read: far more than the context window needs.
@@ -173,7 +169,7 @@ class Suggester:
         if k <= 0:
             return []
         text = _clean(text)
-        typed_match = _TYPED_WORD.search(text)
+        typed_match = PARTIAL_WORD.search(text)
         typed = typed_match.group() if typed_match else ""
         context = text[: len(text) - len(typed)]
         prefix = self.tokenizer.backend.normalizer.normalize_str(typed)
@@ -198,7 +194,7 @@ class Suggester:
         starts with the typed letters.
         """
         text_clean = text.encode("utf-8", "replace").decode("utf-8")
-        typed_match = _TYPED_WORD.search(text_clean[-_TAIL_CHARS:])
+        typed_match = PARTIAL_WORD.search(text_clean[-_TAIL_CHARS:])
         if typed_match is None:
             return None
         best = self.suggest(text_clean, k=1)

@@ -7,12 +7,11 @@ keeps the global models of a few earlier rounds for the "over rounds" panel.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from torch import nn
 
-from corpora.tokenizer import WordTokenizer
+from corpora.tokenizer import PARTIAL_WORD, WordTokenizer
 from models.suggest import Suggester
 
 SOURCES = ("global", "personal", "central")
@@ -21,8 +20,6 @@ SOURCES = ("global", "personal", "central")
 CONTEXT_CHARS = 400
 # Earlier rounds the history panel shows, besides the current one.
 HISTORY_ROUNDS = (1, 5, 20)
-# A trailing, unfinished word: letters or digits with inner apostrophes.
-_PARTIAL_WORD = re.compile(r"[^\W_]+(?:'[^\W_]*)*$")
 
 
 def context_tail(text: str, limit: int = CONTEXT_CHARS) -> str:
@@ -36,7 +33,7 @@ def context_tail(text: str, limit: int = CONTEXT_CHARS) -> str:
 
 def insert_word(text: str, word: str) -> str:
     """`text` with its unfinished word replaced by `word` (or `word` appended)."""
-    partial = _PARTIAL_WORD.search(text)
+    partial = PARTIAL_WORD.search(text)
     if partial:
         return text[: partial.start()] + word
     if not text or text[-1].isspace():
