@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from helpers import NewSimulation
 
+from coordinator.config import FederationConfig
+from coordinator.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits, load_messages, split_corpus
 from corpora.messages import Message
 from corpora.tokenizer import WordTokenizer
@@ -98,6 +102,33 @@ def tiny_model_config(tokenizer: WordTokenizer) -> ModelConfig:
     return ModelConfig(
         vocab_size=tokenizer.vocab_size, embed_dim=16, hidden_dim=32, max_len=16
     )
+
+
+@pytest.fixture(scope="session")
+def new_simulation(
+    small_splits: CorpusSplits,
+    small_config: CorpusConfig,
+    tokenizer: WordTokenizer,
+    tiny_model_config: ModelConfig,
+) -> NewSimulation:
+    """A function starting a run in `path` on the small slice and the tiny model.
+
+    Keyword arguments go to `Simulation.create` (`on_event`, `executor`, or other
+    `splits` than `small_splits`).
+    """
+
+    def create(path: Path, federation: FederationConfig, **kwargs: Any) -> Simulation:
+        kwargs.setdefault("splits", small_splits)
+        return Simulation.create(
+            path,
+            federation=federation,
+            corpus=small_config,
+            model=tiny_model_config,
+            tokenizer=tokenizer,
+            **kwargs,
+        )
+
+    return create
 
 
 @pytest.fixture

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import NewSimulation, small_federation
 
-from coordinator.config import FederationConfig
 from coordinator.privacy_config import PrivacyConfig
-from coordinator.simulation import Simulation
-from corpora.corpus import CorpusConfig, CorpusSplits, UserHistory
+from corpora.corpus import CorpusSplits, UserHistory
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, LocalTrainingConfig
 from device_sim.executor import (
@@ -141,28 +140,21 @@ def test_privacy_canary_never_reaches_coordinator_events_or_disk(
     secure: bool,
     tmp_path: Path,
     small_splits: CorpusSplits,
-    small_config: CorpusConfig,
     tokenizer: WordTokenizer,
     tiny_model_config: ModelConfig,
+    new_simulation: NewSimulation,
 ) -> None:
     # Prepare: two rounds with evaluation on every phone's future text.
-    federation = FederationConfig(
-        clients_per_round=3,
-        eval_every=1,
+    federation = small_federation(
         heldout_messages=10,
-        future_messages=20,
         keystroke_texts=5,
         local=LocalTrainingConfig(max_local_steps=1),
-        fleet=FleetConfig(eligibility=False, dropout_rate=0.0),
         privacy=PrivacyConfig(secure_aggregation=secure),
     )
     events: list[object] = []
-    simulation = Simulation.create(
+    simulation = new_simulation(
         tmp_path / "run",
-        federation=federation,
-        corpus=small_config,
-        model=tiny_model_config,
-        tokenizer=tokenizer,
+        federation,
         splits=with_canary(small_splits),
         on_event=events.append,
     )

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import dp_accounting
 import numpy as np
 import pytest
 import torch
 from dp_accounting import rdp
+from helpers import EVERY_PHONE_ONLINE, NewSimulation
 
 from cli.main import main
 from coordinator.config import FederationConfig, FederationConfigError
@@ -18,13 +21,11 @@ from coordinator.privacy_config import PrivacyConfig, default_delta
 from coordinator.private_round import PrivacyState, private_delta
 from coordinator.selection import poisson_select
 from coordinator.simulation import PrivacyBudgetSpent, Simulation
-from corpora.corpus import CorpusConfig, CorpusSplits
-from corpora.tokenizer import WordTokenizer
+from corpora.corpus import CorpusSplits
 from device_sim.config import FleetConfig, LocalTrainingConfig
 from device_sim.executor import ClientSummary, TrainedRound
 from device_sim.phone import ClientMetrics, ClientReport
 from device_sim.ranks import SingleRank
-from models.config import ModelConfig
 from models.rundir import RunDir
 from models.seeding import numpy_rng
 
@@ -43,6 +44,26 @@ def two_phone_round() -> TrainedRound:
         for c, r in reports.items()
     ]
     return TrainedRound(summaries, reference, SingleRank(), reports)
+
+
+def dp_federation(
+    clients: int,
+    *,
+    rounds: int,
+    fleet: FleetConfig = EVERY_PHONE_ONLINE,
+    **privacy: Any,
+) -> FederationConfig:
+    """DP-FedAvg (C = 0.5, z = 1) for `clients` phones a round, one local step
+    each, no evaluation; `privacy` adds to the `PrivacyConfig`."""
+    dp = DPConfig(clip_norm=0.5, noise_multiplier=1.0, expected_clients=clients)
+    return FederationConfig(
+        rounds=rounds,
+        clients_per_round=clients,
+        eval_every=0,
+        local=LocalTrainingConfig(max_local_steps=1),
+        fleet=fleet,
+        privacy=PrivacyConfig(dp=dp, **privacy),
+    )
 
 
 def test_private_delta_secagg_equals_the_plaintext_weighted_mean() -> None:
@@ -150,30 +171,11 @@ def test_poisson_select_draws_each_phone_with_probability_q() -> None:
 
 
 def test_dp_simulation_epsilon_matches_dp_accounting_and_survives_resume(
-    tmp_path: Path,
-    small_splits: CorpusSplits,
-    small_config: CorpusConfig,
-    tokenizer: WordTokenizer,
-    tiny_model_config: ModelConfig,
+    tmp_path: Path, small_splits: CorpusSplits, new_simulation: NewSimulation
 ) -> None:
     # Prepare: 30 phones, q = 6/30, every sampled phone eligible and online.
-    dp = DPConfig(clip_norm=0.5, noise_multiplier=1.0, expected_clients=6)
-    federation = FederationConfig(
-        rounds=3,
-        clients_per_round=6,
-        eval_every=0,
-        local=LocalTrainingConfig(max_local_steps=1),
-        fleet=FleetConfig(eligibility=False, dropout_rate=0.0),
-        privacy=PrivacyConfig(dp=dp, attack_phones=2),
-    )
-    simulation = Simulation.create(
-        tmp_path / "run",
-        federation=federation,
-        corpus=small_config,
-        model=tiny_model_config,
-        tokenizer=tokenizer,
-        splits=small_splits,
-    )
+    federation = dp_federation(6, rounds=3, attack_phones=2)
+    simulation = new_simulation(tmp_path / "run", federation)
 
     # Execute: two rounds, a resume, a third.
     simulation.run_round()
@@ -190,7 +192,8 @@ def test_dp_simulation_epsilon_matches_dp_accounting_and_survives_resume(
     q = 6 / len(resumed.fleet)
     expected = independent_epsilon(q, 1.0, rounds=3, delta=1e-5)
     assert records[-1]["epsilon"] == pytest.approx(expected, rel=1e-9)
-    assert last["delta"] == 1e-5 and resumed.federation.privacy.dp == dp
+    assert last["delta"] == 1e-5
+    assert resumed.federation.privacy.dp == federation.privacy.dp
     epsilons = [r["epsilon"] for r in records]
     assert epsilons == sorted(epsilons)  # it never resets
     attack = released[0]["attack"]
@@ -238,30 +241,11 @@ def test_simulate_cli_secagg_two_workers_match_one_and_conflicts_exit_2(
 
 
 def test_dp_round_that_samples_nobody_is_abandoned_and_still_charged(
-    tmp_path: Path,
-    small_splits: CorpusSplits,
-    small_config: CorpusConfig,
-    tokenizer: WordTokenizer,
-    tiny_model_config: ModelConfig,
+    tmp_path: Path, new_simulation: NewSimulation
 ) -> None:
     # Prepare: q = 1/30, so most rounds' Poisson draw holds no phone at all.
-    dp = DPConfig(clip_norm=0.5, noise_multiplier=1.0, expected_clients=1)
-    federation = FederationConfig(
-        rounds=4,
-        clients_per_round=1,
-        eval_every=0,
-        local=LocalTrainingConfig(max_local_steps=1),
-        fleet=FleetConfig(eligibility=False, dropout_rate=0.0),
-        privacy=PrivacyConfig(dp=dp),
-    )
-    simulation = Simulation.create(
-        tmp_path / "run",
-        federation=federation,
-        corpus=small_config,
-        model=tiny_model_config,
-        tokenizer=tokenizer,
-        splits=small_splits,
-    )
+    federation = dp_federation(1, rounds=4)
+    simulation = new_simulation(tmp_path / "run", federation)
 
     # Execute
     for _ in range(4):
@@ -280,34 +264,15 @@ def test_dp_round_that_samples_nobody_is_abandoned_and_still_charged(
 
 
 def test_target_epsilon_stops_before_the_round_that_would_exceed_it(
-    tmp_path: Path,
-    small_splits: CorpusSplits,
-    small_config: CorpusConfig,
-    tokenizer: WordTokenizer,
-    tiny_model_config: ModelConfig,
+    tmp_path: Path, new_simulation: NewSimulation
 ) -> None:
     # Prepare: z = 1 fixed; the target lies between the epsilon of 2 and 3 rounds.
-    dp = DPConfig(clip_norm=0.5, noise_multiplier=1.0, expected_clients=6)
     q = 6 / 30
     two = independent_epsilon(q, 1.0, rounds=2, delta=1e-5)
     three = independent_epsilon(q, 1.0, rounds=3, delta=1e-5)
     target = (two + three) / 2
-    federation = FederationConfig(
-        rounds=5,
-        clients_per_round=6,
-        eval_every=0,
-        local=LocalTrainingConfig(max_local_steps=1),
-        fleet=FleetConfig(eligibility=False, dropout_rate=0.0),
-        privacy=PrivacyConfig(dp=dp, target_epsilon=target, attack_phones=0),
-    )
-    simulation = Simulation.create(
-        tmp_path / "run",
-        federation=federation,
-        corpus=small_config,
-        model=tiny_model_config,
-        tokenizer=tokenizer,
-        splits=small_splits,
-    )
+    federation = dp_federation(6, rounds=5, target_epsilon=target, attack_phones=0)
+    simulation = new_simulation(tmp_path / "run", federation)
     assert len(simulation.fleet) == 30
 
     # Execute
@@ -326,31 +291,16 @@ def test_target_epsilon_stops_before_the_round_that_would_exceed_it(
 
 
 def test_dp_samples_among_the_eligible_and_accounts_each_round_at_its_q(
-    tmp_path: Path,
-    small_splits: CorpusSplits,
-    small_config: CorpusConfig,
-    tokenizer: WordTokenizer,
-    tiny_model_config: ModelConfig,
+    tmp_path: Path, new_simulation: NewSimulation
 ) -> None:
     # Prepare: eligibility on, so each round's pool is the phones eligible then.
-    dp = DPConfig(clip_norm=0.5, noise_multiplier=1.0, expected_clients=4)
-    federation = FederationConfig(
-        rounds=3,
-        clients_per_round=4,
-        eval_every=0,
+    federation = replace(
+        dp_federation(
+            4, rounds=3, fleet=FleetConfig(dropout_rate=0.0), attack_phones=0
+        ),
         min_report_fraction=0.25,
-        local=LocalTrainingConfig(max_local_steps=1),
-        fleet=FleetConfig(dropout_rate=0.0),
-        privacy=PrivacyConfig(dp=dp, attack_phones=0),
     )
-    simulation = Simulation.create(
-        tmp_path / "run",
-        federation=federation,
-        corpus=small_config,
-        model=tiny_model_config,
-        tokenizer=tokenizer,
-        splits=small_splits,
-    )
+    simulation = new_simulation(tmp_path / "run", federation)
 
     # Execute
     records = [simulation.run_round() for _ in range(3)]

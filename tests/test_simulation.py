@@ -9,14 +9,15 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import SMALL_RUN, NewSimulation
 
 from cli.main import main
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.events import ClientDone, Event, RoundFinished, RoundStarted
 from coordinator.simulation import Simulation
-from corpora.corpus import CorpusConfig, CorpusSplits
+from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
-from device_sim.config import FleetConfig, LocalTrainingConfig
+from device_sim.config import FleetConfig
 from models.batching import encode_messages
 from models.config import ModelConfig
 from models.rundir import RunDir, RunDirError
@@ -25,56 +26,16 @@ from models.training import evaluate_loss
 # Fields that measure the machine, not the run.
 WALL_FIELDS = ("wall_seconds", "wall_seconds_total", "eval_seconds")
 
-SMALL = FederationConfig(
-    rounds=4,
-    clients_per_round=3,
-    eval_every=2,
-    heldout_messages=30,
-    future_messages=30,
-    future_messages_per_phone=3,
-    keystroke_texts=6,
-    checkpoint_every=2,
-    keep_last=2,
-    local=LocalTrainingConfig(max_local_steps=2),
-    fleet=FleetConfig(dropout_rate=0.2),
-)
-
-
-def create(
-    path: Path,
-    splits: CorpusSplits,
-    config: CorpusConfig,
-    tokenizer: WordTokenizer,
-    model: ModelConfig,
-    federation: FederationConfig = SMALL,
-    **kwargs: Any,
-) -> Simulation:
-    return Simulation.create(
-        path,
-        federation=federation,
-        corpus=config,
-        model=model,
-        tokenizer=tokenizer,
-        splits=splits,
-        **kwargs,
-    )
-
 
 def machine_free(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k not in WALL_FIELDS} for r in records]
 
 
 def test_simulation_run_dir_follows_the_contract(
-    tmp_path: Path,
-    small_splits: CorpusSplits,
-    small_config: CorpusConfig,
-    tokenizer: WordTokenizer,
-    tiny_model_config: ModelConfig,
+    tmp_path: Path, new_simulation: NewSimulation
 ) -> None:
     # Prepare
-    simulation = create(
-        tmp_path / "run", small_splits, small_config, tokenizer, tiny_model_config
-    )
+    simulation = new_simulation(tmp_path / "run", SMALL_RUN)
 
     # Execute
     records = [simulation.run_round() for _ in range(2)]
@@ -110,19 +71,14 @@ def test_simulation_run_dir_follows_the_contract(
 
 
 def test_simulation_resume_after_a_kill_replays_identically(
-    tmp_path: Path,
-    small_splits: CorpusSplits,
-    small_config: CorpusConfig,
-    tokenizer: WordTokenizer,
-    tiny_model_config: ModelConfig,
+    tmp_path: Path, new_simulation: NewSimulation, small_splits: CorpusSplits
 ) -> None:
     # Prepare: an uninterrupted run of 4 rounds, and one "killed" during round 3
     # after its model and metrics line were written but before state.json was.
-    args = (small_splits, small_config, tokenizer, tiny_model_config)
-    whole = create(tmp_path / "whole", *args)
+    whole = new_simulation(tmp_path / "whole", SMALL_RUN)
     for _ in range(4):
         whole.run_round()
-    killed = create(tmp_path / "killed", *args)
+    killed = new_simulation(tmp_path / "killed", SMALL_RUN)
     killed.run_round()
     killed.run_round()
     state_after_2 = (tmp_path / "killed" / "state.json").read_text()
@@ -148,17 +104,12 @@ def test_simulation_resume_after_a_kill_replays_identically(
 
 
 def test_simulation_same_seed_same_run_other_seed_other_run(
-    tmp_path: Path,
-    small_splits: CorpusSplits,
-    small_config: CorpusConfig,
-    tokenizer: WordTokenizer,
-    tiny_model_config: ModelConfig,
+    tmp_path: Path, new_simulation: NewSimulation
 ) -> None:
     # Prepare
-    args = (small_splits, small_config, tokenizer, tiny_model_config)
-    federation = replace(SMALL, eval_every=0, fleet=FleetConfig(eligibility=False))
+    federation = replace(SMALL_RUN, eval_every=0, fleet=FleetConfig(eligibility=False))
     runs = [
-        create(tmp_path / name, *args, federation=replace(federation, seed=seed))
+        new_simulation(tmp_path / name, replace(federation, seed=seed))
         for name, seed in (("a", 0), ("b", 0), ("c", 1))
     ]
 
@@ -173,19 +124,14 @@ def test_simulation_same_seed_same_run_other_seed_other_run(
 
 
 def test_simulation_events_describe_each_round(
-    tmp_path: Path,
-    small_splits: CorpusSplits,
-    small_config: CorpusConfig,
-    tokenizer: WordTokenizer,
-    tiny_model_config: ModelConfig,
+    tmp_path: Path, new_simulation: NewSimulation
 ) -> None:
     # Prepare
     events: list[Event] = []
-    federation = replace(SMALL, fleet=FleetConfig(eligibility=False, dropout_rate=0))
-    simulation = create(
-        tmp_path / "run", small_splits, small_config, tokenizer, tiny_model_config,
-        federation=federation, on_event=events.append,
-    )  # fmt: skip
+    federation = replace(
+        SMALL_RUN, fleet=FleetConfig(eligibility=False, dropout_rate=0)
+    )
+    simulation = new_simulation(tmp_path / "run", federation, on_event=events.append)
 
     # Execute
     record = simulation.run_round()
@@ -198,18 +144,11 @@ def test_simulation_events_describe_each_round(
 
 
 def test_simulation_model_at_kept_rounds_only(
-    tmp_path: Path,
-    small_splits: CorpusSplits,
-    small_config: CorpusConfig,
-    tokenizer: WordTokenizer,
-    tiny_model_config: ModelConfig,
+    tmp_path: Path, new_simulation: NewSimulation
 ) -> None:
     # Prepare: keep the last 2 rounds and every 2nd.
-    federation = replace(SMALL, eval_every=0, checkpoint_every=2, keep_last=2)
-    simulation = create(
-        tmp_path / "run", small_splits, small_config, tokenizer, tiny_model_config,
-        federation=federation,
-    )  # fmt: skip
+    federation = replace(SMALL_RUN, eval_every=0, checkpoint_every=2, keep_last=2)
+    simulation = new_simulation(tmp_path / "run", federation)
 
     # Execute
     for _ in range(5):
@@ -224,24 +163,17 @@ def test_simulation_model_at_kept_rounds_only(
 
 
 def test_simulation_added_phone_trains_and_survives_resume(
-    tmp_path: Path,
-    small_splits: CorpusSplits,
-    small_config: CorpusConfig,
-    tokenizer: WordTokenizer,
-    tiny_model_config: ModelConfig,
+    tmp_path: Path, new_simulation: NewSimulation, small_splits: CorpusSplits
 ) -> None:
     # Prepare: no corpus phone is ever on Wi-Fi; the added phone always is.
     federation = replace(
-        SMALL,
+        SMALL_RUN,
         eval_every=0,
         min_report_fraction=0.3,
         fleet=FleetConfig(unmetered_prob=0, dropout_rate=0),
     )
     events: list[Event] = []
-    simulation = create(
-        tmp_path / "run", small_splits, small_config, tokenizer, tiny_model_config,
-        federation=federation, on_event=events.append,
-    )  # fmt: skip
+    simulation = new_simulation(tmp_path / "run", federation, on_event=events.append)
 
     # Execute
     simulation.add_phone("me", ["see you at the station", "on my way"])
@@ -262,15 +194,12 @@ def test_simulation_added_phone_trains_and_survives_resume(
 
 def test_simulation_personalize_fits_the_texts_and_leaves_global(
     tmp_path: Path,
-    small_splits: CorpusSplits,
-    small_config: CorpusConfig,
+    new_simulation: NewSimulation,
     tokenizer: WordTokenizer,
     tiny_model_config: ModelConfig,
 ) -> None:
     # Prepare
-    simulation = create(
-        tmp_path / "run", small_splits, small_config, tokenizer, tiny_model_config
-    )
+    simulation = new_simulation(tmp_path / "run", SMALL_RUN)
     texts = ["the blue train leaves at noon", "the blue train is late"] * 8
     sequences = encode_messages(tokenizer, texts, tiny_model_config.max_len)
     before = [p.detach().clone() for p in simulation.global_model.parameters()]
@@ -288,19 +217,14 @@ def test_simulation_personalize_fits_the_texts_and_leaves_global(
 
 
 def test_simulation_create_refuses_an_existing_run(
-    tmp_path: Path,
-    small_splits: CorpusSplits,
-    small_config: CorpusConfig,
-    tokenizer: WordTokenizer,
-    tiny_model_config: ModelConfig,
+    tmp_path: Path, new_simulation: NewSimulation
 ) -> None:
     # Prepare
-    args = (small_splits, small_config, tokenizer, tiny_model_config)
-    create(tmp_path / "run", *args)
+    new_simulation(tmp_path / "run", SMALL_RUN)
 
     # Execute / Assert
     with pytest.raises(RunDirError, match="already holds a run"):
-        create(tmp_path / "run", *args)
+        new_simulation(tmp_path / "run", SMALL_RUN)
     with pytest.raises(RunDirError, match="no such run directory"):
         Simulation.resume(tmp_path / "nothing")
     with pytest.raises(FederationConfigError, match="unknown strategy"):

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from helpers import NewSimulation, small_federation
 from textual import events
 from textual.pilot import Pilot
 from textual.widgets import Input, OptionList, Sparkline, Static
 
-from coordinator.config import FederationConfig
 from coordinator.dp import DPConfig
 from coordinator.privacy_config import PrivacyConfig
 from coordinator.simulation import Simulation
-from corpora.corpus import CorpusConfig, CorpusSplits
-from corpora.tokenizer import WordTokenizer
-from device_sim.config import FleetConfig
-from models.config import ModelConfig
+from corpora.corpus import CorpusSplits
 from models.rundir import RunDirError
 from tui.app import CentralReference, FedtypeApp
 from tui.chips import ChipStrip
@@ -34,25 +30,9 @@ from tui.sim_fleet import SimulationFleet
 SIZE = (100, 40)
 
 
-def small_federation() -> FederationConfig:
-    """Three phones a round, every phone always eligible, a tiny evaluation."""
-    return FederationConfig(
-        clients_per_round=3,
-        eval_every=1,
-        heldout_messages=20,
-        future_messages=20,
-        keystroke_texts=4,
-        fleet=FleetConfig(eligibility=False, dropout_rate=0.0),
-    )
-
-
 @pytest.fixture
 def make_fleet(
-    tmp_path: Path,
-    small_splits: CorpusSplits,
-    small_config: CorpusConfig,
-    tokenizer: WordTokenizer,
-    tiny_model_config: ModelConfig,
+    tmp_path: Path, small_splits: CorpusSplits, new_simulation: NewSimulation
 ) -> Callable[[], SimulationFleet]:
     """Creates (first call) or resumes (later calls) a small run in tmp_path."""
 
@@ -61,14 +41,7 @@ def make_fleet(
         if (run / "config.json").exists():
             simulation = Simulation.resume(run, splits=small_splits)
         else:
-            simulation = Simulation.create(
-                run,
-                federation=small_federation(),
-                corpus=small_config,
-                model=tiny_model_config,
-                tokenizer=tokenizer,
-                splits=small_splits,
-            )
+            simulation = new_simulation(run, small_federation())
         return SimulationFleet(simulation, name="test-run")
 
     return make
@@ -369,24 +342,10 @@ async def test_app_missing_run_quit_exits_with_message():
     ],
 )
 async def test_app_shows_epsilon_and_what_the_server_saw(
-    tmp_path,
-    small_splits,
-    small_config,
-    tokenizer,
-    tiny_model_config,
-    privacy,
-    epsilon_shown,
-    seen_from,
+    tmp_path, new_simulation, privacy, epsilon_shown, seen_from
 ):
     # Prepare: a fresh small fleet under the privacy settings, probed each round.
-    simulation = Simulation.create(
-        tmp_path / "run",
-        federation=replace(small_federation(), privacy=privacy),
-        corpus=small_config,
-        model=tiny_model_config,
-        tokenizer=tokenizer,
-        splits=small_splits,
-    )
+    simulation = new_simulation(tmp_path / "run", small_federation(privacy=privacy))
     app = FedtypeApp(SimulationFleet(simulation, name="test-run"), max_rounds=1)
 
     async with app.run_test(size=SIZE) as pilot:

@@ -7,12 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_tui_app import small_federation
+from helpers import NewSimulation, small_federation
 
-from coordinator.simulation import Simulation
-from corpora.corpus import CorpusConfig, CorpusSplits
-from corpora.tokenizer import WordTokenizer
-from models.config import ModelConfig
 from models.rundir import RunDirError
 from tui.app import FedtypeApp
 from tui.child_fleet import ChildProcessFleet, TrainerError
@@ -20,23 +16,10 @@ from tui.fleet import THIS_PHONE
 
 
 @pytest.fixture
-def small_run(
-    tmp_path: Path,
-    small_splits: CorpusSplits,
-    small_config: CorpusConfig,
-    tokenizer: WordTokenizer,
-    tiny_model_config: ModelConfig,
-) -> Path:
+def small_run(tmp_path: Path, new_simulation: NewSimulation) -> Path:
     """A small federated run at round 0, closed again."""
     run = tmp_path / "run"
-    Simulation.create(
-        run,
-        federation=small_federation(),
-        corpus=small_config,
-        model=tiny_model_config,
-        tokenizer=tokenizer,
-        splits=small_splits,
-    ).close()
+    new_simulation(run, small_federation()).close()
     return run
 
 
