@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
+import typing
 from pathlib import Path
+from typing import Any, TypeVar
 
 from cli.errors import UsageError
 from corpora.corpus import CorpusConfig
@@ -18,6 +21,37 @@ MAX_WIDTH = 4096
 MAX_THREADS = 256
 # Most local worker processes accepted: each holds a model and a corpus copy.
 MAX_WORKERS = 64
+Config = TypeVar("Config")
+
+
+def add_field_options(
+    group: argparse._ArgumentGroup, config: object, helps: dict[str, str]
+) -> None:
+    """One option per field of `config` that `helps` names, with the field's default.
+
+    The flag is the field's name with dashes (`local_epochs`: `--local-epochs`) and
+    its type the field's (`int | None`: int). A help that does not speak of its
+    default gets "(default: %(default)s)" added.
+    """
+    hints = typing.get_type_hints(type(config))
+    for name, text in helps.items():
+        kinds = typing.get_args(hints[name]) or (hints[name],)
+        kind = next(k for k in kinds if k is not type(None))
+        if "default" not in text:
+            text += " (default: %(default)s)"
+        flag = "--" + name.replace("_", "-")
+        group.add_argument(flag, type=kind, default=getattr(config, name), help=text)
+
+
+def from_args(cls: type[Config], args: argparse.Namespace, **given: Any) -> Config:
+    """A `cls` config from the options named after its fields, and `given` values.
+
+    Options take their field's name (`--client-lr` sets `client_lr`), so a field
+    with no option keeps its default and `given` overrides the rest.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    return cls(**{**values, **given})
 
 
 def add_corpus_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -31,44 +65,19 @@ def add_corpus_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
         'path with one {"user", "text", "timestamp"} message a line '
         "(default: %(default)s)",
     )
-    group.add_argument(
-        "--max-words-per-user",
-        type=int,
-        default=defaults.max_words_per_user,
-        help="words kept per user, oldest first (default: %(default)s)",
-    )
-    group.add_argument(
-        "--min-words-per-user",
-        type=int,
-        default=defaults.min_words_per_user,
-        help="users with fewer words are left out (default: %(default)s)",
-    )
-    group.add_argument(
-        "--heldout-fraction",
-        type=float,
-        default=defaults.heldout_fraction,
-        help="share of users who never train (default: %(default)s)",
-    )
-    group.add_argument(
-        "--future-fraction",
-        type=float,
-        default=defaults.future_fraction,
-        help="newest share of each user's messages kept as future text "
-        "(default: %(default)s)",
-    )
+    helps = {
+        "max_words_per_user": "words kept per user, oldest first",
+        "min_words_per_user": "users with fewer words are left out",
+        "heldout_fraction": "share of users who never train",
+        "future_fraction": "newest share of each user's messages kept as future text",
+    }
+    add_field_options(group, defaults, helps)
     return group
 
 
 def corpus_config(args: argparse.Namespace, *, seed: int = 0) -> CorpusConfig:
     """The `CorpusConfig` that the corpus options describe."""
-    return CorpusConfig(
-        source=args.corpus,
-        max_words_per_user=args.max_words_per_user,
-        min_words_per_user=args.min_words_per_user,
-        heldout_fraction=args.heldout_fraction,
-        future_fraction=args.future_fraction,
-        seed=seed,
-    )
+    return from_args(CorpusConfig, args, source=args.corpus, seed=seed)
 
 
 def check_finite(flag: str, value: float) -> None:
