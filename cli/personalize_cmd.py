@@ -31,7 +31,7 @@ from coordinator.personalization import (
     write_report,
 )
 from device_sim.config import MAX_CLIENT_LR
-from device_sim.personalize import PersonalizationConfig, PhoneOutcome
+from device_sim.personalize import TRAINED, PersonalizationConfig, PhoneOutcome
 from models.checkpoint import atomic_path
 
 # The histogram's file in the run directory, beside the report.
@@ -74,6 +74,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"phone from {', '.join(f'{lr:g}' for lr in defaults.client_lrs)})",
     )
     parser.add_argument(
+        "--train",
+        choices=tuple(TRAINED),
+        default=None,
+        help="which weights fine-tune: all, all but the (tied) embedding, the head "
+        "(projection and output bias) or the output bias alone "
+        f"(default: {defaults.trained})",
+    )
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=None,
+        help="newest share of each phone's train messages held back to choose the "
+        f"settings and gate on (default: {defaults.validation_fraction:g})",
+    )
+    parser.add_argument(
+        "--phones",
+        type=int,
+        default=None,
+        help="only the cohort's first N phones (a seeded sample of it), for a "
+        "quicker look (default: the whole cohort)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -89,6 +111,8 @@ def _config_from(args: argparse.Namespace, local: Any) -> PersonalizationConfig:
         local,
         client_lrs=None if args.client_lr is None else [args.client_lr],
         steps=None if args.steps is None else [args.steps],
+        validation_fraction=args.validation_fraction,
+        trained=args.train,
     )
 
 
@@ -96,6 +120,15 @@ def _check_options(args: argparse.Namespace) -> None:
     check_threads(args.threads)
     if args.steps is not None and not 1 <= args.steps <= MAX_STEPS:
         raise UsageError(f"--steps must lie in [1, {MAX_STEPS}], not {args.steps}")
+    if args.phones is not None and args.phones < 1:
+        raise UsageError(f"--phones must be >= 1, not {args.phones}")
+    if args.validation_fraction is not None:
+        check_finite("--validation-fraction", args.validation_fraction)
+        if not 0 < args.validation_fraction < 1:
+            raise UsageError(
+                "--validation-fraction must lie in (0, 1), "
+                f"not {args.validation_fraction}"
+            )
     if args.client_lr is not None:
         check_finite("--client-lr", args.client_lr)
         if not 0 < args.client_lr <= MAX_CLIENT_LR:
@@ -116,6 +149,11 @@ def _tables(report: dict[str, Any]) -> tuple[Table, Table]:
         title=escape(
             f"{report['run']} at round {report['server_round']}: "
             f"{report['phones']} phones' own future text"
+            + (
+                f" ({report['cohort_phones']} in the cohort)"
+                if report["cohort_phones"] != report["phones"]
+                else ""
+            )
         )
     )
     for column in ("model", "top-1", "top-3", "perplexity", "keys saved"):
@@ -206,6 +244,17 @@ def _hits_field(row: dict[str, Any], variant: str) -> str:
     return "personal_top1_hits"
 
 
+def _settings_line(settings: dict[str, Any]) -> str:
+    """The grid the phones chose from, in one line."""
+    lrs = ", ".join(f"{lr:g}" for lr in settings["client_lrs"])
+    steps = ", ".join(map(str, settings["steps"]))
+    return (
+        f"trained {settings['trained']}; client_lr from {lrs}; steps from {steps}; "
+        f"validation slice the newest {settings['validation_fraction']:.0%} of "
+        "train messages"
+    )
+
+
 def run_personalize(args: argparse.Namespace) -> int:
     """Personalise on every cohort phone, print the tables, write the report."""
     _check_options(args)
@@ -224,13 +273,17 @@ def run_personalize(args: argparse.Namespace) -> int:
         TimeRemainingColumn(),
         console=console,
     )
-    task = bar.add_task("phones", total=len(run.cohort.client_ids), last="")
+    cohort = len(run.cohort.client_ids)
+    total = cohort if args.phones is None else min(args.phones, cohort)
+    task = bar.add_task("phones", total=total, last="")
 
     def on_phone(done: int, total: int, outcome: PhoneOutcome | None) -> None:
         bar.update(task, completed=done, last=outcome.client_id if outcome else "")
 
     with bar:
-        outcomes = personalize_cohort(run, config, on_phone=on_phone)
+        outcomes = personalize_cohort(
+            run, config, phones=args.phones, on_phone=on_phone
+        )
     report = build_report(
         run, config, outcomes, wall_seconds=time.perf_counter() - started
     )
@@ -245,5 +298,6 @@ def run_personalize(args: argparse.Namespace) -> int:
         f"(the others have no validation slice or nothing left to train on); "
         f"{report['wall_seconds']:.0f} s"
     )
+    console.print(_settings_line(report["settings"]))
     console.print(f"wrote {escape(path)} and {escape(str(plot))}")
     return 0

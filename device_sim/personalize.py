@@ -9,7 +9,8 @@ beat the global one on data it held back. Here:
   `validation_fraction` are its validation slice, the older ones are trained on;
 - the fine-tuning settings (client_lr, steps) are chosen on that slice from a small
   grid, each step size one trajectory from the global weights scored at each step
-  count of the grid, through the one training loop (`models.training.train_local`);
+  count of the grid, through the one training loop (`models.training.train_local`),
+  all weights trained or only some layers (`TRAINED`);
 - the gate keeps the personal model only where it beat the global one on the slice;
 - the global and personal models are then measured on the phone's future text,
   the same messages federated evaluation uses (`Phone.evaluate_counts`).
@@ -20,9 +21,10 @@ settings, never text. Future text takes no part in any choice.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from corpora.corpus import chronological_split
@@ -36,6 +38,17 @@ from models.model import NextWordModel
 from models.seeding import numpy_rng
 from models.training import train_local
 from models.weights import Parameters, load_parameters, parameters_of
+
+# The weights a phone may fine-tune, by `PersonalizationConfig.trained`, as
+# prefixes of `NextWordModel`'s parameter names. The output layer is tied to the
+# input embedding, so freezing the embedding freezes the output matrix too: "head"
+# is the last layer's own weights, the projection and the output bias.
+TRAINED: dict[str, tuple[str, ...]] = {
+    "all": ("",),
+    "no-embedding": ("lstm.", "projection.", "output_bias"),
+    "head": ("projection.", "output_bias"),
+    "bias": ("output_bias",),
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,8 @@ class PersonalizationConfig:
     clip_norm: float = 1.0
     # Arithmetic of the fine-tuning steps ("bf16" or "fp32"); measuring is fp32.
     precision: str = DEFAULT_PRECISION
+    # Which weights fine-tune (`TRAINED`); the others stay the global model's.
+    trained: str = "all"
 
     def __post_init__(self) -> None:
         if not self.client_lrs or not all(
@@ -79,6 +94,10 @@ class PersonalizationConfig:
             raise FleetConfigError(f"clip_norm must be >= 0, got {self.clip_norm}")
         if self.precision not in PRECISIONS:
             raise FleetConfigError(f"unknown precision {self.precision!r}")
+        if self.trained not in TRAINED:
+            raise FleetConfigError(
+                f"trained must be one of {', '.join(TRAINED)}, got {self.trained!r}"
+            )
 
     @classmethod
     def from_local(
@@ -87,16 +106,19 @@ class PersonalizationConfig:
         *,
         client_lrs: Sequence[float] | None = None,
         steps: Sequence[int] | None = None,
+        validation_fraction: float | None = None,
+        trained: str | None = None,
     ) -> PersonalizationConfig:
         """The grid (or the given settings) with the fleet's batch, clip, precision."""
         defaults = cls()
         return cls(
             client_lrs=tuple(client_lrs) if client_lrs else defaults.client_lrs,
             steps=tuple(sorted(set(steps))) if steps else defaults.steps,
-            validation_fraction=defaults.validation_fraction,
+            validation_fraction=validation_fraction or defaults.validation_fraction,
             batch_size=local.batch_size,
             clip_norm=local.clip_norm,
             precision=local.precision,
+            trained=trained or defaults.trained,
         )
 
     def training_config(self, client_lr: float, epochs: int) -> TrainingConfig:
@@ -158,6 +180,24 @@ def split_train(
     return list(fit), list(validation)
 
 
+@contextlib.contextmanager
+def trainable_only(model: NextWordModel, trained: str) -> Iterator[None]:
+    """Within the block, only the weights `TRAINED[trained]` names take gradients.
+
+    The others get no gradient, so the shared loop's SGD leaves them as they are,
+    and autograd does not go back through the layers below the trained ones.
+    """
+    prefixes = TRAINED[trained]
+    before = [p.requires_grad for p in model.parameters()]
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith(prefixes))
+    try:
+        yield
+    finally:
+        for parameter, flag in zip(model.parameters(), before, strict=True):
+            parameter.requires_grad_(flag)
+
+
 @dataclass(frozen=True, eq=False)
 class _Candidate:
     client_lr: float
@@ -203,16 +243,17 @@ def _search(
         if not best or beats(counts, best[0].counts):
             best[:] = [_Candidate(client_lr, step, counts, parameters_of(model))]
 
-    for client_lr in config.client_lrs:
-        load_parameters(model, global_parameters)
-        train_local(
-            model,
-            sequences,
-            config.training_config(client_lr, epochs),
-            pad_id=tokenizer.pad_id,
-            rng=numpy_rng(seed, "personalize", client_id),
-            on_step=functools.partial(score, client_lr),
-        )
+    with trainable_only(model, config.trained):
+        for client_lr in config.client_lrs:
+            load_parameters(model, global_parameters)
+            train_local(
+                model,
+                sequences,
+                config.training_config(client_lr, epochs),
+                pad_id=tokenizer.pad_id,
+                rng=numpy_rng(seed, "personalize", client_id),
+                on_step=functools.partial(score, client_lr),
+            )
     return best[0]
 
 

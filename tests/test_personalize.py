@@ -7,27 +7,24 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
+from helpers import SMALL_RUN, NewSimulation, make_phone, seeded_parameters
 
 from cli.main import main
 from coordinator.personalization import gain_summary, relative_gain
-from coordinator.simulation import Simulation
-from corpora.corpus import CorpusConfig, CorpusSplits
 from corpora.tokenizer import WordTokenizer
-from device_sim.config import FleetConfig
 from device_sim.personalize import (
     PersonalizationConfig,
     PhoneOutcome,
     personalize_phone,
     split_train,
+    trainable_only,
 )
-from device_sim.phone import Phone
-from device_sim.profile import draw_profile
-from models.config import ModelConfig
+from models.batching import encode_messages
+from models.config import ModelConfig, TrainingConfig
 from models.metrics import EvalCounts
 from models.model import NextWordModel
-from models.weights import parameters_of
-from tests.test_simulation import SMALL
+from models.seeding import numpy_rng
+from models.training import train_local
 
 TRAIN = tuple(f"message number {i} says hello there how are you" for i in range(10))
 FUTURE = ("how are you today", "hello there friend", "what are you doing")
@@ -98,24 +95,17 @@ def test_validation_slice_is_the_newest_train_messages() -> None:
     assert validation == ["m8", "m9"]
 
 
-def make_phone(future: tuple[str, ...]) -> Phone:
-    profile = draw_profile(0, "p", FleetConfig())
-    return Phone("p", train=TRAIN, future=future, profile=profile, seed=0)
-
-
 def test_future_text_takes_no_part_in_the_choice(
     tokenizer: WordTokenizer, tiny_model_config: ModelConfig
 ) -> None:
     # Prepare
-    torch.manual_seed(0)
-    model = NextWordModel(tiny_model_config)
-    start = parameters_of(model)
+    start = seeded_parameters(tiny_model_config)
     other_future = ("completely different words here", "zebra quantum", "x y z")
 
     # Execute
     chosen = [
         personalize_phone(
-            make_phone(future),
+            make_phone(TRAIN, future),
             start,
             model=NextWordModel(tiny_model_config),
             tokenizer=tokenizer,
@@ -139,23 +129,35 @@ def test_future_text_takes_no_part_in_the_choice(
     assert first.future_global != second.future_global
 
 
+def test_trainable_only_moves_only_the_named_layers(
+    tokenizer: WordTokenizer, tiny_model_config: ModelConfig
+) -> None:
+    # Prepare: two SGD steps on a few messages, only the head taking gradients.
+    model = NextWordModel(tiny_model_config)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    sequences = encode_messages(tokenizer, list(TRAIN), 16)
+    config = TrainingConfig(lr=1.0, epochs=1, batch_size=4, max_steps=2)
+
+    # Execute
+    with trainable_only(model, "head"):
+        train_local(
+            model, sequences, config, pad_id=tokenizer.pad_id, rng=numpy_rng(0, "t")
+        )
+    after = dict(model.named_parameters())
+
+    # Assert: the projection and the output bias moved, nothing else did, and
+    # every weight takes gradients again after the block.
+    moved = {name for name in before if not before[name].equal(after[name])}
+    assert moved and all(n.startswith(("projection.", "output_bias")) for n in moved)
+    assert "output_bias" in moved
+    assert all(p.requires_grad for p in model.parameters())
+
+
 @pytest.fixture
-def tiny_run(
-    tmp_path: Path,
-    small_splits: CorpusSplits,
-    small_config: CorpusConfig,
-    tokenizer: WordTokenizer,
-    tiny_model_config: ModelConfig,
-) -> Path:
+def tiny_run(tmp_path: Path, new_simulation: NewSimulation) -> Path:
+    """A small federated run after two rounds."""
     path = tmp_path / "run"
-    simulation = Simulation.create(
-        path,
-        federation=SMALL,
-        corpus=small_config,
-        model=tiny_model_config,
-        tokenizer=tokenizer,
-        splits=small_splits,
-    )
+    simulation = new_simulation(path, SMALL_RUN)
     for _ in range(2):
         simulation.run_round()
     return path
@@ -174,8 +176,42 @@ def test_cli_personalize_writes_report_and_plot(tiny_run: Path) -> None:
     assert (tiny_run / "personalization.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_cli_personalize_phones_and_layers(tiny_run: Path) -> None:
+    # Execute: two of the cohort's phones, only the output bias fine-tuned.
+    status = main(
+        [
+            "personalize",
+            "--run",
+            str(tiny_run),
+            "--steps",
+            "1",
+            "--phones",
+            "2",
+            "--train",
+            "bias",
+            "--validation-fraction",
+            "0.3",
+        ]
+    )
+
+    # Assert
+    assert status == 0
+    report = json.loads((tiny_run / "personalization.json").read_text())
+    assert report["phones"] == 2
+    assert report["cohort_phones"] >= 2
+    assert report["settings"]["trained"] == "bias"
+    assert report["settings"]["validation_fraction"] == 0.3
+
+
 @pytest.mark.parametrize(
-    "extra", [["--steps", "0"], ["--client-lr", "-1"], ["--client-lr", "nan"]]
+    "extra",
+    [
+        ["--steps", "0"],
+        ["--client-lr", "-1"],
+        ["--client-lr", "nan"],
+        ["--phones", "0"],
+        ["--validation-fraction", "1"],
+    ],
 )
 def test_cli_personalize_bad_option_exits_2(
     tiny_run: Path, extra: list[str], capsys: pytest.CaptureFixture[str]
@@ -186,6 +222,18 @@ def test_cli_personalize_bad_option_exits_2(
     # Assert
     assert status == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_cli_personalize_unknown_layers_exits_2(
+    tiny_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Execute: argparse refuses the choice itself, exiting with status 2.
+    with pytest.raises(SystemExit) as exit_:
+        main(["personalize", "--run", str(tiny_run), "--train", "lstm"])
+
+    # Assert
+    assert exit_.value.code == 2
+    assert "--train" in capsys.readouterr().err
 
 
 def test_cli_personalize_missing_or_non_federated_run_exits_2(
