@@ -63,6 +63,23 @@ def add_privacy_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
         "below min(1e-5, 1/(10 x phones))",
     )
     group.add_argument(
+        "--simulated-population",
+        type=int,
+        default=None,
+        metavar="P",
+        help="simulate a deployment of P users (with --noise-cohort-size): DP "
+        "noise is that of its cohort, --target-epsilon its epsilon; labelled "
+        "simulated everywhere, beside this fleet's own (far larger) epsilon",
+    )
+    group.add_argument(
+        "--noise-cohort-size",
+        type=int,
+        default=None,
+        metavar="M",
+        help="the simulated deployment's cohort: noise on the mean is z*C/M "
+        "while --clients-per-round phones train (pfl-research's noise_cohort_size)",
+    )
+    group.add_argument(
         "--attack-phones",
         type=int,
         default=privacy.attack_phones,
@@ -90,6 +107,8 @@ def privacy_config(
             "target_epsilon",
             "delta",
             "dp_noise",
+            "simulated_population",
+            "noise_cohort_size",
         )
         if getattr(args, name) is not None
     ]
@@ -120,6 +139,8 @@ def privacy_config(
             delta=args.delta,
             attack_phones=args.attack_phones,
             canaries=args.canaries,
+            simulated_population=args.simulated_population,
+            noise_cohort_size=args.noise_cohort_size,
         )
     except (DPConfigError, PrivacyConfigError) as error:
         raise UsageError(str(error)) from None

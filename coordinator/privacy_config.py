@@ -47,6 +47,14 @@ class PrivacyConfig:
     attack_phones: int = 3
     # Secret Sharer canaries planted at creation (0: none).
     canaries: int = 0
+    # A simulated deployment (pfl-research's `noise_cohort_size`): DP noise on
+    # the mean is that of a cohort of `noise_cohort_size` phones drawn from
+    # `simulated_population` users, while the real, smaller cohort trains. It
+    # shows what a large deployment would learn at its epsilon; the run's own
+    # epsilon is still reported, at the z its fleet really got (far larger),
+    # and the deployment's figures go under `simulated_privacy`, never mixed.
+    simulated_population: int | None = None
+    noise_cohort_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.attack_phones < 0 or self.canaries < 0:
@@ -76,6 +84,55 @@ class PrivacyConfig:
                 "update reaches the server with a 1/n share of the noise"
             )
 
+        self._check_simulated()
+
+    def _check_simulated(self) -> None:
+        population, cohort = self.simulated_population, self.noise_cohort_size
+        if population is None and cohort is None:
+            return
+        if population is None or cohort is None:
+            raise PrivacyConfigError(
+                "a simulated deployment needs both simulated_population and "
+                "noise_cohort_size"
+            )
+        if self.dp is None:
+            raise PrivacyConfigError("a simulated deployment needs DP (a clip norm)")
+        if self.dp.placement != "central":
+            raise PrivacyConfigError(
+                "a simulated deployment scales the server's noise: it needs "
+                "central DP noise, not distributed"
+            )
+        if not self.dp.expected_clients < cohort <= population:
+            raise PrivacyConfigError(
+                f"noise_cohort_size {cohort} must lie above the cohort that "
+                f"trains ({self.dp.expected_clients}) and at most "
+                f"simulated_population {population}"
+            )
+
+    @property
+    def simulated(self) -> bool:
+        """Whether DP noise is that of a simulated deployment's cohort."""
+        return self.noise_cohort_size is not None
+
+    @property
+    def noise_scale(self) -> float:
+        """The real noise over the configured: m / noise_cohort_size, or 1."""
+        if self.dp is None or self.noise_cohort_size is None:
+            return 1.0
+        return self.dp.expected_clients / self.noise_cohort_size
+
+    @property
+    def simulated_delta(self) -> float:
+        """The delta the simulated deployment's epsilon is reported at."""
+        assert self.simulated_population is not None
+        return default_delta(self.simulated_population)
+
+    @property
+    def simulated_sampling_probability(self) -> float:
+        """q of the simulated deployment: its cohort over its population."""
+        assert self.noise_cohort_size and self.simulated_population
+        return self.noise_cohort_size / self.simulated_population
+
     @property
     def protected(self) -> bool:
         """Whether a protection wraps the aggregation."""
@@ -104,11 +161,16 @@ class PrivacyConfig:
             )
         resolved = replace(self, delta=delta)
         if self.calibrate_noise and self.target_epsilon is not None:
+            # A simulated deployment's target is its own epsilon's, not the run's.
             z = calibrated_noise(
                 self.dp,
                 target_epsilon=self.target_epsilon,
-                delta=delta,
-                sampling_probability=min(1.0, clients_per_round / (pool or population)),
+                delta=self.simulated_delta if self.simulated else delta,
+                sampling_probability=(
+                    self.simulated_sampling_probability
+                    if self.simulated
+                    else min(1.0, clients_per_round / (pool or population))
+                ),
                 rounds=rounds,
             )
             dp = replace(self.dp, noise_multiplier=z)

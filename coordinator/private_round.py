@@ -306,13 +306,15 @@ def _dp_release(
     dp = config.privacy.dp
     assert dp is not None
     distributed = shares_survived is not None
+    # A simulated deployment's noise is its large cohort's, scaled to this one.
+    scale = config.privacy.noise_scale
     vector = summed[:-1] if dp.adaptive else summed
     rng = noise_rng(config.seed, server_round)
     released = noisy_mean(
         vector,
         expected_clients=dp.expected_clients,
         clip_norm=clip,
-        noise_multiplier=0.0 if distributed else dp.noise_multiplier,
+        noise_multiplier=0.0 if distributed else dp.noise_multiplier * scale,
         rng=rng,
     )
     next_clip = clip
@@ -321,7 +323,7 @@ def _dp_release(
         fraction = noisy_clip_fraction(
             summed[-1],
             expected_clients=dp.expected_clients,
-            count_stddev=0.0 if distributed else dp.resolved_count_stddev,
+            count_stddev=0.0 if distributed else dp.resolved_count_stddev * scale,
             rng=rng,
         )
         next_clip = adapt_clip_norm(
@@ -332,7 +334,7 @@ def _dp_release(
         )
     accountant = state.load_accountant()
     q = sampling_probability(config, pool)
-    z = dp.accounting_noise_multiplier(shares_survived=shares_survived)
+    z = dp.accounting_noise_multiplier(shares_survived=shares_survived) * scale
     accountant.record_round(q, z)
     metrics.update(
         **_spent(accountant, config),
@@ -349,16 +351,49 @@ def _dp_release(
 
 
 def _spent(accountant: PrivacyAccountant, config: FederationConfig) -> dict[str, Any]:
-    """epsilon spent so far, its delta, and the run's budget when it has one."""
+    """epsilon spent so far, its delta, and the run's budget when it has one;
+    with a simulated deployment its figures apart, under `simulated_privacy`."""
     privacy = config.privacy
     assert privacy.delta is not None
     figures: dict[str, Any] = {
         "epsilon": accountant.epsilon(privacy.delta),
         "delta": privacy.delta,
     }
-    if privacy.target_epsilon is not None:
+    if privacy.simulated:
+        simulated = _simulated_accountant(config, accountant.rounds)
+        deployment = {
+            "population": privacy.simulated_population,
+            "cohort_size": privacy.noise_cohort_size,
+            "sampling_probability": privacy.simulated_sampling_probability,
+            "noise_multiplier": _simulated_noise(config),
+            "rounds": accountant.rounds,
+            "epsilon": simulated.epsilon(privacy.simulated_delta),
+            "delta": privacy.simulated_delta,
+            "simulated": True,
+        }
+        if privacy.target_epsilon is not None:
+            deployment["target_epsilon"] = privacy.target_epsilon
+        figures["simulated_privacy"] = deployment
+    elif privacy.target_epsilon is not None:
         figures["target_epsilon"] = privacy.target_epsilon
     return figures
+
+
+def _simulated_noise(config: FederationConfig) -> float:
+    """The z the simulated deployment's cohort gets (the configured one)."""
+    dp = config.privacy.dp
+    assert dp is not None
+    return dp.accounting_noise_multiplier()
+
+
+def _simulated_accountant(config: FederationConfig, rounds: int) -> PrivacyAccountant:
+    """The simulated deployment's accountant after `rounds` rounds of (q, z)."""
+    accountant = PrivacyAccountant()
+    q = config.privacy.simulated_sampling_probability
+    z = _simulated_noise(config)
+    for _ in range(rounds):
+        accountant.record_round(q, z)
+    return accountant
 
 
 def charge_unreleased(
@@ -375,7 +410,10 @@ def charge_unreleased(
     assert dp is not None
     accountant = state.load_accountant()
     q = sampling_probability(config, pool)
-    z = dp.accounting_noise_multiplier(shares_survived=None)
+    z = (
+        dp.accounting_noise_multiplier(shares_survived=None)
+        * config.privacy.noise_scale
+    )
     accountant.record_round(q, z)
     figures = {
         **_spent(accountant, config),
@@ -407,11 +445,20 @@ def epsilon_budget_left(
 
     Under distributed noise a round's z depends on how many shares arrive; the
     check assumes the fewest a round may apply with (`min_reports`), so the
-    target holds whoever drops out.
+    target holds whoever drops out. With a simulated deployment the target is
+    the deployment's epsilon, and so is the check.
     """
     privacy, dp = config.privacy, config.privacy.dp
     if dp is None or privacy.target_epsilon is None or privacy.delta is None:
         return None
+    if privacy.simulated:
+        done = state.load_accountant().rounds
+        return _simulated_accountant(config, done).rounds_within(
+            privacy.target_epsilon,
+            privacy.simulated_delta,
+            sampling_probability=privacy.simulated_sampling_probability,
+            noise_multiplier=_simulated_noise(config),
+        )
     fewest = config.min_reports if dp.placement == "distributed" else None
     return state.load_accountant().rounds_within(
         privacy.target_epsilon,

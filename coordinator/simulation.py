@@ -398,11 +398,17 @@ class Simulation:
         if left == 0:
             privacy = self.federation.privacy
             spent = self._state.privacy.load_accountant().epsilon(privacy.delta or 0)
+            whose, delta = "epsilon", privacy.delta
+            if privacy.simulated:
+                whose, delta = (
+                    "the simulated deployment's epsilon",
+                    privacy.simulated_delta,
+                )
             raise PrivacyBudgetSpent(
-                f"round {self.server_round + 1} would take epsilon past the target "
-                f"{privacy.target_epsilon:g} (spent {spent:.3f} at delta "
-                f"{privacy.delta:g} after {self.server_round} rounds); the run stops "
-                "here"
+                f"round {self.server_round + 1} would take {whose} past the target "
+                f"{privacy.target_epsilon:g} (delta {delta:g}, after "
+                f"{self.server_round} rounds; this fleet's own epsilon is "
+                f"{spent:.3f} at delta {privacy.delta:g}); the run stops here"
             )
 
     def _save(self, state: ServerState, record: dict[str, Any] | None) -> None:

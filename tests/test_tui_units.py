@@ -222,8 +222,28 @@ def test_privacy_line_for_a_dp_run():
     # Execute
     text = privacy_line(record, target=8.0).plain
 
-    # Assert: three significant figures, delta and target, the population named.
-    assert text == "ε 1.23 (δ 1e-05, target 8)\nsimulated population"
+    # Assert: three significant figures, delta and target, the fleet named.
+    assert text == "ε 1.23 (δ 1e-05, target 8)\nthis fleet's phones"
+
+
+def test_privacy_line_for_a_simulated_deployment():
+    # Prepare: the fleet's own epsilon beside the deployment whose noise it used.
+    deployment = {
+        "epsilon": 2.5,
+        "delta": 1e-6,
+        "population": 1_000_000,
+        "cohort_size": 10_000,
+    }
+    record = {"epsilon": 40.0, "delta": 1e-5, "simulated_privacy": deployment}
+
+    # Execute
+    text = privacy_line(record, target=8.0).plain
+
+    # Assert: the target goes with the deployment's line, not the fleet's.
+    assert text == (
+        "ε 40 (δ 1e-05)\nthis fleet's phones\n"
+        "ε 2.5 (δ 1e-06, target 8)\n1,000,000 phones, 10,000 a round (simulated)"
+    )
 
 
 def test_privacy_line_without_dp():

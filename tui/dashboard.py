@@ -155,7 +155,10 @@ class Dashboard(Vertical):
         last = rounds[-1] if rounds else {}
         self.server_round = int(last.get("server_round", 0))
         self.query_one("#round", Static).update(round_lines(last))
-        target = last.get("target_epsilon")
+        deployment = last.get("simulated_privacy")
+        target = (deployment if isinstance(deployment, dict) else last).get(
+            "target_epsilon"
+        )
         self.query_one("#privacy", Static).update(
             privacy_line(last, target=target if isinstance(target, float) else None)
         )

@@ -18,23 +18,44 @@ from tui.fleet import THIS_PHONE
 
 
 def privacy_line(record: dict[str, Any], *, target: float | None = None) -> Text:
-    """`ε 1.23 (δ 1e-05, target 8)` or `no DP`; the population is the simulated one."""
+    """`ε 1.23 (δ 1e-05, target 8)` or `no DP`, for this fleet's own phones.
+
+    With a simulated deployment (`simulated_privacy`), a second line gives the
+    epsilon of the deployment whose noise the round used, and the target then
+    belongs to that line: it is the deployment's budget, not the fleet's.
+    """
     text = Text(no_wrap=True, overflow="ellipsis")
     epsilon = record.get("epsilon")
     if not isinstance(epsilon, int | float):
         text.append("no DP", "dim")
         return text
+    deployment = record.get("simulated_privacy")
+    simulated = isinstance(deployment, dict)
     text.append("ε ", "dim")
     text.append(f"{epsilon:.3g}", "bold")
+    text.append(_extras(record.get("delta"), None if simulated else target))
+    text.append("\nthis fleet's phones", "dim")
+    if simulated:
+        assert isinstance(deployment, dict)
+        text.append("\nε ", "dim")
+        text.append(f"{deployment.get('epsilon', float('nan')):.3g}", "bold")
+        text.append(_extras(deployment.get("delta"), target))
+        text.append(
+            f"\n{deployment.get('population', 0):,} phones, "
+            f"{deployment.get('cohort_size', 0):,} a round (simulated)",
+            "dim",
+        )
+    return text
+
+
+def _extras(delta: Any, target: float | None) -> str:
+    """` (δ 1e-05, target 8)`, or only what is known, or nothing."""
     extras = []
-    if isinstance(record.get("delta"), int | float):
-        extras.append(f"δ {record['delta']:g}")
+    if isinstance(delta, int | float):
+        extras.append(f"δ {delta:g}")
     if target is not None:
         extras.append(f"target {target:g}")
-    if extras:
-        text.append(f" ({', '.join(extras)})")
-    text.append("\nsimulated population", "dim")
-    return text
+    return f" ({', '.join(extras)})" if extras else ""
 
 
 def _score(part: dict[str, Any]) -> str:
