@@ -39,7 +39,9 @@ ROWS: tuple[tuple[str, str, list[str]], ...] = (
     ("dp8", "DP, epsilon ~ 8", DP_8),
     ("dp1", "DP, epsilon ~ 1", ["--dp-clip", "0.5", "--target-epsilon", "1", *DP_STEP]),
     ("secagg-dp8", "SecAgg + DP, epsilon ~ 8", ["--secure-aggregation", *DP_8]),
-)
+    ("simulated-dp8", "DP, SIMULATED 1M phones (10,000 a round) at epsilon ~ 8",
+     [*DP_8, "--simulated-population", "1000000", "--noise-cohort-size", "10000"]),
+)  # fmt: skip
 HEADER = (
     "| run | held-out top-3 | epsilon (delta) | attack P / R (update) | "
     "attack P / R (sum) | attack P / R (noisy) | exposure (most repeats) | "

@@ -46,13 +46,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from coordinator.accountant import PrivacyAccountant
+from coordinator.accountant import PrivacyAccountant, simulated_privacy
 from coordinator.config import FederationConfig
 from coordinator.dp import (
     DPConfig,
@@ -360,17 +360,16 @@ def _spent(accountant: PrivacyAccountant, config: FederationConfig) -> dict[str,
         "delta": privacy.delta,
     }
     if privacy.simulated:
-        simulated = _simulated_accountant(config, accountant.rounds)
-        deployment = {
-            "population": privacy.simulated_population,
-            "cohort_size": privacy.noise_cohort_size,
-            "sampling_probability": privacy.simulated_sampling_probability,
-            "noise_multiplier": _simulated_noise(config),
-            "rounds": accountant.rounds,
-            "epsilon": simulated.epsilon(privacy.simulated_delta),
-            "delta": privacy.simulated_delta,
-            "simulated": True,
-        }
+        assert privacy.simulated_population and privacy.noise_cohort_size
+        deployment: dict[str, Any] = asdict(
+            simulated_privacy(
+                population=privacy.simulated_population,
+                cohort_size=privacy.noise_cohort_size,
+                noise_multiplier=_simulated_noise(config),
+                rounds=accountant.rounds,
+                delta=privacy.simulated_delta,
+            )
+        )
         if privacy.target_epsilon is not None:
             deployment["target_epsilon"] = privacy.target_epsilon
         figures["simulated_privacy"] = deployment
