@@ -71,6 +71,11 @@ def make_phone(
     return Phone(client_id, train=train, future=future, profile=profile, seed=0)
 
 
+def f32(*values: float) -> torch.Tensor:
+    """A float32 tensor of `values`."""
+    return torch.tensor(values, dtype=torch.float32)
+
+
 def seeded_parameters(model_config: ModelConfig) -> Parameters:
     """A fresh model's parameters under torch seed 0 (the RNG then moves on)."""
     torch.manual_seed(0)

@@ -7,13 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import f32
 
 from coordinator.robust import Rejection, screen_updates
-
-
-def f32(*values: float) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32)
-
 
 NON_FINITE = "non-finite values (NaN or Inf) in the update"
 

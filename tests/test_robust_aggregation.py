@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import f32
 
 from coordinator.robust_aggregation import (
     AGGREGATORS,
@@ -20,10 +21,6 @@ from coordinator.robust_aggregation import (
 )
 from device_sim.config import FleetConfig, FleetConfigError
 from device_sim.faults import FAULT_KINDS, corrupt_report, default_fault_scale
-
-
-def f32(*values: float) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32)
 
 
 def vectors(*rows: tuple[float, ...]) -> list[list[torch.Tensor]]:

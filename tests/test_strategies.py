@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import f32
 from safetensors.torch import load_file, save_file
 
 from coordinator.strategies import (
@@ -19,10 +20,6 @@ from coordinator.strategies import (
     state_to_tensors,
     weighted_average,
 )
-
-
-def f32(*values: float) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32)
 
 
 def assert_values(actual: list[torch.Tensor], expected: list[list[float]]) -> None:
