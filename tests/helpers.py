@@ -7,13 +7,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import dp_accounting
 import torch
+from dp_accounting import rdp
 
 from coordinator.config import FederationConfig
 from coordinator.simulation import Simulation
 from device_sim.config import FleetConfig, LocalTrainingConfig
-from device_sim.phone import Phone
+from device_sim.executor import ClientSummary, TrainedRound
+from device_sim.phone import ClientMetrics, ClientReport, Phone
 from device_sim.profile import draw_profile
+from device_sim.ranks import SingleRank
 from models.config import ModelConfig
 from models.model import NextWordModel
 from models.weights import Parameters, parameters_of
@@ -69,6 +73,45 @@ def make_phone(
     """A phone holding `train` and `future`, its profile drawn under seed 0."""
     profile = draw_profile(0, client_id, FleetConfig())
     return Phone(client_id, train=train, future=future, profile=profile, seed=0)
+
+
+# Placeholder training metrics for hand-made reports.
+METRICS = ClientMetrics(1.0, 1.0, 1.0, 1, 1)
+
+
+def two_phone_round() -> TrainedRound:
+    """FedAvg's textbook pair from a zero model: [1, 2, 3] with 1 example, [3, 4, 5]
+    with 3."""
+    reports = {
+        "a": ClientReport("a", [torch.tensor([1.0, 2.0, 3.0])], 1, METRICS),
+        "b": ClientReport("b", [torch.tensor([3.0, 4.0, 5.0])], 3, METRICS),
+    }
+    summaries = [
+        ClientSummary(c, r.num_examples, 1.0, True, None, METRICS)
+        for c, r in reports.items()
+    ]
+    return TrainedRound(summaries, [torch.zeros(3)], SingleRank(), reports)
+
+
+def record_sums(trained: TrainedRound, crossed: list[Any]) -> None:
+    """Make `trained.reduce_vectors` append each sum it returns to `crossed`."""
+    reduce = trained.reduce_vectors
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        total = reduce(*args, **kwargs)
+        crossed.append(total)
+        return total
+
+    trained.reduce_vectors = recorded  # type: ignore[method-assign]
+
+
+def dp_epsilon(q: float, z: float, *, rounds: int, delta: float) -> float:
+    """epsilon of `rounds` Poisson-subsampled Gaussians, straight from dp_accounting
+    (independent of coordinator.accountant)."""
+    accountant = rdp.RdpAccountant()
+    event = dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z))
+    accountant.compose(dp_accounting.SelfComposedDpEvent(event, rounds))
+    return float(accountant.get_epsilon(delta))
 
 
 def f32(*values: float) -> torch.Tensor:

@@ -10,30 +10,24 @@ import ast
 import dataclasses
 import math
 import pickle
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from helpers import NewSimulation, small_federation
+from helpers import NewSimulation, record_sums, small_federation
 
 from coordinator.privacy_config import PrivacyConfig
 from corpora.corpus import CorpusSplits, UserHistory
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, LocalTrainingConfig
-from device_sim.executor import (
-    ClientSummary,
-    FleetExecutor,
-    ReportCallback,
-    TrainedRound,
-)
+from device_sim.executor import ClientSummary, FleetExecutor, TrainedRound
 from device_sim.phone import ClientMetrics, ClientReport, Phone
 from device_sim.profile import draw_profile
 from models.config import ModelConfig
 from models.metrics import EvalCounts
 from models.model import NextWordModel
-from models.weights import Parameters
 
 CANARY = "zqxcanary"
 COORDINATOR = Path(__file__).resolve().parents[1] / "coordinator"
@@ -44,47 +38,14 @@ class RecordingExecutor(FleetExecutor):
 
     crossed: list[object]
 
-    def train(
-        self,
-        phones: Sequence[Phone],
-        global_parameters: Parameters,
-        *,
-        server_round: int,
-        on_report: ReportCallback | None = None,
-        reveal_norms: bool = True,
-    ) -> TrainedRound:
-        trained = super().train(
-            phones,
-            global_parameters,
-            server_round=server_round,
-            on_report=on_report,
-            reveal_norms=reveal_norms,
-        )
+    def train(self, *args: Any, **kwargs: Any) -> TrainedRound:
+        trained = super().train(*args, **kwargs)
         self.crossed.extend(trained.summaries)
-        reduce = trained.reduce_vectors
-
-        def recorded(*args: object, **kwargs: object) -> object:
-            total = reduce(*args, **kwargs)  # type: ignore[arg-type]
-            self.crossed.append(total)
-            return total
-
-        trained.reduce_vectors = recorded  # type: ignore[method-assign]
+        record_sums(trained, self.crossed)
         return trained
 
-    def evaluate(
-        self,
-        phones: Sequence[Phone],
-        global_parameters: Parameters,
-        *,
-        max_messages: int,
-        keystroke_texts: Sequence[int],
-    ) -> list[tuple[str, EvalCounts]]:
-        results = super().evaluate(
-            phones,
-            global_parameters,
-            max_messages=max_messages,
-            keystroke_texts=keystroke_texts,
-        )
+    def evaluate(self, *args: Any, **kwargs: Any) -> list[tuple[str, EvalCounts]]:
+        results = super().evaluate(*args, **kwargs)
         self.crossed.extend(results)
         return results
 

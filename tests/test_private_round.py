@@ -10,9 +10,14 @@ from typing import Any
 import dp_accounting
 import numpy as np
 import pytest
-import torch
 from dp_accounting import rdp
-from helpers import EVERY_PHONE_ONLINE, NewSimulation
+from helpers import (
+    EVERY_PHONE_ONLINE,
+    NewSimulation,
+    dp_epsilon,
+    record_sums,
+    two_phone_round,
+)
 
 from cli.main import main
 from coordinator.config import FederationConfig, FederationConfigError
@@ -23,27 +28,8 @@ from coordinator.selection import poisson_select
 from coordinator.simulation import PrivacyBudgetSpent, Simulation
 from corpora.corpus import CorpusSplits
 from device_sim.config import FleetConfig, LocalTrainingConfig
-from device_sim.executor import ClientSummary, TrainedRound
-from device_sim.phone import ClientMetrics, ClientReport
-from device_sim.ranks import SingleRank
 from models.rundir import RunDir
 from models.seeding import numpy_rng
-
-METRICS = ClientMetrics(1.0, 1.0, 1.0, 1, 1)
-
-
-def two_phone_round() -> TrainedRound:
-    """FedAvg's textbook pair: [1, 2, 3] with 1 example, [3, 4, 5] with 3."""
-    reference = [torch.zeros(3)]
-    reports = {
-        "a": ClientReport("a", [torch.tensor([1.0, 2.0, 3.0])], 1, METRICS),
-        "b": ClientReport("b", [torch.tensor([3.0, 4.0, 5.0])], 3, METRICS),
-    }
-    summaries = [
-        ClientSummary(c, r.num_examples, 1.0, True, None, METRICS)
-        for c, r in reports.items()
-    ]
-    return TrainedRound(summaries, reference, SingleRank(), reports)
 
 
 def dp_federation(
@@ -71,14 +57,7 @@ def test_private_delta_secagg_equals_the_plaintext_weighted_mean() -> None:
     # both norms (3.74 and 7.07), so the clip changes nothing.
     trained = two_phone_round()
     crossed: list[np.ndarray] = []
-    reduce = trained.reduce_vectors
-
-    def recorded(*args: object, **kwargs: object) -> np.ndarray:
-        total = reduce(*args, **kwargs)  # type: ignore[arg-type]
-        crossed.append(total)
-        return total
-
-    trained.reduce_vectors = recorded  # type: ignore[method-assign]
+    record_sums(trained, crossed)
     config = FederationConfig(
         clients_per_round=2, privacy=PrivacyConfig(secure_aggregation=True)
     )
@@ -118,18 +97,9 @@ def test_private_delta_dp_is_the_noisy_fixed_denominator_mean() -> None:
     noise = noise_rng(7, 3).normal(0.0, 1.0, size=3)
     assert result.delta[0].numpy() == pytest.approx((clipped + noise) / 2)
     assert result.exact_sum[0].numpy() == pytest.approx(clipped)
-    expected = independent_epsilon(0.2, 1.0, rounds=1, delta=1e-5)
+    expected = dp_epsilon(0.2, 1.0, rounds=1, delta=1e-5)
     assert result.metrics["epsilon"] == pytest.approx(expected, rel=1e-9)
     assert result.metrics["sampling_probability"] == 0.2
-
-
-def independent_epsilon(q: float, z: float, *, rounds: int, delta: float) -> float:
-    """epsilon of `rounds` Poisson-subsampled Gaussian rounds, straight from
-    dp_accounting."""
-    accountant = rdp.RdpAccountant()
-    event = dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z))
-    accountant.compose(dp_accounting.SelfComposedDpEvent(event, rounds))
-    return float(accountant.get_epsilon(delta))
 
 
 def test_privacy_config_refuses_conflicts_and_resolves_delta() -> None:
@@ -190,7 +160,7 @@ def test_dp_simulation_epsilon_matches_dp_accounting_and_survives_resume(
     released = [r for r in records if not r["abandoned"]]
     assert len(released) >= 2
     q = 6 / len(resumed.fleet)
-    expected = independent_epsilon(q, 1.0, rounds=3, delta=1e-5)
+    expected = dp_epsilon(q, 1.0, rounds=3, delta=1e-5)
     assert records[-1]["epsilon"] == pytest.approx(expected, rel=1e-9)
     assert last["delta"] == 1e-5
     assert resumed.federation.privacy.dp == federation.privacy.dp
@@ -259,7 +229,7 @@ def test_dp_round_that_samples_nobody_is_abandoned_and_still_charged(
     assert all("0 valid reports of 0 selected" in r["abandon_reason"] for r in empty)
     q = 1 / len(simulation.fleet)
     for server_round, record in enumerate(records, start=1):
-        expected = independent_epsilon(q, 1.0, rounds=server_round, delta=1e-5)
+        expected = dp_epsilon(q, 1.0, rounds=server_round, delta=1e-5)
         assert record["epsilon"] == pytest.approx(expected, rel=1e-9)
 
 
@@ -268,8 +238,8 @@ def test_target_epsilon_stops_before_the_round_that_would_exceed_it(
 ) -> None:
     # Prepare: z = 1 fixed; the target lies between the epsilon of 2 and 3 rounds.
     q = 6 / 30
-    two = independent_epsilon(q, 1.0, rounds=2, delta=1e-5)
-    three = independent_epsilon(q, 1.0, rounds=3, delta=1e-5)
+    two = dp_epsilon(q, 1.0, rounds=2, delta=1e-5)
+    three = dp_epsilon(q, 1.0, rounds=3, delta=1e-5)
     target = (two + three) / 2
     federation = dp_federation(6, rounds=5, target_epsilon=target, attack_phones=0)
     simulation = new_simulation(tmp_path / "run", federation)
@@ -356,7 +326,7 @@ def test_private_delta_distributed_noise_comes_from_the_phones_shares() -> None:
     assert result.delta[0].numpy() == pytest.approx(noisy / 2, abs=1e-4)
     assert result.metrics["noise_placement"] == "distributed"
     assert result.metrics["noise_multiplier"] == pytest.approx(1.0)
-    expected = independent_epsilon(0.2, 1.0, rounds=1, delta=1e-5)
+    expected = dp_epsilon(0.2, 1.0, rounds=1, delta=1e-5)
     assert result.metrics["epsilon"] == pytest.approx(expected, rel=1e-9)
 
 
@@ -380,7 +350,7 @@ def test_private_delta_distributed_noise_accounts_for_lost_shares() -> None:
 
     # Assert: two shares of variance 1/4 carry stddev sqrt(1/2): z = 0.7071.
     assert result.metrics["noise_multiplier"] == pytest.approx(math.sqrt(0.5))
-    expected = independent_epsilon(0.2, math.sqrt(0.5), rounds=1, delta=1e-5)
+    expected = dp_epsilon(0.2, math.sqrt(0.5), rounds=1, delta=1e-5)
     assert result.metrics["epsilon"] == pytest.approx(expected, rel=1e-9)
 
 

@@ -6,43 +6,15 @@ import json
 import math
 from pathlib import Path
 
-import dp_accounting
 import numpy as np
 import pytest
-import torch
-from dp_accounting import rdp
+from helpers import dp_epsilon, two_phone_round
 
 from cli.main import main
 from coordinator.config import FederationConfig
 from coordinator.dp import DPConfig, noise_rng
 from coordinator.privacy_config import PrivacyConfig, PrivacyConfigError
 from coordinator.private_round import PrivacyState, epsilon_budget_left, private_delta
-from device_sim.executor import ClientSummary, TrainedRound
-from device_sim.phone import ClientMetrics, ClientReport
-from device_sim.ranks import SingleRank
-
-METRICS = ClientMetrics(1.0, 1.0, 1.0, 1, 1)
-
-
-def two_phone_round() -> TrainedRound:
-    """[1, 2, 3] with 1 example and [3, 4, 5] with 3, from a zero model."""
-    reports = {
-        "a": ClientReport("a", [torch.tensor([1.0, 2.0, 3.0])], 1, METRICS),
-        "b": ClientReport("b", [torch.tensor([3.0, 4.0, 5.0])], 3, METRICS),
-    }
-    summaries = [
-        ClientSummary(c, r.num_examples, 1.0, True, None, METRICS)
-        for c, r in reports.items()
-    ]
-    return TrainedRound(summaries, [torch.zeros(3)], SingleRank(), reports)
-
-
-def dp_epsilon(q: float, z: float, *, rounds: int, delta: float) -> float:
-    """epsilon of `rounds` Poisson-subsampled Gaussians, straight from dp_accounting."""
-    accountant = rdp.RdpAccountant()
-    event = dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z))
-    accountant.compose(dp_accounting.SelfComposedDpEvent(event, rounds))
-    return float(accountant.get_epsilon(delta))
 
 
 def simulated_config(**privacy: object) -> FederationConfig:
