@@ -8,6 +8,9 @@ from typing import Any
 from central.errors import CentralConfigError
 from corpora.canaries import MAX_COUNT
 
+# The central baseline's optimizers (`CentralConfig.optimizer`).
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+
 
 @dataclass(frozen=True)
 class CentralConfig:
@@ -77,7 +80,7 @@ class CentralConfig:
             raise CentralConfigError(f"lr must be > 0, not {self.lr}")
         if self.clip_norm < 0:
             raise CentralConfigError(f"clip_norm must be >= 0, not {self.clip_norm}")
-        if self.optimizer not in ("adam", "sgd"):
+        if self.optimizer not in OPTIMIZERS:
             raise CentralConfigError(
                 f"optimizer must be adam or sgd, not {self.optimizer!r}"
             )

@@ -7,6 +7,7 @@ import dataclasses
 import math
 import os
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,13 +26,18 @@ Config = TypeVar("Config")
 
 
 def add_field_options(
-    group: argparse._ArgumentGroup, config: object, helps: dict[str, str]
+    group: argparse._ArgumentGroup,
+    config: object,
+    helps: dict[str, str],
+    *,
+    choices: dict[str, Sequence[str]] | None = None,
 ) -> None:
     """One option per field of `config` that `helps` names, with the field's default.
 
     The flag is the field's name with dashes (`local_epochs`: `--local-epochs`) and
-    its type the field's (`int | None`: int). A help that does not speak of its
-    default gets "(default: %(default)s)" added.
+    its type the field's (`int | None`: int); a field that `choices` names accepts
+    only those values. A help that does not speak of its default gets
+    "(default: %(default)s)" added.
     """
     hints = typing.get_type_hints(type(config))
     for name, text in helps.items():
@@ -39,8 +45,13 @@ def add_field_options(
         kind = next(k for k in kinds if k is not type(None))
         if "default" not in text:
             text += " (default: %(default)s)"
-        flag = "--" + name.replace("_", "-")
-        group.add_argument(flag, type=kind, default=getattr(config, name), help=text)
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            choices=(choices or {}).get(name),
+            default=getattr(config, name),
+            help=text,
+        )
 
 
 def from_args(cls: type[Config], args: argparse.Namespace, **given: Any) -> Config:

@@ -25,6 +25,7 @@ from rich.console import Console
 
 from cli.errors import UsageError
 from cli.options import (
+    add_field_options,
     check_model_dims,
     check_new_run_dir,
     check_threads,
@@ -42,36 +43,22 @@ from models.rundir import RunDir
 
 def add_robustness_options(group: argparse._ArgumentGroup) -> None:
     """--faulty-fraction, --fault-kind, --fault-scale and --aggregator."""
-    fleet, federation = FleetConfig(), FederationConfig()
-    group.add_argument(
-        "--faulty-fraction",
-        type=float,
-        default=fleet.faulty_fraction,
-        help="share of phones that send a corrupted or hostile report "
+    faults = {
+        "faulty_fraction": "share of phones that send a corrupted or hostile report",
+        "fault_kind": "what a faulty phone sends: a NaN or Inf value, its update "
+        "scaled (scale) or flipped and scaled (sign), an inflated example count "
+        "(count), a wrong shape or dtype (default: %(default)s)",
+        "fault_scale": "factor of scale, sign and count faults (default: 1000 for "
+        "scale, 5 for sign, 100 for count)",
+    }
+    add_field_options(group, FleetConfig(), faults, choices={"fault_kind": FAULT_KINDS})
+    aggregator = {
+        "aggregator": "how screened updates are combined: FedAvg's weighted mean, "
+        "the coordinate-wise median or trimmed mean, Krum or Multi-Krum "
         "(default: %(default)s)",
-    )
-    group.add_argument(
-        "--fault-kind",
-        choices=FAULT_KINDS,
-        default=fleet.fault_kind,
-        help="what a faulty phone sends: a NaN or Inf value, its update scaled "
-        "(scale) or flipped and scaled (sign), an inflated example count (count), "
-        "a wrong shape or dtype (default: %(default)s)",
-    )
-    group.add_argument(
-        "--fault-scale",
-        type=float,
-        default=fleet.fault_scale,
-        help="factor of scale, sign and count faults (default: 1000 for scale, 5 "
-        "for sign, 100 for count)",
-    )
-    group.add_argument(
-        "--aggregator",
-        choices=AGGREGATORS,
-        default=federation.aggregator,
-        help="how screened updates are combined: FedAvg's weighted mean, the "
-        "coordinate-wise median or trimmed mean, Krum or Multi-Krum "
-        "(default: %(default)s)",
+    }
+    add_field_options(
+        group, FederationConfig(), aggregator, choices={"aggregator": AGGREGATORS}
     )
 
 

@@ -9,7 +9,7 @@ import torch
 from rich.console import Console
 
 from cli.errors import UsageError
-from cli.options import add_corpus_options, corpus_config
+from cli.options import add_corpus_options, add_field_options, corpus_config, from_args
 from cli.privacy_options import add_privacy_options, privacy_config
 from cli.progress import progress_bar
 from cli.simulate_checks import (
@@ -21,7 +21,6 @@ from cli.simulate_checks import (
 )
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.events import ClientDone, EvaluationStarted, Event, RoundStarted
-from coordinator.privacy_config import PrivacyConfig
 from coordinator.simulation import PrivacyBudgetSpent, Simulation
 from coordinator.strategies import STRATEGIES
 from device_sim.config import FleetConfig, LocalTrainingConfig
@@ -29,10 +28,44 @@ from device_sim.ranks import GroupRanks, Ranks, SingleRank
 from models.config import OUTPUT_BIAS_INITS, PRECISIONS, ModelConfig
 from models.launch import launch_local
 
+# The new-run options, by the config whose field each sets (cli.options).
+FEDERATION_HELPS = {
+    "clients_per_round": "reports aggregated per round",
+    "strategy": "server optimizer",
+    "server_lr": "server step size (default: the strategy's own)",
+    "server_warmup_rounds": "aggregations over which the server step rises "
+    "linearly to --server-lr, 0 for none",
+    "eval_every": "evaluate every N rounds, 0 never",
+    "workers": "ranks the phones are spread over, one process each on loopback "
+    "(gloo); under torchrun its --nproc-per-node decides (default: %(default)s)",
+    "seed": "seed of everything random",
+}
+LOCAL_HELPS = {
+    "local_epochs": "local passes per round",
+    "max_local_steps": "local step cap per round",
+    "client_lr": "phones' SGD step size",
+    "clip_norm": "phones' gradient-norm clip per local step, 0 for none",
+    "prox_mu": "FedProx proximal weight, 0 for none",
+    "precision": "arithmetic of the phones' training: bf16 matmuls under autocast "
+    "(fp32 weights and loss) or plain fp32 (default: %(default)s)",
+}
+FLEET_HELPS = {
+    "max_users": "phones from at most this many users (default: all)",
+    "shard_messages": "one phone per this many messages of a user (default: one "
+    "phone a user)",
+    "dropout_rate": "chance a selected phone drops out",
+}
+MODEL_HELPS = {
+    "hidden_dim": "LSTM width",
+    "embed_dim": "embedding width",
+    "output_bias_init": "round-0 output bias: zeros, or the public vocabulary's "
+    "unigram log-frequencies (wordfreq, no phone's text) (default: %(default)s)",
+}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `simulate` subcommand."""
-    fed, local, fleet = FederationConfig(), LocalTrainingConfig(), FleetConfig()
+    fed = FederationConfig()
     parser = subparsers.add_parser(
         "simulate",
         help="train the model federated, on a simulated fleet of phones",
@@ -50,130 +83,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"rounds in all (default: {fed.rounds}; with --resume the run's own)",
     )
     group = parser.add_argument_group("federation (new runs only)")
-    group.add_argument(
-        "--clients-per-round",
-        type=int,
-        default=fed.clients_per_round,
-        help="reports aggregated per round (default: %(default)s)",
+    add_field_options(group, fed, FEDERATION_HELPS, choices={"strategy": STRATEGIES})
+    add_field_options(
+        group, LocalTrainingConfig(), LOCAL_HELPS, choices={"precision": PRECISIONS}
     )
-    group.add_argument(
-        "--strategy",
-        choices=STRATEGIES,
-        default=fed.strategy,
-        help="server optimizer (default: %(default)s)",
-    )
-    group.add_argument(
-        "--server-lr",
-        type=float,
-        default=None,
-        help="server step size (default: the strategy's own)",
-    )
-    group.add_argument(
-        "--server-warmup-rounds",
-        type=int,
-        default=fed.server_warmup_rounds,
-        help="aggregations over which the server step rises linearly to "
-        "--server-lr, 0 for none (default: %(default)s)",
-    )
-    group.add_argument(
-        "--local-epochs",
-        type=int,
-        default=local.local_epochs,
-        help="local passes per round (default: %(default)s)",
-    )
-    group.add_argument(
-        "--max-local-steps",
-        type=int,
-        default=local.max_local_steps,
-        help="local step cap per round (default: %(default)s)",
-    )
-    group.add_argument(
-        "--client-lr",
-        type=float,
-        default=local.client_lr,
-        help="phones' SGD step size (default: %(default)s)",
-    )
-    group.add_argument(
-        "--clip-norm",
-        type=float,
-        default=local.clip_norm,
-        help="phones' gradient-norm clip per local step, 0 for none "
-        "(default: %(default)s)",
-    )
-    group.add_argument(
-        "--prox-mu",
-        type=float,
-        default=local.prox_mu,
-        help="FedProx proximal weight, 0 for none (default: %(default)s)",
-    )
-    group.add_argument(
-        "--eval-every",
-        type=int,
-        default=fed.eval_every,
-        help="evaluate every N rounds, 0 never (default: %(default)s)",
-    )
-    group.add_argument(
-        "--workers",
-        type=int,
-        default=fed.workers,
-        help="ranks the phones are spread over, one process each on loopback "
-        "(gloo); under torchrun its --nproc-per-node decides (default: "
-        "%(default)s)",
-    )
-    group.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=local.precision,
-        help="arithmetic of the phones' training: bf16 matmuls under autocast "
-        "(fp32 weights and loss) or plain fp32 (default: %(default)s)",
-    )
-    group.add_argument(
-        "--seed",
-        type=int,
-        default=fed.seed,
-        help="seed of everything random (default: %(default)s)",
-    )
-    group.add_argument(
-        "--max-users",
-        type=int,
-        default=None,
-        help="phones from at most this many users (default: all)",
-    )
-    group.add_argument(
-        "--shard-messages",
-        type=int,
-        default=None,
-        help="one phone per this many messages of a user",
-    )
-    group.add_argument(
-        "--dropout-rate",
-        type=float,
-        default=fleet.dropout_rate,
-        help="chance a selected phone drops out (default: %(default)s)",
-    )
+    add_field_options(group, FleetConfig(), FLEET_HELPS)
     group.add_argument(
         "--always-eligible",
         action="store_true",
         help="ignore the phones' idle/charging/Wi-Fi pattern",
     )
-    group.add_argument(
-        "--hidden-dim",
-        type=int,
-        default=ModelConfig().hidden_dim,
-        help="LSTM width (default: %(default)s)",
-    )
-    group.add_argument(
-        "--embed-dim",
-        type=int,
-        default=ModelConfig().embed_dim,
-        help="embedding width (default: %(default)s)",
-    )
-    group.add_argument(
-        "--output-bias-init",
-        choices=OUTPUT_BIAS_INITS,
-        default=ModelConfig().output_bias_init,
-        help="round-0 output bias: zeros, or the public vocabulary's unigram "
-        "log-frequencies (wordfreq, no phone's text) (default: %(default)s)",
+    add_field_options(
+        group,
+        ModelConfig(),
+        MODEL_HELPS,
+        choices={"output_bias_init": OUTPUT_BIAS_INITS},
     )
     add_robustness_options(group)
     parser.add_argument(
@@ -195,52 +119,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def federation_config(args: argparse.Namespace) -> FederationConfig:
     """The `FederationConfig` the options describe."""
     try:
-        local = LocalTrainingConfig(
-            local_epochs=args.local_epochs,
-            max_local_steps=args.max_local_steps,
-            client_lr=args.client_lr,
-            clip_norm=args.clip_norm,
-            prox_mu=args.prox_mu,
-            precision=args.precision,
-        )
-        fleet = FleetConfig(
-            max_users=args.max_users,
-            shard_messages=args.shard_messages,
-            dropout_rate=args.dropout_rate,
-            eligibility=not args.always_eligible,
-            faulty_fraction=args.faulty_fraction,
-            fault_kind=args.fault_kind,
-            fault_scale=args.fault_scale,
-        )
+        local = from_args(LocalTrainingConfig, args)
+        fleet = from_args(FleetConfig, args, eligibility=not args.always_eligible)
     except ValueError as error:
         raise UsageError(str(error)) from None
     privacy = privacy_config(args, clients_per_round=args.clients_per_round)
     try:
-        return _federation(args, local, fleet, privacy)
+        return from_args(
+            FederationConfig,
+            args,
+            rounds=args.rounds or FederationConfig().rounds,
+            workers=_world_size(args),
+            local=local,
+            fleet=fleet,
+            privacy=privacy,
+        )
     except FederationConfigError as error:
         raise UsageError(str(error)) from None
-
-
-def _federation(
-    args: argparse.Namespace,
-    local: LocalTrainingConfig,
-    fleet: FleetConfig,
-    privacy: PrivacyConfig,
-) -> FederationConfig:
-    return FederationConfig(
-        seed=args.seed,
-        rounds=args.rounds or FederationConfig().rounds,
-        clients_per_round=args.clients_per_round,
-        strategy=args.strategy,
-        server_lr=args.server_lr,
-        server_warmup_rounds=args.server_warmup_rounds,
-        eval_every=args.eval_every,
-        aggregator=args.aggregator,
-        workers=_world_size(args),
-        local=local,
-        fleet=fleet,
-        privacy=privacy,
-    )
 
 
 def _world_size(args: argparse.Namespace) -> int:
@@ -267,11 +162,7 @@ def _open(args: argparse.Namespace, console: Console, ranks: Ranks) -> Simulatio
             simulation.set_rounds(args.rounds)
         return simulation
     federation = federation_config(args)
-    model = ModelConfig(
-        embed_dim=args.embed_dim,
-        hidden_dim=args.hidden_dim,
-        output_bias_init=args.output_bias_init,
-    )
+    model = from_args(ModelConfig, args)
     corpus = corpus_config(args, seed=federation.seed)
     with console.status("loading the corpus and building the fleet"):
         splits = checked_splits(corpus, federation)

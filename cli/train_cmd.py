@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from central.config import CentralConfig
+from central.config import OPTIMIZERS, CentralConfig
 from central.distributed import context_from_env
 from central.errors import CentralConfigError
 from central.events import (
@@ -29,16 +29,31 @@ from central.runspec import create_run
 from cli.errors import UsageError
 from cli.options import (
     add_corpus_options,
+    add_field_options,
     check_finite,
     check_model_dims,
     check_new_run_dir,
     check_threads,
     corpus_config,
+    from_args,
 )
 from cli.progress import progress_bar
 from corpora.messages import CorpusError
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
+
+# The new-run options, by the config whose field each sets (cli.options).
+TRAINING_HELPS = {
+    "epochs": "passes over the pooled data",
+    "max_steps": "stop after this many steps",
+    "seed": "seed of everything random",
+    "batch_size": "sequences per step, all workers",
+    "lr": "learning rate",
+    "eval_every": "evaluate every N steps, 0: epochs",
+    "shard_messages": "messages per data shard",
+    "optimizer": "optimizer",
+}
+MODEL_HELPS = {"hidden_dim": "LSTM width", "embed_dim": "embedding width"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,29 +80,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", help="new run directory")
     where.add_argument("--resume", metavar="RUN_DIR", help="continue this run")
-    defaults = CentralConfig()
     group = parser.add_argument_group("training (new runs only)")
-    options: list[tuple[str, type, Any, str]] = [
-        ("--epochs", int, defaults.epochs, "passes over the pooled data"),
-        ("--max-steps", int, defaults.max_steps, "stop after this many steps"),
-        ("--seed", int, defaults.seed, "seed of everything random"),
-        ("--batch-size", int, defaults.batch_size, "sequences per step, all workers"),
-        ("--lr", float, defaults.lr, "learning rate"),
-        ("--eval-every", int, defaults.eval_every, "evaluate every N steps, 0: epochs"),
-        ("--shard-messages", int, defaults.shard_messages, "messages per data shard"),
-        ("--hidden-dim", int, ModelConfig().hidden_dim, "LSTM width"),
-        ("--embed-dim", int, ModelConfig().embed_dim, "embedding width"),
-    ]
-    for flag, kind, default, text in options:
-        group.add_argument(
-            flag, type=kind, default=default, help=f"{text} (default: %(default)s)"
-        )
-    group.add_argument(
-        "--optimizer",
-        choices=("adam", "sgd"),
-        default=defaults.optimizer,
-        help="optimizer (default: %(default)s)",
+    add_field_options(
+        group, CentralConfig(), TRAINING_HELPS, choices={"optimizer": OPTIMIZERS}
     )
+    add_field_options(group, ModelConfig(), MODEL_HELPS)
     add_corpus_options(parser)
 
 
@@ -95,17 +92,7 @@ def training_config(args: argparse.Namespace) -> CentralConfig:
     """The `CentralConfig` the options describe."""
     check_finite("--lr", args.lr)
     try:
-        return CentralConfig(
-            seed=args.seed,
-            epochs=args.epochs,
-            max_steps=args.max_steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            optimizer=args.optimizer,
-            eval_every=args.eval_every,
-            shard_messages=args.shard_messages,
-            canaries=getattr(args, "canaries", 0),
-        )
+        return from_args(CentralConfig, args)
     except CentralConfigError as error:
         raise UsageError(str(error)) from None
 
@@ -120,11 +107,7 @@ def start_new_run(
     corpus = corpus_config(args, seed=config.seed)
     if corpus.source != "chitchat" and not Path(corpus.source).is_file():
         raise CorpusError("no such corpus file", path=corpus.source)
-    model = ModelConfig(
-        vocab_size=WordTokenizer.public().vocab_size,
-        embed_dim=args.embed_dim,
-        hidden_dim=args.hidden_dim,
-    )
+    model = from_args(ModelConfig, args, vocab_size=WordTokenizer.public().vocab_size)
     create_run(
         args.out,
         kind=kind,
