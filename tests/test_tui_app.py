@@ -72,56 +72,31 @@ async def test_app_typing_prefix_shows_three_chips(make_fleet):
         assert all(word.lower().startswith("ar") for word in words)
 
 
-async def test_app_chip_key_inserts_word_and_space(make_fleet):
-    # Prepare
+@pytest.mark.parametrize(
+    ("typed", "key", "chip", "expected"),
+    [
+        pytest.param("see you to", "f2", 1, "see you {} ", id="chip-key-inserts-word"),
+        pytest.param("hello ", "tab", 0, "hello {} ", id="tab-after-space-top-chip"),
+        pytest.param("Th", "right", 0, "{}", id="right-arrow-ghost-completion"),
+    ],
+)
+async def test_app_key_accepts_a_chip(make_fleet, typed, key, chip, expected):
+    # Prepare: the chip's word completes the partly typed word ("" after a space).
     app = FedtypeApp(make_fleet(), autostart=False)
+    partial = typed.split(" ")[-1]
 
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press(*"see you to")
+        await pilot.press(*typed)
         await pilot.pause()
-        second = app.query_one(ChipStrip).words[1]
+        word = app.query_one(ChipStrip).words[chip]
 
         # Execute
-        await pilot.press("f2")
+        await pilot.press(key)
         await pilot.pause()
 
         # Assert
-        assert app.query_one("#field", Input).value == f"see you {second} "
-
-
-async def test_app_tab_accepts_top_chip_after_space(make_fleet):
-    # Prepare
-    app = FedtypeApp(make_fleet(), autostart=False)
-
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.press(*"hello ")
-        await pilot.pause()
-        top = app.query_one(ChipStrip).words[0]
-
-        # Execute
-        await pilot.press("tab")
-        await pilot.pause()
-
-        # Assert
-        assert app.query_one("#field", Input).value == f"hello {top} "
-
-
-async def test_app_right_arrow_accepts_ghost_completion(make_fleet):
-    # Prepare
-    app = FedtypeApp(make_fleet(), autostart=False)
-
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.press(*"Th")
-        await pilot.pause()
-        top = app.query_one(ChipStrip).words[0]
-
-        # Execute
-        await pilot.press("right")
-        await pilot.pause()
-
-        # Assert
-        assert top.startswith("Th")
-        assert app.query_one("#field", Input).value == top
+        assert word.startswith(partial)
+        assert app.query_one("#field", Input).value == expected.format(word)
 
 
 async def test_app_trained_round_advances_counter_and_chart(make_fleet):
