@@ -26,6 +26,35 @@ def toy_splits(sizes: dict[str, int]) -> CorpusSplits:
     return CorpusSplits(config=CorpusConfig(), training_users=users, heldout_users={})
 
 
+def small_stream(
+    splits: CorpusSplits,
+    tokenizer: WordTokenizer,
+    *,
+    batch_size: int = 8,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> PooledStream:
+    """The pooled stream of `splits` in 16-token sequences and 300-message shards."""
+    return PooledStream(
+        splits=splits,
+        tokenizer=tokenizer,
+        max_len=16,
+        shard_messages=300,
+        batch_size=batch_size,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+    )
+
+
+def pooled_sequences(
+    splits: CorpusSplits, tokenizer: WordTokenizer
+) -> list[tuple[int, ...]]:
+    """Every training message of `splits` as a 16-token sequence."""
+    return [tuple(s) for s in encode_messages(tokenizer, splits.train_texts(), 16)]
+
+
 def rows(batches: list) -> list[tuple[int, ...]]:
     """Each batch row without its padding."""
     return [tuple(int(t) for t in row if t != 0) for b in batches for row in b]
@@ -44,17 +73,8 @@ def test_pooled_stream_one_epoch_is_exactly_the_pooled_training_set(
     small_splits: CorpusSplits, tokenizer: WordTokenizer
 ) -> None:
     # Prepare
-    stream = PooledStream(
-        splits=small_splits,
-        tokenizer=tokenizer,
-        max_len=16,
-        shard_messages=300,
-        batch_size=8,
-        seed=0,
-    )
-    expected = Counter(
-        tuple(s) for s in encode_messages(tokenizer, small_splits.train_texts(), 16)
-    )
+    stream = small_stream(small_splits, tokenizer)
+    expected = Counter(pooled_sequences(small_splits, tokenizer))
     # Execute
     batches = list(stream.epoch(0))
     # Assert
@@ -68,20 +88,11 @@ def test_pooled_stream_two_workers_take_equal_steps_and_cover_every_sequence(
 ) -> None:
     # Prepare
     def stream(rank: int) -> PooledStream:
-        return PooledStream(
-            splits=small_splits,
-            tokenizer=tokenizer,
-            max_len=16,
-            shard_messages=300,
-            batch_size=4,
-            seed=3,
-            rank=rank,
-            world_size=2,
+        return small_stream(
+            small_splits, tokenizer, batch_size=4, seed=3, rank=rank, world_size=2
         )
 
-    everything = {
-        tuple(s) for s in encode_messages(tokenizer, small_splits.train_texts(), 16)
-    }
+    everything = set(pooled_sequences(small_splits, tokenizer))
     # Execute
     first, second = list(stream(0).epoch(1)), list(stream(1).epoch(1))
     # Assert: the sampler repeats at most one sequence per shard to even them out.
@@ -96,14 +107,7 @@ def test_pooled_stream_skip_resumes_the_same_order(
     small_splits: CorpusSplits, tokenizer: WordTokenizer
 ) -> None:
     # Prepare
-    stream = PooledStream(
-        splits=small_splits,
-        tokenizer=tokenizer,
-        max_len=16,
-        shard_messages=300,
-        batch_size=8,
-        seed=0,
-    )
+    stream = small_stream(small_splits, tokenizer)
     full = list(stream.epoch(2))
     # Execute
     resumed = list(stream.epoch(2, skip=37))
