@@ -68,26 +68,46 @@ def tiny_model(tiny_model_config: ModelConfig) -> NextWordModel:
     return NextWordModel(tiny_model_config)
 
 
-def test_suggester_predicts_next_word_after_space(words, stub):
+@pytest.mark.parametrize(
+    "expected",
+    [
+        pytest.param(
+            {"the ": ["can", "then", "they"]}, id="predicts_next_word_after_space"
+        ),
+        # Only can and cat start with "c"; can scores 3, cat 1.
+        pytest.param({"the c": ["can", "cat"]}, id="completes_typed_prefix"),
+        pytest.param(
+            {
+                "": ["How", "Hi", "I'm"],
+                "hi. ": ["The", "How", "Hi"],
+                "the ": ["can", "then", "they"],
+            },
+            id="capitalises_at_sentence_start",
+        ),
+        # How (3) beats hope (0) after <bos>; then 2 > they 1.5 > the 0.
+        pytest.param(
+            {
+                "Ho": ["How", "Hope"],
+                "HO": ["HOW", "HOPE"],
+                "the TH": ["THEN", "THEY", "THE"],
+            },
+            id="keeps_typed_case",
+        ),
+        pytest.param(
+            {"hi ": ["I", "I'm", "can"], "hi i": ["I", "I'm"]},
+            id="writes_i_upper_case",
+        ),
+    ],
+)
+def test_suggester_suggests(words, stub, expected: dict[str, list[str]]):
     # Prepare
     suggester = Suggester(stub, words)
 
-    # Execute
-    result = suggester.suggest("the ")
+    # Execute: each text in turn, as typed.
+    result = {text: suggester.suggest(text) for text in expected}
 
     # Assert
-    assert result == ["can", "then", "they"]
-
-
-def test_suggester_completes_typed_prefix(words, stub):
-    # Prepare: only can and cat start with "c"; can scores 3, cat 1.
-    suggester = Suggester(stub, words)
-
-    # Execute
-    result = suggester.suggest("the c")
-
-    # Assert
-    assert result == ["can", "cat"]
+    assert result == expected
 
 
 def test_suggester_respects_k(words, stub):
@@ -125,49 +145,6 @@ def test_suggester_never_suggests_specials_or_punctuation(words):
 
     # Assert: hi, then alphabetical ties can, cat.
     assert result == ["hi", "can", "cat"]
-
-
-def test_suggester_capitalises_at_sentence_start(words, stub):
-    # Prepare
-    suggester = Suggester(stub, words)
-
-    # Execute
-    at_start = suggester.suggest("")
-    after_stop = suggester.suggest("hi. ")
-    after_word = suggester.suggest("the ")
-
-    # Assert
-    assert at_start == ["How", "Hi", "I'm"]
-    assert after_stop == ["The", "How", "Hi"]
-    assert after_word == ["can", "then", "they"]
-
-
-def test_suggester_keeps_typed_case(words, stub):
-    # Prepare
-    suggester = Suggester(stub, words)
-
-    # Execute
-    title = suggester.suggest("Ho")
-    upper = suggester.suggest("HO")
-    lower = suggester.suggest("the TH")
-
-    # Assert: how (3) beats hope (0) after <bos>; then 2 > they 1.5 > the 0.
-    assert title == ["How", "Hope"]
-    assert upper == ["HOW", "HOPE"]
-    assert lower == ["THEN", "THEY", "THE"]
-
-
-def test_suggester_writes_i_upper_case(words, stub):
-    # Prepare
-    suggester = Suggester(stub, words)
-
-    # Execute
-    next_word = suggester.suggest("hi ")
-    completion = suggester.suggest("hi i")
-
-    # Assert
-    assert next_word == ["I", "I'm", "can"]
-    assert completion == ["I", "I'm"]
 
 
 def test_suggester_reuses_cached_context_while_typing_a_word(words, stub):
