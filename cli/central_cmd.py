@@ -30,17 +30,18 @@ from cli.options import check_threads, check_workers
 from cli.train_cmd import ProgressDisplay, add_run_options, start_new_run
 from models.rundir import RunDir
 
+HELP = "train centrally on the pooled data with W data-parallel workers"
+DESCRIPTION = """\
+The central baseline: DistributedDataParallel over W worker processes (gloo on
+CPU, nccl on GPU), each taking batch-size / W sequences per step. Rank 0
+evaluates and saves; resumable. Under torchrun (torchrun -m central ...) this
+process is one worker.
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `central` subcommand."""
-    parser = subparsers.add_parser(
-        "central",
-        help="train centrally on the pooled data with W data-parallel workers",
-        description="The central baseline: DistributedDataParallel over W worker "
-        "processes (gloo on CPU, nccl on GPU), each taking batch-size / W "
-        "sequences per step. Rank 0 evaluates and saves; resumable. Under "
-        "torchrun (torchrun -m central ...) this process is one worker.",
-    )
+    parser = subparsers.add_parser("central", help=HELP, description=DESCRIPTION)
     add_worker_options(parser)
     parser.add_argument(
         "--canaries",

@@ -13,19 +13,19 @@ from cli.compare_report import COLUMNS, corpus_warning, load_runs, markdown, row
 from cli.errors import UsageError
 from models.checkpoint import atomic_path
 
+HELP = "compare any mix of federated, central and local-only runs"
+DESCRIPTION = """\
+A table of each run's last evaluation (held-out and future accuracy, perplexity,
+keystroke savings, tokens, wall time, bytes exchanged; rounds and phone reports
+for federated runs; epsilon, the attack's precision / recall, canary exposure
+and seconds per round). With --out, also report.md and PNG plots of held-out
+top-3 accuracy against tokens processed, against wall time and against epsilon.
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `compare` subcommand."""
-    parser = subparsers.add_parser(
-        "compare",
-        help="compare any mix of federated, central and local-only runs",
-        description="A table of each run's last evaluation (held-out and future "
-        "accuracy, perplexity, keystroke savings, tokens, wall time, bytes "
-        "exchanged; rounds and phone reports for federated runs; epsilon, the "
-        "attack's precision / recall, canary exposure and seconds per round). "
-        "With --out, also report.md and PNG plots of held-out top-3 accuracy "
-        "against tokens processed, against wall time and against epsilon.",
-    )
+    parser = subparsers.add_parser("compare", help=HELP, description=DESCRIPTION)
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
     parser.add_argument(
         "--out", default=None, help="directory for report.md and the plots"

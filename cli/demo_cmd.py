@@ -65,18 +65,20 @@ def _demo_federation(
     )
 
 
+HELP = "type on a phone keyboard while a simulated fleet trains its model"
+DESCRIPTION = f"""\
+A terminal phone keyboard with suggestions from the federated model, a fleet
+dashboard, and rounds training in the background. Opens --run if it holds a run,
+else starts a fresh fleet there (default {DEFAULT_RUN}). Keys: F1-F3 or Tab
+accept a suggestion, right arrow the ghost text, Enter sends, F5 pauses, F6
+switches the model, F7 shows this phone's own, F8 opens the fleet's phones,
+Ctrl+Q quits.
+"""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `demo` subcommand."""
-    parser = subparsers.add_parser(
-        "demo",
-        help="type on a phone keyboard while a simulated fleet trains its model",
-        description="A terminal phone keyboard with suggestions from the federated "
-        "model, a fleet dashboard, and rounds training in the background. Opens "
-        f"--run if it holds a run, else starts a fresh fleet there (default "
-        f"{DEFAULT_RUN}). Keys: F1-F3 or Tab accept a suggestion, right arrow "
-        "the ghost text, Enter sends, F5 pauses, F6 switches the model, F7 shows "
-        "this phone's own, F8 opens the fleet's phones, Ctrl+Q quits.",
-    )
+    parser = subparsers.add_parser("demo", help=HELP, description=DESCRIPTION)
     parser.add_argument(
         "--run",
         default=None,

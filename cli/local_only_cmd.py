@@ -34,20 +34,20 @@ _OPTIONS = {
     "heldout_messages": "held-out messages each of those models is measured on",
 }
 
+HELP = "every user trains alone on their own history (no merging)"
+DESCRIPTION = """\
+Each user trains their own model from the shared initial model on their own
+history only. Future text: each user's model on their own future messages (the
+users of the fleet's future cohort, the same text as the other runs). Held-out
+users: the average over a fixed sample of those users' models on a fixed sample
+of held-out messages. Resumable user by user (run it again with --resume).
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `local-only` subcommand."""
     defaults = LocalOnlyConfig()
-    parser = subparsers.add_parser(
-        "local-only",
-        help="every user trains alone on their own history (no merging)",
-        description="Each user trains their own model from the shared initial "
-        "model on their own history only. Future text: each user's model on their "
-        "own future messages (the users of the fleet's future cohort, the same "
-        "text as the other runs). Held-out users: the average over a fixed "
-        "sample of those users' models on a fixed sample of held-out messages. "
-        "Resumable user by user (run it again with --resume).",
-    )
+    parser = subparsers.add_parser("local-only", help=HELP, description=DESCRIPTION)
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", help="new run directory")
     where.add_argument("--resume", metavar="RUN_DIR", help="continue this run")

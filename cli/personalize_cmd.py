@@ -40,24 +40,24 @@ PLOT_NAME = "personalization.png"
 # more steps only memorise it at many times the cost.
 MAX_STEPS = 10_000
 
+HELP = "fine-tune a federated run's global model on each phone, measure it"
+DESCRIPTION = f"""\
+Each phone of the run's future-text cohort (the phones its evaluation measures)
+fine-tunes the latest global model on its own train text and measures it on its
+own future text. client_lr and steps are chosen per phone on a validation slice
+(its newest {PersonalizationConfig().validation_fraction:.0%} of train messages;
+the rest is trained on) from a small grid, unless given. Reports mean and median
+relative top-1/top-3 gains over the global model, the share of phones hurt, keystroke
+savings, and a gated variant that keeps the personal model only where it beat
+the global one on the validation slice. Writes RUN_DIR/personalization.json and
+RUN_DIR/{PLOT_NAME}.
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `personalize` subcommand."""
     defaults = PersonalizationConfig()
-    parser = subparsers.add_parser(
-        "personalize",
-        help="fine-tune a federated run's global model on each phone, measure it",
-        description="Each phone of the run's future-text cohort (the phones its "
-        "evaluation measures) fine-tunes the latest global model on its own train "
-        "text and measures it on its own future text. client_lr and steps are "
-        "chosen per phone on a validation slice (its newest "
-        f"{defaults.validation_fraction:.0%} of train messages; the rest is "
-        "trained on) from a small grid, unless given. Reports mean and median "
-        "relative top-1/top-3 gains over the global model, the share of phones "
-        "hurt, keystroke savings, and a gated variant that keeps the personal "
-        "model only where it beat the global one on the validation slice. Writes "
-        f"RUN_DIR/personalization.json and RUN_DIR/{PLOT_NAME}.",
-    )
+    parser = subparsers.add_parser("personalize", help=HELP, description=DESCRIPTION)
     parser.add_argument("--run", required=True, help="a federated run directory")
     parser.add_argument(
         "--steps",

@@ -19,16 +19,18 @@ from models.suggest import Suggester
 # Most suggestions asked for at once: a keyboard shows three.
 MAX_SUGGESTIONS = 100
 
+EVALUATE_HELP = "measure a run's model on held-out users and future text"
+EVALUATE_DESCRIPTION = """\
+Top-1/top-3 next-word accuracy, perplexity and keystroke savings of a run's
+model on held-out users (generalisation) and on the training users' future text
+(personalisation), beside the unigram baseline.
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `evaluate` and `suggest` subcommands."""
     evaluate_parser = subparsers.add_parser(
-        "evaluate",
-        help="measure a run's model on held-out users and future text",
-        description="Top-1/top-3 next-word accuracy, perplexity and keystroke "
-        "savings of a run's model on held-out users (generalisation) and on the "
-        "training users' future text (personalisation), beside the unigram "
-        "baseline.",
+        "evaluate", help=EVALUATE_HELP, description=EVALUATE_DESCRIPTION
     )
     evaluate_parser.add_argument("--run", required=True, help="run directory")
     evaluate_parser.add_argument(

@@ -62,17 +62,18 @@ MODEL_HELPS = {
     "unigram log-frequencies (wordfreq, no phone's text) (default: %(default)s)",
 }
 
+HELP = "train the model federated, on a simulated fleet of phones"
+DESCRIPTION = """\
+Federated training on simulated phones, one per corpus user: rounds of
+selection, local training, screening and aggregation, with evaluation on
+held-out users and future text. Resumable.
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `simulate` subcommand."""
     fed = FederationConfig()
-    parser = subparsers.add_parser(
-        "simulate",
-        help="train the model federated, on a simulated fleet of phones",
-        description="Federated training on simulated phones, one per corpus user: "
-        "rounds of selection, local training, screening and aggregation, with "
-        "evaluation on held-out users and future text. Resumable.",
-    )
+    parser = subparsers.add_parser("simulate", help=HELP, description=DESCRIPTION)
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", help="new run directory")
     where.add_argument("--resume", metavar="RUN_DIR", help="continue this run")

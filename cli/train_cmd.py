@@ -55,16 +55,17 @@ TRAINING_HELPS = {
 }
 MODEL_HELPS = {"hidden_dim": "LSTM width", "embed_dim": "embedding width"}
 
+HELP = "train the model centrally on the pooled data, in one process"
+DESCRIPTION = """\
+Single-process training on every training user's train part pooled (Adam by
+default), evaluated on held-out users and future text at each epoch's end and
+every --eval-every steps. Resumable.
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` subcommand."""
-    parser = subparsers.add_parser(
-        "train",
-        help="train the model centrally on the pooled data, in one process",
-        description="Single-process training on every training user's train part "
-        "pooled (Adam by default), evaluated on held-out users and future text at "
-        "each epoch's end and every --eval-every steps. Resumable.",
-    )
+    parser = subparsers.add_parser("train", help=HELP, description=DESCRIPTION)
     parser.add_argument(
         "--threads",
         type=int,
