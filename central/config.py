@@ -7,6 +7,12 @@ from typing import Any
 
 from central.errors import CentralConfigError
 from corpora.canaries import MAX_COUNT
+from models.evaluation_sets import (
+    FUTURE_MESSAGES,
+    FUTURE_MESSAGES_PER_PHONE,
+    HELDOUT_MESSAGES,
+    KEYSTROKE_TEXTS,
+)
 
 # The central baseline's optimizers (`CentralConfig.optimizer`).
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
@@ -34,13 +40,13 @@ class CentralConfig:
     # Evaluate (and checkpoint) every this many steps, 0 for epoch ends only.
     eval_every: int = 500
     # Held-out users' messages evaluated: the fleet's fixed, evenly spaced sample.
-    heldout_messages: int = 2000
+    heldout_messages: int = HELDOUT_MESSAGES
     # Training users' future messages evaluated, drawn as the fleet's cohort is.
-    future_messages: int = 2000
+    future_messages: int = FUTURE_MESSAGES
     # At most this many future messages per user, as on the fleet's phones.
-    future_messages_per_user: int = 10
+    future_messages_per_user: int = FUTURE_MESSAGES_PER_PHONE
     # Messages on which keystroke savings are simulated, per evaluation set.
-    keystroke_texts: int = 400
+    keystroke_texts: int = KEYSTROKE_TEXTS
     # Messages per shard of the pooled set: one shard's token ids are in memory at
     # a time, so memory stays bounded as the corpus grows.
     shard_messages: int = 20_000

@@ -4,7 +4,7 @@ Each trained user starts from the same initial model as the other baselines and
 trains on their own train part only (plain SGD, as on the phones). Two numbers:
 
 - future: each user's model on that user's own future text. The users are the
-  fleet's future cohort (`models.evaluation_sets.future_cohort`: the same
+  fleet's future cohort (`models.future_cohort`: the same
   users and the same messages as the federated and central runs' future
   metric), so the three corners are measured on identical text; their counts
   are pooled by `models.metrics.combine`, as the fleet pools its phones'.
@@ -32,6 +32,9 @@ from corpora.tokenizer import WordTokenizer
 from models.batching import encode_messages
 from models.config import ModelConfig, TrainingConfig
 from models.evaluation_sets import (
+    FUTURE_MESSAGES,
+    FUTURE_MESSAGES_PER_PHONE,
+    KEYSTROKE_TEXTS,
     cohort_order,
     future_cohort,
     shares,
@@ -60,11 +63,11 @@ class LocalOnlyConfig:
     # Train every training user (True) or only the future cohort's (False).
     all_users: bool = False
     # Future messages in the cohort, as in the fleet's evaluation.
-    future_messages: int = 2000
+    future_messages: int = FUTURE_MESSAGES
     # At most this many (oldest) future messages per user.
-    future_messages_per_user: int = 10
+    future_messages_per_user: int = FUTURE_MESSAGES_PER_PHONE
     # Messages on which keystroke savings are simulated, spread over the users.
-    keystroke_texts: int = 400
+    keystroke_texts: int = KEYSTROKE_TEXTS
     # Users whose models are also evaluated on held-out users' text.
     heldout_models: int = 20
     # Held-out messages each of those models is evaluated on (a fixed sample).

@@ -11,6 +11,12 @@ from coordinator.robust import ScreenConfig
 from coordinator.robust_aggregation import AGGREGATORS
 from coordinator.strategies import STRATEGIES, StrategyConfig, default_server_lr
 from device_sim.config import FleetConfig, FleetConfigError, LocalTrainingConfig
+from models.evaluation_sets import (
+    FUTURE_MESSAGES,
+    FUTURE_MESSAGES_PER_PHONE,
+    HELDOUT_MESSAGES,
+    KEYSTROKE_TEXTS,
+)
 
 # The largest server_lr accepted: FedAvg's is 1.0 and the adaptive strategies'
 # 0.01; a far larger step only throws the model to NaN.
@@ -48,16 +54,16 @@ class FederationConfig:
     # Server step size; None takes the strategy's default (`default_server_lr`).
     server_lr: float | None = None
     # FedAvgM momentum (Hsu et al. 2019).
-    server_momentum: float = 0.9
+    server_momentum: float = StrategyConfig.server_momentum
     # Server warm-up: the first this many aggregations step with a server_lr
     # rising linearly to its value (coordinator.strategies). 0 (none) stays the
     # default: docs/learning.md has the measurements.
-    server_warmup_rounds: int = 0
+    server_warmup_rounds: int = StrategyConfig.warmup_rounds
     # FedAdam/FedYogi/FedAdagrad first- and second-moment decays and adaptivity
     # (Reddi et al. 2021).
-    beta1: float = 0.9
-    beta2: float = 0.99
-    tau: float = 1e-3
+    beta1: float = StrategyConfig.beta1
+    beta2: float = StrategyConfig.beta2
+    tau: float = StrategyConfig.tau
     # An update whose norm exceeds this multiple of the round's median is rejected.
     norm_factor: float = 10.0
     # The norm check needs at least this many reports to have a median to trust.
@@ -80,15 +86,15 @@ class FederationConfig:
     # last round of a `fedtype simulate` call.
     eval_every: int = 5
     # Held-out users' messages evaluated: a fixed, evenly spaced sample.
-    heldout_messages: int = 2000
+    heldout_messages: int = HELDOUT_MESSAGES
     # Future messages evaluated on the phones themselves (federated evaluation): a
     # fixed cohort of phones, drawn once from the seed, holding about this many.
-    future_messages: int = 2000
+    future_messages: int = FUTURE_MESSAGES
     # A cohort phone contributes at most this many of its future messages, so a
     # few heavy typists do not make up the future metrics.
-    future_messages_per_phone: int = 10
+    future_messages_per_phone: int = FUTURE_MESSAGES_PER_PHONE
     # Messages on which keystroke savings are simulated, per evaluation set.
-    keystroke_texts: int = 400
+    keystroke_texts: int = KEYSTROKE_TEXTS
     # Keep every this many rounds' global model for good (0: none beyond the last).
     checkpoint_every: int = 10
     # Keep the global model of the last this many rounds (>= 1: resume needs it).

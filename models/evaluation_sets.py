@@ -25,6 +25,18 @@ from dataclasses import dataclass
 from corpora.corpus import CorpusSplits
 from models.seeding import derive_seed
 
+# The evaluation sets' default sizes, one for every kind of run, so that the
+# federated, central and local-only metrics are measured on the same text.
+# Held-out users' messages: a fixed, evenly spaced sample.
+HELDOUT_MESSAGES = 2000
+# Future messages in the cohort.
+FUTURE_MESSAGES = 2000
+# At most this many (the oldest) future messages per cohort phone or user, so a
+# few heavy typists do not make up the future metrics.
+FUTURE_MESSAGES_PER_PHONE = 10
+# Messages on which keystroke savings are simulated, per evaluation set.
+KEYSTROKE_TEXTS = 400
+
 
 @dataclass(frozen=True)
 class FutureCohort:
