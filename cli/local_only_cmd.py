@@ -14,6 +14,7 @@ from central.local_only_run import create_local_only_run, run_local_only
 from cli.errors import UsageError
 from cli.options import (
     add_corpus_options,
+    add_out_or_resume,
     check_finite,
     check_new_run_dir,
     check_threads,
@@ -48,9 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `local-only` subcommand."""
     defaults = LocalOnlyConfig()
     parser = subparsers.add_parser("local-only", help=HELP, description=DESCRIPTION)
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--out", help="new run directory")
-    where.add_argument("--resume", metavar="RUN_DIR", help="continue this run")
+    add_out_or_resume(parser)
     group = parser.add_argument_group("local training (new runs only)")
     types = {f.name: f.type for f in fields(LocalOnlyConfig)}
     for name, text in _OPTIONS.items():

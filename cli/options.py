@@ -25,6 +25,13 @@ MAX_WORKERS = 64
 Config = TypeVar("Config")
 
 
+def add_out_or_resume(parser: argparse.ArgumentParser) -> None:
+    """--out (a new run directory) or --resume (a run to continue), one required."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="new run directory")
+    where.add_argument("--resume", metavar="RUN_DIR", help="continue this run")
+
+
 def add_field_options(
     group: argparse._ArgumentGroup,
     config: object,

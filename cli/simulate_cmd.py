@@ -9,7 +9,13 @@ import torch
 from rich.console import Console
 
 from cli.errors import UsageError
-from cli.options import add_corpus_options, add_field_options, corpus_config, from_args
+from cli.options import (
+    add_corpus_options,
+    add_field_options,
+    add_out_or_resume,
+    corpus_config,
+    from_args,
+)
 from cli.privacy_options import add_privacy_options, privacy_config
 from cli.progress import progress_bar
 from cli.simulate_checks import (
@@ -74,9 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `simulate` subcommand."""
     fed = FederationConfig()
     parser = subparsers.add_parser("simulate", help=HELP, description=DESCRIPTION)
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--out", help="new run directory")
-    where.add_argument("--resume", metavar="RUN_DIR", help="continue this run")
+    add_out_or_resume(parser)
     parser.add_argument(
         "--rounds",
         type=int,

@@ -30,6 +30,7 @@ from cli.errors import UsageError
 from cli.options import (
     add_corpus_options,
     add_field_options,
+    add_out_or_resume,
     check_finite,
     check_model_dims,
     check_new_run_dir,
@@ -78,9 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """--out/--resume, the training settings, the model shape and the corpus."""
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--out", help="new run directory")
-    where.add_argument("--resume", metavar="RUN_DIR", help="continue this run")
+    add_out_or_resume(parser)
     group = parser.add_argument_group("training (new runs only)")
     add_field_options(
         group, CentralConfig(), TRAINING_HELPS, choices={"optimizer": OPTIMIZERS}
