@@ -11,6 +11,7 @@ from coordinator.robust import ScreenConfig
 from coordinator.robust_aggregation import AGGREGATORS
 from coordinator.strategies import STRATEGIES, StrategyConfig, default_server_lr
 from device_sim.config import FleetConfig, FleetConfigError, LocalTrainingConfig
+from models.config import check_choice
 from models.evaluation_sets import (
     FUTURE_MESSAGES,
     FUTURE_MESSAGES_PER_PHONE,
@@ -109,10 +110,7 @@ class FederationConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise FederationConfigError(
-                f"unknown strategy {self.strategy!r} (one of {', '.join(STRATEGIES)})"
-            )
+        check_choice("strategy", self.strategy, STRATEGIES, FederationConfigError)
         positive = ("rounds", "clients_per_round", "keep_last")
         for name in positive:
             if getattr(self, name) < 1:
@@ -172,11 +170,7 @@ class FederationConfig:
             )
         if self.min_for_norm_check < 1:
             raise FederationConfigError("min_for_norm_check must be >= 1")
-        if self.aggregator not in AGGREGATORS:
-            raise FederationConfigError(
-                f"unknown aggregator {self.aggregator!r} "
-                f"(one of {', '.join(AGGREGATORS)})"
-            )
+        check_choice("aggregator", self.aggregator, AGGREGATORS, FederationConfigError)
         for name in ("trim_fraction", "byzantine_fraction"):
             if not 0 <= getattr(self, name) < 0.5:
                 raise FederationConfigError(

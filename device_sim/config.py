@@ -6,7 +6,12 @@ import math
 from dataclasses import dataclass
 
 from device_sim.faults import FAULT_KINDS, default_fault_scale
-from models.config import DEFAULT_PRECISION, PRECISIONS, TrainingConfig
+from models.config import (
+    DEFAULT_PRECISION,
+    PRECISIONS,
+    TrainingConfig,
+    check_choice,
+)
 
 __all__ = ["FAULT_KINDS", "FleetConfig", "FleetConfigError", "LocalTrainingConfig"]
 
@@ -48,10 +53,7 @@ class LocalTrainingConfig:
     precision: str = DEFAULT_PRECISION
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise FleetConfigError(
-                f"unknown precision {self.precision!r} (one of {', '.join(PRECISIONS)})"
-            )
+        check_choice("precision", self.precision, PRECISIONS, FleetConfigError)
         if self.local_epochs < 1:
             raise FleetConfigError(
                 f"local_epochs must be >= 1, got {self.local_epochs}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,14 @@ DEFAULT_PRECISION = "bf16" if native_bf16() else "fp32"
 OUTPUT_BIAS_INITS: tuple[str, ...] = ("zeros", "unigram")
 
 
+def check_choice(
+    name: str, value: str, choices: Sequence[str], error: type[Exception] = ValueError
+) -> None:
+    """Raise `error` unless the setting `name`'s `value` is one of `choices`."""
+    if value not in choices:
+        raise error(f"unknown {name} {value!r} (one of {', '.join(choices)})")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of the next-word model (Gboard-style LSTM, Hard et al. 2018)."""
@@ -49,11 +58,7 @@ class ModelConfig:
     output_bias_init: str = "zeros"
 
     def __post_init__(self) -> None:
-        if self.output_bias_init not in OUTPUT_BIAS_INITS:
-            raise ValueError(
-                f"unknown output_bias_init {self.output_bias_init!r} "
-                f"(one of {', '.join(OUTPUT_BIAS_INITS)})"
-            )
+        check_choice("output_bias_init", self.output_bias_init, OUTPUT_BIAS_INITS)
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,4 @@ class TrainingConfig:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"unknown precision {self.precision!r} (one of {', '.join(PRECISIONS)})"
-            )
+        check_choice("precision", self.precision, PRECISIONS)
