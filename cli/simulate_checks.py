@@ -101,19 +101,19 @@ def check_options(args: argparse.Namespace) -> None:
 
 
 @dataclass(frozen=True)
-class Restart:
-    """A run to create again in place: its settings from its own config.json."""
+class RunSettings:
+    """A new run's settings: from the options, or a restarted run's config.json."""
 
     federation: FederationConfig
     corpus: CorpusConfig
     model: ModelConfig
 
 
-def saved_settings(run: RunDir) -> Restart:
+def saved_settings(run: RunDir) -> RunSettings:
     """The settings an (unstarted) run was created with."""
     config = run.read_config()
     try:
-        return Restart(
+        return RunSettings(
             federation=FederationConfig.from_dict(config["federation"]),
             corpus=run.corpus_config(check=False),
             model=ModelConfig(**config["model"]),
@@ -122,7 +122,7 @@ def saved_settings(run: RunDir) -> Restart:
         raise UsageError(f"{run.config_path}: incomplete ({error})") from None
 
 
-def prepare_resume(args: argparse.Namespace, console: Console) -> Restart | None:
+def prepare_resume(args: argparse.Namespace, console: Console) -> RunSettings | None:
     """Repair the run --resume names; the settings to start it again, if unstarted.
 
     Refuses a --rounds below the rounds already completed.

@@ -19,6 +19,7 @@ from cli.options import (
 from cli.privacy_options import add_privacy_options, privacy_config
 from cli.progress import progress_bar
 from cli.simulate_checks import (
+    RunSettings,
     add_robustness_options,
     check_options,
     checked_splits,
@@ -152,33 +153,35 @@ def _world_size(args: argparse.Namespace) -> int:
 
 def _open(args: argparse.Namespace, console: Console, ranks: Ranks) -> Simulation:
     restart = getattr(args, "restart", None)
-    if args.resume and restart is not None:  # round 0 was never saved: again
-        return Simulation.create(
-            args.resume,
-            federation=restart.federation,
-            corpus=restart.corpus,
-            model=restart.model,
-            ranks=ranks,
-        )
-    if args.resume:
+    if args.resume and restart is None:
         with console.status("loading the run and the corpus"):
             simulation = Simulation.resume(args.resume, ranks=ranks)
         if args.rounds is not None:
             simulation.set_rounds(args.rounds)
         return simulation
-    federation = federation_config(args)
-    model = from_args(ModelConfig, args)
-    corpus = corpus_config(args, seed=federation.seed)
     with console.status("loading the corpus and building the fleet"):
-        splits = checked_splits(corpus, federation)
+        if restart is not None:  # round 0 was never saved: again, as configured
+            path, settings, splits = args.resume, restart, None
+        else:
+            path, settings = args.out, _new_run_settings(args)
+            splits = checked_splits(settings.corpus, settings.federation)
         return Simulation.create(
-            args.out,
-            federation=federation,
-            corpus=corpus,
-            model=model,
+            path,
+            federation=settings.federation,
+            corpus=settings.corpus,
+            model=settings.model,
             splits=splits,
             ranks=ranks,
         )
+
+
+def _new_run_settings(args: argparse.Namespace) -> RunSettings:
+    federation = federation_config(args)
+    return RunSettings(
+        federation=federation,
+        corpus=corpus_config(args, seed=federation.seed),
+        model=from_args(ModelConfig, args),
+    )
 
 
 def _summary(record: dict) -> str:
