@@ -107,13 +107,9 @@ class ScreenConfig:
     # The relative rule applies only with at least this many norms to take the
     # median of (history and this round together).
     min_for_norm_check: int = 3
-    # The phones' local settings behind the absolute bounds; None leaves the
-    # bound that needs them out (`for_training` fills them from the run).
-    client_lr: float | None = None
-    clip_norm: float | None = None
-    max_local_steps: int | None = None
-    batch_size: int | None = None
-    local_epochs: int = 1
+    # The phones' local training behind the absolute bounds; None leaves those
+    # bounds out (`for_training` takes the run's).
+    local: LocalTrainingConfig | None = None
     # Accepted norms remembered across rounds for the reference (about ten
     # rounds of twenty reports).
     history_size: int = 200
@@ -133,29 +129,21 @@ class ScreenConfig:
     @classmethod
     def for_training(cls, local: LocalTrainingConfig, **settings: Any) -> ScreenConfig:
         """The screen of a run whose phones train with `local` (all bounds on)."""
-        return cls(
-            client_lr=local.client_lr,
-            clip_norm=local.clip_norm,
-            max_local_steps=local.max_local_steps,
-            batch_size=local.batch_size,
-            local_epochs=local.local_epochs,
-            **settings,
-        )
+        return cls(local=local, **settings)
 
     def max_examples(self) -> int | None:
         """Most sequences an honest phone trains on in a round (None: unknown)."""
-        if self.max_local_steps is None or self.batch_size is None:
-            return None
-        return max(1, self.max_local_steps // self.local_epochs) * self.batch_size
+        return None if self.local is None else self.local.sequence_budget()
 
     def max_norm(self, num_examples: int) -> float | None:
         """Furthest an honest phone with `num_examples` sequences can move."""
-        if not self.client_lr or not self.clip_norm or self.batch_size is None:
+        local = self.local
+        if local is None or not local.client_lr or not local.clip_norm:
             return None  # no clip (clip_norm 0) means no bound
-        steps = self.local_epochs * -(-num_examples // self.batch_size)
-        if self.max_local_steps is not None:
-            steps = min(steps, self.max_local_steps)
-        return steps * self.client_lr * self.clip_norm
+        steps = local.local_epochs * -(-num_examples // local.batch_size)
+        if local.max_local_steps is not None:
+            steps = min(steps, local.max_local_steps)
+        return steps * local.client_lr * local.clip_norm
 
 
 @dataclass(frozen=True)
