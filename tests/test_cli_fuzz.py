@@ -215,34 +215,29 @@ def check(command: str, extra: list[str], world: dict[str, str], capsys) -> None
         assert err.strip().splitlines()[-1].startswith("fedtype "), (extra, err)
 
 
-@fuzz(80)
-@given(extra=draws(SIMULATE))
-def test_fuzz_simulate(extra: list[str], world: dict[str, str], capsys) -> None:
-    check("simulate", extra, world, capsys)
+@pytest.mark.parametrize(
+    ("command", "options", "examples"),
+    [
+        pytest.param("simulate", SIMULATE, 80, id="simulate"),
+        pytest.param("train", TRAIN, 30, id="train"),
+        pytest.param("central", CENTRAL, 20, id="central"),
+        pytest.param("local-only", LOCAL_ONLY, 10, id="local-only"),
+        pytest.param("corpus stats", CORPUS_STATS, 30, id="corpus-stats"),
+    ],
+)
+def test_fuzz_command(
+    command: str,
+    options: dict[str, list[str | None]],
+    examples: int,
+    world: dict[str, str],
+    capsys,
+) -> None:
+    @fuzz(examples)
+    @given(extra=draws(options))
+    def fuzz_one(extra: list[str]) -> None:
+        check(command, extra, world, capsys)
 
-
-@fuzz(30)
-@given(extra=draws(TRAIN))
-def test_fuzz_train(extra: list[str], world: dict[str, str], capsys) -> None:
-    check("train", extra, world, capsys)
-
-
-@fuzz(20)
-@given(extra=draws(CENTRAL))
-def test_fuzz_central(extra: list[str], world: dict[str, str], capsys) -> None:
-    check("central", extra, world, capsys)
-
-
-@fuzz(10)
-@given(extra=draws(LOCAL_ONLY))
-def test_fuzz_local_only(extra: list[str], world: dict[str, str], capsys) -> None:
-    check("local-only", extra, world, capsys)
-
-
-@fuzz(30)
-@given(extra=draws(CORPUS_STATS))
-def test_fuzz_corpus_stats(extra: list[str], world: dict[str, str], capsys) -> None:
-    check("corpus stats", extra, world, capsys)
+    fuzz_one()
 
 
 @fuzz(40)
