@@ -103,6 +103,17 @@ def phone_update(
     return update, {i for s in sequences for i in s}
 
 
+def first_phones_updates(
+    splits: CorpusSplits, tokenizer: WordTokenizer, global_model: NextWordModel
+) -> list[tuple[list[torch.Tensor], set[int]]]:
+    """The real updates and typed words of the first 5 training users' phones."""
+    users = list(splits.training_users.values())[:5]
+    return [
+        phone_update(global_model, list(u.train[:PHONE_MESSAGES]), tokenizer, k)
+        for k, u in enumerate(users)
+    ]
+
+
 @pytest.fixture(scope="module")
 def global_model(
     small_splits: CorpusSplits,
@@ -128,11 +139,7 @@ def test_attack_recovers_a_single_phones_words(
     global_model: NextWordModel,
 ) -> None:
     # Prepare: the first 5 training users, none of whom the global model saw.
-    users = list(small_splits.training_users.values())[:5]
-    updates = [
-        phone_update(global_model, list(u.train[:PHONE_MESSAGES]), tokenizer, k)
-        for k, u in enumerate(users)
-    ]
+    updates = first_phones_updates(small_splits, tokenizer, global_model)
 
     # Execute
     def scores(use_embedding: bool) -> list[AttackScore]:
@@ -166,11 +173,7 @@ def test_attack_on_a_sum_recovers_the_union_but_not_who_typed_it(
     global_model: NextWordModel,
 ) -> None:
     # Prepare: five phones' updates summed, as secure aggregation reveals them.
-    users = list(small_splits.training_users.values())[:5]
-    updates = [
-        phone_update(global_model, list(u.train[:PHONE_MESSAGES]), tokenizer, k)
-        for k, u in enumerate(users)
-    ]
+    updates = first_phones_updates(small_splits, tokenizer, global_model)
     total = [sum(parts) for parts in zip(*(u for u, _ in updates), strict=True)]
     union = set().union(*(truth for _, truth in updates))
 
