@@ -7,38 +7,44 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_phone, seeded_parameters
 
 from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, FleetConfigError, LocalTrainingConfig
-from device_sim.phone import Phone, PhoneStoreError
+from device_sim.phone import ClientReport, Phone, PhoneStoreError
 from device_sim.profile import draw_profile, work_seconds
 from models.batching import encode_messages
 from models.config import ModelConfig
 from models.model import NextWordModel
-from models.weights import load_parameters, parameters_of
+from models.weights import Parameters, load_parameters, parameters_of
 
 TEXTS = ("hello there how are you", "i am fine thanks", "what are you doing today")
 
 
-def make_phone(texts: tuple[str, ...] = TEXTS, future: tuple[str, ...] = ()) -> Phone:
-    profile = draw_profile(0, "p", FleetConfig())
-    return Phone("p", train=texts, future=future, profile=profile, seed=0)
+def train_in_round_one(
+    model: NextWordModel,
+    global_parameters: Parameters,
+    tokenizer: WordTokenizer,
+    config: LocalTrainingConfig,
+    texts: tuple[str, ...] = TEXTS,
+) -> ClientReport:
+    """The round-1 report of a phone holding `texts`, trained in `model`."""
+    return make_phone(texts).train(
+        model, global_parameters, tokenizer=tokenizer, config=config, server_round=1
+    )
 
 
 def test_phone_train_update_is_local_minus_global(
     tokenizer: WordTokenizer, tiny_model_config: ModelConfig
 ) -> None:
     # Prepare
-    torch.manual_seed(0)
-    global_parameters = parameters_of(NextWordModel(tiny_model_config))
+    global_parameters = seeded_parameters(tiny_model_config)
     scratch = NextWordModel(tiny_model_config)
     config = LocalTrainingConfig(max_local_steps=3)
 
     # Execute
-    report = make_phone().train(
-        scratch, global_parameters, tokenizer=tokenizer, config=config, server_round=1
-    )
+    report = train_in_round_one(scratch, global_parameters, tokenizer, config)
 
     # Assert: the scratch model holds the local weights = global + update.
     assert report.client_id == "p" and report.num_examples == 3
@@ -54,19 +60,14 @@ def test_phone_train_starts_from_the_received_weights(
     tokenizer: WordTokenizer, tiny_model_config: ModelConfig
 ) -> None:
     # Prepare: the scratch model holds stale weights from another phone.
-    torch.manual_seed(0)
-    global_parameters = parameters_of(NextWordModel(tiny_model_config))
+    global_parameters = seeded_parameters(tiny_model_config)
     stale = NextWordModel(tiny_model_config)
     fresh = NextWordModel(tiny_model_config)
     config = LocalTrainingConfig()
 
     # Execute
-    a = make_phone().train(
-        stale, global_parameters, tokenizer=tokenizer, config=config, server_round=1
-    )
-    b = make_phone().train(
-        fresh, global_parameters, tokenizer=tokenizer, config=config, server_round=1
-    )
+    a = train_in_round_one(stale, global_parameters, tokenizer, config)
+    b = train_in_round_one(fresh, global_parameters, tokenizer, config)
 
     # Assert
     for x, y in zip(a.update, b.update, strict=True):
@@ -105,8 +106,7 @@ def test_phone_fedprox_keeps_update_closer_to_global(
     tokenizer: WordTokenizer, tiny_model_config: ModelConfig
 ) -> None:
     # Prepare
-    torch.manual_seed(0)
-    global_parameters = parameters_of(NextWordModel(tiny_model_config))
+    global_parameters = seeded_parameters(tiny_model_config)
     scratch = NextWordModel(tiny_model_config)
     texts = TEXTS * 12  # 36 messages, 3 batches
 
@@ -114,12 +114,8 @@ def test_phone_fedprox_keeps_update_closer_to_global(
     norms = []
     for mu in (0.0, 50.0):
         config = LocalTrainingConfig(prox_mu=mu, client_lr=0.5)
-        report = make_phone(texts).train(
-            scratch,
-            global_parameters,
-            tokenizer=tokenizer,
-            config=config,
-            server_round=1,
+        report = train_in_round_one(
+            scratch, global_parameters, tokenizer, config, texts
         )
         norms.append(sum(float(u.norm()) ** 2 for u in report.update) ** 0.5)
 
@@ -132,7 +128,7 @@ def test_phone_evaluate_counts_future_text_only(
 ) -> None:
     # Prepare
     model = NextWordModel(tiny_model_config)
-    phone = make_phone(future=("see you tomorrow", "ok", "bye now"))
+    phone = make_phone(TEXTS, future=("see you tomorrow", "ok", "bye now"))
 
     # Execute
     counts = phone.evaluate_counts(
@@ -141,7 +137,7 @@ def test_phone_evaluate_counts_future_text_only(
     metrics = phone.evaluate(
         model, tokenizer=tokenizer, max_messages=2, keystroke_texts=1
     )
-    nothing = make_phone().evaluate_counts(
+    nothing = make_phone(TEXTS).evaluate_counts(
         model, tokenizer=tokenizer, max_messages=2, keystroke_texts=1
     )
 
@@ -157,7 +153,7 @@ def test_phone_evaluate_counts_future_text_only(
 
 def test_phone_save_then_load_round_trips(tmp_path: Path) -> None:
     # Prepare
-    phone = make_phone(future=("later",))
+    phone = make_phone(TEXTS, future=("later",))
     path = tmp_path / "phones" / "phone_000.json"
 
     # Execute
@@ -183,7 +179,7 @@ def test_phone_load_bad_file_raises_clear_error(tmp_path: Path) -> None:
 
     # Execute / Assert
     with pytest.raises(PhoneStoreError, match="broken.json: not a phone's history"):
-        Phone.load(path, profile=make_phone().profile, seed=0)
+        Phone.load(path, profile=make_phone(TEXTS).profile, seed=0)
 
 
 def test_local_training_config_rejects_bad_settings() -> None:
