@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import dp_accounting
+import pytest
 import torch
 from dp_accounting import rdp
 
@@ -65,6 +66,24 @@ SMALL_RUN = FederationConfig(
     local=LocalTrainingConfig(max_local_steps=2),
     fleet=FleetConfig(dropout_rate=0.2),
 )
+
+
+def central_argv(
+    out: Path, corpus_file: str, *, workers: int, max_steps: int, eval_every: int
+) -> list[str]:
+    """`fedtype central` on `corpus_file` into `out`: one thread a worker, a 16/32
+    model, batches of 16."""
+    argv = ["central", "--out", str(out), "--workers", str(workers), "--threads", "1"]
+    argv += ["--corpus", corpus_file, "--max-steps", str(max_steps)]
+    argv += ["--eval-every", str(eval_every)]
+    return argv + ["--embed-dim", "16", "--hidden-dim", "32", "--batch-size", "16"]
+
+
+def bytes_corpus(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> Path:
+    """`data` as corpus.jsonl in a fresh folder (for one hypothesis example)."""
+    path = tmp_path_factory.mktemp("bytes") / "corpus.jsonl"
+    path.write_bytes(data)
+    return path
 
 
 def make_phone(

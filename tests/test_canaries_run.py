@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import central_argv
 
 from cli.main import main
 from models.rundir import RunDir
@@ -53,9 +54,7 @@ def test_central_canaries_write_exposure_and_survive_resume(
 ) -> None:
     # Prepare
     out = tmp_path / "central"
-    argv = ["central", "--out", str(out), "--workers", "1", "--threads", "1"]
-    argv += ["--corpus", corpus_file, "--max-steps", "2", "--eval-every", "2"]
-    argv += ["--embed-dim", "16", "--hidden-dim", "32", "--batch-size", "16"]
+    argv = central_argv(out, corpus_file, workers=1, max_steps=2, eval_every=2)
     argv += ["--canaries", "1"]
 
     # Execute: a run, then a resume that checks canaries.json (nothing left to do).

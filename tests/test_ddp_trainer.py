@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import central_argv
+
 from cli.main import main
 from models.config import ModelConfig
 from models.model import NextWordModel
@@ -17,9 +19,7 @@ def test_cli_central_two_workers_saves_metrics_and_counts_bytes(
 ) -> None:
     # Prepare
     out = tmp_path / "run"
-    argv = ["central", "--out", str(out), "--workers", "2", "--threads", "1"]
-    argv += ["--corpus", corpus_file, "--max-steps", "6", "--eval-every", "3"]
-    argv += ["--embed-dim", "16", "--hidden-dim", "32", "--batch-size", "16"]
+    argv = central_argv(out, corpus_file, workers=2, max_steps=6, eval_every=3)
     # Execute
     status = main(argv)
     # Assert
