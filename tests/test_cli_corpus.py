@@ -13,6 +13,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from helpers import bytes_corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -358,8 +359,7 @@ def test_cli_corpus_stats_arbitrary_bytes_never_trace_back(
     tmp_path_factory: pytest.TempPathFactory, data: bytes
 ) -> None:
     # Prepare
-    path = tmp_path_factory.mktemp("cli") / "corpus.jsonl"
-    path.write_bytes(data)
+    path = bytes_corpus(tmp_path_factory, data)
 
     # Execute
     code, _, err = run_cli(

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 
 import pytest
+from helpers import bytes_corpus
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -296,8 +297,7 @@ def test_load_jsonl_arbitrary_bytes_only_raise_corpus_error(
     tmp_path_factory: pytest.TempPathFactory, data: bytes
 ) -> None:
     # Prepare
-    path = tmp_path_factory.mktemp("bytes") / "corpus.jsonl"
-    path.write_bytes(data)
+    path = bytes_corpus(tmp_path_factory, data)
 
     # Execute
     try:
@@ -346,8 +346,7 @@ def test_load_corpus_jsonl_like_bytes_only_raise_corpus_error(
     tmp_path_factory: pytest.TempPathFactory, data: bytes
 ) -> None:
     # Prepare
-    path = tmp_path_factory.mktemp("jsonl") / "corpus.jsonl"
-    path.write_bytes(data)
+    path = bytes_corpus(tmp_path_factory, data)
     config = CorpusConfig(source=str(path), min_words_per_user=0)
 
     # Execute
