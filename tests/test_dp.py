@@ -20,18 +20,25 @@ from coordinator.dp import (
 )
 
 
+def seeded_noisy_mean(
+    total: np.ndarray, *, m: int, c: float, z: float, seed: int
+) -> np.ndarray:
+    """noisy_mean of `total` for m expected phones, clip C and noise z, rng `seed`."""
+    return noisy_mean(
+        total,
+        expected_clients=m,
+        clip_norm=c,
+        noise_multiplier=z,
+        rng=np.random.default_rng(seed),
+    )
+
+
 def test_noisy_mean_without_noise_divides_by_the_expected_cohort() -> None:
     # Prepare: two clipped updates [1, 2] and [3, 4] summed; 4 phones expected.
     total = np.array([4.0, 6.0])
 
     # Execute: each phone weight 1, denominator m = 4, not the 2 that reported.
-    mean = noisy_mean(
-        total,
-        expected_clients=4,
-        clip_norm=1.0,
-        noise_multiplier=0.0,
-        rng=np.random.default_rng(0),
-    )
+    mean = seeded_noisy_mean(total, m=4, c=1.0, z=0.0, seed=0)
 
     # Assert
     assert mean.tolist() == [1.0, 1.5]
@@ -42,13 +49,7 @@ def test_noisy_mean_noise_on_the_sum_has_stddev_z_times_c() -> None:
     total = np.zeros(200_000)
 
     # Execute
-    mean = noisy_mean(
-        total,
-        expected_clients=10,
-        clip_norm=0.5,
-        noise_multiplier=2.0,
-        rng=np.random.default_rng(1),
-    )
+    mean = seeded_noisy_mean(total, m=10, c=0.5, z=2.0, seed=1)
 
     # Assert
     assert mean.std() == pytest.approx(0.1, rel=0.01)
