@@ -56,18 +56,19 @@ def words() -> WordTokenizer:
     return WordTokenizer.from_words(WORDS)
 
 
+# The next-word probabilities of `cat_model`.
+CAT_ROWS = {
+    "<bos>": {"the": 0.5},
+    "the": {"can": 0.3, "then": 0.2, "they": 0.15, "cat": 0.25},
+    "cat": {".": 0.5},
+    ".": {"<eos>": 0.25},
+}
+
+
 @pytest.fixture
 def cat_model(words: WordTokenizer) -> BigramStub:
     """On "the cat .": p(the)=1/2, the best; p(cat)=1/4, 2nd after can."""
-    return bigram(
-        words,
-        {
-            "<bos>": {"the": 0.5},
-            "the": {"can": 0.3, "then": 0.2, "they": 0.15, "cat": 0.25},
-            "cat": {".": 0.5},
-            ".": {"<eos>": 0.25},
-        },
-    )
+    return bigram(words, CAT_ROWS)
 
 
 def test_evaluate_topk_counts_only_word_targets(words, cat_model):
@@ -88,13 +89,8 @@ def test_evaluate_topk_counts_only_word_targets(words, cat_model):
 @pytest.fixture
 def fourth_cat_model(words: WordTokenizer) -> BigramStub:
     """After <bos> "the" is best; after "the", "cat" (0.1) is 4th of all words."""
-    return bigram(
-        words,
-        {
-            "<bos>": {"the": 0.5},
-            "the": {"can": 0.3, "then": 0.2, "they": 0.15, "cat": 0.1},
-        },
-    )
+    the = {**CAT_ROWS["the"], "cat": 0.1}
+    return bigram(words, {"<bos>": CAT_ROWS["<bos>"], "the": the})
 
 
 def test_evaluate_topk_misses_a_word_ranked_fourth(words, fourth_cat_model):
