@@ -98,16 +98,26 @@ def test_aggregate_fedavg_server_lr_scales_step() -> None:
     assert_values(new, [[1.75, 2.25, 2.75]])
 
 
+Results = list[tuple[list[torch.Tensor], int]]
+
+
+def two_rounds(
+    config: StrategyConfig, x0: list[torch.Tensor], first: Results, second: Results
+) -> tuple[list[torch.Tensor], StrategyState, list[torch.Tensor], StrategyState]:
+    """`(x1, state1, x2, state2)`: two `aggregate` calls from the initial state."""
+    x1, state1 = aggregate(config, x0, first, initial_state(config, x0))
+    x2, state2 = aggregate(config, x1, second, state1)
+    return x1, state1, x2, state2
+
+
 def test_aggregate_fedavgm_two_rounds() -> None:
     # Prepare
     config = StrategyConfig(name="fedavgm", server_lr=0.5, server_momentum=0.5)
     x0 = [f32(1, -1)]
-    state0 = initial_state(config, x0)
+    round2 = [([f32(0, 2)], 2), ([f32(-4, 2)], 2)]
 
     # Execute
-    x1, state1 = aggregate(config, x0, [([f32(2, 4)], 5)], state0)
-    round2 = [([f32(0, 2)], 2), ([f32(-4, 2)], 2)]
-    x2, state2 = aggregate(config, x1, round2, state1)
+    x1, state1, x2, state2 = two_rounds(config, x0, [([f32(2, 4)], 5)], round2)
 
     # Assert: m1 = [2, 4], x1 = [1, -1] + 0.5 * m1 = [2, 1];
     # Delta2 = [-2, 2], m2 = 0.5 * [2, 4] + [-2, 2] = [-1, 4],
@@ -150,11 +160,11 @@ def test_aggregate_fedadam_two_steps() -> None:
     # Prepare
     config = adaptive_config("fedadam", server_lr=0.6)
     x0 = [f32(1, 1)]
-    state0 = initial_state(config, x0)
 
     # Execute
-    x1, state1 = aggregate(config, x0, [([f32(7, 1)], 4)], state0)
-    x2, state2 = aggregate(config, x1, [([f32(-1, 7)], 4)], state1)
+    x1, state1, x2, state2 = two_rounds(
+        config, x0, [([f32(7, 1)], 4)], [([f32(-1, 7)], 4)]
+    )
 
     # Assert: m1 = 0.5 * [7, 1] = [3.5, 0.5]; v1 = 0.5 * 1 + 0.5 * [49, 1] = [25, 1];
     # x1 = 1 + 0.6 * [3.5 / (5 + 1), 0.5 / (1 + 1)] = [1.35, 1.15]
@@ -173,11 +183,11 @@ def test_aggregate_fedyogi_two_steps() -> None:
     # Prepare
     config = adaptive_config("fedyogi", server_lr=0.5)
     x0 = [f32(0, 0)]
-    state0 = initial_state(config, x0)
 
     # Execute
-    x1, state1 = aggregate(config, x0, [([f32(4, 1)], 1)], state0)
-    x2, state2 = aggregate(config, x1, [([f32(2, 0.5)], 1)], state1)
+    x1, state1, x2, state2 = two_rounds(
+        config, x0, [([f32(4, 1)], 1)], [([f32(2, 0.5)], 1)]
+    )
 
     # Assert: m1 = [2, 0.5]; Delta^2 = [16, 1], sign(v0 - Delta^2) = [-1, 0], so
     # v1 = [1 + 0.5 * 16, 1] = [9, 1] (Adam would give [8.5, 1]);
@@ -204,11 +214,11 @@ def test_aggregate_fedadagrad_two_steps() -> None:
     # Prepare
     config = adaptive_config("fedadagrad", server_lr=0.5)
     x0 = [f32(1, 2)]
-    state0 = initial_state(config, x0)
 
     # Execute
-    x1, state1 = aggregate(config, x0, [([f32(0.75, -2.4)], 1)], state0)
-    x2, state2 = aggregate(config, x1, [([f32(1.5, 0)], 1)], state1)
+    x1, state1, x2, state2 = two_rounds(
+        config, x0, [([f32(0.75, -2.4)], 1)], [([f32(1.5, 0)], 1)]
+    )
 
     # Assert: m1 = [0.375, -1.2]; v1 = 1 + [0.5625, 5.76] = [1.5625, 6.76];
     # x1 = [1, 2] + 0.5 * [0.375 / 2.25, -1.2 / 3.6] = [1 + 1/12, 2 - 1/6]
@@ -307,8 +317,7 @@ def test_state_tensors_round_trip_through_safetensors(tmp_path) -> None:
     x0 = [f32(1, -2), torch.linspace(0, 1, 6).reshape(2, 3)]
     round1 = [([f32(0.1, 0.2), torch.full((2, 3), -0.1)], 3)]
     round2 = [([f32(-0.3, 0.05), torch.full((2, 3), 0.2)], 1)]
-    x1, state1 = aggregate(config, x0, round1, initial_state(config, x0))
-    expected, _ = aggregate(config, x1, round2, state1)
+    x1, state1, expected, _ = two_rounds(config, x0, round1, round2)
 
     # Execute
     tensors = state_to_tensors(state1)
