@@ -196,17 +196,23 @@ def test_run_round_counts_the_phones_that_drop_out(
 
 
 @pytest.mark.parametrize(
-    ("kind", "reason"),
-    [("nan", "non-finite values in tensor 0"), ("dtype", "dtype float64")],
+    ("kind", "faulty", "reason"),
+    [
+        ("nan", {0, 1}, "non-finite values in tensor 0"),
+        ("dtype", {0, 1}, "dtype float64"),
+        ("scale", {3}, "norm "),  # the update times 1000
+    ],
 )
 def test_run_round_rejects_faulty_updates_and_aggregates_the_rest(
     small_splits: CorpusSplits,
     tokenizer: WordTokenizer,
     tiny_model_config: ModelConfig,
     kind: str,
+    faulty: set[int],
     reason: str,
 ) -> None:
-    # Prepare: six phones, the first two faulty; all six selected and reporting.
+    # Prepare: six phones, those at the `faulty` positions sending `kind` updates;
+    # all six selected and reporting.
     config = federation(
         clients_per_round=6,
         over_selection=0.0,
@@ -218,7 +224,7 @@ def test_run_round_rejects_faulty_updates_and_aggregates_the_rest(
             u.user,
             train=u.train,
             future=u.future,
-            profile=replace(draw_profile(0, u.user, config.fleet), faulty=i < 2),
+            profile=replace(draw_profile(0, u.user, config.fleet), faulty=i in faulty),
             seed=0,
         )
         for i, u in enumerate(users)
@@ -231,46 +237,12 @@ def test_run_round_rejects_faulty_updates_and_aggregates_the_rest(
 
     # Assert
     assert not metrics.abandoned
-    assert (metrics.reported, metrics.rejected) == (6, 2)
+    assert (metrics.reported, metrics.rejected) == (6, len(faulty))
     assert {r["client_id"] for r in metrics.rejections} == {
-        users[0].user,
-        users[1].user,
+        users[i].user for i in faulty
     }
     assert all(r["reason"].startswith(reason) for r in metrics.rejections)
     assert all(torch.isfinite(p).all() for p in new_state.parameters)
-
-
-def test_run_round_scaled_update_rejected_by_norm(
-    small_splits: CorpusSplits, tokenizer: WordTokenizer, tiny_model_config: ModelConfig
-) -> None:
-    # Prepare: one of six phones sends its update times 1000.
-    config = federation(
-        clients_per_round=6,
-        over_selection=0.0,
-        fleet=FleetConfig(eligibility=False, dropout_rate=0.0, fault_kind="scale"),
-    )
-    users = list(small_splits.training_users.values())[:6]
-    phones = [
-        Phone(
-            u.user,
-            train=u.train,
-            future=u.future,
-            profile=replace(draw_profile(0, u.user, config.fleet), faulty=i == 3),
-            seed=0,
-        )
-        for i, u in enumerate(users)
-    ]
-
-    # Execute
-    env = environment(
-        Fleet(phones, config=config.fleet), config, tokenizer, tiny_model_config
-    )
-    _, metrics = run_round(start(config, tiny_model_config), env, config)
-
-    # Assert
-    assert metrics.rejected == 1
-    assert metrics.rejections[0]["client_id"] == users[3].user
-    assert metrics.rejections[0]["reason"].startswith("norm ")
 
 
 def test_run_round_trains_only_eligible_phones(
