@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -11,6 +11,8 @@ import dp_accounting
 import pytest
 import torch
 from dp_accounting import rdp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coordinator.config import FederationConfig
 from coordinator.simulation import Simulation
@@ -77,6 +79,22 @@ def central_argv(
     argv += ["--corpus", corpus_file, "--max-steps", str(max_steps)]
     argv += ["--eval-every", str(eval_every)]
     return argv + ["--embed-dim", "16", "--hidden-dim", "32", "--batch-size", "16"]
+
+
+def corpus_bytes_examples(
+    data: st.SearchStrategy[bytes], *, examples: int
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A test run on `examples` seeded draws of `data` (its `data` argument).
+
+    Derandomised, so every run tries the same files; no deadline, since a draw
+    writes a file.
+    """
+
+    def decorate(test: Callable[..., None]) -> Callable[..., None]:
+        drawn = given(data=data)(test)
+        return settings(max_examples=examples, deadline=None, derandomize=True)(drawn)
+
+    return decorate
 
 
 def bytes_corpus(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> Path:

@@ -13,8 +13,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from helpers import bytes_corpus
-from hypothesis import given, settings
+from helpers import bytes_corpus, corpus_bytes_examples
 from hypothesis import strategies as st
 
 import cli.main
@@ -353,8 +352,7 @@ def test_cli_corpus_without_subcommand_is_usage_error() -> None:
     assert "SUBCOMMAND" in err
 
 
-@settings(max_examples=25, deadline=None, derandomize=True)
-@given(data=st.binary(max_size=120))
+@corpus_bytes_examples(st.binary(max_size=120), examples=25)
 def test_cli_corpus_stats_arbitrary_bytes_never_trace_back(
     tmp_path_factory: pytest.TempPathFactory, data: bytes
 ) -> None:

@@ -6,8 +6,8 @@ import json
 from collections.abc import Callable
 
 import pytest
-from helpers import bytes_corpus
-from hypothesis import event, given, settings
+from helpers import bytes_corpus, corpus_bytes_examples
+from hypothesis import event
 from hypothesis import strategies as st
 
 from corpora.corpus import CorpusConfig, group_by_user, load_corpus
@@ -291,8 +291,7 @@ def test_load_jsonl_mixed_timestamps_rejected(write_jsonl: WriteJsonl) -> None:
     assert "line 1" in str(error)
 
 
-@settings(max_examples=200, deadline=None, derandomize=True)
-@given(data=st.binary(max_size=200))
+@corpus_bytes_examples(st.binary(max_size=200), examples=200)
 def test_load_jsonl_arbitrary_bytes_only_raise_corpus_error(
     tmp_path_factory: pytest.TempPathFactory, data: bytes
 ) -> None:
@@ -340,8 +339,7 @@ def jsonl_files(draw: st.DrawFn) -> bytes:
     return data
 
 
-@settings(max_examples=200, deadline=None, derandomize=True)
-@given(data=jsonl_files())
+@corpus_bytes_examples(jsonl_files(), examples=200)
 def test_load_corpus_jsonl_like_bytes_only_raise_corpus_error(
     tmp_path_factory: pytest.TempPathFactory, data: bytes
 ) -> None:
