@@ -57,6 +57,7 @@ def federation(
     attack: str,
     aggregator: str,
     heldout_messages: int,
+    norm_factor: float = FederationConfig.norm_factor,
 ) -> FederationConfig:
     """One cell's settings: every phone eligible, evaluation after the last round."""
     return FederationConfig(
@@ -68,6 +69,7 @@ def federation(
         future_messages=heldout_messages,
         keystroke_texts=50,
         aggregator=aggregator,
+        norm_factor=norm_factor,
         local=LocalTrainingConfig(),
         fleet=FleetConfig(
             max_users=max_users,
@@ -230,6 +232,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heldout-messages", type=int, default=1000)
     parser.add_argument("--hidden-dim", type=int, default=ModelConfig().hidden_dim)
     parser.add_argument("--embed-dim", type=int, default=ModelConfig().embed_dim)
+    parser.add_argument(
+        "--norm-factor", type=float, default=FederationConfig.norm_factor
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default="robustness.jsonl")
     args = parser.parse_args(argv)
@@ -255,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "clients_per_round": args.clients_per_round,
         "heldout_messages": args.heldout_messages,
         "model": [args.embed_dim, args.hidden_dim],
+        "norm_factor": args.norm_factor,
     }
     out = Path(args.out)
     done = load_done(out, settings)
@@ -277,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                 attack=cell["attack"] if cell["attack"] != "none" else "nan",
                 aggregator=cell["aggregator"],
                 heldout_messages=args.heldout_messages,
+                norm_factor=args.norm_factor,
             )
             result = run_cell(
                 Path(scratch) / f"run{index}",

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from coordinator.privacy_config import PrivacyConfig, PrivacyConfigError
-from coordinator.robust import ScreenConfig
+from coordinator.robust import NORM_FACTOR, ScreenConfig
 from coordinator.robust_aggregation import AGGREGATORS
 from coordinator.strategies import STRATEGIES, StrategyConfig, default_server_lr
 from device_sim.config import FleetConfig, FleetConfigError, LocalTrainingConfig
@@ -65,8 +65,10 @@ class FederationConfig:
     beta1: float = StrategyConfig.beta1
     beta2: float = StrategyConfig.beta2
     tau: float = StrategyConfig.tau
-    # An update whose norm exceeds this multiple of the round's median is rejected.
-    norm_factor: float = 10.0
+    # An update whose norm exceeds this multiple of the median of the norms
+    # accepted in recent rounds and this one is rejected (coordinator.robust: 5
+    # stops the sign-flipped x5 attack that 10 let through).
+    norm_factor: float = NORM_FACTOR
     # The norm check needs at least this many reports to have a median to trust.
     min_for_norm_check: int = 3
     # How the screened updates are combined (coordinator.robust_aggregation):

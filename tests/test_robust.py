@@ -139,9 +139,9 @@ def test_screen_updates_rejects_norm_outlier() -> None:
     # Execute
     accepted, rejected = screen_updates(REFERENCE, reports)
 
-    # Assert: median(3, 4, 5, 100) = 4.5 and 100 > 10 x 4.5
+    # Assert: median(3, 4, 5, 100) = 4.5 and 100 > 5 x 4.5
     assert [r[0] for r in accepted] == ["a", "b", "c"]
-    assert rejected == [Rejection("big", "norm 100 > 10 x median 4.5")]
+    assert rejected == [Rejection("big", "norm 100 > 5 x median 4.5")]
 
 
 def test_screen_updates_norm_at_limit_is_accepted() -> None:
@@ -174,7 +174,7 @@ def test_screen_updates_norm_rule_needs_enough_well_formed() -> None:
     strict, _ = screen_updates(REFERENCE, reports, min_for_norm_check=2)
 
     # Assert: the NaN report does not count towards min_for_norm_check = 3;
-    # with 2 the median of (1, 1000) is 500.5 and nothing exceeds 5005
+    # with 2 the median of (1, 1000) is 500.5 and nothing exceeds 2502.5
     assert [r[0] for r in accepted] == ["small", "huge"]
     assert rejected == [Rejection("nan", NON_FINITE)]
     assert [r[0] for r in strict] == ["small", "huge"]
@@ -193,10 +193,10 @@ def test_screen_updates_median_ignores_malformed_reports() -> None:
     # Execute
     accepted, rejected = screen_updates(REFERENCE, reports)
 
-    # Assert: median(1, 2, 50) = 2 and 50 > 20
+    # Assert: median(1, 2, 50) = 2 and 50 > 5 x 2 = 10
     assert [r[0] for r in accepted] == ["a", "b"]
     assert [r.client_id for r in rejected] == ["c", "wrong-dtype", "no-examples"]
-    assert rejected[0].reason == "norm 50 > 10 x median 2"
+    assert rejected[0].reason == "norm 50 > 5 x median 2"
 
 
 def test_screen_updates_leaves_inputs_untouched() -> None:

@@ -97,12 +97,32 @@ def test_screen_stats_history_holds_when_half_a_round_is_hostile() -> None:
     )
     pooled, rejected, after = screen_stats(round_, config=RELATIVE, history=history)
 
-    # Assert: this round's median (1 + 20) / 2 = 10.5 lets every 20 pass; pooled
-    # with the history the median is 1.0 and 20 > 10 x 1
+    # Assert: this round's median (1 + 20) / 2 = 10.5 lets every 20 pass (20 <=
+    # 5 x 10.5); pooled with the history the median is 1.0 and 20 > 5 x 1
     assert len(alone) == 6 and rejected_alone == []
     assert pooled == ["h0", "h1", "h2"]
-    assert rejected[0] == Rejection("x0", "norm 20 > 10 x median 1")
+    assert rejected[0] == Rejection("x0", "norm 20 > 5 x median 1")
     assert after.norms == (*history.norms, 1.0, 1.0, 1.0)
+
+
+def test_screen_stats_default_factor_stops_a_flipped_heavy_typist() -> None:
+    # Prepare: the measured case (docs/robustness.md): earlier rounds accepted
+    # one-step norms of 1; an honest heavy typist (256 sequences, 16 steps) moved
+    # 4.8, a sign-flipped x5 one 8.3, both under the absolute bound of 16
+    history = ScreenHistory(norms=(1.0,) * 8)
+    round_ = [stats("one-step", 10, 1.0), stats("heavy", 256, 4.8)]
+    round_ += [stats("flipped", 256, 8.3)]
+    old = ScreenConfig.for_training(LocalTrainingConfig(), norm_factor=10.0)
+
+    # Execute
+    accepted, rejected, _ = screen_stats(round_, config=DEFAULT, history=history)
+    accepted_old, _, _ = screen_stats(round_, config=old, history=history)
+
+    # Assert: the pooled median of eight 1s, 1, 4.8 and 8.3 is 1; 4.8 <= 5 x 1,
+    # 8.3 > 5 x 1, and the old factor 10 accepted all three
+    assert accepted == ["one-step", "heavy"]
+    assert rejected == [Rejection("flipped", "norm 8.3 > 5 x median 1")]
+    assert accepted_old == ["one-step", "heavy", "flipped"]
 
 
 def test_screen_stats_history_keeps_the_newest() -> None:
