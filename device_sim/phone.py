@@ -23,7 +23,7 @@ from corpora.tokenizer import WordTokenizer
 from device_sim.config import LocalTrainingConfig
 from device_sim.faults import corrupt_report, default_fault_scale
 from device_sim.profile import DeviceProfile
-from models.batching import encode_messages
+from models.batching import PackedSequences, encode_messages
 from models.checkpoint import atomic_path
 from models.metrics import EvalCounts, EvalMetrics, combine, count_metrics
 from models.model import NextWordModel
@@ -81,18 +81,19 @@ class Phone:
         self._train = tuple(train)
         self._future = tuple(future)
         # (tokenizer fingerprint, max_len) -> the train text as token sequences:
-        # a phone tokenises its history once, not every round.
-        self._encoded: tuple[tuple[str, int], list[list[int]]] | None = None
+        # a phone tokenises its history once, not every round, and keeps the ids
+        # packed (a fleet's worth of lists of ints would grow the process a lot).
+        self._encoded: tuple[tuple[str, int], PackedSequences] | None = None
 
     def __repr__(self) -> str:
         return f"Phone({self.client_id!r})"
 
-    def sequences(self, tokenizer: WordTokenizer, max_len: int) -> list[list[int]]:
+    def sequences(self, tokenizer: WordTokenizer, max_len: int) -> PackedSequences:
         """The train text as `<bos> ... <eos>` token windows, encoded once."""
         key = (tokenizer.fingerprint(), max_len)
         if self._encoded is None or self._encoded[0] != key:
             encoded = encode_messages(tokenizer, list(self._train), max_len)
-            self._encoded = (key, encoded)
+            self._encoded = (key, PackedSequences.pack(encoded))
         return self._encoded[1]
 
     def local_data(
@@ -110,12 +111,12 @@ class Phone:
         The sequences are all the phone's, or a random `sequence_budget()` of them.
         """
         rng = numpy_rng(self._seed, server_round, self.client_id, "train")
-        sequences = self.sequences(tokenizer, max_len)
+        packed = self.sequences(tokenizer, max_len)
         budget = config.sequence_budget()
-        if budget is not None and len(sequences) > budget:
-            chosen = np.sort(rng.choice(len(sequences), size=budget, replace=False))
-            sequences = [sequences[i] for i in chosen]
-        return LocalData(sequences, rng)
+        if budget is not None and len(packed) > budget:
+            chosen = np.sort(rng.choice(len(packed), size=budget, replace=False))
+            return LocalData(packed.unpack(chosen.tolist()), rng)
+        return LocalData(packed.unpack(), rng)
 
     def local_steps(
         self, tokenizer: WordTokenizer, config: LocalTrainingConfig, max_len: int

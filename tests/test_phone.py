@@ -14,7 +14,7 @@ from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, FleetConfigError, LocalTrainingConfig
 from device_sim.phone import ClientReport, Phone, PhoneStoreError
 from device_sim.profile import draw_profile, work_seconds
-from models.batching import encode_messages
+from models.batching import PackedSequences, encode_messages
 from models.config import ModelConfig
 from models.model import NextWordModel
 from models.weights import Parameters, load_parameters, parameters_of
@@ -149,6 +149,42 @@ def test_phone_evaluate_counts_future_text_only(
     assert counts.keys_without == 16
     assert metrics is not None and metrics.num_targets == 4
     assert metrics.top3 == counts.top3_hits / 4
+
+
+def test_packed_sequences_round_trip_and_select() -> None:
+    # Prepare
+    sequences = [[1, 2, 3], [4], [5, 6]]
+
+    # Execute
+    packed = PackedSequences.pack(sequences)
+
+    # Assert: one int32 array 1..6 cut at 0, 3, 4, 6
+    assert packed.tokens.tolist() == [1, 2, 3, 4, 5, 6]
+    assert packed.tokens.dtype.name == "int32"
+    assert packed.offsets.tolist() == [0, 3, 4, 6]
+    assert len(packed) == 3
+    assert packed.unpack() == sequences
+    assert packed.unpack([2, 0]) == [[5, 6], [1, 2, 3]]
+    assert PackedSequences.pack([]).unpack() == []
+
+
+def test_phone_local_data_is_its_encoded_history() -> None:
+    # Prepare
+    phone = make_phone(TEXTS)
+    tokenizer = WordTokenizer.public()
+    config = LocalTrainingConfig(batch_size=1, max_local_steps=None)
+
+    # Execute
+    first = phone.local_data(
+        tokenizer=tokenizer, config=config, max_len=16, server_round=1
+    )
+    again = phone.local_data(
+        tokenizer=tokenizer, config=config, max_len=16, server_round=2
+    )
+
+    # Assert: no budget, so every window of the history, packed once and unpacked
+    assert first.sequences == encode_messages(tokenizer, list(TEXTS), 16)
+    assert again.sequences == first.sequences
 
 
 def test_phone_save_then_load_round_trips(tmp_path: Path) -> None:
