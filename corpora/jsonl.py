@@ -136,12 +136,6 @@ def message_from_record(
     return Message(user=user, text=text, timestamp=timestamp)
 
 
-def parse_line(raw: bytes, *, path: str, line: int, position: int) -> Message | None:
-    """One message from one line, or None for a line whose text is empty."""
-    record = parse_record(raw, path=path, line=line)
-    return message_from_record(record, path=path, line=line, position=position)
-
-
 def _kind_of(mode: int) -> str:
     """What a non-regular file is, for the error message."""
     kinds = (
