@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import torch
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -21,10 +20,3 @@ def derive_seed(seed: int, *keys: object) -> int:
 def numpy_rng(seed: int, *keys: object) -> np.random.Generator:
     """A NumPy generator for the stream `(seed, *keys)`."""
     return np.random.default_rng(derive_seed(seed, *keys))
-
-
-def torch_generator(seed: int, *keys: object) -> torch.Generator:
-    """A CPU torch generator for the stream `(seed, *keys)`."""
-    generator = torch.Generator()
-    generator.manual_seed(derive_seed(seed, *keys))
-    return generator
