@@ -187,21 +187,6 @@ class Suggester:
             shown.append(word)
         return shown
 
-    def complete(self, text: str) -> str | None:
-        """`text` with its current word completed by the best suggestion.
-
-        Ghost text for an input box: None when nothing is being typed or no word
-        starts with the typed letters.
-        """
-        text_clean = text.encode("utf-8", "replace").decode("utf-8")
-        typed_match = PARTIAL_WORD.search(text_clean[-_TAIL_CHARS:])
-        if typed_match is None:
-            return None
-        best = self.suggest(text_clean, k=1)
-        if not best:
-            return None
-        return text_clean[: len(text_clean) - len(typed_match.group())] + best[0]
-
     def _context_ids(self, ids: list[int]) -> tuple[int, ...]:
         """<bos> and the context, or its last window when too long (as in training)."""
         if len(ids) + 1 <= self.context_tokens:
@@ -225,11 +210,3 @@ class Suggester:
         scores = torch.nan_to_num(last[self.index.ids_tensor], nan=-torch.inf)
         self._cache = _Context(context, new_state, scores.numpy())
         return self._cache.scores
-
-
-def suggest(
-    model: nn.Module, tokenizer: WordTokenizer, text: str, k: int = 3
-) -> list[str]:
-    """One-off `Suggester(model, tokenizer).suggest(text, k)`; build a Suggester
-    to type many keystrokes, since it indexes the vocabulary and caches."""
-    return Suggester(model, tokenizer).suggest(text, k)

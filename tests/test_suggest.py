@@ -11,7 +11,7 @@ from corpora.tokenizer import WordTokenizer
 from models.baseline import UnigramModel
 from models.config import ModelConfig
 from models.model import NextWordModel
-from models.suggest import Suggester, WordIndex, suggest
+from models.suggest import Suggester, WordIndex
 
 WORDS = ["the", "they", "then", "cat", "can", "hi", "i", "i'm", "how", "hope"]
 
@@ -218,13 +218,11 @@ def test_suggester_survives_odd_input(
 
     # Execute
     result = suggester.suggest(text)
-    completed = suggester.complete(text)
 
     # Assert
     assert len(result) <= 3
     # A typed curly apostrophe is kept as typed: "don’" completes to "don’t".
     assert all(w.lower().replace("\u2019", "'") in vocabulary for w in result)
-    assert completed is None or isinstance(completed, str)
 
 
 def test_suggester_odd_input_cases_with_known_answers(tokenizer, tiny_model):
@@ -254,28 +252,6 @@ def test_suggester_works_with_stateless_unigram_model(words):
     # Assert: cat and hi tie and sort alphabetically.
     assert at_start == ["The", "Cat", "Hi"]
     assert after_the == ["the", "cat", "hi"]
-
-
-def test_suggester_complete_returns_whole_text(words, stub):
-    # Prepare
-    suggester = Suggester(stub, words)
-
-    # Execute
-    inside = suggester.complete("the ca")
-    after_space = suggester.complete("the ")
-    no_match = suggester.complete("the xyz")
-
-    # Assert
-    assert inside == "the can"
-    assert after_space is None and no_match is None
-
-
-def test_suggest_function_matches_suggester(words, stub):
-    # Execute
-    result = suggest(stub, words, "the c", k=1)
-
-    # Assert
-    assert result == ["can"]
 
 
 def test_word_index_span_and_top_k(words):
