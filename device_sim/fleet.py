@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from corpora.corpus import CorpusSplits, UserHistory
 from device_sim.config import FleetConfig
 from device_sim.phone import Phone
-from device_sim.profile import AvailabilityTable, DeviceProfile, draw_profile
+from device_sim.profile import AvailabilityTable, draw_profile
 
 
 class Fleet:
@@ -68,10 +68,6 @@ class Fleet:
     def phone(self, client_id: str) -> Phone:
         """The phone named `client_id` (KeyError when there is none)."""
         return self._phones[client_id]
-
-    def profile(self, client_id: str) -> DeviceProfile:
-        """A phone's device profile."""
-        return self._phones[client_id].profile
 
     def eligible(self, simulated_seconds: float, server_round: int) -> list[str]:
         """The phones eligible to train at that moment, in fleet order."""
