@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from device_sim.faults import FAULT_KINDS, default_fault_scale
+from device_sim.faults import FAULT_KINDS
 from models.config import (
     DEFAULT_PRECISION,
     PRECISIONS,
@@ -174,10 +174,3 @@ class FleetConfig:
             raise FleetConfigError(
                 f"start_hour_utc must lie in [0, 24), got {self.start_hour_utc}"
             )
-
-    @property
-    def resolved_fault_scale(self) -> float:
-        """`fault_scale`, or the kind's default when it is None."""
-        if self.fault_scale is not None:
-            return self.fault_scale
-        return default_fault_scale(self.fault_kind)
