@@ -34,8 +34,8 @@ FAULT_KINDS: tuple[str, ...] = (
 )
 
 # The strength of each kind when `FleetConfig.fault_scale` is None: the attacks of
-# issue 10 (x1000 destroys an unscreened mean, x5 hides under a 10x-median norm
-# rule, x100 made every seed's perplexity worse by 24x or more).
+# issue 10 (x1000 destroys an unscreened mean, x5 hid under the former 10x-median
+# norm rule, now 5x, x100 made every seed's perplexity worse by 24x or more).
 DEFAULT_FAULT_SCALES: dict[str, float] = {"scale": 1000.0, "sign": 5.0, "count": 100.0}
 
 
