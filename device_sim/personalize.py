@@ -148,11 +148,6 @@ class PhoneOutcome:
     future_personal: EvalCounts
 
     @property
-    def validation_gated(self) -> EvalCounts | None:
-        """The gated model's validation counts: the personal one's where kept."""
-        return self.validation_personal if self.kept else self.validation_global
-
-    @property
     def future_gated(self) -> EvalCounts:
         """The gated model's future counts: the personal one's where kept."""
         return self.future_personal if self.kept else self.future_global
