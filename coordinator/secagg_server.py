@@ -42,11 +42,6 @@ from device_sim.secagg.quantize import dequantize, lane_dtype
 from device_sim.secagg.shamir import Share, reconstruct_secret
 
 
-def max_summands(bits: int) -> int:
-    """How many values in [0, 2^bits) an int64 sum holds without overflow."""
-    return ((1 << 63) - 1) // ((1 << bits) - 1)
-
-
 def modular_sum(vectors: Iterable[np.ndarray], bits: int) -> np.ndarray:
     """The sum mod 2^bits of integer vectors, as int64 in [0, 2^bits).
 

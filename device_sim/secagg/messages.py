@@ -14,7 +14,6 @@ so a test can check at run time what reached the coordinator.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -47,10 +46,6 @@ class MaskedInput:
 
     client_id: str
     vector: np.ndarray  # (D,) int64 in [0, 2^bits)
-
-    def wire_bytes(self, bits: int) -> int:
-        """Bytes on the wire when each value is packed into ceil(bits / 8) bytes."""
-        return math.ceil(bits / 8) * int(self.vector.size)
 
 
 @dataclass(frozen=True)
