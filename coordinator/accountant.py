@@ -130,17 +130,6 @@ class PrivacyAccountant:
         """The recorded rounds, runs of equal (q, z) merged."""
         return tuple(self._records)
 
-    def ledger(self) -> Any:
-        """Everything recorded as one `dp_accounting` event (for audits)."""
-        return dp_accounting.ComposedDpEvent(
-            [
-                dp_accounting.SelfComposedDpEvent(
-                    round_event(r.sampling_probability, r.noise_multiplier), r.rounds
-                )
-                for r in self._records
-            ]
-        )
-
     def record_round(
         self, sampling_probability: float, noise_multiplier: float
     ) -> None:

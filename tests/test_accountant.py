@@ -32,10 +32,8 @@ def test_accountant_epsilon_equals_dp_accounting_composed_by_hand() -> None:
             dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z))
         )
 
-    # Assert: and its ledger composes to the same epsilon.
-    from_ledger = rdp.RdpAccountant().compose(accountant.ledger())
+    # Assert
     assert accountant.epsilon(DELTA) == pytest.approx(by_hand.get_epsilon(DELTA))
-    assert from_ledger.get_epsilon(DELTA) == pytest.approx(by_hand.get_epsilon(DELTA))
     assert accountant.rounds == 5
     assert accountant.records == (RoundRecord(0.1, 1.0, 3), RoundRecord(0.2, 1.5, 2))
 
