@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from coordinator.privacy_config import PrivacyConfig, PrivacyConfigError
-from coordinator.robust import NORM_FACTOR, ScreenConfig
+from coordinator.robust import NORM_FACTOR
 from coordinator.robust_aggregation import AGGREGATORS
 from coordinator.strategies import STRATEGIES, StrategyConfig, default_server_lr
 from device_sim.config import FleetConfig, FleetConfigError, LocalTrainingConfig
@@ -182,14 +182,6 @@ class FederationConfig:
         for name in (*counts, "keystroke_texts"):
             if getattr(self, name) < 0:
                 raise FederationConfigError(f"{name} must be >= 0")
-
-    def screen_config(self) -> ScreenConfig:
-        """The update screen of this run: its norm rule and the phones' bounds."""
-        return ScreenConfig.for_training(
-            self.local,
-            norm_factor=self.norm_factor,
-            min_for_norm_check=self.min_for_norm_check,
-        )
 
     @property
     def min_reports(self) -> int:

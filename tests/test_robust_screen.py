@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from coordinator.config import FederationConfig
 from coordinator.robust import (
     Rejection,
     ScreenConfig,
@@ -53,7 +52,6 @@ def test_screen_config_bounds_follow_the_local_settings() -> None:
     assert doubled.max_examples() == 128
     assert doubled.max_norm(20) == 4.0 and doubled.max_norm(500) == 16.0
     assert RELATIVE.max_examples() is None and RELATIVE.max_norm(5) is None
-    assert FederationConfig().screen_config() == DEFAULT
 
 
 def test_screen_stats_rejects_each_broken_bound_in_order() -> None:
