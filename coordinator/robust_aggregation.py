@@ -24,12 +24,11 @@ Updates are stacked per tensor, so memory is n times one update.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
 Update = list[torch.Tensor]
-Aggregator = Callable[..., list[torch.Tensor]]
 
 # The names `FederationConfig.aggregator` accepts.
 AGGREGATORS: tuple[str, ...] = ("mean", "median", "trimmed-mean", "krum", "multi-krum")
