@@ -12,7 +12,6 @@ the global model on the phone's validation slice).
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -265,17 +264,3 @@ def write_report(run: RunDir, report: dict[str, Any]) -> str:
     path = run.path / REPORT_NAME
     write_json_atomic(path, report)
     return str(path)
-
-
-def read_report(run: RunDir) -> dict[str, Any] | None:
-    """A run's personalisation report, or None when it has none (for compare)."""
-    path = run.path / REPORT_NAME
-    if not path.exists():
-        return None
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise RunDirError(f"{path}: unreadable ({error})") from None
-    if not isinstance(report, dict):
-        raise RunDirError(f"{path}: not a JSON object")
-    return report
