@@ -84,11 +84,6 @@ class LocalOnlyConfig:
             raise ValueError(f"lr must be > 0, not {self.lr}")
 
 
-def chosen_users(splits: CorpusSplits, config: LocalOnlyConfig) -> list[str]:
-    """The users who train: the future cohort, in its hashed order, or everyone."""
-    return local_only_sets(splits, config)[0]
-
-
 @dataclass(frozen=True)
 class UserResult:
     """One user's training and its additive evaluation counts."""

@@ -19,7 +19,6 @@ from typing import Any
 from central.local_only import (
     LocalOnlyConfig,
     UserCallback,
-    UserResult,
     averaged_metrics,
     heldout_model_users,
     local_only_sets,
@@ -150,8 +149,3 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
             else None
         ),
     }
-
-
-def user_result_line(result: UserResult) -> str:
-    """A short line describing one user's outcome (for progress displays)."""
-    return f"{result.user}: {result.tokens:,} tokens in {result.seconds:.1f} s"
