@@ -35,12 +35,6 @@ def measured(run: Callable[[], Any], pids: Sequence[int]) -> tuple[Any, float, f
     return result, time.perf_counter() - wall, cpu_seconds(pids) - cpu
 
 
-def rss_bytes(pid: int | str = "self") -> int:
-    """Resident set size of a process (Linux /proc)."""
-    with open(f"/proc/{pid}/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def pss_bytes(pid: int | str = "self") -> int:
     """Proportional set size: shared pages (torch's libraries) split between users."""
     with open(f"/proc/{pid}/smaps_rollup") as handle:
