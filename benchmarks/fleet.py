@@ -249,14 +249,32 @@ def shard_size_for(phones: int, messages_per_user: list[int]) -> int:
 
 
 def memory_rank(
-    federation: FederationConfig, rounds: int, out: str, parent: int, report: str
+    federation: FederationConfig,
+    phones: int,
+    rounds: int,
+    out: str,
+    parent: int,
+    report: str,
 ) -> None:
-    """One rank of the memory run; rank 0 records the process tree's PSS."""
+    """One rank of the memory run; rank 0 records the process tree's PSS.
+
+    The rank shards the users into at least `phones` phones itself, so that the
+    launching process never holds the corpus (its memory counts in the tree).
+    """
     ranks = ranks_here()
     corpus = CorpusConfig()
+    splits = load_corpus(corpus)
+    counts = [len(u.train) for u in splits.training_users.values()]
+    fleet = replace(federation.fleet, shard_messages=shard_size_for(phones, counts))
     sim = Simulation.create(
-        out, federation=federation, corpus=corpus, model=ModelConfig(), ranks=ranks
+        out,
+        federation=replace(federation, fleet=fleet),
+        corpus=corpus,
+        model=ModelConfig(),
+        splits=splits,
+        ranks=ranks,
     )
+    del splits
     gathered = ranks.all_gather_objects(os.getpid())
     pids: list[int] = sorted({parent, *(int(str(p)) for p in gathered)})
     lines = [f"{len(sim.fleet):,} phones on {ranks.world_size} rank(s)"]
@@ -295,17 +313,13 @@ def run_memory(
     phones: int, rounds: int, workers: int, precision: str, console: Console
 ) -> None:
     """Memory of a fleet of at least `phones` phones over `rounds` rounds."""
-    splits = load_corpus(CorpusConfig())
-    counts = [len(u.train) for u in splits.training_users.values()]
     federation = FederationConfig(
         eval_every=0,
         workers=workers,
         local=LocalTrainingConfig(max_local_steps=1, precision=precision),
-        fleet=FleetConfig(shard_messages=shard_size_for(phones, counts)),
     )
-    del splits
     with tempfile.TemporaryDirectory() as tmp:
-        args = (federation, rounds, os.path.join(tmp, "run"), os.getpid())
+        args = (federation, phones, rounds, os.path.join(tmp, "run"), os.getpid())
         report = os.path.join(tmp, "memory.txt")
         if workers == 1:
             memory_rank(*args, report)

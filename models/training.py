@@ -21,6 +21,12 @@ from models.model import NextWordModel
 _ROW_MULTIPLE = 16
 # The target id of those extra rows, which the loss ignores.
 _IGNORED = -100
+# Batches reach the LSTM padded to a multiple of this many positions and to a
+# power-of-two number of rows: oneDNN builds and caches kernels for each input
+# shape it meets, and with every (rows, length) of a phone's batches (16 x 32 of
+# them) its cache churned and grew without bound under bf16. Padding changes no
+# real position's output (the LSTM runs left to right) and no loss term.
+_LENGTH_MULTIPLE = 8
 
 # Called after each optimizer step with (step, loss of that step's batch).
 StepCallback = Callable[[int, float], None]
@@ -54,6 +60,22 @@ def autocast(precision: str) -> contextlib.AbstractContextManager[object]:
     return contextlib.nullcontext()
 
 
+def bucketed(batch: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """A (B, L+1) batch right-padded with `pad_id` to a bounded set of shapes.
+
+    L grows to a multiple of `_LENGTH_MULTIPLE` and B to a power of two; the new
+    rows and positions are padding only, so every loss is unchanged.
+    """
+    rows, width = batch.shape
+    length = -(-(width - 1) // _LENGTH_MULTIPLE) * _LENGTH_MULTIPLE
+    target_rows = 1 << max(0, rows - 1).bit_length()
+    if (target_rows, length + 1) == (rows, width):
+        return batch
+    padded = batch.new_full((target_rows, length + 1), pad_id)
+    padded[:rows, :width] = batch
+    return padded
+
+
 def batch_loss(
     model: nn.Module,
     batch: torch.Tensor,
@@ -71,6 +93,7 @@ def batch_loss(
     Args:
         reduction: "mean" over the real targets, or "sum".
     """
+    batch = bucketed(batch, pad_id)
     targets = batch[:, 1:]  # (B, L)
     real = targets != pad_id
     with autocast(precision):

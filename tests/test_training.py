@@ -23,6 +23,7 @@ from models.model import NextWordModel
 from models.seeding import numpy_rng
 from models.training import (
     batch_loss,
+    bucketed,
     evaluate_loss,
     make_optimizer,
     train_local,
@@ -94,6 +95,38 @@ def test_make_batches_same_rng_same_order() -> None:
     # Assert
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
     assert sum(b.shape[0] for b in first) == 40
+
+
+def test_bucketed_pads_to_bounded_shapes_with_padding_only() -> None:
+    # Prepare: 3 rows of width 5 (4 targets); padding id 0
+    batch = pad_batch([[2, 5, 6, 3], [2, 7, 3], [2, 8, 9, 10, 3]], pad_id=0)
+
+    # Execute
+    padded = bucketed(batch, pad_id=0)
+
+    # Assert: rows 3 -> 4 (a power of two), targets 4 -> 8 (a multiple of 8),
+    # the old values in the corner and padding elsewhere; a full shape is kept
+    assert tuple(padded.shape) == (4, 9)
+    assert torch.equal(padded[:3, :5], batch)
+    assert int(padded.sum()) == int(batch.sum())
+    full = torch.ones(16, 33, dtype=torch.long)
+    assert bucketed(full, pad_id=0) is full
+
+
+def test_batch_loss_unchanged_by_bucketing() -> None:
+    # Prepare: MICRO_SEQUENCES as one (4, 6) batch; bucketing makes it (4, 9)
+    model = micro_model()
+    batch = pad_batch(MICRO_SEQUENCES, pad_id=0)
+
+    # Execute: the loss of the batch, and a hand-made mean over real targets
+    loss = batch_loss(model, batch, pad_id=0)
+    logits, _ = model(batch[:, :-1])
+    real = batch[:, 1:] != 0
+    expected = F.cross_entropy(logits[real], batch[:, 1:][real])
+
+    # Assert
+    assert tuple(batch.shape) == (4, 6)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
 
 
 def test_make_optimizer_unknown_name_is_value_error() -> None:
