@@ -3,12 +3,12 @@
 A phone can report an update that would poison the global model: the wrong
 structure, NaN or Inf after a diverged local run, a bogus example count, or an
 update far larger than an honest phone could have made. The screen judges each
-report from a few statistics (`UpdateStats`: its norm, whether it is finite, its
-claimed `num_examples`, a structural defect), computed where the update lives by
-`update_stats`, so that the updates themselves can stay on the ranks that trained
-them. `screen_stats` then applies, in order:
+report from a few statistics (its norm, whether it is finite, its claimed
+`num_examples`, a structural defect), computed on the rank that holds the update
+(`device_sim.executor.summarise`), so that the updates themselves stay there.
+`screen_stats` then applies, in order:
 
-1. structure: the tensors' number, shapes, dtypes and devices, and an integer
+1. structure: the tensors' number, shapes and dtypes, and an integer
    `num_examples` >= 1 (`problem`);
 2. finiteness: NaN or Inf anywhere rejects the update;
 3. the example-count bound: a phone trains on at most
@@ -28,7 +28,7 @@ them. `screen_stats` then applies, in order:
 The bounds in 3 and 4 hold for honest phones exactly (FedAvg's ClientUpdate with
 the shared training loop: plain SGD, one global clip per step, FedProx's term
 inside the clip). Without the local settings (`ScreenConfig`'s defaults) the
-screen applies rules 1, 2 and 5 only, as `screen_updates` always did.
+screen applies rules 1, 2 and 5 only.
 
 Everything here is pure: no I/O, no logging, inputs left unchanged.
 """
@@ -42,13 +42,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import torch
-
-from coordinator.strategies import Parameters
 from device_sim.config import LocalTrainingConfig
 
-# One client's report: (client_id, update = local - global weights, num_examples).
-Report = tuple[str, Parameters, int]
 # The relative rule's default factor. On 120 phones, 10 reports a round (20
 # rounds, docs/robustness.md) an honest update was at most 4.8 times the pooled
 # median norm, while the sign-flipped x5 updates of heavy typists that stayed
@@ -168,65 +163,12 @@ class ScreenHistory:
         return cls(norms=tuple(float(n) for n in norms))
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 def _count_problem(num_examples: object) -> str | None:
     if isinstance(num_examples, bool) or not isinstance(num_examples, numbers.Integral):
         return f"num_examples {num_examples!r} is not an integer"
     if num_examples <= 0:
         return f"num_examples {num_examples} <= 0"
     return None
-
-
-def _structure_problem(reference: Parameters, update: object) -> str | None:
-    """Why an update is malformed, judged without reading tensor values."""
-    if not isinstance(update, list | tuple):
-        return f"update is a {type(update).__name__}, not a list of tensors"
-    if len(update) != len(reference):
-        return f"{len(update)} tensors != {len(reference)} expected"
-    for i, (t, r) in enumerate(zip(update, reference, strict=True)):
-        if not isinstance(t, torch.Tensor):
-            return f"{type(t).__name__} is not a tensor in tensor {i}"
-        if t.shape != r.shape:
-            return f"shape {tuple(t.shape)} != {tuple(r.shape)} in tensor {i}"
-        if t.dtype != r.dtype:
-            return (
-                f"dtype {_dtype_name(t.dtype)} != {_dtype_name(r.dtype)} in tensor {i}"
-            )
-        if t.device != r.device:
-            return f"device {t.device} != {r.device} in tensor {i}"
-    return None
-
-
-def _update_norm(update: Sequence[torch.Tensor]) -> float:
-    """The update's L2 norm in float64; nan when any value is NaN or Inf.
-
-    One pass per tensor: the norm of a float tensor is finite exactly when all
-    its values are, since squares of finite float32 values cannot overflow float64.
-    """
-    squares = 0.0
-    for t in update:
-        norm = float(torch.linalg.vector_norm(t, dtype=torch.float64))
-        if not math.isfinite(norm):
-            return math.nan
-        squares += norm * norm
-    return math.sqrt(squares)
-
-
-@torch.no_grad()
-def update_stats(
-    reference: Parameters, client_id: str, update: object, num_examples: object
-) -> UpdateStats:
-    """The screen's statistics of one report (run where the update lives)."""
-    problem = _count_problem(num_examples)
-    count = int(num_examples) if problem is None else 0  # type: ignore[call-overload]
-    problem = problem or _structure_problem(reference, update)
-    if problem is not None:
-        return UpdateStats(client_id, count, math.nan, False, problem)
-    norm = _update_norm(update)  # type: ignore[arg-type]
-    return UpdateStats(client_id, count, norm, math.isfinite(norm), None)
 
 
 def _bound_reason(s: StatsLike, config: ScreenConfig) -> str | None:
@@ -283,52 +225,3 @@ def screen_stats(
     remembered = (*history.norms, *kept)
     start = max(0, len(remembered) - config.history_size)
     return accepted, rejected, ScreenHistory(norms=remembered[start:])
-
-
-def screen_updates(
-    reference: Parameters,
-    reports: Sequence[Report],
-    *,
-    norm_factor: float = NORM_FACTOR,
-    min_for_norm_check: int = 3,
-    config: ScreenConfig | None = None,
-    history: ScreenHistory | None = None,
-) -> tuple[list[Report], list[Rejection]]:
-    """Split whole `reports` into those safe to aggregate and rejections.
-
-    `update_stats` on each report, then `screen_stats`; kept for callers that
-    hold the updates in one place.
-
-    Args:
-        reference: the global parameters; updates must match their number of
-            tensors, shapes, dtypes and devices.
-        reports: `(client_id, update, num_examples)` per client.
-        norm_factor: an update whose L2 norm exceeds this times the median norm
-            of the well-formed updates is rejected.
-        min_for_norm_check: the norm rule applies only when at least this many
-            updates are well-formed (a median of one or two says little).
-        config: the full screen (overrides the two settings above).
-        history: norms accepted in earlier rounds (default: none).
-
-    Returns:
-        The accepted reports, in their original order and unchanged, and one
-        `Rejection` per dropped report, also in report order.
-    """
-    if config is None:
-        config = ScreenConfig(
-            norm_factor=norm_factor, min_for_norm_check=min_for_norm_check
-        )
-    stats = [update_stats(reference, c, u, n) for c, u, n in reports]
-    # Statistics are matched to reports by position: client ids may repeat.
-    keyed = [
-        UpdateStats(str(i), s.num_examples, s.norm, s.finite, s.problem)
-        for i, s in enumerate(stats)
-    ]
-    accepted, rejected, _ = screen_stats(
-        keyed, config=config, history=history or ScreenHistory()
-    )
-    kept = {int(i) for i in accepted}
-    return (
-        [r for i, r in enumerate(reports) if i in kept],
-        [Rejection(reports[int(r.client_id)][0], r.reason) for r in rejected],
-    )

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 from helpers import f32
+from screening import screen_reports
 
-from coordinator.robust import Rejection, screen_updates
-
-NON_FINITE = "non-finite values (NaN or Inf) in the update"
+from coordinator.robust import Rejection, ScreenConfig
 
 # The global parameters: a (2,) tensor and a (1,) tensor.
 REFERENCE = [f32(0, 0), f32(0)]
@@ -21,13 +20,13 @@ def update(a: float, b: float, c: float) -> list[torch.Tensor]:
     return [f32(a, b), f32(c)]
 
 
-def test_screen_updates_accepts_well_formed_in_order() -> None:
+def test_screen_accepts_well_formed_in_order() -> None:
     # Prepare
     reports = [("c", update(3, 0, 0), 5), ("a", update(0, 4, 0), 1)]
     reports.append(("b", update(0, 0, -5), 2))
 
     # Execute
-    accepted, rejected = screen_updates(REFERENCE, reports)
+    accepted, rejected = screen_reports(REFERENCE, reports)
 
     # Assert: the very same report objects, in report order
     assert [r[0] for r in accepted] == ["c", "a", "b"]
@@ -35,57 +34,42 @@ def test_screen_updates_accepts_well_formed_in_order() -> None:
     assert rejected == []
 
 
-def test_screen_updates_rejects_wrong_tensor_count() -> None:
+def test_screen_rejects_wrong_tensor_count() -> None:
     # Prepare
     reports = [("short", [f32(1, 2)], 3)]
 
     # Execute
-    accepted, rejected = screen_updates(REFERENCE, reports)
+    accepted, rejected = screen_reports(REFERENCE, reports)
 
     # Assert
     assert accepted == []
     assert rejected == [Rejection("short", "1 tensors != 2 expected")]
 
 
-def test_screen_updates_rejects_wrong_shape() -> None:
+def test_screen_rejects_wrong_shape() -> None:
     # Prepare
     reference = [torch.zeros(5)]
     reports = [("phone", [torch.zeros(4)], 3)]
 
     # Execute
-    _, rejected = screen_updates(reference, reports)
+    _, rejected = screen_reports(reference, reports)
 
     # Assert
     assert rejected == [Rejection("phone", "shape (4,) != (5,) in tensor 0")]
 
 
-def test_screen_updates_rejects_wrong_dtype() -> None:
+def test_screen_rejects_wrong_dtype() -> None:
     # Prepare
     reports = [("phone", [f32(1, 2), torch.ones(1, dtype=torch.float64)], 3)]
 
     # Execute
-    _, rejected = screen_updates(REFERENCE, reports)
+    _, rejected = screen_reports(REFERENCE, reports)
 
     # Assert
     assert rejected == [Rejection("phone", "dtype float64 != float32 in tensor 1")]
 
 
-def test_screen_updates_rejects_non_tensor() -> None:
-    # Prepare
-    reports = [("phone", [np.zeros(2, dtype=np.float32), f32(1)], 3)]
-    reports.append(("none", None, 3))  # type: ignore[arg-type]
-
-    # Execute
-    _, rejected = screen_updates(REFERENCE, reports)
-
-    # Assert
-    assert rejected == [
-        Rejection("phone", "ndarray is not a tensor in tensor 0"),
-        Rejection("none", "update is a NoneType, not a list of tensors"),
-    ]
-
-
-def test_screen_updates_rejects_nan_and_inf() -> None:
+def test_screen_rejects_nan_and_inf() -> None:
     # Prepare
     reports = [
         ("nan", update(1, 2, math.nan), 3),
@@ -94,17 +78,17 @@ def test_screen_updates_rejects_nan_and_inf() -> None:
     ]
 
     # Execute
-    accepted, rejected = screen_updates(REFERENCE, reports)
+    accepted, rejected = screen_reports(REFERENCE, reports)
 
     # Assert
     assert [r[0] for r in accepted] == ["ok"]
     assert rejected == [
-        Rejection("nan", NON_FINITE),
-        Rejection("inf", NON_FINITE),
+        Rejection("nan", "non-finite values in tensor 1"),
+        Rejection("inf", "non-finite values in tensor 0"),
     ]
 
 
-def test_screen_updates_rejects_bad_num_examples() -> None:
+def test_screen_rejects_bad_num_examples() -> None:
     # Prepare
     reports = [
         ("zero", update(1, 0, 0), 0),
@@ -115,7 +99,7 @@ def test_screen_updates_rejects_bad_num_examples() -> None:
     ]
 
     # Execute
-    accepted, rejected = screen_updates(REFERENCE, reports)  # type: ignore[arg-type]
+    accepted, rejected = screen_reports(REFERENCE, reports)  # type: ignore[arg-type]
 
     # Assert
     assert [r[0] for r in accepted] == ["numpy"]
@@ -127,7 +111,7 @@ def test_screen_updates_rejects_bad_num_examples() -> None:
     ]
 
 
-def test_screen_updates_rejects_norm_outlier() -> None:
+def test_screen_rejects_norm_outlier() -> None:
     # Prepare: norms 3, 4, 5 and sqrt(60^2 + 80^2) = 100 across two tensors
     reports = [
         ("a", update(3, 0, 0), 1),
@@ -137,14 +121,14 @@ def test_screen_updates_rejects_norm_outlier() -> None:
     ]
 
     # Execute
-    accepted, rejected = screen_updates(REFERENCE, reports)
+    accepted, rejected = screen_reports(REFERENCE, reports)
 
     # Assert: median(3, 4, 5, 100) = 4.5 and 100 > 5 x 4.5
     assert [r[0] for r in accepted] == ["a", "b", "c"]
     assert rejected == [Rejection("big", "norm 100 > 5 x median 4.5")]
 
 
-def test_screen_updates_norm_at_limit_is_accepted() -> None:
+def test_screen_norm_at_limit_is_accepted() -> None:
     # Prepare: norms 1, 1 and 4; median 1
     reports = [
         ("a", update(1, 0, 0), 1),
@@ -153,15 +137,19 @@ def test_screen_updates_norm_at_limit_is_accepted() -> None:
     ]
 
     # Execute
-    at_limit, _ = screen_updates(REFERENCE, reports, norm_factor=4.0)
-    _, over_limit = screen_updates(REFERENCE, reports, norm_factor=3.5)
+    at_limit, _ = screen_reports(
+        REFERENCE, reports, config=ScreenConfig(norm_factor=4.0)
+    )
+    _, over_limit = screen_reports(
+        REFERENCE, reports, config=ScreenConfig(norm_factor=3.5)
+    )
 
     # Assert: 4 > 4 x 1 is false, 4 > 3.5 x 1 is true
     assert len(at_limit) == 3
     assert over_limit == [Rejection("c", "norm 4 > 3.5 x median 1")]
 
 
-def test_screen_updates_norm_rule_needs_enough_well_formed() -> None:
+def test_screen_norm_rule_needs_enough_well_formed() -> None:
     # Prepare: two well-formed updates (norms 1 and 1000) and a NaN one
     reports = [
         ("small", update(1, 0, 0), 1),
@@ -170,17 +158,19 @@ def test_screen_updates_norm_rule_needs_enough_well_formed() -> None:
     ]
 
     # Execute
-    accepted, rejected = screen_updates(REFERENCE, reports)
-    strict, _ = screen_updates(REFERENCE, reports, min_for_norm_check=2)
+    accepted, rejected = screen_reports(REFERENCE, reports)
+    strict, _ = screen_reports(
+        REFERENCE, reports, config=ScreenConfig(min_for_norm_check=2)
+    )
 
     # Assert: the NaN report does not count towards min_for_norm_check = 3;
     # with 2 the median of (1, 1000) is 500.5 and nothing exceeds 2502.5
     assert [r[0] for r in accepted] == ["small", "huge"]
-    assert rejected == [Rejection("nan", NON_FINITE)]
+    assert rejected == [Rejection("nan", "non-finite values in tensor 0")]
     assert [r[0] for r in strict] == ["small", "huge"]
 
 
-def test_screen_updates_median_ignores_malformed_reports() -> None:
+def test_screen_median_ignores_malformed_reports() -> None:
     # Prepare: malformed reports with huge values must not raise the median
     reports = [
         ("a", update(1, 0, 0), 1),
@@ -191,7 +181,7 @@ def test_screen_updates_median_ignores_malformed_reports() -> None:
     ]
 
     # Execute
-    accepted, rejected = screen_updates(REFERENCE, reports)
+    accepted, rejected = screen_reports(REFERENCE, reports)
 
     # Assert: median(1, 2, 50) = 2 and 50 > 5 x 2 = 10
     assert [r[0] for r in accepted] == ["a", "b"]
@@ -199,13 +189,13 @@ def test_screen_updates_median_ignores_malformed_reports() -> None:
     assert rejected[0].reason == "norm 50 > 5 x median 2"
 
 
-def test_screen_updates_leaves_inputs_untouched() -> None:
+def test_screen_leaves_inputs_untouched() -> None:
     # Prepare
     reports = [("a", update(1, 2, 3), 1), ("b", update(1, math.nan, 3), 1)]
     snapshot = [[t.clone() for t in u] for _, u, _ in reports]
 
     # Execute
-    screen_updates(REFERENCE, reports)
+    screen_reports(REFERENCE, reports)
 
     # Assert
     for (_, tensors, _), before in zip(reports, snapshot, strict=True):
@@ -213,10 +203,10 @@ def test_screen_updates_leaves_inputs_untouched() -> None:
             torch.testing.assert_close(t, b, equal_nan=True, rtol=0, atol=0)
 
 
-def test_screen_updates_empty_and_bad_settings() -> None:
+def test_screen_empty_and_bad_settings() -> None:
     # Execute / Assert
-    assert screen_updates(REFERENCE, []) == ([], [])
+    assert screen_reports(REFERENCE, []) == ([], [])
     with pytest.raises(ValueError, match="norm_factor"):
-        screen_updates(REFERENCE, [], norm_factor=0.0)
+        ScreenConfig(norm_factor=0.0)
     with pytest.raises(ValueError, match="min_for_norm_check"):
-        screen_updates(REFERENCE, [], min_for_norm_check=0)
+        ScreenConfig(min_for_norm_check=0)

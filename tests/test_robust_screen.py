@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from screening import screen_reports
 
 from coordinator.robust import (
     Rejection,
@@ -15,8 +16,6 @@ from coordinator.robust import (
     ScreenHistory,
     UpdateStats,
     screen_stats,
-    screen_updates,
-    update_stats,
 )
 from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
@@ -139,29 +138,7 @@ def test_screen_stats_history_keeps_the_newest() -> None:
     assert ScreenHistory.from_dict(None) == ScreenHistory()
 
 
-def test_update_stats_matches_the_old_structure_checks() -> None:
-    # Prepare
-    reference = [torch.zeros(2), torch.zeros(1)]
-
-    # Execute
-    good = update_stats(
-        reference, "a", [torch.tensor([3.0, 0.0]), torch.ones(1) * 4], 2
-    )
-    nan = update_stats(
-        reference, "b", [torch.tensor([math.nan, 0.0]), torch.ones(1)], 2
-    )
-    short = update_stats(reference, "c", [torch.zeros(2)], 2)
-    count = update_stats(reference, "d", [torch.zeros(2), torch.zeros(1)], 2.5)
-
-    # Assert: sqrt(3^2 + 4^2) = 5
-    assert good == UpdateStats("a", 2, 5.0, True, None)
-    assert (nan.finite, nan.problem) == (False, None) and math.isnan(nan.norm)
-    assert short.problem == "1 tensors != 2 expected"
-    assert count.problem == "num_examples 2.5 is not an integer"
-    assert count.num_examples == 0
-
-
-def test_screen_updates_with_config_applies_the_bounds() -> None:
+def test_screen_with_config_applies_the_bounds() -> None:
     # Prepare: a report of 3 examples may move at most 1; one that moved 5
     reference = [torch.zeros(2)]
     reports = [
@@ -170,7 +147,7 @@ def test_screen_updates_with_config_applies_the_bounds() -> None:
     ]
 
     # Execute
-    accepted, rejected = screen_updates(reference, reports, config=DEFAULT)
+    accepted, rejected = screen_reports(reference, reports, config=DEFAULT)
 
     # Assert
     assert [r[0] for r in accepted] == ["a"]
@@ -237,7 +214,7 @@ def test_default_screen_rejects_30_percent_hostile_real_updates(
         sent.append((client_id, update, n))
 
     # Execute
-    accepted, rejected = screen_updates(reference, sent, config=config)
+    accepted, rejected = screen_reports(reference, sent, config=config)
 
     # Assert: every honest update is within its bound, every hostile one is out
     assert [r[0] for r in accepted] == [
@@ -262,7 +239,7 @@ def test_default_screen_rejects_sign_flips_beyond_an_honest_reach(
     }
 
     # Execute
-    accepted, _ = screen_updates(reference, flipped, config=config)
+    accepted, _ = screen_reports(reference, flipped, config=config)
 
     # Assert: a flip is caught exactly when 5 x the honest norm breaks the bound;
     # one that stays within what an honest phone could move is not (by size, it
