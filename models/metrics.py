@@ -6,7 +6,7 @@ keyboard could ever suggest count (`tokenizer.word_ids`: not `<pad>`, `<unk>`,
 `<bos>`, `<eos>` or punctuation), and the prediction is the best *word*, since the
 suggestion strip shows nothing else. Perplexity is over every non-padding target,
 `<eos>`, `<unk>` and punctuation included, so it equals `exp` of the training
-loss (`models.training.evaluate_loss`).
+loss (`models.training.batch_loss`).
 
 The keystroke savings rate (KSR) is that of Trnka & McCoy 2008 ("Evaluating word
 prediction: framing keystroke savings", ACL): an ideal user who taps a suggestion

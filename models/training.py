@@ -199,22 +199,3 @@ def batch_mean_loss(
     """The mean loss of `model` on one batch, in eval mode and without gradients."""
     model.eval()
     return float(batch_loss(model, batch, pad_id, precision))
-
-
-@torch.no_grad()
-def evaluate_loss(
-    model: NextWordModel,
-    sequences: list[list[int]],
-    *,
-    pad_id: int,
-    batch_size: int = 64,
-    precision: str = "fp32",
-) -> tuple[float, int]:
-    """Token-weighted mean cross-entropy over `sequences` and the target count."""
-    model.eval()
-    total, count = 0.0, 0
-    for batch in make_batches(sequences, batch_size, pad_id=pad_id):
-        n = count_targets(batch, pad_id)
-        total += float(batch_loss(model, batch, pad_id, precision)) * n
-        count += n
-    return (total / count if count else float("nan")), count

@@ -7,16 +7,22 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
-from models.batching import encode_messages
+from models.batching import encode_messages, pad_batch
 from models.config import ModelConfig
-from models.metrics import EvalMetrics, evaluate, message_keystrokes
+from models.metrics import (
+    EvalMetrics,
+    accuracy_and_loss,
+    evaluate,
+    message_keystrokes,
+)
 from models.model import NextWordModel
 from models.suggest import WordIndex
-from models.training import evaluate_loss
+from models.training import batch_loss
 
 WORDS = ["the", "they", "then", "cat", "can", "hi"]
 
@@ -140,16 +146,44 @@ def test_evaluate_perplexity_of_uniform_model_is_vocab_size(words):
     assert metrics.perplexity == pytest.approx(42.0, rel=1e-5)
 
 
+def test_accuracy_and_loss_is_token_weighted_mean(words):
+    # Prepare: a seeded micro model; per-target cross-entropy over two sequences
+    # of unequal length (3 and 2 targets), pooled.
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=words.vocab_size, embed_dim=4, hidden_dim=5)
+    model = NextWordModel(config).eval()
+    sequences = [[2, 5, 6, 3], [2, 7, 3]]
+    with torch.no_grad():
+        losses = [
+            F.cross_entropy(model(torch.tensor([s[:-1]]))[0][0], torch.tensor(s[1:]))
+            * (len(s) - 1)
+            for s in sequences
+        ]
+    expected = float(sum(losses)) / 5
+
+    # Execute: both sequences in one padded batch
+    *_, loss_sum, loss_targets = accuracy_and_loss(
+        model, words, sequences, batch_size=64
+    )
+
+    # Assert
+    assert loss_targets == 5
+    assert loss_sum / loss_targets == pytest.approx(expected, rel=1e-6)
+
+
 def test_evaluate_perplexity_equals_exp_of_training_loss(
     tokenizer: WordTokenizer, tiny_model_config: ModelConfig, small_splits: CorpusSplits
 ):
     # Prepare: a seeded random model on the held-out users of the small slice,
-    # including messages longer than a window.
+    # including messages longer than a window; the training loss of all their
+    # windows as one batch.
     torch.manual_seed(0)
-    model = NextWordModel(tiny_model_config)
+    model = NextWordModel(tiny_model_config).eval()
     texts = small_splits.heldout_texts()[:60]
     sequences = encode_messages(tokenizer, texts, tiny_model_config.max_len)
-    loss, _ = evaluate_loss(model, sequences, pad_id=tokenizer.pad_id)
+    with torch.no_grad():
+        batch = pad_batch(sequences, tokenizer.pad_id)
+        loss = float(batch_loss(model, batch, tokenizer.pad_id))
 
     # Execute
     metrics = evaluate(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,11 +16,10 @@ from coordinator.strategies import StrategyConfig, initial_state, server_step
 from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
 from models.baseline import public_unigram_log_probs
-from models.batching import encode_messages
 from models.config import ModelConfig
+from models.metrics import combine, count_metrics
 from models.model import NextWordModel
 from models.rundir import RunDir
-from models.training import evaluate_loss
 
 
 def test_strategy_config_warmup_rises_linearly_then_holds() -> None:
@@ -124,18 +122,27 @@ def test_unigram_bias_lowers_the_untrained_heldout_loss(
     small_splits: CorpusSplits, tokenizer: WordTokenizer
 ) -> None:
     # Prepare: the default model shape on the small slice's held-out users.
-    sequences = encode_messages(tokenizer, small_splits.heldout_texts(), 32)
+    texts = small_splits.heldout_texts()
     unigram = ModelConfig(output_bias_init="unigram")
 
     # Execute
-    plain, _ = evaluate_loss(initial_model(ModelConfig(), 0), sequences, pad_id=0)
-    biased, n = evaluate_loss(initial_model(unigram, 0, tokenizer), sequences, pad_id=0)
+    plain = count_metrics(
+        initial_model(ModelConfig(), 0), tokenizer, texts, max_len=32, keystroke_texts=0
+    )
+    biased = count_metrics(
+        initial_model(unigram, 0, tokenizer),
+        tokenizer,
+        texts,
+        max_len=32,
+        keystroke_texts=0,
+    )
 
     # Assert: the untrained model is about uniform (perplexity near V = 10,036);
     # public frequencies alone cut its perplexity by more than 5x.
-    assert n > 1000
-    assert math.exp(plain) == pytest.approx(10_036, rel=0.05)
-    assert math.exp(biased) < math.exp(plain) / 5
+    assert biased.loss_targets > 1000
+    plain_perplexity = combine([plain]).perplexity
+    assert plain_perplexity == pytest.approx(10_036, rel=0.05)
+    assert combine([biased]).perplexity < plain_perplexity / 5
 
 
 def test_simulate_cli_recipe_flags_reach_the_config(

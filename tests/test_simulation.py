@@ -18,10 +18,9 @@ from coordinator.simulation import Simulation
 from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig
-from models.batching import encode_messages
 from models.config import ModelConfig
+from models.metrics import evaluate
 from models.rundir import RunDir, RunDirError
-from models.training import evaluate_loss
 
 # Fields that measure the machine, not the run.
 WALL_FIELDS = ("wall_seconds", "wall_seconds_total", "eval_seconds")
@@ -201,17 +200,18 @@ def test_simulation_personalize_fits_the_texts_and_leaves_global(
     # Prepare
     simulation = new_simulation(tmp_path / "run", SMALL_RUN)
     texts = ["the blue train leaves at noon", "the blue train is late"] * 8
-    sequences = encode_messages(tokenizer, texts, tiny_model_config.max_len)
+    max_len = tiny_model_config.max_len
     before = [p.detach().clone() for p in simulation.global_model.parameters()]
 
     # Execute
     personal = simulation.personalize(texts, max_local_steps=4)
 
     # Assert
-    pad = tokenizer.pad_id
-    mine, _ = evaluate_loss(personal, sequences, pad_id=pad)
-    fleet, _ = evaluate_loss(simulation.global_model, sequences, pad_id=pad)
-    assert mine < fleet
+    mine = evaluate(personal, tokenizer, texts, max_len=max_len, keystroke_texts=0)
+    fleet = evaluate(
+        simulation.global_model, tokenizer, texts, max_len=max_len, keystroke_texts=0
+    )
+    assert mine.perplexity < fleet.perplexity
     for a, b in zip(before, simulation.global_model.parameters(), strict=True):
         assert torch.equal(a, b)
 

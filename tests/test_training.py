@@ -19,12 +19,12 @@ from models.batching import (
     windows,
 )
 from models.config import ModelConfig, TrainingConfig
+from models.metrics import count_metrics
 from models.model import NextWordModel
 from models.seeding import numpy_rng
 from models.training import (
     batch_loss,
     bucketed,
-    evaluate_loss,
     make_optimizer,
     train_local,
 )
@@ -191,26 +191,6 @@ def test_train_local_without_data_takes_no_step() -> None:
     assert math.isnan(result.mean_loss)
 
 
-def test_evaluate_loss_is_token_weighted_mean() -> None:
-    # Prepare: per-target cross-entropy over both sequences, pooled
-    model = micro_model().eval()
-    sequences = [[2, 5, 6, 3], [2, 7, 3]]
-    with torch.no_grad():
-        losses = [
-            F.cross_entropy(model(torch.tensor([s[:-1]]))[0][0], torch.tensor(s[1:]))
-            * (len(s) - 1)
-            for s in sequences
-        ]
-    expected = float(sum(losses)) / 5
-
-    # Execute
-    loss, targets = evaluate_loss(model, sequences, pad_id=0)
-
-    # Assert
-    assert targets == 5
-    assert loss == pytest.approx(expected, rel=1e-6)
-
-
 def test_train_local_lowers_heldout_loss_on_small_slice(
     small_splits: CorpusSplits,
     tokenizer: WordTokenizer,
@@ -219,10 +199,10 @@ def test_train_local_lowers_heldout_loss_on_small_slice(
 ) -> None:
     # Prepare: 1,101 training messages, 88 steps of 16
     train = encode_messages(tokenizer, small_splits.train_texts(), 16)
-    heldout = encode_messages(tokenizer, small_splits.heldout_texts(), 16)
+    heldout = small_splits.heldout_texts()
     torch.manual_seed(0)
     model = NextWordModel(tiny_model_config)
-    before, targets = evaluate_loss(model, heldout, pad_id=tokenizer.pad_id)
+    before = count_metrics(model, tokenizer, heldout, max_len=16, keystroke_texts=0)
 
     # Execute
     result = train_local(
@@ -232,13 +212,14 @@ def test_train_local_lowers_heldout_loss_on_small_slice(
         pad_id=tokenizer.pad_id,
         rng=numpy_rng(0, "train"),
     )
-    after, _ = evaluate_loss(model, heldout, pad_id=tokenizer.pad_id)
+    after = count_metrics(model, tokenizer, heldout, max_len=16, keystroke_texts=0)
 
-    # Assert: untrained, the loss is about ln(10,036) = 9.21
-    assert before == pytest.approx(math.log(10_036), abs=0.05)
+    # Assert: untrained, the mean loss is about ln(10,036) = 9.21
+    before_loss = before.loss_sum / before.loss_targets
+    assert before_loss == pytest.approx(math.log(10_036), abs=0.05)
     assert result.steps == 88
-    assert after < before - 1.5
-    assert targets == 5030
+    assert after.loss_sum / after.loss_targets < before_loss - 1.5
+    assert before.loss_targets == 5030
 
 
 def test_train_local_same_seed_same_weights(
