@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from cli.compare_report import COLUMNS, corpus_warning, load_runs, markdown, row
+from cli.compare_report import COLUMNS, corpus_warning, load_runs, markdown, table_rows
 from cli.errors import UsageError
 from models.checkpoint import atomic_path
 
@@ -18,8 +19,11 @@ DESCRIPTION = """\
 A table of each run's last evaluation (held-out and future accuracy, perplexity,
 keystroke savings, tokens, wall time, bytes exchanged; rounds and phone reports
 for federated runs; epsilon, the attack's precision / recall, canary exposure
-and seconds per round). With --out, also report.md and PNG plots of held-out
-top-3 accuracy against tokens processed, against wall time and against epsilon.
+and seconds per round). A federated run personalised by `fedtype personalize`
+gets a second column: its gated personal models on the same future text, with
+the mean relative top-1 gain and the share of phones hurt. With --out, also
+report.md and PNG plots of held-out top-3 accuracy against tokens processed,
+against wall time and against epsilon.
 """
 
 
@@ -39,7 +43,7 @@ def run_compare(args: argparse.Namespace) -> int:
         raise UsageError("--out must name a directory, not an empty string")
     summaries = load_runs(args.runs)
     # One column per run: a terminal is narrower than the Markdown report.
-    rows = [row(s) for s in summaries]
+    rows = table_rows(summaries)
     table = Table(title="fedtype compare")
     table.add_column("")
     for cells in rows:
@@ -48,6 +52,10 @@ def run_compare(args: argparse.Namespace) -> int:
         table.add_row(name, *(cells[index] for cells in rows))
     console = Console()
     console.print(table)
+    for note in (note for s in summaries for note in s.notes):
+        Console(stderr=True).print(
+            f"note: {escape(note)}", highlight=False, soft_wrap=True
+        )
     warning = corpus_warning(summaries)
     if warning is not None:
         Console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)

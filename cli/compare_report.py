@@ -1,8 +1,8 @@
 """Reading any mix of run directories into one comparison table.
 
-Only the runs' JSON files are read (config.json, metrics.jsonl), so federated,
-central (`train`, `central`) and local-only runs compare without importing the
-code that wrote them.
+Only the runs' JSON files are read (config.json, metrics.jsonl, and a federated
+run's personalization.json), so federated, central (`train`, `central`) and
+local-only runs compare without loading their models.
 """
 
 from __future__ import annotations
@@ -14,6 +14,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from cli.compare_personalized import (
+    PERSONALIZED,
+    personalized_report,
+    personalized_setting,
+)
+from coordinator.personalization import PersonalizationReport
 from models.rundir import RunDir, RunDirError
 
 KINDS = ("federated", "train", "central", "local-only")
@@ -28,6 +34,9 @@ COLUMNS = (
     "keys saved",
     "future top-1",
     "future top-3",
+    "future ppl",
+    "future keys saved",
+    "mean rel. top-1 gain / phones hurt",
     "tokens",
     "wall time",
     "bytes exchanged",
@@ -69,6 +78,9 @@ class RunSummary:
     # The attack's mean {"precision", "recall"} per input over the rounds.
     attack: dict[str, dict[str, float]] | None = None
     protected: bool = False  # federated with SecAgg or DP
+    # Federated: its personalization.json, when measured on the row's future text.
+    personalized: PersonalizationReport | None = None
+    notes: tuple[str, ...] = ()  # one line each, why something is left out
 
 
 def epsilon_of(summary: RunSummary) -> float | None:
@@ -143,8 +155,11 @@ def load_run(path: str) -> RunSummary:
         last = int(evaluated[-1].get("server_round", 0))
         upto = [r for r in records if int(r.get("server_round", 0)) <= last]
         privacy = config.get("federation", {}).get("privacy", {}) or {}
+        personalized, notes = personalized_report(run, evaluated[-1], last)
         return replace(
             summary,
+            personalized=personalized,
+            notes=notes,
             attack=mean_attack(upto) or None,
             protected=bool(privacy.get("secure_aggregation") or privacy.get("dp")),
             rounds=last,
@@ -295,12 +310,50 @@ def row(summary: RunSummary) -> list[str]:
         _pct(heldout, "keystroke_savings"),
         _pct(future, "top1"),
         _pct(future, "top3"),
+        _num(future, "perplexity"),
+        _pct(future, "keystroke_savings"),
+        MISSING,
         f"{int(final.get('tokens_total', 0)):,}",
         f"{float(final.get('wall_seconds_total', 0.0)):.0f} s",
         human_bytes(float(final.get("bytes_total", 0))),
         rounds,
         *privacy_cells(summary),
     ]
+
+
+def personalized_row(summary: RunSummary) -> list[str] | None:
+    """The row of a federated run's gated personal models, when it has a report."""
+    report = summary.personalized
+    if report is None:
+        return None
+    gated, gain = report.future["gated"].as_dict(), report.gain["gated"]
+    mean = "-" if math.isnan(gain.mean_top1) else f"{gain.mean_top1:+.2%}"
+    hurt = "-" if math.isnan(gain.hurt_share) else f"{gain.hurt_share:.2%}"
+    cells = dict.fromkeys(COLUMNS, MISSING)
+    cells.update(
+        {
+            "run": f"{summary.label or summary.name} + personalised (gated)",
+            "kind": PERSONALIZED,
+            "future top-1": _pct(gated, "top1"),
+            "future top-3": _pct(gated, "top3"),
+            "future ppl": _num(gated, "perplexity"),
+            "future keys saved": _pct(gated, "keystroke_savings"),
+            "mean rel. top-1 gain / phones hurt": f"{mean} / {hurt}",
+            "rounds / phones": f"{report.server_round} / {report.phones:,} phones",
+        }
+    )
+    return [cells[name] for name in COLUMNS]
+
+
+def table_rows(summaries: list[RunSummary]) -> list[list[str]]:
+    """Each run's row, a personalised federated run's own row just after it."""
+    rows = []
+    for summary in summaries:
+        rows.append(row(summary))
+        personalized = personalized_row(summary)
+        if personalized is not None:
+            rows.append(personalized)
+    return rows
 
 
 def privacy_cells(summary: RunSummary) -> list[str]:
@@ -360,9 +413,14 @@ def markdown(summaries: list[RunSummary], plots: list[str]) -> str:
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join("---" for _ in COLUMNS) + "|",
     ]
-    lines += ["| " + " | ".join(row(s)) + " |" for s in summaries]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(summaries)]
     lines += ["", "Settings:", ""]
-    lines += [f"- `{s.name}` ({s.kind}): {s.setting}" for s in summaries]
+    for s in summaries:
+        lines.append(f"- `{s.name}` ({s.kind}): {s.setting}")
+        if s.personalized is not None:
+            lines.append(
+                f"- `{s.name}` ({PERSONALIZED}): {personalized_setting(s.personalized)}"
+            )
     lines += [
         "",
         "Held-out: users who never trained. Future: the training users' newest "
@@ -372,7 +430,11 @@ def markdown(summaries: list[RunSummary], plots: list[str]) -> str:
         "evaluation (no DP: —, drawn at 'ε = ∞'); the attack is the mean "
         "precision / recall of the words recovered from one phone's update, the "
         "round's sum and the noisy sum; exposure is the mean rank exposure of "
-        "the most repeated canaries and of the never-planted controls.",
+        "the most repeated canaries and of the never-planted controls. The "
+        "personalised row is `fedtype personalize`'s gated variant, measured on "
+        "the same future text as its federated row; its gain is the mean over "
+        "phones of the relative top-1 gain over the federated model, and phones "
+        "hurt are those whose top-1 hits fell.",
         "",
     ]
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]

@@ -7,15 +7,17 @@ their own history and measure it on their own future text
 report: per-phone relative top-1 and top-3 gains over the global model, the share
 of phones it hurts, and accuracy and keystroke savings pooled over the cohort, for
 the personal model everywhere and for the gated one (personal only where it beat
-the global model on the phone's validation slice).
+the global model on the phone's validation slice). `read_report` reads the
+report back for `fedtype compare`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from coordinator.config import FederationConfig, FederationConfigError
@@ -28,7 +30,7 @@ from device_sim.personalize import (
     PhoneOutcome,
     personalize_phone,
 )
-from models.metrics import EvalCounts, combine
+from models.metrics import EvalCounts, EvalMetrics, combine
 from models.model import NextWordModel
 from models.rundir import RunDir, RunDirError, write_json_atomic
 from models.weights import parameters_of
@@ -264,3 +266,78 @@ def write_report(run: RunDir, report: dict[str, Any]) -> str:
     path = run.path / REPORT_NAME
     write_json_atomic(path, report)
     return str(path)
+
+
+@dataclass(frozen=True)
+class PersonalizationReport:
+    """The pooled part of a run's personalization.json (`build_report`)."""
+
+    server_round: int  # the round of the global model that was personalised
+    phones: int  # cohort phones measured
+    kept_share: float  # phones on which the gate kept the personal model
+    trained: str  # which weights fine-tuned (`PersonalizationConfig.trained`)
+    future: dict[str, EvalMetrics]  # "global" and each of VARIANTS, pooled
+    gain: dict[str, GainSummary]  # each of VARIANTS against the global model
+
+
+def _number(value: Any) -> float:
+    """A JSON number as a float; None (how the report writes nan) as nan."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{value!r} is not a number")
+    return float(value)
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{value!r} is not a count")
+    return value
+
+
+def _fields_of(cls: type[Any], data: dict[str, Any]) -> Any:
+    """`cls` (a dataclass of ints and floats) from the JSON object `data`."""
+    # A field's type is the string "int" where its module postpones annotations.
+    return cls(
+        **{
+            f.name: _count(data[f.name])
+            if f.type in ("int", int)
+            else _number(data[f.name])
+            for f in fields(cls)
+        }
+    )
+
+
+def read_report(run: RunDir) -> PersonalizationReport | None:
+    """The run's personalisation report; None when it has none.
+
+    Raises:
+        RunDirError: the file exists but cannot be read or is not a report.
+    """
+    path = run.path / REPORT_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise RunDirError(f"{path}: unreadable ({error})") from None
+    try:
+        return PersonalizationReport(
+            server_round=_count(data["server_round"]),
+            phones=_count(data["phones"]),
+            kept_share=_number(data["kept_share"]),
+            trained=str(data.get("settings", {}).get("trained", "all")),
+            future={
+                name: _fields_of(EvalMetrics, data["future"][name])
+                for name in ("global", *VARIANTS)
+            },
+            gain={
+                name: _fields_of(GainSummary, data["gain"][name]) for name in VARIANTS
+            },
+        )
+    except KeyError as error:
+        raise RunDirError(
+            f"{path}: not a personalisation report (no {error})"
+        ) from None
+    except (TypeError, AttributeError) as error:
+        raise RunDirError(f"{path}: not a personalisation report ({error})") from None

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cli.compare_report import load_run, markdown, row
+from cli.compare_report import load_run, load_runs, markdown, row, table_rows
 from cli.main import main
 from models.rundir import RunDirError
 
@@ -83,7 +83,8 @@ def test_row_formats_the_last_evaluation(three_runs: list[str]) -> None:
     # Assert: 30 % top-3, 15 % top-1, 2,000 tokens in 2 s, 4,000 bytes.
     assert cells == [
         "cen", "central", "15.00%", "30.00%", "150.0", "40.00%", "15.00%",
-        "30.00%", "2,000", "2 s", "4.0 KB", "-", *["—"] * 6, "0.100 s/step",
+        "30.00%", "150.0", "40.00%", "—", "2,000", "2 s", "4.0 KB", "-",
+        *["—"] * 6, "0.100 s/step",
     ]  # fmt: skip
 
 
@@ -184,3 +185,130 @@ def test_load_run_skips_a_torn_last_metrics_line(tmp_path: Path) -> None:
     assert [p.tokens for p in summary.curve] == [10]
     with pytest.raises(RunDirError):
         load_run(str(tmp_path / "missing"))
+
+
+def personalization(server_round: int = 2) -> dict[str, Any]:
+    """A report of 4 phones for the fixture's federated run (round 2, 100 future
+    targets in 10 messages): the gated models hit 12 and 25 of the 100 targets
+    at top-1 and top-3; the phones' top-1 gains are +100 %, 0 %, 0 % and -50 %.
+    """
+    pooled = {"perplexity": 150.0, "keystroke_savings": 0.4, "num_targets": 100,
+              "num_messages": 10}  # fmt: skip
+    gain = {"mean_top1": (1.0 + 0.0 + 0.0 - 0.5) / 4, "median_top1": 0.0,
+            "mean_top3": 0.25, "median_top3": 0.0, "hurt_share": 1 / 4,
+            "helped_share": 1 / 4, "phones": 4, "no_baseline": 0}  # fmt: skip
+    return {
+        "server_round": server_round,
+        "phones": 4,
+        "kept_share": 0.75,
+        "settings": {"trained": "all"},
+        "future": {
+            "global": {**pooled, "top1": 0.10, "top3": 0.20},
+            "personal": {**pooled, "top1": 0.11, "top3": 0.24},
+            "gated": {
+                **pooled,
+                "top1": 0.12,
+                "top3": 0.25,
+                "perplexity": 140.0,
+                "keystroke_savings": 0.45,
+            },
+        },  # fmt: skip
+        "gain": {"personal": gain, "gated": gain},
+        "per_phone": [],
+    }
+
+
+def test_table_rows_put_the_personalised_row_beside_the_federated_one(
+    three_runs: list[str],
+) -> None:
+    # Prepare
+    report = json.dumps(personalization())
+    (Path(three_runs[0]) / "personalization.json").write_text(report)
+
+    # Execute
+    rows = table_rows(load_runs(three_runs))
+
+    # Assert: 12/100 top-1, 25/100 top-3; mean gain (1 + 0 + 0 - 0.5) / 4, 1 of 4
+    # phones hurt; the central and local-only runs have no such row.
+    assert [cells[1] for cells in rows] == [
+        "federated", "federated + personalised (gated)", "central", "local-only",
+    ]  # fmt: skip
+    assert rows[1] == [
+        "fed + personalised (gated)", "federated + personalised (gated)",
+        *["—"] * 4, "12.00%", "25.00%", "140.0", "45.00%", "+12.50% / 25.00%",
+        *["—"] * 3, "2 / 4 phones", *["—"] * 7,
+    ]  # fmt: skip
+    assert rows[0][6:11] == ["10.00%", "20.00%", "150.0", "40.00%", "—"]
+
+
+def test_cli_compare_shows_the_personalised_row(
+    three_runs: list[str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Prepare: a terminal wide enough that no cell wraps.
+    monkeypatch.setenv("COLUMNS", "200")
+    report = json.dumps(personalization())
+    (Path(three_runs[0]) / "personalization.json").write_text(report)
+
+    # Execute
+    status = main(["compare", three_runs[0]])
+
+    # Assert
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "fed + personalised (gated)" in out
+    assert "+12.50% / 25.00%" in out and "2 / 4 phones" in out
+
+
+def test_cli_compare_without_a_personalisation_report_has_no_row(
+    three_runs: list[str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Prepare
+    monkeypatch.setenv("COLUMNS", "200")
+
+    # Execute
+    status = main(["compare", three_runs[0]])
+
+    # Assert
+    captured = capsys.readouterr()
+    assert status == 0 and "personalised" not in captured.out
+    assert captured.err == ""
+    assert len(table_rows(load_runs([three_runs[0]]))) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "unreadable"),
+        ("[1, 2]", "not a personalisation report"),
+        ('{"server_round": 2, "phones": 4}', "not a personalisation report (no"),
+        (json.dumps({**personalization(), "phones": "four"}), "'four' is not a"),
+        (json.dumps(personalization(server_round=1)), "round 1 on 100 future"),
+    ],
+)
+def test_cli_compare_bad_personalisation_report_one_note_and_no_row(
+    three_runs: list[str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    text: str,
+    message: str,
+) -> None:
+    # Prepare
+    monkeypatch.setenv("COLUMNS", "200")
+    path = Path(three_runs[0]) / "personalization.json"
+    path.write_text(text)
+
+    # Execute
+    status = main(["compare", three_runs[0]])
+
+    # Assert: the run's own row still prints; one note names the file.
+    captured = capsys.readouterr()
+    notes = captured.err.splitlines()
+    assert status == 0 and "personalised (gated)" not in captured.out
+    assert "held-out top-3" in captured.out
+    assert len(notes) == 1 and notes[0].startswith(f"note: {path}")
+    assert message in notes[0] and "left out" in notes[0]
+    assert "Traceback" not in captured.err
