@@ -16,7 +16,9 @@ here, since the next key waits for the last one to be handled). The panels below
 (earlier rounds, this phone) follow once typing rests; they and the redraw after
 each new round are timed too. The same typing is measured once with training
 paused and once while rounds train, in a child process as `fedtype demo` does,
-or with --in-process in a thread of the app's process.
+or with --in-process in a thread of the app's process. With the child process it
+then times quitting in the middle of a round: `ChildProcessFleet.close` until the
+thread that asked for the round has its answer (the round's failure).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import asyncio
 import os
 import statistics
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +41,7 @@ from textual.widgets import Input
 
 from cli.demo_cmd import create_run, demo_federation
 from coordinator.simulation import Simulation
+from corpora.corpus import CorpusSplits
 from corpora.samples import heldout_sample
 from tui.app import FedtypeApp
 from tui.child_fleet import ChildProcessFleet
@@ -123,8 +127,34 @@ async def type_keys(pilot, keys: list[str], gap: float) -> None:
         await asyncio.sleep(gap)
 
 
-async def measure(args: argparse.Namespace, run: Path) -> dict[str, Timings]:
-    splits = create_run(run, demo_federation(args.clients_per_round))
+def close_during_round(run: Path, splits: CorpusSplits) -> float:
+    """Seconds from `ChildProcessFleet.close`, half a second into a round (the
+    second, so that the child has started), until the thread training rounds has
+    returned."""
+    fleet = ChildProcessFleet(run, splits=splits)
+    first_round = threading.Event()
+
+    def train() -> None:
+        try:
+            while True:
+                fleet.train_round()
+                first_round.set()
+        except Exception:  # the round in flight fails when the child stops
+            first_round.set()
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    first_round.wait()
+    time.sleep(0.5)
+    started = time.perf_counter()
+    fleet.close()
+    thread.join()
+    return time.perf_counter() - started
+
+
+async def measure(
+    args: argparse.Namespace, run: Path, splits: CorpusSplits
+) -> dict[str, Timings]:
     fleet: SimulationFleet | ChildProcessFleet
     if args.in_process:
         fleet = SimulationFleet(Simulation.resume(run, splits=splits))
@@ -211,8 +241,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as directory:
-        timings = asyncio.run(measure(args, Path(directory) / "run"))
-    Console().print(table(timings, load_before))
+        run = Path(directory) / "run"
+        splits = create_run(run, demo_federation(args.clients_per_round))
+        timings = asyncio.run(measure(args, run, splits))
+        closing = None if args.in_process else close_during_round(run, splits)
+    console = Console()
+    console.print(table(timings, load_before))
+    if closing is not None:
+        console.print(
+            f"close during a round, until its caller returns: {closing:.2f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def test_child_fleet_run_the_child_cannot_resume_fails_its_rounds(small_run):
     assert "incomplete" in str(raised.value)
 
 
-def test_child_fleet_close_during_round_returns_quickly(small_run, small_splits):
+def test_child_fleet_close_during_round_fails_the_round(small_run, small_splits):
     # Prepare
     fleet = ChildProcessFleet(small_run, splits=small_splits)
     errors: list[Exception] = []
@@ -94,13 +94,12 @@ def test_child_fleet_close_during_round_returns_quickly(small_run, small_splits)
     thread.start()
     time.sleep(0.5)
 
-    # Execute
-    started = time.perf_counter()
+    # Execute: the timeout guards against a hang; how long closing takes is
+    # measured by benchmarks/tui.py.
     fleet.close()
-    thread.join(5)
+    thread.join(60)
 
     # Assert
-    assert time.perf_counter() - started < 3
     assert not thread.is_alive()
     assert errors
 
