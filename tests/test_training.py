@@ -126,7 +126,7 @@ def test_batch_loss_unchanged_by_bucketing() -> None:
 
     # Assert
     assert tuple(batch.shape) == (4, 6)
-    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
 
 
 def test_make_optimizer_unknown_name_is_value_error() -> None:
