@@ -241,13 +241,18 @@ def test_table_rows_put_the_personalised_row_beside_the_federated_one(
     assert rows[0][6:11] == ["10.00%", "20.00%", "150.0", "40.00%", "—"]
 
 
+@pytest.fixture
+def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminal wide enough that no cell of the compare table wraps."""
+    monkeypatch.setenv("COLUMNS", "200")
+
+
 def test_cli_compare_shows_the_personalised_row(
     three_runs: list[str],
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    wide_terminal: None,
 ) -> None:
-    # Prepare: a terminal wide enough that no cell wraps.
-    monkeypatch.setenv("COLUMNS", "200")
+    # Prepare
     report = json.dumps(personalization())
     (Path(three_runs[0]) / "personalization.json").write_text(report)
 
@@ -264,11 +269,8 @@ def test_cli_compare_shows_the_personalised_row(
 def test_cli_compare_without_a_personalisation_report_has_no_row(
     three_runs: list[str],
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    wide_terminal: None,
 ) -> None:
-    # Prepare
-    monkeypatch.setenv("COLUMNS", "200")
-
     # Execute
     status = main(["compare", three_runs[0]])
 
@@ -292,12 +294,11 @@ def test_cli_compare_without_a_personalisation_report_has_no_row(
 def test_cli_compare_bad_personalisation_report_one_note_and_no_row(
     three_runs: list[str],
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    wide_terminal: None,
     text: str,
     message: str,
 ) -> None:
     # Prepare
-    monkeypatch.setenv("COLUMNS", "200")
     path = Path(three_runs[0]) / "personalization.json"
     path.write_text(text)
 
