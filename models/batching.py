@@ -48,10 +48,10 @@ class PackedSequences:
     of phones that each keep their history's token ids adds up to.
     """
 
-    tokens: np.ndarray  # (T,) int32, the sequences one after another
-    offsets: (
-        np.ndarray
-    )  # (n + 1,) int64, sequence i is tokens[offsets[i]:offsets[i + 1]]
+    # (T,) int32: the sequences one after another.
+    tokens: np.ndarray
+    # (n + 1,) int64: sequence i is tokens[offsets[i]:offsets[i + 1]].
+    offsets: np.ndarray
 
     @classmethod
     def pack(cls, sequences: Sequence[Sequence[int]]) -> PackedSequences:
