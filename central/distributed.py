@@ -14,6 +14,7 @@ gradient bucket DDP all-reduces: a bucket of N bytes costs each worker
 the bandwidth-optimal schedule, so the job sends 2 (W-1) N bytes in all.
 """
 
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -70,9 +71,15 @@ def init_process_group(context: WorkerContext, *, timeout_s: float) -> None:
 
 
 def destroy_process_group() -> None:
-    """Leave the process group if there is one."""
+    """Leave the process group if there is one, and free what still holds it.
+
+    DDP's reference cycles keep the group alive after it is destroyed; left to
+    interpreter shutdown, gloo's threads abort the process (SIGABRT, "terminate
+    called without an active exception"), so they are collected here.
+    """
     if dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()
 
 
 def all_reduce_sum(values: list[float], context: WorkerContext) -> list[float]:

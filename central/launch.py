@@ -51,7 +51,10 @@ def run_worker(
         spec = share_spec(run, context)
         if context.is_main:
             drop_unsaved_metrics(run, spec.progress)
-        trainer = CentralTrainer(run=run, spec=spec, context=context, on_event=on_event)
-        return trainer.train()
+        # No name holds the trainer, so its DDP cycles are garbage once it returns
+        # and `destroy_process_group` collects them while the interpreter lives.
+        return CentralTrainer(
+            run=run, spec=spec, context=context, on_event=on_event
+        ).train()
     finally:
         destroy_process_group()

@@ -11,6 +11,7 @@ start their workers here.
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import socket
@@ -55,6 +56,10 @@ def _spawned(
     )
     torch.set_num_threads(threads)
     body(*args)
+    # DDP's reference cycles keep a destroyed process group alive; collected
+    # during interpreter shutdown, gloo's threads abort the worker (SIGABRT,
+    # "terminate called without an active exception"). Free them while alive.
+    gc.collect()
 
 
 def launch_local(
