@@ -20,6 +20,50 @@ from device_sim.phone import Phone
 from device_sim.profile import draw_profile
 from models.rundir import RunDir, RunDirError, write_json_atomic
 
+# What each entry of `phones/index.json` holds.
+_ENTRY_KEYS = frozenset({"client_id", "file", "pinned"})
+
+
+def _index_path(run: RunDir) -> Path:
+    return run.path / "phones" / "index.json"
+
+
+def joined_entries(run: RunDir) -> list[dict[str, Any]]:
+    """`phones/index.json`'s entries: {"client_id", "file", "pinned"} ([]: none).
+
+    Raises:
+        RunDirError: the index exists but cannot be read.
+    """
+    index = _index_path(run)
+    if not index.exists():
+        return []
+    try:
+        payload = json.loads(index.read_text(encoding="utf-8"))
+        entries = [dict(entry) for entry in payload["phones"]]
+        if any(not _ENTRY_KEYS <= entry.keys() for entry in entries):
+            raise KeyError(f"an entry lacks one of {sorted(_ENTRY_KEYS)}")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RunDirError(f"{index}: unreadable ({error})") from None
+    return entries
+
+
+def joined_history(run: RunDir, client_id: str) -> list[str]:
+    """The training texts phone `client_id` stored when it joined ([]: it never did).
+
+    Raises:
+        RunDirError: the index or the phone's file cannot be read.
+    """
+    for entry in joined_entries(run):
+        if entry["client_id"] != client_id:
+            continue
+        path = run.path / "phones" / str(entry["file"])
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            return [str(text) for text in payload["train"]]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise RunDirError(f"{path}: not a phone's history ({error})") from None
+    return []
+
 
 class JoinedPhones:
     """The phones added to a run, saved as they come, applied between rounds."""
@@ -35,7 +79,7 @@ class JoinedPhones:
 
     @property
     def index_path(self) -> Path:
-        return self.run.path / "phones" / "index.json"
+        return _index_path(self.run)
 
     def new_phone(self, client_id: str, texts: list[str]) -> Phone:
         """A phone with `texts` as its training history and no future text."""
@@ -95,12 +139,9 @@ class JoinedPhones:
 
     def load(self, fleet: Fleet) -> None:
         """Read back every phone that joined the run and put it into `fleet`."""
-        if not self.index_path.exists():
+        entries = joined_entries(self.run)
+        if not entries:
             return
-        try:
-            entries = list(json.loads(self.index_path.read_text())["phones"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise RunDirError(f"{self.index_path}: unreadable ({error})") from None
         with self._lock:
             self._entries = entries
             for entry in entries:
