@@ -26,7 +26,7 @@ from central.distributed import context_from_env
 from central.launch import launch_local, run_worker
 from central.runspec import KINDS
 from cli.errors import UsageError
-from cli.options import check_threads, check_workers
+from cli.options import add_threads_option, check_threads, check_workers
 from cli.train_cmd import ProgressDisplay, add_run_options, start_new_run
 from models.rundir import RunDir
 
@@ -61,11 +61,11 @@ def add_worker_options(parser: argparse.ArgumentParser) -> None:
         default=2,
         help="local worker processes (default: %(default)s; ignored under torchrun)",
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
+    add_threads_option(
+        parser,
         default=None,
-        help="intra-op threads per worker (default: the cores shared out)",
+        note="per worker",
+        default_text="the cores shared out among the workers",
     )
     parser.add_argument(
         "--timeout",

@@ -15,6 +15,7 @@ from cli.errors import UsageError
 from cli.options import (
     add_corpus_options,
     add_out_or_resume,
+    add_threads_option,
     check_finite,
     check_new_run_dir,
     check_threads,
@@ -64,12 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="train every training user, not only the future cohort's",
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="intra-op threads; a user's batches are too small for more to pay "
-        "(default: %(default)s)",
+    add_threads_option(
+        parser, default=1, note="a user's batches are too small for more to pay"
     )
     add_corpus_options(parser)
     parser.set_defaults(func=run_local_only_cmd)

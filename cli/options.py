@@ -104,6 +104,29 @@ def check_finite(flag: str, value: float) -> None:
         raise UsageError(f"{flag} must be a finite number, not {value}")
 
 
+def add_threads_option(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    *,
+    default: int | None,
+    note: str,
+    default_text: str = "torch's own",
+) -> None:
+    """The one `--threads` option (torch's intra-op CPU threads) of every command.
+
+    Args:
+        default: the command's default, None for torch's own choice.
+        note: why that default suits the command, shown in the help.
+        default_text: how the help names a None default.
+    """
+    shown = default_text if default is None else "%(default)s"
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=default,
+        help=f"torch CPU threads; {note} (default: {shown})",
+    )
+
+
 def check_threads(threads: int | None, flag: str = "--threads") -> None:
     """Refuse a thread count below 1 or above `MAX_THREADS`."""
     if threads is not None and not 1 <= threads <= MAX_THREADS:

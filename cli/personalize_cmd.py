@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from cli.errors import UsageError
-from cli.options import check_finite, check_threads
+from cli.options import add_threads_option, check_finite, check_threads
 from coordinator.personalization import (
     VARIANTS,
     build_report,
@@ -95,12 +95,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="only the cohort's first N phones (a seeded sample of it), for a "
         "quicker look (default: the whole cohort)",
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads; a phone's batches are too small for more to pay "
-        "(default: %(default)s)",
+    add_threads_option(
+        parser, default=1, note="a phone's batches are too small for more to pay"
     )
     parser.set_defaults(func=run_personalize)
 

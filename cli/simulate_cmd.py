@@ -13,6 +13,7 @@ from cli.options import (
     add_corpus_options,
     add_field_options,
     add_out_or_resume,
+    add_threads_option,
     corpus_config,
     from_args,
 )
@@ -106,12 +107,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices={"output_bias_init": OUTPUT_BIAS_INITS},
     )
     add_robustness_options(group)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: torch's own; 1 is faster on a machine "
-        "busy with other jobs)",
+    add_threads_option(
+        parser, default=None, note="1 is faster on a machine busy with other jobs"
     )
     privacy = add_privacy_options(parser)
     corpus = add_corpus_options(parser)

@@ -31,6 +31,7 @@ from cli.options import (
     add_corpus_options,
     add_field_options,
     add_out_or_resume,
+    add_threads_option,
     check_finite,
     check_model_dims,
     check_new_run_dir,
@@ -67,11 +68,8 @@ every --eval-every steps. Resumable.
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` subcommand."""
     parser = subparsers.add_parser("train", help=HELP, description=DESCRIPTION)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="intra-op threads (default: torch's choice, all cores)",
+    add_threads_option(
+        parser, default=None, note="full central batches keep every core busy"
     )
     add_run_options(parser)
     parser.set_defaults(func=run_train)
