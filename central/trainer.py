@@ -34,7 +34,7 @@ from central.events import (
 from central.runspec import RunSpec
 from central.state import Progress, restore_optimizer, save_optimizer
 from central.step import data_parallel_step
-from corpora.corpus import load_corpus
+from corpora.corpus import CorpusSplits, load_corpus
 from models.checkpoint import load_weights, save_checkpoint
 from models.config import TrainingConfig
 from models.model import NextWordModel
@@ -57,7 +57,12 @@ class CentralTrainer:
         spec: RunSpec,
         context: WorkerContext,
         on_event: EventCallback | None = None,
+        splits: CorpusSplits | None = None,
     ) -> None:
+        """Args:
+        splits: The corpus already loaded with `spec.corpus()` (the demo's
+            child process has it); None loads it.
+        """
         self.run = run
         self.context = context
         self.on_event = on_event
@@ -65,7 +70,7 @@ class CentralTrainer:
         self.config.check_workers(context.world_size)
         self.tokenizer = spec.tokenizer()
         self.model_config = spec.model()
-        self.splits = load_corpus(spec.corpus())
+        self.splits = splits if splits is not None else load_corpus(spec.corpus())
         # Planted into the pooled train text on every load, as the fleet does.
         self.canaries = run_canaries(
             run,
@@ -110,6 +115,7 @@ class CentralTrainer:
         )
         self._loss_sum = 0.0  # this worker's summed loss since the last save point
         self._loss_targets = 0
+        self._extra: dict[str, Any] = {}  # joins the next metrics line
 
     def _build_model(self, spec: RunSpec) -> NextWordModel:
         # Same init on every rank (DDP broadcasts rank 0's anyway).
@@ -178,6 +184,33 @@ class CentralTrainer:
                     break
         return self.progress
 
+    def train_until(
+        self, tokens_total: int, *, extra: dict[str, Any] | None = None
+    ) -> Progress:
+        """Train until `tokens_total` targets are trained on, then save one point.
+
+        Epochs follow one another without save points of their own (the demo
+        paces the run by the fleet's tokens, not by epochs); `extra` joins the
+        saved metrics line. One worker only: the demo's child trains it.
+        """
+        per_epoch = self.stream.batches_per_epoch()
+        if per_epoch == 0:
+            raise RunDirError(f"{self.run.path}: the corpus has no training messages")
+        self.network.train()
+        while self.progress.tokens_total < tokens_total:
+            epoch = self.progress.epoch
+            for batch in self.stream.epoch(epoch, skip=self.progress.batch_in_epoch):
+                self._step(batch, epoch)
+                if self.progress.tokens_total >= tokens_total:
+                    break
+            if self.progress.batch_in_epoch >= per_epoch:
+                self.progress.epoch += 1
+                self.progress.batch_in_epoch = 0
+        self._extra = extra or {}
+        self._save_point(per_epoch)
+        self._extra = {}
+        return self.progress
+
     def _step(self, batch: torch.Tensor, epoch: int) -> None:
         started = time.perf_counter()
         sent_before = self.bytes.sent_bytes
@@ -232,6 +265,7 @@ class CentralTrainer:
             "wall_seconds_total": round(progress.wall_seconds_total, 3),
             "bytes_total": progress.bytes_total,
             "train_loss": train_loss,
+            **self._extra,
             **metrics,
         }
         if self.canaries is not None:

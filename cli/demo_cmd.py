@@ -18,6 +18,7 @@ from models.config import ModelConfig
 from models.rundir import RunDir
 from tui.app import CentralReference, FedtypeApp
 from tui.child_fleet import ChildProcessFleet
+from tui.live_central import start_live_central
 
 DEFAULT_RUN = "runs/demo"
 
@@ -69,10 +70,12 @@ HELP = "type on a phone keyboard while a simulated fleet trains its model"
 DESCRIPTION = f"""\
 A terminal phone keyboard with suggestions from the federated model, a fleet
 dashboard, and rounds training in the background. Opens --run if it holds a run,
-else starts a fresh fleet there (default {DEFAULT_RUN}). Keys: F1-F3 or Tab
-accept a suggestion, right arrow the ghost text, Enter sends, F5 pauses, F6
-switches the model, F7 shows this phone's own, F8 opens the fleet's phones,
-Ctrl+Q quits.
+else starts a fresh fleet there (default {DEFAULT_RUN}). After each round a
+central baseline (the same model on the pooled text of the same users) trains to
+as many tokens as the fleet, in RUN/central; --central RUN shows an existing one
+instead, --no-central none. Keys: F1-F3 or Tab accept a suggestion, right arrow
+the ghost text, Enter sends, F5 pauses, F6 switches the model, F7 shows this
+phone's own, F8 opens the fleet's phones, F9 explains the dashboard, Ctrl+Q quits.
 """
 
 
@@ -84,10 +87,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help=f"federated run directory to open or start (default: {DEFAULT_RUN})",
     )
-    parser.add_argument(
+    central = parser.add_mutually_exclusive_group()
+    central.add_argument(
         "--central",
         default=None,
-        help="a central baseline's run directory: a reference line and a source",
+        help="an existing central baseline's run directory, shown instead of the "
+        "live one: a reference line and a source",
+    )
+    central.add_argument(
+        "--no-central",
+        action="store_true",
+        help="train no live central baseline beside the fleet (default: one in "
+        "RUN/central, paced by the fleet's training tokens)",
     )
     parser.add_argument(
         "--clients-per-round",
@@ -163,8 +174,11 @@ def free_sibling(path: Path) -> Path:
     raise UsageError(f"{path}: no free directory name beside it")
 
 
-def create_run(path: Path, federation: FederationConfig) -> CorpusSplits:
-    """Create a fresh demo fleet's run in `path`; returns the corpus it loaded."""
+def create_run(
+    path: Path, federation: FederationConfig, *, live_central: bool = True
+) -> CorpusSplits:
+    """Create a fresh demo fleet's run in `path` (with its live central baseline
+    in `path`/central unless `live_central` is False); returns the corpus."""
     tokenizer = WordTokenizer.public()
     corpus = CorpusConfig()
     splits = load_corpus(corpus)
@@ -176,18 +190,28 @@ def create_run(path: Path, federation: FederationConfig) -> CorpusSplits:
         tokenizer=tokenizer,
         splits=splits,
     ).close()
+    if live_central:
+        start_live_central(path, splits)
     return splits
 
 
-def open_fleet(path: Path, splits: CorpusSplits | None = None) -> ChildProcessFleet:
+def open_fleet(
+    path: Path, splits: CorpusSplits | None = None, *, live_central: bool = True
+) -> ChildProcessFleet:
     """The run in `path`, its rounds in a child process (errors say what is
-    wrong with the run); `splits` spares the child loading the corpus again."""
-    return ChildProcessFleet(path, name=str(path), splits=splits)
+    wrong with the run); `splits` spares the child loading the corpus again;
+    `live_central` trains the run's live central baseline, if it has one."""
+    return ChildProcessFleet(
+        path, name=str(path), splits=splits, live_central=live_central
+    )
 
 
-def start_fleet(path: Path, federation: FederationConfig) -> ChildProcessFleet:
+def start_fleet(
+    path: Path, federation: FederationConfig, *, live_central: bool = True
+) -> ChildProcessFleet:
     """A fresh fleet on the default corpus in `path`."""
-    return open_fleet(path, create_run(path, federation))
+    splits = create_run(path, federation, live_central=live_central)
+    return open_fleet(path, splits, live_central=live_central)
 
 
 def load_central(path: str) -> CentralReference:
@@ -222,10 +246,12 @@ def run_demo(args: argparse.Namespace) -> int:
     # Only a budget needs a last round; otherwise the fleet trains until you quit.
     rounds = args.rounds if args.target_epsilon is not None else None
     federation = demo_federation(args.clients_per_round, privacy=privacy, rounds=rounds)
+    # An existing baseline (--central RUN) replaces the live one.
+    live = not args.no_central and central is None
     if is_free(path):
-        factory = lambda: start_fleet(path, federation)  # noqa: E731
+        factory = lambda: start_fleet(path, federation, live_central=live)  # noqa: E731
     else:
-        factory = lambda: open_fleet(path)  # noqa: E731
+        factory = lambda: open_fleet(path, live_central=live)  # noqa: E731
     # Where a fresh fleet goes if `path` cannot be opened: beside it, untouched.
     fresh = free_sibling(path)
     app = FedtypeApp(
@@ -233,7 +259,7 @@ def run_demo(args: argparse.Namespace) -> int:
         central=central,
         autostart=not args.paused,
         max_rounds=args.rounds,
-        fresh_factory=lambda: start_fleet(fresh, federation),
+        fresh_factory=lambda: start_fleet(fresh, federation, live_central=live),
         fresh_where=str(fresh),
     )
     app.run()

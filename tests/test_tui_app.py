@@ -9,7 +9,7 @@ import pytest
 from helpers import NewSimulation, small_federation
 from textual import events
 from textual.pilot import Pilot
-from textual.widgets import Input, OptionList, Sparkline, Static
+from textual.widgets import Input, OptionList, Static
 
 from coordinator.dp import DPConfig
 from coordinator.privacy_config import PrivacyConfig
@@ -17,6 +17,7 @@ from coordinator.simulation import Simulation
 from corpora.corpus import CorpusSplits
 from models.rundir import RunDirError
 from tui.app import CentralReference, FedtypeApp
+from tui.charts import FixedChart
 from tui.chips import ChipStrip
 from tui.dashboard import Dashboard
 from tui.fleet_screen import FleetScreen
@@ -110,7 +111,7 @@ async def test_app_trained_round_advances_counter_and_chart(make_fleet):
 
         # Assert
         assert app.query_one(Dashboard).server_round == 1
-        assert len(app.query_one("#chart-top3 Sparkline", Sparkline).data) == 1
+        assert len(app.query_one("#chart-top3", FixedChart).series) == 1
         assert app.query_one(RoundsPanel).rows[-1][0] == "now (1)"
 
 

@@ -22,6 +22,7 @@ from models.model import NextWordModel
 from models.rundir import RunDirError
 from tui.app import FedtypeApp
 from tui.fleet import PhoneFacts
+from tui.live_central import CentralView
 
 
 def seeded_model(tokenizer: WordTokenizer, seed: int) -> NextWordModel:
@@ -48,7 +49,18 @@ def record(server_round: int) -> dict[str, Any]:
             "top1": 0.03 + 0.004 * server_round,
             "top3": 0.08 + 0.006 * server_round,
             "keystroke_savings": 0.25 + 0.005 * server_round,
+            "perplexity": 1200.0 - 20 * server_round,
         },
+    }
+
+
+def central_record(server_round: int) -> dict[str, Any]:
+    """A made-up metrics line of the live central baseline after a round."""
+    return {
+        "server_round": server_round,
+        "epoch": 0.05 * server_round,
+        "bytes_total": 0,
+        "heldout": {"top3": 0.1 + 0.009 * server_round, "perplexity": 900.0},
     }
 
 
@@ -73,6 +85,15 @@ class StaticFleet:
 
     def model_at(self, server_round: int) -> nn.Module:
         return seeded_model(self.tokenizer, server_round)
+
+    def central_view(self) -> CentralView:
+        return CentralView(
+            records=[central_record(r) for r in range(1, self.server_round + 1)],
+            model=seeded_model(self.tokenizer, 1000 + self.server_round),
+            unigram={"top3": 0.09, "top1": 0.04, "keystroke_savings": 0.2},
+            users=5000,
+            text_bytes=38_000_000,
+        )
 
     def kept_rounds(self) -> list[int]:
         return [1, 5, 10, 11, 12]

@@ -8,7 +8,8 @@ import torch
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
 from models.model import NextWordModel
-from tui.dashboard import bar, heldout_series, human_bytes, round_lines
+from tui.charts import block, chart_line, resample
+from tui.dashboard import heldout_series, human_bytes, round_lines
 from tui.fleet import THIS_PHONE
 from tui.ghost import ghost_completion
 from tui.privacy_panel import privacy_line, server_saw
@@ -131,11 +132,29 @@ def test_heldout_series_skips_rounds_without_evaluation():
     assert heldout_series(records, "top3") == [0.1, 0.2]
 
 
-def test_bar_fills_eighths():
+def test_block_uses_a_fixed_axis_not_the_data_range():
+    # Prepare / Execute / Assert: 0.2 % of wobble stays at the same height.
+    assert block(0.0, 0.4) == "▁"
+    assert [block(v, 0.4) for v in (0.100, 0.102)] == ["▃", "▃"]
+    assert block(0.4, 0.4) == block(0.9, 0.4) == "█"
+
+
+def test_resample_averages_even_buckets():
     # Prepare / Execute / Assert
-    assert bar(0.5, 1.0, 4) == "██  "
-    assert bar(1 / 16, 1.0, 2) == "▏ "
-    assert bar(2.0, 1.0, 3) == "███"
+    assert resample([1.0, 3.0, 5.0, 7.0], 2) == [2.0, 6.0]
+    assert resample([1.0, 2.0], 5) == [1.0, 2.0]
+
+
+def test_chart_line_draws_curve_mark_and_value():
+    # Prepare
+    series = [0.0, 0.2, 0.4]
+
+    # Execute
+    line = chart_line("fleet", series, width=30, ceiling=0.4, mark=0.1).plain
+
+    # Assert: label (8), curve padded to 13 cells, a gap, the mark, the value (7).
+    assert line == "fleet   ▁▅█" + " " * 10 + " ▃" + "  40.0%"
+    assert len(line) == 30
 
 
 def test_round_lines_counts_lists_and_numbers():

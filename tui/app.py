@@ -8,7 +8,6 @@ messages of `tui.messages`, so typing never waits for training.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from textual import on, work
@@ -17,13 +16,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Header
 from textual.worker import get_current_worker
-from torch import nn
 
-from corpora.tokenizer import WordTokenizer
 from tui.dashboard import Dashboard
 from tui.fleet import DemoFleet
 from tui.fleet_screen import FleetScreen
+from tui.help_screen import HelpScreen
 from tui.keyboard import Keyboard, while_mounted
+from tui.live_central import CentralView
 from tui.messages import (
     MessageStored,
     Notice,
@@ -34,42 +33,12 @@ from tui.messages import (
 )
 from tui.problem_screen import ProblemScreen
 from tui.sources import RoundHistory, SuggestionSources
+from tui.views import CentralReference, FleetView
 
-
-@dataclass(frozen=True)
-class CentralReference:
-    """The central baseline a demo compares with: its model and held-out top-3."""
-
-    model: nn.Module
-    tokenizer: WordTokenizer
-    top3: float | None
+__all__ = ["CentralReference", "FedtypeApp", "FleetFactory", "FleetView"]
 
 
 FleetFactory = Callable[[], DemoFleet]
-
-
-@dataclass(frozen=True)
-class FleetView:
-    """What the app shows first of a fleet, read off the UI thread."""
-
-    fleet: DemoFleet
-    global_model: nn.Module
-    records: list[dict[str, Any]]
-    messages: list[str]
-    history: RoundHistory
-
-    @classmethod
-    def load(cls, fleet: DemoFleet) -> FleetView:
-        """Read the fleet's current model, metrics lines and this phone's history."""
-        history = RoundHistory(fleet.tokenizer, fleet.model_at, fleet.kept_rounds)
-        history.prepare(fleet.server_round)
-        return cls(
-            fleet=fleet,
-            global_model=fleet.global_snapshot(),
-            records=fleet.records(),
-            messages=fleet.my_messages(),
-            history=history,
-        )
 
 
 class FedtypeApp(App[None]):
@@ -88,6 +57,7 @@ class FedtypeApp(App[None]):
         Binding("f6", "cycle_source", "Source", key_display="F6"),
         Binding("f7", "toggle_personal", "Mine", key_display="F7"),
         Binding("f8", "open_phones", "Phones", key_display="F8"),
+        Binding("f9", "help", "Help", key_display="F9"),
         Binding("ctrl+q", "quit", "Quit", key_display="^Q", priority=True),
         Binding("f12", "screenshot(None, '.')", "Screenshot", show=False),
     ]
@@ -104,7 +74,8 @@ class FedtypeApp(App[None]):
     ) -> None:
         """Args:
         fleet: The fleet, or a factory that opens it (called in a worker).
-        central: The central baseline to offer as a source and reference line.
+        central: An existing central baseline to offer as a source and reference
+            line; without one, the fleet's live baseline (if any) is shown.
         autostart: Start training rounds as soon as the fleet is open.
         max_rounds: Stop after this server round (None: keep going).
         fresh_factory: Starts a fresh fleet when opening `fleet` fails.
@@ -178,6 +149,7 @@ class FedtypeApp(App[None]):
                 "central", self.central.model, self.central.tokenizer
             )
             self.query_one(Dashboard).set_reference(self.central.top3)
+        self._show_central(view.central)
         self.server_round = fleet.server_round
         self.query_one(Dashboard).show_history(self.records)
         keyboard = self.query_one(Keyboard)
@@ -204,12 +176,16 @@ class FedtypeApp(App[None]):
             )
             try:
                 record, model = fleet.train_round()
-                if history is not None:  # loads from disk here, not on the UI thread
+                # Both read from disk here, not on the UI thread.
+                if history is not None:
                     history.prepare(fleet.server_round)
+                central = fleet.central_view()
             except Exception as error:  # reported in the UI; training stops
                 self.post_message(TrainingFailed(f"{type(error).__name__}: {error}"))
                 return
-            self.post_message(RoundTrained(int(record["server_round"]), record, model))
+            self.post_message(
+                RoundTrained(int(record["server_round"]), record, model, central)
+            )
         self.post_message(TrainingStatus("paused" if self.paused else "stopped"))
 
     @while_mounted
@@ -222,9 +198,18 @@ class FedtypeApp(App[None]):
             self.history.remember(message.server_round, message.model)
         self.records.append(message.record)
         self.query_one(Dashboard).show_history(self.records)
+        self._show_central(message.central)
         if self.fleet.my_messages():
             self._personalize()
         self.query_one(Keyboard).model_changed(self.server_round)
+
+    def _show_central(self, view: CentralView | None) -> None:
+        """The live baseline's curve and model, unless `--central RUN` gave one."""
+        if view is None or self.sources is None or self.central is not None:
+            return
+        if view.model is not None:
+            self.sources.set_model("central", view.model)
+        self.query_one(Dashboard).show_central(view)
 
     @while_mounted
     def on_training_status(self, message: TrainingStatus) -> None:
@@ -342,6 +327,11 @@ class FedtypeApp(App[None]):
         """Open the fleet's phones: profiles and metrics on their future text."""
         if self.fleet is not None:
             self.push_screen(FleetScreen(self.fleet))
+
+    def action_help(self) -> None:
+        """Explain the dashboard's terms."""
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
         """Stop training and leave."""

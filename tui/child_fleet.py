@@ -28,11 +28,12 @@ import torch
 from torch import nn
 
 from coordinator import store
-from corpora.corpus import CorpusSplits
+from corpora.corpus import CorpusSplits, load_corpus
 from models.config import ModelConfig
 from models.model import NextWordModel
 from models.rundir import RunDir, RunDirError
 from tui.fleet import PhoneFacts
+from tui.live_central import CentralView, central_path, open_live_central, read_central
 from tui.sim_fleet import this_phone_messages
 
 # Seconds the child may take to load the corpus and resume the run.
@@ -65,7 +66,7 @@ def _model_from(payload: ModelPayload) -> nn.Module:
 def _handle(fleet: Any, method: str, args: tuple[Any, ...]) -> Any:
     """Run one request against the child's `SimulationFleet`."""
     if method == "round":
-        return fleet.simulation.run_round()
+        return fleet.run_round()
     if method == "personalize":
         result = fleet.personalize()
         if result is None:
@@ -78,9 +79,17 @@ def _handle(fleet: Any, method: str, args: tuple[Any, ...]) -> Any:
 
 
 def serve(
-    conn: Connection, run_dir: str, splits: CorpusSplits | None, log: str
+    conn: Connection,
+    run_dir: str,
+    splits: CorpusSplits | None,
+    log: str,
+    live_central: bool = True,
 ) -> None:
-    """The child process: resume the run and answer requests until told to stop."""
+    """The child process: resume the run and answer requests until told to stop.
+
+    With `live_central`, the run's live central baseline (if it has one) trains
+    after each round, on the rounds' thread.
+    """
     # Anything the child prints would tear the parent's screen: it goes to a log,
     # at the descriptor level too, where torch's C++ runtime writes.
     sys.stdout = sys.stderr = open(log, "a", buffering=1, encoding="utf-8")
@@ -105,7 +114,9 @@ def serve(
             reply(request_id, False, f"{type(error).__name__}: {error}")
 
     try:
-        fleet = SimulationFleet(Simulation.resume(run_dir, splits=splits))
+        simulation = Simulation.resume(run_dir, splits=splits)
+        central = _open_central(run_dir, splits) if live_central else None
+        fleet = SimulationFleet(simulation, central=central)
     except Exception as error:  # the parent turns this into the "cannot open" screen
         reply(0, False, f"{error}")
         return
@@ -126,6 +137,14 @@ def serve(
     # A round may still run on its thread: leave at once, without unwinding it
     # (the run directory is consistent at every moment).
     os._exit(0)
+
+
+def _open_central(run_dir: str, splits: CorpusSplits | None) -> Any:
+    if not (central_path(run_dir) / "config.json").exists():
+        return None
+    if splits is None:
+        splits = load_corpus(RunDir(run_dir).corpus_config())
+    return open_live_central(run_dir, splits)
 
 
 def _locked(lock: threading.Lock, function: Any) -> Any:
@@ -160,8 +179,12 @@ class ChildProcessFleet:
         *,
         name: str | None = None,
         splits: CorpusSplits | None = None,
+        live_central: bool = True,
     ) -> None:
         """Check the run, start the child and return at once.
+
+        With `live_central` the run's live central baseline (RUN/central, if
+        any) trains after each round in the child; without, none trains.
 
         The keyboard can suggest from the run's last checkpoint while the child
         still loads the corpus; requests wait for it.
@@ -171,6 +194,7 @@ class ChildProcessFleet:
         """
         self.run = RunDir(run_dir)
         self.name = name or str(run_dir)
+        self.live_central = live_central
         kind = self.run.read_config().get("kind")
         if kind != "federated":
             raise RunDirError(f"{self.run.path}: a {kind!r} run, not a federated one")
@@ -185,7 +209,9 @@ class ChildProcessFleet:
         self._conn, child_conn = context.Pipe()
         log = str(self.run.path / "trainer.log")
         self._process = context.Process(
-            target=serve, args=(child_conn, str(run_dir), splits, log), daemon=True
+            target=serve,
+            args=(child_conn, str(run_dir), splits, log, live_central),
+            daemon=True,
         )
         with _real_stdio():
             self._process.start()
@@ -246,6 +272,9 @@ class ChildProcessFleet:
         record = self._call("round")
         self._round = int(record["server_round"])
         return record, self.model_at(self._round)
+
+    def central_view(self) -> CentralView | None:
+        return read_central(self.run.path) if self.live_central else None
 
     def model_at(self, server_round: int) -> nn.Module:
         model, _ = self.run.load_model(server_round)

@@ -1,8 +1,10 @@
 """The fleet dashboard beside the text field: rounds, phones, bytes and accuracy.
 
 It draws whatever metrics.jsonl lines it is given, so a resumed run shows its whole
-history at once. Accuracy over rounds uses Textual's built-in `Sparkline`; the
-central baseline is a bar on the same scale as the federated model's latest value.
+history at once. Held-out top-3 over rounds is drawn for the fleet and for the
+central baseline on one fixed axis (`tui.charts`), with the unigram baseline's
+level as a mark, then both perplexities and one line on what central saw that
+the fleet never did.
 """
 
 from __future__ import annotations
@@ -11,14 +13,24 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Sparkline, Static
+from textual.containers import Vertical
+from textual.widgets import Static
 
+from tui.charts import MARK_STYLE, FixedChart, block
+from tui.live_central import CentralView
 from tui.privacy_panel import ServerSawPanel, privacy_line
 
-# (record key inside "heldout", label) of each chart, top to bottom.
-CHARTS = (("top1", "top-1"), ("top3", "top-3"), ("keystroke_savings", "keys"))
-_EIGHTHS = " ▏▎▍▌▋▊▉"
+# The fixed axes: accuracy from 0 to 40 % (the demo's models stay well below),
+# keystroke savings from 0 to 60 %.
+TOP_CEILING = 0.4
+KEYS_CEILING = 0.6
+# (id, record key inside "heldout", label, ceiling, style) of each chart.
+CHARTS = (
+    ("chart-top3", "top3", "fleet", TOP_CEILING, "bold"),
+    ("chart-central-top3", "top3", "central", TOP_CEILING, "magenta"),
+    ("chart-top1", "top1", "top-1", TOP_CEILING, "bold"),
+    ("chart-keystroke_savings", "keystroke_savings", "keys", KEYS_CEILING, "bold"),
+)
 
 
 def human_bytes(count: float) -> str:
@@ -47,14 +59,6 @@ def heldout_series(records: list[dict[str, Any]], key: str) -> list[float]:
     return series
 
 
-def bar(value: float, scale: float, width: int) -> str:
-    """A horizontal bar of `value / scale` of `width` cells, in eighths."""
-    cells = max(0.0, min(1.0, value / scale if scale > 0 else 0.0)) * width
-    full = int(cells)
-    partial = _EIGHTHS[int((cells - full) * 8)] if full < width else ""
-    return ("█" * full + partial).ljust(width)
-
-
 def round_lines(record: dict[str, Any]) -> Text:
     """The latest round's numbers: round, phones, bytes sent."""
     text = Text(no_wrap=True, overflow="ellipsis")
@@ -78,37 +82,40 @@ def round_lines(record: dict[str, Any]) -> Text:
     return text
 
 
-class MetricChart(Horizontal):
-    """One metric over rounds: its name, a sparkline and the latest value."""
+def perplexity_line(
+    fleet: float | None, central: float | None, unigram: float | None
+) -> Text:
+    """Held-out perplexity of the fleet, central and unigram models (lower is
+    better)."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append("perplexity ", "dim")
+    text.append("fleet ", "dim")
+    text.append(f"{fleet:,.0f}" if fleet is not None else "–", "bold")
+    if central is not None:
+        text.append(" · central ", "dim")
+        text.append(f"{central:,.0f}", "magenta")
+    if unigram is not None:
+        text.append(" · unigram ", "dim")
+        text.append(f"{unigram:,.0f}")
+    return text
 
-    DEFAULT_CSS = """
-    MetricChart {
-        height: 1;
-        & > .label { width: 6; color: $text-muted; }
-        & > Sparkline { width: 1fr; margin: 0 1 0 0; }
-        & > .value { width: 6; text-align: right; }
-    }
-    """
 
-    def __init__(self, key: str, label: str) -> None:
-        super().__init__(id=f"chart-{key}")
-        self.key = key
-        self.label = label
-
-    def compose(self) -> ComposeResult:
-        yield Static(self.label, classes="label")
-        yield Sparkline([])
-        yield Static("–", classes="value")
-
-    def show(self, series: list[float]) -> None:
-        """Draw `series` (fractions) and its last value as a percentage."""
-        self.query_one(Sparkline).data = series
-        value = f"{series[-1]:.1%}" if series else "–"
-        self.query_one(".value", Static).update(value, layout=False)
+def gap_line(view: CentralView, fleet_bytes: float) -> Text:
+    """What central saw that the fleet never did, and what each moved."""
+    last = view.records[-1] if view.records else {}
+    read = human_bytes(view.text_bytes * float(last.get("epoch", 0.0)))
+    if last.get("bytes_total"):
+        read += f" + {human_bytes(last['bytes_total'])} all-reduce"
+    text = Text()
+    text.append("central read ", "dim")
+    text.append(f"{view.users} users' pooled text", "magenta")
+    text.append(f" ({read}); the fleet sent no text, ", "dim")
+    text.append(f"{human_bytes(fleet_bytes)} of updates", "bold")
+    return text
 
 
 class Dashboard(Vertical):
-    """The fleet's progress: round, phones, bytes, held-out accuracy over rounds."""
+    """The fleet's progress beside central's: round, phones, bytes, accuracy."""
 
     DEFAULT_CSS = """
     Dashboard {
@@ -118,7 +125,7 @@ class Dashboard(Vertical):
         height: auto;
         & > .muted { color: $text-muted; }
         & > Static { text-wrap: nowrap; text-overflow: ellipsis; }
-        & > #reference { height: 3; }
+        & > #gap { text-wrap: wrap; }
         & > ServerSawPanel { text-wrap: wrap; text-overflow: fold; }
     }
     """
@@ -128,16 +135,18 @@ class Dashboard(Vertical):
         self.border_title = "Fleet"
         self.server_round = 0
         self.reference_top3: float | None = None
-        self._latest_top3: float | None = None
+        self.central: CentralView | None = None
+        self._records: list[dict[str, Any]] = []
 
     def compose(self) -> ComposeResult:
         yield Static("", id="status", classes="muted")
         yield Static(round_lines({}), id="round")
         yield Static(privacy_line({}), id="privacy")
-        yield Static("held-out users", classes="muted")
-        for key, label in CHARTS:
-            yield MetricChart(key, label)
-        yield Static("", id="reference")
+        yield Static("held-out top-3", id="axis", classes="muted")
+        for chart_id, _, label, ceiling, style in CHARTS:
+            yield FixedChart(label, ceiling=ceiling, style=style, id=chart_id)
+        yield Static("", id="perplexity")
+        yield Static("", id="gap")
         yield ServerSawPanel(id="server-saw")
 
     def set_status(self, text: str) -> None:
@@ -145,13 +154,18 @@ class Dashboard(Vertical):
         self.query_one("#status", Static).update(text)
 
     def set_reference(self, top3: float | None) -> None:
-        """The central baseline's held-out top-3, or None without a central run."""
+        """An existing central run's held-out top-3 (`--central RUN`)."""
         self.reference_top3 = top3
-        self._draw_reference()
+        self._draw_charts()
+
+    def show_central(self, view: CentralView | None) -> None:
+        """The live central baseline's lines (None: no live baseline)."""
+        self.central = view
+        self._draw_charts()
 
     def show_history(self, records: list[dict[str, Any]]) -> None:
         """Redraw from the run's metrics lines (rounds only, oldest first)."""
-        rounds = [r for r in records if "server_round" in r]
+        rounds = self._records = [r for r in records if "server_round" in r]
         last = rounds[-1] if rounds else {}
         self.server_round = int(last.get("server_round", 0))
         self.query_one("#round", Static).update(round_lines(last))
@@ -163,32 +177,41 @@ class Dashboard(Vertical):
             privacy_line(last, target=target if isinstance(target, float) else None)
         )
         self.query_one(ServerSawPanel).show_record(last)
-        for key, _ in CHARTS:
-            self.query_one(f"#chart-{key}", MetricChart).show(
-                heldout_series(rounds, key)
+        self._draw_charts()
+
+    def _unigram(self, key: str) -> float | None:
+        unigram = self.central.unigram if self.central is not None else None
+        value = (unigram or {}).get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    def _draw_charts(self) -> None:
+        central = self.central.records if self.central is not None else []
+        mark = self._unigram("top3")
+        axis = Text(f"top-3, axis 0–{TOP_CEILING:.0%}", no_wrap=True)
+        if mark is not None:
+            axis.append("  ")
+            axis.append(block(mark, TOP_CEILING), MARK_STYLE)
+            axis.append(f" unigram {mark:.1%}")
+        self.query_one("#axis", Static).update(axis)
+        for chart_id, key, _, _, _ in CHARTS:
+            chart = self.query_one(f"#{chart_id}", FixedChart)
+            records = central if chart_id == "chart-central-top3" else self._records
+            chart.show(heldout_series(records, key), mark=self._unigram(key))
+        central_chart = self.query_one("#chart-central-top3", FixedChart)
+        central_chart.display = bool(central) or self.reference_top3 is not None
+        if not central and self.reference_top3 is not None:
+            central_chart.show([], value=f"{self.reference_top3:.1%}")
+        perplexity = heldout_series(self._records, "perplexity")
+        central_perplexity = heldout_series(central, "perplexity")
+        self.query_one("#perplexity", Static).update(
+            perplexity_line(
+                perplexity[-1] if perplexity else None,
+                central_perplexity[-1] if central_perplexity else None,
+                self._unigram("perplexity"),
             )
-        top3 = heldout_series(rounds, "top3")
-        self._latest_top3 = top3[-1] if top3 else None
-        self._draw_reference()
-
-    def _draw_reference(self) -> None:
-        reference = self.query_one("#reference", Static)
-        if self.reference_top3 is None:
-            reference.display = False
-            return
-        reference.display = True
-        fed = self._latest_top3 or 0.0
-        scale = max(fed, self.reference_top3) * 1.1 or 1.0
-        width = max(4, reference.size.width - 15) if reference.size.width else 12
-        text = Text(no_wrap=True)
-        text.append("held-out top-3 vs central", "dim")
-        text.append("\nfleet   ", "dim")
-        text.append(bar(fed, scale, width), "bold")
-        text.append(f" {fed:6.1%}")
-        text.append("\ncentral ", "dim")
-        text.append(bar(self.reference_top3, scale, width), "magenta")
-        text.append(f" {self.reference_top3:6.1%}")
-        reference.update(text)
-
-    def on_resize(self) -> None:
-        self._draw_reference()
+        )
+        gap = self.query_one("#gap", Static)
+        gap.display = self.central is not None
+        if self.central is not None:
+            last = self._records[-1] if self._records else {}
+            gap.update(gap_line(self.central, float(last.get("bytes_total", 0))))

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from torch import nn
 
 from corpora.tokenizer import WordTokenizer
+from tui.live_central import CentralView
 
 # The client_id under which this device takes part in rounds.
 THIS_PHONE = "this-phone"
@@ -50,6 +51,11 @@ class DemoFleet(Protocol):
 
     def train_round(self) -> tuple[dict[str, Any], nn.Module]:
         """Run one round; its metrics line and a copy of the new global model."""
+        ...
+
+    def central_view(self) -> CentralView | None:
+        """The live central baseline's lines and model (files: off the UI
+        thread); None when the fleet trains none."""
         ...
 
     def model_at(self, server_round: int) -> nn.Module:

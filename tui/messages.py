@@ -12,14 +12,18 @@ from typing import Any
 from textual.message import Message
 from torch import nn
 
+from tui.live_central import CentralView
+
 
 @dataclass
 class RoundTrained(Message):
-    """A round finished: its metrics.jsonl line and a copy of the new global model."""
+    """A round finished: its metrics.jsonl line, a copy of the new global model
+    and the live central baseline after its catch-up (None without one)."""
 
     server_round: int
     record: dict[str, Any]
     model: nn.Module
+    central: CentralView | None = None
 
 
 @dataclass

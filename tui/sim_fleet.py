@@ -3,6 +3,8 @@
 Rounds run in the app's worker thread; everything the UI thread calls here reads
 copies (`Simulation.global_model` is a fresh model each call) or goes through the
 simulation's own lock (`add_phone`), so a round in progress never tears a model.
+With a live central baseline (`tui.live_central`), each round is followed by the
+central side's catch-up to the fleet's training tokens, on the same thread.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from typing import Any
 
 from torch import nn
 
+from central.paced import PacedCentral
 from coordinator.simulation import Simulation
 from device_sim.profile import DeviceProfile
 from models.metrics import EvalMetrics
 from models.rundir import RunDir, RunDirError
 from tui.fleet import THIS_PHONE, PhoneFacts
+from tui.live_central import CentralView, read_central
 
 # A phone's future messages measured when it is opened, and the keystroke-savings
 # share of them: enough for a stable figure in well under a second.
@@ -77,8 +81,19 @@ def metric_rows(metrics: EvalMetrics) -> list[tuple[str, str]]:
 class SimulationFleet:
     """The demo's view of a simulation, with this phone's history."""
 
-    def __init__(self, simulation: Simulation, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        simulation: Simulation,
+        *,
+        name: str | None = None,
+        central: PacedCentral | None = None,
+    ) -> None:
+        """Args:
+        central: The live central baseline, trained after each round; None
+            trains none.
+        """
         self.simulation = simulation
+        self.central = central
         self.name = name or str(simulation.run.path)
         self.tokenizer = simulation.tokenizer
         self._messages = this_phone_messages(simulation.run)
@@ -93,9 +108,23 @@ class SimulationFleet:
     def global_snapshot(self) -> nn.Module:
         return self.simulation.global_model
 
-    def train_round(self) -> tuple[dict[str, Any], nn.Module]:
+    def run_round(self) -> dict[str, Any]:
+        """One round, then the central side trained to the fleet's tokens."""
         record = self.simulation.run_round()
+        if self.central is not None:
+            self.central.catch_up(
+                int(record["tokens_total"]), server_round=int(record["server_round"])
+            )
+        return record
+
+    def train_round(self) -> tuple[dict[str, Any], nn.Module]:
+        record = self.run_round()
         return record, self.simulation.global_model
+
+    def central_view(self) -> CentralView | None:
+        if self.central is None:
+            return None
+        return read_central(self.simulation.run.path)
 
     def model_at(self, server_round: int) -> nn.Module:
         model = self.simulation.model_at(server_round)

@@ -1,0 +1,190 @@
+"""The demo's live central baseline: paced by the fleet's tokens, read back by the
+dashboard, turned off or replaced by an existing run; and the help screen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import NewSimulation, small_federation
+from test_tui_app import SIZE, wait_for
+
+from central.config import CentralConfig
+from cli.main import build_parser
+from corpora.corpus import CorpusSplits
+from models.rundir import RunDir
+from tui.app import CentralReference, FedtypeApp
+from tui.charts import FixedChart
+from tui.child_fleet import ChildProcessFleet
+from tui.help_screen import HelpScreen
+from tui.live_central import (
+    central_path,
+    open_live_central,
+    read_central,
+    start_live_central,
+)
+from tui.sim_fleet import SimulationFleet
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread, as the demo's child trains: on a busy machine a second
+    one waits for a core at every LSTM step (35 s instead of 2 s here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def central_fleet(
+    tmp_path: Path, small_splits: CorpusSplits, new_simulation: NewSimulation
+) -> Callable[[], SimulationFleet]:
+    """A small fresh run with its live central baseline, opened in-process."""
+
+    def make() -> SimulationFleet:
+        simulation = new_simulation(tmp_path / "run", small_federation())
+        start_live_central(simulation.run.path, small_splits)
+        central = open_live_central(simulation.run.path, small_splits)
+        return SimulationFleet(simulation, name="test-run", central=central)
+
+    return make
+
+
+def test_live_central_trains_to_the_fleet_tokens_after_a_round(
+    central_fleet, small_splits, tiny_model_config
+):
+    # Prepare
+    fleet = central_fleet()
+    run = fleet.simulation.run.path
+    batch_targets = CentralConfig().batch_size * tiny_model_config.max_len
+
+    # Execute
+    records = [fleet.run_round() for _ in range(2)]
+    view = read_central(run)
+    resumed = open_live_central(run, small_splits)
+
+    # Assert: within one central batch of the fleet's tokens, after every round.
+    assert view is not None and view.model is not None
+    for record, line in zip(records, view.records, strict=True):
+        assert line["server_round"] == record["server_round"]
+        assert 0 <= line["tokens_total"] - record["tokens_total"] < batch_targets
+        assert set(line["heldout"]) >= {"top3", "perplexity"}
+    assert resumed is not None
+    assert resumed.tokens_total == view.records[-1]["tokens_total"]
+    assert view.unigram is not None and 0 < view.unigram["top3"] < 1
+    assert view.users == 30
+
+
+async def test_app_shows_both_curves_and_offers_the_live_central_model(
+    central_fleet,
+):
+    # Prepare
+    app = FedtypeApp(central_fleet(), max_rounds=1)
+
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.server_round == 1)
+        await pilot.pause()
+
+        # Execute: no personal model yet, so the next source is central.
+        await pilot.press("f6")
+        await pilot.pause()
+
+        # Assert
+        assert len(app.query_one("#chart-top3", FixedChart).series) == 1
+        central = app.query_one("#chart-central-top3", FixedChart)
+        assert central.display and len(central.series) == 1
+        assert central.mark is not None  # the unigram level
+        assert "central" in str(app.query_one("#perplexity").render())
+        assert "30 users' pooled text" in str(app.query_one("#gap").render())
+        assert app.sources.active == "central"
+
+
+async def test_app_existing_central_run_replaces_the_live_one(
+    central_fleet, tokenizer, tiny_model_config
+):
+    # Prepare: `--central RUN` gives a reference; the live one must not show.
+    fleet = central_fleet()
+    reference = fleet.global_snapshot()
+    central = CentralReference(model=reference, tokenizer=tokenizer, top3=0.25)
+    app = FedtypeApp(fleet, central=central, max_rounds=1)
+
+    async with app.run_test(size=SIZE) as pilot:
+        # Execute
+        await wait_for(pilot, lambda: app.server_round == 1)
+        await pilot.pause()
+
+        # Assert
+        chart = app.query_one("#chart-central-top3", FixedChart)
+        assert chart.value == "25.0%" and chart.series == []
+        assert app.sources._suggesters["central"].model is reference
+        assert app.query_one("#gap").display is False
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["live", "no-central"])
+def test_child_fleet_trains_the_live_central_unless_turned_off(
+    tmp_path, small_splits, new_simulation, live
+):
+    # Prepare: a run that has a live baseline; `--no-central` opens it with False.
+    run = tmp_path / "run"
+    new_simulation(run, small_federation()).close()
+    start_live_central(run, small_splits)
+    fleet = ChildProcessFleet(run, splits=small_splits, live_central=live)
+
+    # Execute
+    try:
+        record, _ = fleet.train_round()
+        view = fleet.central_view()
+    finally:
+        fleet.close()
+
+    # Assert
+    lines = RunDir(central_path(run)).read_metrics()
+    assert record["server_round"] == 1
+    if live:
+        assert view is not None and view.records == lines
+        assert [line["server_round"] for line in lines] == [1]
+        assert lines[0]["tokens_total"] >= record["tokens_total"]
+    else:
+        assert view is None
+        assert lines == []
+
+
+def test_demo_options_central_and_no_central_exclude_each_other(capsys):
+    # Prepare
+    parser = build_parser()
+
+    # Execute
+    plain = parser.parse_args(["demo"])
+    off = parser.parse_args(["demo", "--no-central"])
+    with pytest.raises(SystemExit) as both:
+        parser.parse_args(["demo", "--no-central", "--central", "runs/c"])
+
+    # Assert
+    assert (plain.no_central, plain.central) == (False, None)
+    assert off.no_central
+    assert both.value.code == 2
+    assert "not allowed with" in capsys.readouterr().err
+
+
+async def test_app_help_screen_opens_and_closes(central_fleet):
+    # Prepare
+    app = FedtypeApp(central_fleet(), autostart=False)
+
+    async with app.run_test(size=SIZE) as pilot:
+        # Execute
+        await pilot.press("f9")
+        await pilot.pause()
+        opened = app.screen
+        text = opened.plain_text()
+        await pilot.press("escape")
+        await pilot.pause()
+
+        # Assert
+        assert isinstance(opened, HelpScreen)
+        for term in ("picked", "rejected", "Keystroke savings", "perplexity"):
+            assert term in text
+        assert "pooled text" in text
+        assert not isinstance(app.screen, HelpScreen)
