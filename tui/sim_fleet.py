@@ -9,16 +9,16 @@ central side's catch-up to the fleet's training tokens, on the same thread.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from torch import nn
 
 from central.paced import PacedCentral
+from coordinator.joined import joined_history
 from coordinator.simulation import Simulation
 from device_sim.profile import DeviceProfile
 from models.metrics import EvalMetrics
-from models.rundir import RunDir, RunDirError
+from models.rundir import RunDir
 from tui.fleet import THIS_PHONE, PhoneFacts
 from tui.live_central import CentralView, read_central
 
@@ -33,22 +33,8 @@ PERSONAL_STEPS = 8
 
 
 def this_phone_messages(run: RunDir) -> list[str]:
-    """This phone's stored history, read back from its own storage in the run
-    (`phones/index.json` names the file; see `coordinator.joined`)."""
-    index = run.path / "phones" / "index.json"
-    if not index.exists():
-        return []
-    try:
-        entries = json.loads(index.read_text(encoding="utf-8"))["phones"]
-        for entry in entries:
-            if entry.get("client_id") == THIS_PHONE:
-                path = run.path / "phones" / str(entry["file"])
-                payload = json.loads(path.read_text(encoding="utf-8"))
-                return [str(text) for text in payload["train"]]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        message = f"{index}: this phone's history is unreadable ({error})"
-        raise RunDirError(message) from None
-    return []
+    """This phone's stored history, read back from its own storage in the run."""
+    return joined_history(run, THIS_PHONE)
 
 
 def profile_rows(profile: DeviceProfile) -> list[tuple[str, str]]:
