@@ -28,9 +28,7 @@ from corpora.corpus import CorpusConfig, load_corpus
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
 from models.metrics import EvalCounts, combine
-from models.rundir import RunDir, RunDirError
-
-KIND = "local-only"
+from models.rundir import RunDir, RunDirError, RunKind
 
 
 def create_local_only_run(
@@ -45,7 +43,7 @@ def create_local_only_run(
     if run.config_path.exists():
         raise RunDirError(f"{run.path}: already a run directory; resume it instead")
     payload = {
-        "kind": KIND,
+        "kind": RunKind.LOCAL_ONLY.value,
         "corpus": asdict(corpus),
         "model": asdict(model),
         "local_only": asdict(config),
@@ -86,9 +84,7 @@ def _append(run: RunDir, record: dict[str, Any]) -> None:
 
 
 def _read_settings(run: RunDir) -> tuple[CorpusConfig, ModelConfig, LocalOnlyConfig]:
-    config = run.read_config()
-    if config.get("kind") != KIND:
-        raise RunDirError(f"{run.config_path}: not a local-only run")
+    config = run.config_of(RunKind.LOCAL_ONLY)
     try:
         return (
             CorpusConfig(**config["corpus"]),

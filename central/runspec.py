@@ -24,10 +24,7 @@ from central.state import Progress, load_optimizer_tensors
 from corpora.corpus import CorpusConfig
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
-from models.rundir import RunDir, RunDirError
-
-# Run kinds this package trains: `fedtype train` and `fedtype central`.
-KINDS = ("train", "central")
+from models.rundir import POOLED_KINDS, RunDir, RunDirError, RunKind
 
 
 @dataclass
@@ -56,7 +53,7 @@ class RunSpec:
 def create_run(
     path: str | Path,
     *,
-    kind: str,
+    kind: RunKind,
     corpus: CorpusConfig,
     model: ModelConfig,
     training: CentralConfig,
@@ -76,7 +73,7 @@ def create_run(
             f"model vocab_size {model.vocab_size} != tokenizer's {tokenizer.vocab_size}"
         )
     config = {
-        "kind": kind,
+        "kind": RunKind(kind).value,
         "corpus": asdict(corpus),
         "model": asdict(model),
         "training": asdict(training),
@@ -88,11 +85,7 @@ def create_run(
 
 def read_spec(run: RunDir) -> RunSpec:
     """Rank 0: the run's spec from its directory, resuming from the last save."""
-    config = run.read_config()
-    if config.get("kind") not in KINDS:
-        raise RunDirError(
-            f"{run.config_path}: a {config.get('kind')!r} run, not a central one"
-        )
+    config = run.config_of(POOLED_KINDS)
     try:
         tokenizer_json = run.tokenizer_path.read_text(encoding="utf-8")
         spec = RunSpec(config, tokenizer_json)

@@ -24,11 +24,10 @@ from rich.console import Console
 from central.config import CentralConfig
 from central.distributed import context_from_env
 from central.launch import launch_local, run_worker
-from central.runspec import KINDS
 from cli.errors import UsageError
 from cli.options import add_threads_option, check_threads, check_workers
 from cli.train_cmd import ProgressDisplay, add_run_options, start_new_run
-from models.rundir import RunDir
+from models.rundir import POOLED_KINDS, RunDir, RunKind
 
 HELP = "train centrally on the pooled data with W data-parallel workers"
 DESCRIPTION = """\
@@ -107,9 +106,7 @@ def run_worker_body(path: str, timeout_s: float) -> None:
 
 
 def _check_resumable(path: str, workers: int) -> None:
-    config = RunDir(path).read_config()
-    if config.get("kind") not in KINDS:
-        raise UsageError(f"{path} is a {config.get('kind')!r} run, not a central one")
+    config = RunDir(path).config_of(POOLED_KINDS)
     CentralConfig.from_dict(config.get("training", {})).check_workers(workers)
 
 
@@ -123,7 +120,7 @@ def run_central(args: argparse.Namespace) -> int:
             torch.set_num_threads(args.threads)
         world_size = context_from_env().world_size
         if args.out and context_from_env().is_main:
-            start_new_run(args, kind="central", extra={"workers": world_size})
+            start_new_run(args, kind=RunKind.CENTRAL, extra={"workers": world_size})
         run_worker_body(args.out or args.resume, args.timeout)
         return 0
     check_workers(args.workers)
@@ -131,7 +128,9 @@ def run_central(args: argparse.Namespace) -> int:
         raise UsageError("--create-only needs --out (a new run directory)")
     if args.out:
         CentralConfig(batch_size=args.batch_size).check_workers(args.workers)
-        path = start_new_run(args, kind="central", extra={"workers": args.workers})
+        path = start_new_run(
+            args, kind=RunKind.CENTRAL, extra={"workers": args.workers}
+        )
         if args.create_only:
             Console().print(f"created {path}: train it with torchrun -m central {path}")
             return 0

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cli.compare_report import RunSummary, epsilon_of  # noqa: E402
+from models.rundir import RunKind
 
 PRIVACY_PLOT = "top3_vs_epsilon.png"
 
@@ -67,7 +68,7 @@ def privacy_plot(summaries: list[RunSummary], path: Path) -> str:
         epsilon = epsilon_of(summary)
         x = infinity if epsilon is None else epsilon
         y = float(summary.final["heldout"]["top3"]) * 100
-        if summary.kind != "federated":
+        if summary.kind != RunKind.FEDERATED:
             marker, note = "s", f"{summary.kind} (pooled data)"
         elif not summary.protected:
             marker, note = "X", "federated, unprotected"

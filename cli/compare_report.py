@@ -20,9 +20,7 @@ from cli.compare_personalized import (
     personalized_setting,
 )
 from coordinator.personalization import PersonalizationReport
-from models.rundir import RunDir, RunDirError
-
-KINDS = ("federated", "train", "central", "local-only")
+from models.rundir import POOLED_KINDS, RunDir, RunDirError, RunKind
 
 # Columns of the table: header and how a summary fills it.
 COLUMNS = (
@@ -121,10 +119,8 @@ def load_run(path: str) -> RunSummary:
             unreadable, of an unknown kind or hold no evaluation yet.
     """
     run = RunDir(path)
+    run.read_kind()  # a clear error for a run of no known kind
     config = run.read_config()
-    if not isinstance(config, dict) or config.get("kind") not in KINDS:
-        kind = config.get("kind") if isinstance(config, dict) else None
-        raise RunDirError(f"{run.config_path}: unknown run kind {kind!r}")
     records = run.read_metrics()
     evaluated = [r for r in records if isinstance(r, dict) and _evaluated(r)]
     if not evaluated:
@@ -150,7 +146,7 @@ def load_run(path: str) -> RunSummary:
         label=Path(path).name or path,
         corpus=corpus_key(config),
     )
-    if kind == "federated":
+    if kind == RunKind.FEDERATED:
         # Up to the evaluated round, as the metrics in the row are.
         last = int(evaluated[-1].get("server_round", 0))
         upto = [r for r in records if int(r.get("server_round", 0)) <= last]
@@ -248,7 +244,7 @@ def setting(config: dict[str, Any], final: dict[str, Any] | None = None) -> str:
     """A one-line description of how a run trained, from its config.json (and its
     last evaluated metrics line, for how far a central run went)."""
     kind = config.get("kind")
-    if kind == "federated":
+    if kind == RunKind.FEDERATED:
         fed = config.get("federation", {})
         local = fed.get("local", {})
         return (
@@ -258,7 +254,7 @@ def setting(config: dict[str, Any], final: dict[str, Any] | None = None) -> str:
             f"{local.get('client_lr', '?')}, <= {local.get('max_local_steps', '?')} "
             "steps"
         )
-    if kind in ("train", "central"):
+    if kind in POOLED_KINDS:
         t = config.get("training", {})
         workers = config.get("workers", 1)
         return (

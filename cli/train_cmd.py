@@ -43,6 +43,7 @@ from cli.progress import progress_bar
 from corpora.messages import CorpusError
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
+from models.rundir import RunKind
 
 # The new-run options, by the config whose field each sets (cli.options).
 TRAINING_HELPS = {
@@ -96,7 +97,7 @@ def training_config(args: argparse.Namespace) -> CentralConfig:
 
 
 def start_new_run(
-    args: argparse.Namespace, *, kind: str, extra: dict[str, Any] | None = None
+    args: argparse.Namespace, *, kind: RunKind, extra: dict[str, Any] | None = None
 ) -> str:
     """Create the run directory --out names; returns its path."""
     check_new_run_dir(args.out)
@@ -171,7 +172,7 @@ def run_train(args: argparse.Namespace) -> int:
     """Create or resume the run, then train it in this process."""
     console = Console()
     check_threads(args.threads)
-    path = args.resume or start_new_run(args, kind="train")
+    path = args.resume or start_new_run(args, kind=RunKind.TRAIN)
     if args.threads:
         torch.set_num_threads(args.threads)
     context = context_from_env()

@@ -32,7 +32,7 @@ from device_sim.personalize import (
 )
 from models.metrics import EvalCounts, EvalMetrics, combine
 from models.model import NextWordModel
-from models.rundir import RunDir, RunDirError, write_json_atomic
+from models.rundir import RunDir, RunDirError, RunKind, write_json_atomic
 from models.weights import parameters_of
 
 # The report's file in the run directory.
@@ -64,14 +64,12 @@ def open_federated_run(path: str) -> FederatedRun:
         RunDirError: no run there, a run of another kind, or no checkpoint yet.
     """
     run = RunDir(path)
-    config = run.read_config()
-    kind = config.get("kind")
-    if kind != "federated":
-        raise RunDirError(
-            f"{run.path}: a {kind!r} run; personalisation needs a federated run "
-            "(made by fedtype simulate), whose phones fine-tune its global model. "
-            "Central and local-only runs have no fleet of phones to personalise on"
-        )
+    config = run.config_of(
+        RunKind.FEDERATED,
+        why=": personalisation needs a federated run (made by fedtype simulate), "
+        "whose phones fine-tune its global model. Central and local-only runs "
+        "have no fleet of phones to personalise on",
+    )
     try:
         federation = FederationConfig.from_dict(config["federation"])
     except (KeyError, TypeError, FederationConfigError) as error:

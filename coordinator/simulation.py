@@ -31,7 +31,7 @@ from device_sim.ranks import Ranks, SingleRank
 from models.config import ModelConfig
 from models.model import NextWordModel
 from models.run_canaries import run_canaries
-from models.rundir import RunDir, RunDirError, write_json_atomic
+from models.rundir import RunDir, RunDirError, RunKind, write_json_atomic
 from models.weights import initial_model, load_parameters, parameters_of
 
 
@@ -171,7 +171,7 @@ class Simulation:
         federation = _resolve_privacy(federation, splits)
         run.create(
             {
-                "kind": "federated",
+                "kind": RunKind.FEDERATED.value,
                 "corpus": asdict(corpus),
                 "model": asdict(model),
                 "federation": federation.to_dict(),
@@ -240,11 +240,7 @@ class Simulation:
         ranks: Ranks,
     ) -> Simulation:
         run = RunDir(run_dir)
-        config = run.read_config()
-        if config.get("kind") != "federated":
-            raise RunDirError(
-                f"{run.path}: a {config.get('kind')!r} run, not a federated one"
-            )
+        config = run.config_of(RunKind.FEDERATED)
         try:
             federation = FederationConfig.from_dict(config["federation"])
             model = ModelConfig(**config["model"])

@@ -43,7 +43,7 @@ from models.checkpoint import (
     sync_file,
 )
 from models.model import NextWordModel
-from models.rundir import RunDir, RunDirError, move_aside
+from models.rundir import RunDir, RunDirError, RunKind, move_aside
 from models.weights import Parameters, load_parameters
 
 
@@ -75,7 +75,7 @@ def save_global(
         scratch,
         scratch.config,
         vocab_fingerprint=tokenizer.fingerprint(),
-        extra={"server_round": str(server_round), "kind": "federated"},
+        extra={"server_round": str(server_round), "kind": RunKind.FEDERATED.value},
     )
 
 
@@ -215,11 +215,11 @@ class Repair:
 def is_unstarted(run: RunDir) -> bool:
     """Whether a federated run directory never completed its round-0 save."""
     try:
-        kind = run.read_config().get("kind")
+        kind = run.read_kind()
     except RunDirError:
         return False
     return (
-        kind == "federated"
+        kind is RunKind.FEDERATED
         and not run.state_path.exists()
         and not run.read_metrics()
         and all(step == 0 for step in run.checkpoint_steps())
@@ -372,11 +372,7 @@ def repair_for_resume(run: RunDir, *, start_clock: float | None = None) -> Repai
     Raises:
         RunDirError: the run cannot be resumed at all; the message says why.
     """
-    config = run.read_config()
-    if config.get("kind") != "federated":
-        raise RunDirError(
-            f"{run.path}: a {config.get('kind')!r} run, not a federated one"
-        )
+    config = run.config_of(RunKind.FEDERATED)
     notes: list[str] = []
     removed = run.remove_stale_temporaries()
     if removed:

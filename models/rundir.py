@@ -21,6 +21,7 @@ refuses a corpus that was edited since it started.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import re
@@ -40,6 +41,19 @@ _TEMPORARY = re.compile(r"^\..+\.tmp(\d+)$")
 
 class RunDirError(ValueError):
     """A run directory is missing or unusable; the message says which file and why."""
+
+
+class RunKind(enum.StrEnum):
+    """What made a run: config.json's "kind"."""
+
+    TRAIN = "train"  # fedtype train: pooled data, one process
+    CENTRAL = "central"  # fedtype central: pooled data, DDP workers
+    FEDERATED = "federated"  # fedtype simulate (and demo): a fleet of phones
+    LOCAL_ONLY = "local-only"  # fedtype local-only: one model a user, none kept
+
+
+# The central baseline's kinds: pooled data, one model, checkpoints as it trains.
+POOLED_KINDS = frozenset({RunKind.TRAIN, RunKind.CENTRAL})
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -159,6 +173,36 @@ class RunDir:
             raise RunDirError(f"{self.config_path}: not a JSON object")
         return config
 
+    def read_kind(self) -> RunKind:
+        """The run's kind, or a `RunDirError` naming config.json when unknown."""
+        kind = self.read_config().get("kind")
+        try:
+            return RunKind(str(kind))
+        except ValueError:
+            known = ", ".join(k.value for k in RunKind)
+            raise RunDirError(
+                f"{self.config_path}: unknown run kind {kind!r} (one of {known})"
+            ) from None
+
+    def config_of(
+        self, kinds: RunKind | frozenset[RunKind], *, why: str = ""
+    ) -> dict[str, Any]:
+        """config.json of a run whose kind is `kinds` or one of them.
+
+        Raises:
+            RunDirError: no run there, or one of another kind (the message names
+                both kinds, then `why`).
+        """
+        if isinstance(kinds, RunKind):
+            kinds = frozenset({kinds})
+        kind = self.read_kind()
+        if kind not in kinds:
+            wanted = "central" if kinds == POOLED_KINDS else "/".join(sorted(kinds))
+            raise RunDirError(
+                f"{self.path}: a {kind.value!r} run, not a {wanted} one{why}"
+            )
+        return self.read_config()
+
     def corpus_config(self, *, check: bool = True) -> CorpusConfig:
         """The corpus settings the run trained and evaluated with.
 
@@ -271,8 +315,7 @@ class RunDir:
 
     def load_model(self, step: int | None = None) -> tuple[NextWordModel, int]:
         """The model at `step` (default: the latest) and that step."""
-        config = self.read_config()  # a clear error when this is no run directory
-        if config.get("kind") == "local-only":
+        if self.read_kind() is RunKind.LOCAL_ONLY:
             raise RunDirError(
                 f"{self.path}: a local-only run trains one model per user and "
                 "keeps none to load; its metrics are in metrics.jsonl (fedtype "

@@ -16,7 +16,7 @@ from central.state import Progress
 from cli.main import main
 from corpora.corpus import CorpusConfig
 from models.config import ModelConfig
-from models.rundir import RunDir, RunDirError
+from models.rundir import RunDir, RunDirError, RunKind
 
 # Small and fast: about 2,000 training sequences, 4 steps a shard.
 TRAINING = CentralConfig(
@@ -62,7 +62,7 @@ def whole_run(
 def new_run(path: Path, corpus_file: str, model: ModelConfig) -> RunDir:
     return create_run(
         path,
-        kind="train",
+        kind=RunKind.TRAIN,
         corpus=CorpusConfig(source=corpus_file),
         model=model,
         training=TRAINING,

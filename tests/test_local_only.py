@@ -103,7 +103,7 @@ def test_run_local_only_rejects_a_central_run(tmp_path: Path) -> None:
     # Prepare
     (tmp_path / "config.json").write_text('{"kind": "train"}')
     # Execute / Assert
-    with pytest.raises(RunDirError, match="not a local-only run"):
+    with pytest.raises(RunDirError, match="not a local-only one"):
         run_local_only(tmp_path)
 
 
