@@ -58,6 +58,7 @@ def federation(
     aggregator: str,
     heldout_messages: int,
     norm_factor: float = FederationConfig.norm_factor,
+    min_cosine: float = FederationConfig.min_cosine,
 ) -> FederationConfig:
     """One cell's settings: every phone eligible, evaluation after the last round."""
     return FederationConfig(
@@ -70,6 +71,7 @@ def federation(
         keystroke_texts=50,
         aggregator=aggregator,
         norm_factor=norm_factor,
+        min_cosine=min_cosine,
         local=LocalTrainingConfig(),
         fleet=FleetConfig(
             max_users=max_users,
@@ -235,6 +237,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--norm-factor", type=float, default=FederationConfig.norm_factor
     )
+    parser.add_argument(
+        "--min-cosine",
+        type=float,
+        default=FederationConfig.min_cosine,
+        help="the screen's direction rule (-1: off)",
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default="robustness.jsonl")
     args = parser.parse_args(argv)
@@ -261,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "heldout_messages": args.heldout_messages,
         "model": [args.embed_dim, args.hidden_dim],
         "norm_factor": args.norm_factor,
+        "min_cosine": args.min_cosine,
     }
     out = Path(args.out)
     done = load_done(out, settings)
@@ -284,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                 aggregator=cell["aggregator"],
                 heldout_messages=args.heldout_messages,
                 norm_factor=args.norm_factor,
+                min_cosine=args.min_cosine,
             )
             result = run_cell(
                 Path(scratch) / f"run{index}",

@@ -13,6 +13,7 @@ save point with the same data order.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -116,6 +117,7 @@ class CentralTrainer:
         self._loss_sum = 0.0  # this worker's summed loss since the last save point
         self._loss_targets = 0
         self._extra: dict[str, Any] = {}  # joins the next metrics line
+        self._batches: Iterator[torch.Tensor] | None = None  # `train_until`'s epoch
 
     def _build_model(self, spec: RunSpec) -> NextWordModel:
         # Same init on every rank (DDP broadcasts rank 0's anyway).
@@ -198,14 +200,19 @@ class CentralTrainer:
             raise RunDirError(f"{self.run.path}: the corpus has no training messages")
         self.network.train()
         while self.progress.tokens_total < tokens_total:
-            epoch = self.progress.epoch
-            for batch in self.stream.epoch(epoch, skip=self.progress.batch_in_epoch):
-                self._step(batch, epoch)
-                if self.progress.tokens_total >= tokens_total:
-                    break
-            if self.progress.batch_in_epoch >= per_epoch:
+            # The epoch's iterator lives across calls: rebuilding it would
+            # re-encode the current shard at every catch-up.
+            if self._batches is None:
+                self._batches = self.stream.epoch(
+                    self.progress.epoch, skip=self.progress.batch_in_epoch
+                )
+            batch = next(self._batches, None)
+            if batch is not None:
+                self._step(batch, self.progress.epoch)
+            if batch is None or self.progress.batch_in_epoch >= per_epoch:
                 self.progress.epoch += 1
                 self.progress.batch_in_epoch = 0
+                self._batches = None
         self._extra = extra or {}
         self._save_point(per_epoch)
         self._extra = {}

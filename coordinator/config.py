@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from coordinator.privacy_config import PrivacyConfig, PrivacyConfigError
-from coordinator.robust import NORM_FACTOR
+from coordinator.robust import MIN_COSINE, NORM_FACTOR
 from coordinator.robust_aggregation import AGGREGATORS
 from coordinator.strategies import STRATEGIES, StrategyConfig, default_server_lr
 from device_sim.config import FleetConfig, FleetConfigError, LocalTrainingConfig
@@ -71,6 +71,10 @@ class FederationConfig:
     norm_factor: float = NORM_FACTOR
     # The norm check needs at least this many reports to have a median to trust.
     min_for_norm_check: int = 3
+    # An update whose cosine with the round's coordinate-wise median update is
+    # below this is rejected (coordinator.robust's direction rule, which stops
+    # sign-flipped updates); -1 turns the rule off.
+    min_cosine: float = MIN_COSINE
     # How the screened updates are combined (coordinator.robust_aggregation):
     # "mean" (FedAvg's example-weighted mean), "median" or "trimmed-mean"
     # (coordinate-wise, Yin et al. 2018), "krum" or "multi-krum" (Blanchard et al.
@@ -172,6 +176,10 @@ class FederationConfig:
             )
         if self.min_for_norm_check < 1:
             raise FederationConfigError("min_for_norm_check must be >= 1")
+        if not -1.0 <= self.min_cosine <= 1.0:
+            raise FederationConfigError(
+                f"min_cosine must lie in [-1, 1], got {self.min_cosine}"
+            )
         check_choice("aggregator", self.aggregator, AGGREGATORS, FederationConfigError)
         for name in ("trim_fraction", "byzantine_fraction"):
             if not 0 <= getattr(self, name) < 0.5:

@@ -23,12 +23,27 @@ report from a few statistics (its norm, whether it is finite, its claimed
    in the last rounds (`ScreenHistory`) pooled with this round's survivors, so
    that half a round of hostile reports cannot drag it up, in the spirit of the
    norm-bounding defences studied by Sun et al. 2019 ("Can You Really Backdoor
-   Federated Learning?", arXiv 1911.07963).
+   Federated Learning?", arXiv 1911.07963);
+6. the progress rule: an update whose norm per claimed local step is below
+   1 / `norm_factor` of the median per-step norm (recent rounds' and this
+   round's) is dropped. A phone that claims more examples than it trained on
+   claims more steps than it took, so its update is too short for its count:
+   the inflated count that rules 3 and 4 cannot see when the lie stays under
+   the bound;
+7. the direction rule: an update whose cosine with the coordinate-wise median
+   of the round's surviving updates is below `min_cosine` (0) is dropped. A
+   sign-flipped update is as long as an honest one and passes every norm rule,
+   but it points away from the others. The cosines come from each update's
+   count sketch (`device_sim.sketch`), so the updates stay on their ranks; the
+   coordinate-wise median is Yin et al.'s (2018, arXiv 1803.01498) robust
+   reference, which half a round of hostile updates cannot move.
 
 The bounds in 3 and 4 hold for honest phones exactly (FedAvg's ClientUpdate with
 the shared training loop: plain SGD, one global clip per step, FedProx's term
 inside the clip). Without the local settings (`ScreenConfig`'s defaults) the
-screen applies rules 1, 2 and 5 only.
+screen applies rules 1, 2, 5 and 7 only. Rules 5 to 7 compare reports with each
+other, so they need each report's norm and sketch: under secure aggregation,
+which hides both, `relative` is off and only rules 1 to 4 apply.
 
 Everything here is pure: no I/O, no logging, inputs left unchanged.
 """
@@ -42,13 +57,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from device_sim.config import LocalTrainingConfig
+from device_sim.sketch import cosine
 
 # The relative rule's default factor. On 120 phones, 10 reports a round (20
 # rounds, docs/robustness.md) an honest update was at most 4.8 times the pooled
 # median norm, while the sign-flipped x5 updates of heavy typists that stayed
 # under the absolute bound reached 8 to 14 times it; 10 let those through.
 NORM_FACTOR = 5.0
+# The direction rule's default: an update pointing away from the round's
+# coordinate-wise median (a negative cosine) is dropped.
+MIN_COSINE = 0.0
 # Rounding slack of the absolute bound: the clip scales a gradient to clip_norm
 # up to 1e-6, and float32 subtraction of the weights adds a little more.
 BOUND_SLACK = 1.001
@@ -76,6 +97,8 @@ class UpdateStats:
     finite: bool
     # A structural defect found on the worker (shape, dtype, count...), or None.
     problem: str | None = None
+    # The update's count sketch (`device_sim.sketch`), or None when not shown.
+    sketch: np.ndarray | None = None
 
 
 class StatsLike(Protocol):
@@ -97,6 +120,9 @@ class StatsLike(Protocol):
     @property
     def problem(self) -> str | None: ...
 
+    @property
+    def sketch(self) -> np.ndarray | None: ...
+
 
 @dataclass(frozen=True)
 class ScreenConfig:
@@ -113,6 +139,13 @@ class ScreenConfig:
     # Accepted norms remembered across rounds for the reference (about ten
     # rounds of twenty reports).
     history_size: int = 200
+    # Reject an update whose cosine with the round's coordinate-wise median is
+    # below this (rule 7); -1 turns the rule off (docs/robustness.md has the
+    # cosines measured for honest and flipped updates).
+    min_cosine: float = MIN_COSINE
+    # Whether the server sees each report's norm and sketch (rules 5 to 7):
+    # not under secure aggregation.
+    relative: bool = True
 
     def __post_init__(self) -> None:
         if not self.norm_factor > 0 or not math.isfinite(self.norm_factor):
@@ -125,6 +158,8 @@ class ScreenConfig:
             )
         if self.history_size < 0:
             raise ValueError(f"history_size must be >= 0, got {self.history_size}")
+        if not -1.0 <= self.min_cosine <= 1.0:
+            raise ValueError(f"min_cosine must lie in [-1, 1], got {self.min_cosine}")
 
     @classmethod
     def for_training(cls, local: LocalTrainingConfig, **settings: Any) -> ScreenConfig:
@@ -135,14 +170,23 @@ class ScreenConfig:
         """Most sequences an honest phone trains on in a round (None: unknown)."""
         return None if self.local is None else self.local.sequence_budget()
 
-    def max_norm(self, num_examples: int) -> float | None:
-        """Furthest an honest phone with `num_examples` sequences can move."""
+    def steps(self, num_examples: int) -> int | None:
+        """Local steps an honest phone with `num_examples` sequences takes."""
         local = self.local
-        if local is None or not local.client_lr or not local.clip_norm:
-            return None  # no clip (clip_norm 0) means no bound
+        if local is None:
+            return None
         steps = local.local_epochs * -(-num_examples // local.batch_size)
         if local.max_local_steps is not None:
             steps = min(steps, local.max_local_steps)
+        return steps
+
+    def max_norm(self, num_examples: int) -> float | None:
+        """Furthest an honest phone with `num_examples` sequences can move."""
+        local, steps = self.local, self.steps(num_examples)
+        if local is None or steps is None or not local.client_lr:
+            return None
+        if not local.clip_norm:
+            return None  # no clip (clip_norm 0) means no bound
         return steps * local.client_lr * local.clip_norm
 
 
@@ -151,16 +195,21 @@ class ScreenHistory:
     """What the screen remembers across rounds: norms it accepted, oldest first."""
 
     norms: tuple[float, ...] = ()
+    # Accepted norms per claimed local step (rule 6), oldest first.
+    step_norms: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, list[float]]:
         """JSON-ready (state.json keeps it, so that a resume screens the same)."""
-        return {"norms": list(self.norms)}
+        return {"norms": list(self.norms), "step_norms": list(self.step_norms)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ScreenHistory:
         """The history `to_dict` wrote (None or {}: an empty one)."""
-        norms = (data or {}).get("norms", [])
-        return cls(norms=tuple(float(n) for n in norms))
+        data = data or {}
+        return cls(
+            norms=tuple(float(n) for n in data.get("norms", [])),
+            step_norms=tuple(float(n) for n in data.get("step_norms", [])),
+        )
 
 
 def _count_problem(num_examples: object) -> str | None:
@@ -206,22 +255,110 @@ def screen_stats(
         if reason is None:
             reason = _bound_reason(s, config)
         reasons.append(reason)
-    current = [s.norm for s, why in zip(stats, reasons, strict=True) if why is None]
-    pooled = [*history.norms, *current]
-    if len(pooled) >= config.min_for_norm_check:
-        median = statistics.median(pooled)
-        for index, s in enumerate(stats):
-            if reasons[index] is None and s.norm > config.norm_factor * median:
-                reasons[index] = (
-                    f"norm {s.norm:.4g} > {config.norm_factor:g} x median {median:.4g}"
-                )
+    if config.relative:
+        for rule in (_norm_rule, _progress_rule, _direction_rule):
+            rule(stats, reasons, config, history)
     accepted = [s.client_id for s, why in zip(stats, reasons, strict=True) if not why]
     rejected = [
         Rejection(client_id=s.client_id, reason=why)
         for s, why in zip(stats, reasons, strict=True)
         if why is not None
     ]
-    kept = [s.norm for s, why in zip(stats, reasons, strict=True) if why is None]
-    remembered = (*history.norms, *kept)
-    start = max(0, len(remembered) - config.history_size)
-    return accepted, rejected, ScreenHistory(norms=remembered[start:])
+    if not config.relative:
+        return accepted, rejected, history  # it saw no norms to remember
+    kept = [s for s, why in zip(stats, reasons, strict=True) if why is None]
+    return accepted, rejected, _remember(history, kept, config)
+
+
+def _survivors(
+    stats: Sequence[StatsLike], reasons: list[str | None]
+) -> list[tuple[int, StatsLike]]:
+    return [(i, s) for i, s in enumerate(stats) if reasons[i] is None]
+
+
+def _norm_rule(
+    stats: Sequence[StatsLike],
+    reasons: list[str | None],
+    config: ScreenConfig,
+    history: ScreenHistory,
+) -> None:
+    """Rule 5: no norm above `norm_factor` x the pooled median norm."""
+    survivors = _survivors(stats, reasons)
+    pooled = [*history.norms, *(s.norm for _, s in survivors)]
+    if len(pooled) < config.min_for_norm_check:
+        return
+    median = statistics.median(pooled)
+    for index, s in survivors:
+        if s.norm > config.norm_factor * median:
+            reasons[index] = (
+                f"norm {s.norm:.4g} > {config.norm_factor:g} x median {median:.4g}"
+            )
+
+
+def _step_norm(s: StatsLike, config: ScreenConfig) -> float | None:
+    steps = config.steps(s.num_examples)
+    return None if not steps else s.norm / steps
+
+
+def _progress_rule(
+    stats: Sequence[StatsLike],
+    reasons: list[str | None],
+    config: ScreenConfig,
+    history: ScreenHistory,
+) -> None:
+    """Rule 6: no norm per claimed step below 1 / `norm_factor` of the median."""
+    survivors = [
+        (i, s, per_step)
+        for i, s in _survivors(stats, reasons)
+        if (per_step := _step_norm(s, config)) is not None
+    ]
+    pooled = [*history.step_norms, *(per_step for _, _, per_step in survivors)]
+    if len(pooled) < config.min_for_norm_check:
+        return
+    median = statistics.median(pooled)
+    for index, s, per_step in survivors:
+        if per_step * config.norm_factor < median:
+            reasons[index] = (
+                f"norm {s.norm:.4g} over {config.steps(s.num_examples)} steps for "
+                f"{s.num_examples} examples < 1/{config.norm_factor:g} of the "
+                f"median per step {median:.4g}"
+            )
+
+
+def _direction_rule(
+    stats: Sequence[StatsLike],
+    reasons: list[str | None],
+    config: ScreenConfig,
+    history: ScreenHistory,
+) -> None:
+    """Rule 7: no cosine with the survivors' coordinate-wise median below the
+    threshold (estimated from sketches; reports without one are not judged)."""
+    if config.min_cosine <= -1.0:
+        return
+    sketched = [
+        (i, s.sketch) for i, s in _survivors(stats, reasons) if s.sketch is not None
+    ]
+    if len(sketched) < config.min_for_norm_check:
+        return
+    median = np.median(np.stack([sketch for _, sketch in sketched]), axis=0)
+    for index, sketch in sketched:
+        similarity = cosine(sketch, median)
+        if similarity < config.min_cosine:
+            reasons[index] = (
+                f"direction: cosine {similarity:.3f} with the round's median "
+                f"update < {config.min_cosine:g}"
+            )
+
+
+def _remember(
+    history: ScreenHistory, kept: Sequence[StatsLike], config: ScreenConfig
+) -> ScreenHistory:
+    """The history with the accepted reports' norms, the newest `history_size`."""
+    size = config.history_size
+    norms = (*history.norms, *(s.norm for s in kept))
+    per_step = [_step_norm(s, config) for s in kept]
+    step_norms = (*history.step_norms, *(n for n in per_step if n is not None))
+    return ScreenHistory(
+        norms=norms[max(0, len(norms) - size) :],
+        step_norms=step_norms[max(0, len(step_norms) - size) :],
+    )

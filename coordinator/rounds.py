@@ -213,11 +213,11 @@ def run_round(
             config.local,
             norm_factor=config.norm_factor,
             min_for_norm_check=config.min_for_norm_check,
+            min_cosine=config.min_cosine,
+            relative=not secure,
         ),
         history=state.screen,
     )
-    if secure:
-        screen = state.screen  # it saw no norms to remember
     kept_ids = set(accepted)
     reports = trained.summaries
     kept = [r for r in reports if r.client_id in kept_ids]

@@ -5,7 +5,7 @@ weights. Each rank (`device_sim.ranks`) trains its share of them, longest first 
 the least-loaded rank, one after another on ONE resident model, so a round's
 memory does not grow with its phones. The updates stay on the rank that trained
 them; what crosses to the coordinator is a `ClientSummary` per phone (its count,
-the update's norm and health, its loss figures), gathered from every rank, and
+the update's norm, health and sketch, its loss figures), gathered from every rank, and
 later the round's sums, through one all-reduce:
 
 - `TrainedRound.weighted_sum(accepted)`: the `num_examples`-weighted sum of the
@@ -34,6 +34,7 @@ from device_sim.clipping import flatten, unflatten
 from device_sim.config import LocalTrainingConfig
 from device_sim.phone import ClientMetrics, ClientReport, Phone
 from device_sim.ranks import Ranks, SingleRank, assign_shares
+from device_sim.sketch import sketch_update
 from models.config import ModelConfig
 from models.metrics import EvalCounts
 from models.model import NextWordModel
@@ -53,6 +54,9 @@ class ClientSummary:
     finite: bool  # every value of the update is finite
     problem: str | None  # a structural defect (shape, dtype), or None
     metrics: ClientMetrics
+    # The update's count sketch (`device_sim.sketch`): its direction, for the
+    # screen; None under secure aggregation or for a malformed update.
+    sketch: np.ndarray | None = None
 
 
 def summarise(
@@ -63,7 +67,8 @@ def summarise(
     A float32 update's norm is finite exactly when all its values are, since the
     squares of finite float32 values cannot overflow the float64 sum. Without
     `with_norm` (secure aggregation) the phone checks its own update but the
-    norm it sends is nan: the server must not learn a single update's size.
+    norm it sends is nan and it sends no sketch: the server must not learn a
+    single update's size or direction.
     """
     problem = _structure_problem(report.update, reference)
     squares = 0.0
@@ -74,13 +79,15 @@ def summarise(
             break
         squares += norm * norm
     finite = problem is None
+    revealed = finite and with_norm
     return ClientSummary(
         report.client_id,
         report.num_examples,
-        float(np.sqrt(squares)) if finite and with_norm else float("nan"),
+        float(np.sqrt(squares)) if revealed else float("nan"),
         finite,
         problem,
         report.metrics,
+        sketch_update(report.update) if revealed else None,
     )
 
 

@@ -7,11 +7,12 @@ asks for them, so tests must treat them as read-only: copy before changing.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from helpers import NewSimulation
 
 from coordinator.config import FederationConfig
@@ -149,3 +150,14 @@ def write_jsonl(tmp_path: Path) -> Callable[[str | bytes], str]:
         return str(path)
 
     return write
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread, as the demo's child process trains: on a busy two-core
+    machine a second thread waits for a core at every LSTM step (a test of two
+    small rounds took 35 s instead of 2 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -79,7 +79,8 @@ def test_screen_stats_rejects_each_broken_bound_in_order() -> None:
         Rejection("nan", "non-finite values (NaN or Inf) in the update"),
         Rejection("bent", "shape (4,) != (5,) in tensor 0"),
     ]  # fmt: skip
-    assert history == ScreenHistory(norms=(0.9, 3.0))
+    # Per claimed step: "ok" took 1 step (0.9 / 1), "edge" 3 steps (3.0 / 3)
+    assert history == ScreenHistory(norms=(0.9, 3.0), step_norms=(0.9, 1.0))
 
 
 def test_screen_stats_history_holds_when_half_a_round_is_hostile() -> None:
@@ -246,3 +247,110 @@ def test_default_screen_rejects_sign_flips_beyond_an_honest_reach(
     # cannot be told apart: the robust aggregators are the defence for it)
     assert {c for c, _, _ in accepted} == {c for c, r in reach.items() if 5 * r <= 1}
     assert 0 < len(accepted) < len(reports)
+
+
+def test_screen_stats_progress_rule_stops_an_inflated_count() -> None:
+    # Prepare: three honest phones move 1.0, 0.8 and 0.8 a step (16, 32 and 48
+    # sequences: 1, 2 and 3 steps); a liar with 2 sequences claims 200 (13 steps)
+    # but moved only as far as its one real step, 0.9
+    round_ = [stats("a", 16, 1.0), stats("b", 32, 1.6), stats("c", 48, 2.4)]
+    round_ += [stats("liar", 200, 0.9)]
+
+    # Execute
+    accepted, rejected, history = screen_stats(
+        round_, config=DEFAULT, history=ScreenHistory()
+    )
+
+    # Assert: per step 1.0, 0.8, 0.8 and 0.9 / 13 = 0.069; the median is 0.8 and
+    # 0.069 x 5 < 0.8. Every norm is within its absolute bound and 5 x the
+    # median norm 1.3
+    assert accepted == ["a", "b", "c"]
+    assert rejected == [
+        Rejection("liar", "norm 0.9 over 13 steps for 200 examples < 1/5 of the "
+                  "median per step 0.8"),
+    ]  # fmt: skip
+    assert history.step_norms == pytest.approx((1.0, 0.8, 0.8))
+
+
+def test_screen_stats_direction_rule_stops_a_flipped_update() -> None:
+    # Prepare: sketches by hand, all of norm 1; "flip" is -b scaled to norm 1
+    half = math.sqrt(0.5)
+    sketches = {
+        "a": [1.0, 0.0, 0.0],
+        "b": [half, half, 0.0],
+        "c": [half, 0.0, half],
+        "flip": [-half, -half, 0.0],
+    }
+    round_ = [
+        UpdateStats(c, 1, 1.0, True, None, np.array(v)) for c, v in sketches.items()
+    ]
+
+    # Execute
+    accepted, rejected, _ = screen_stats(
+        round_, config=RELATIVE, history=ScreenHistory()
+    )
+    off, _, _ = screen_stats(
+        round_, config=ScreenConfig(min_cosine=-1.0), history=ScreenHistory()
+    )
+
+    # Assert: the coordinate-wise median is (0.707, 0, 0) (medians of
+    # {1, .707, .707, -.707}, {0, .707, 0, -.707} and {0, 0, .707, 0}), and the
+    # flipped update's cosine with it is -0.707
+    assert accepted == ["a", "b", "c"]
+    assert rejected == [
+        Rejection("flip", "direction: cosine -0.707 with the round's median "
+                  "update < 0"),
+    ]  # fmt: skip
+    assert off == ["a", "b", "c", "flip"]
+
+
+def test_screen_stats_without_norms_applies_the_bounds_only() -> None:
+    # Prepare: secure aggregation shows no norm (0) and no sketch
+    round_ = [stats("a", 16, 0.0), stats("b", 32, 0.0), stats("liar", 200, 0.0)]
+    round_ += [stats("greedy", 300, 0.0)]
+    history = ScreenHistory(norms=(1.0,), step_norms=(1.0,))
+    config = ScreenConfig.for_training(LocalTrainingConfig(), relative=False)
+
+    # Execute
+    accepted, rejected, after = screen_stats(round_, config=config, history=history)
+
+    # Assert: only the count bound applies; the history is left as it was
+    assert accepted == ["a", "b", "liar"]
+    assert [r.client_id for r in rejected] == ["greedy"]
+    assert after == history
+
+
+def test_screen_history_reads_a_state_without_step_norms() -> None:
+    # Prepare: state.json as runs before the progress rule wrote it
+    old = {"norms": [1.0, 2.0]}
+
+    # Execute
+    history = ScreenHistory.from_dict(old)
+
+    # Assert
+    assert history == ScreenHistory(norms=(1.0, 2.0))
+    assert ScreenHistory.from_dict(history.to_dict()) == history
+
+
+def test_default_screen_rejects_30_percent_sign_flipped_real_updates(
+    honest: tuple[list[torch.Tensor], Reports],
+) -> None:
+    # Prepare: phones 0, 4 and 8 send their real update flipped, at its own size
+    reference, reports = honest
+    config = ScreenConfig.for_training(SMALL_LOCAL)
+    hostile = {0, 4, 8}
+    sent = [
+        (c, corrupt_report(u, n, kind="sign", scale=1.0)[0] if i in hostile else u, n)
+        for i, (c, u, n) in enumerate(reports)
+    ]
+
+    # Execute
+    accepted, rejected = screen_reports(reference, sent, config=config)
+
+    # Assert: no norm rule can see a flip at its own size; the direction rule
+    # drops exactly the flipped three
+    assert [r[0] for r in accepted] == [
+        r[0] for i, r in enumerate(reports) if i not in hostile
+    ]
+    assert {r.client_id for r in rejected} == {reports[i][0] for i in hostile}
+    assert all(r.reason.startswith("direction: cosine -") for r in rejected)

@@ -3,11 +3,10 @@ dashboard, turned off or replaced by an existing run; and the help screen."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 from helpers import NewSimulation, small_federation
 from test_tui_app import SIZE, wait_for
 
@@ -27,15 +26,7 @@ from tui.live_central import (
 )
 from tui.sim_fleet import SimulationFleet
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """One torch thread, as the demo's child trains: on a busy machine a second
-    one waits for a core at every LSTM step (35 s instead of 2 s here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -33,14 +33,16 @@ def central_path(run_path: str | Path) -> Path:
 
 
 def paced_config(federation: dict[str, Any]) -> CentralConfig:
-    """The live baseline's settings: the fleet's seed and evaluation samples."""
+    """The live baseline's settings: the fleet's seed and held-out sample."""
     return CentralConfig(
         seed=int(federation.get("seed", 0)),
         epochs=PACED_EPOCHS,
         # Only the fleet's rounds set save points (`train_until`).
         eval_every=0,
         heldout_messages=int(federation["heldout_messages"]),
-        future_messages=int(federation["future_messages"]),
+        # The dashboard compares held-out users only; measuring future text too
+        # would double the catch-up's evaluation time after every round.
+        future_messages=0,
         future_messages_per_user=int(federation["future_messages_per_phone"]),
         keystroke_texts=int(federation["keystroke_texts"]),
     )
