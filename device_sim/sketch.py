@@ -10,9 +10,8 @@ With random signs the inner product of two sketches is an unbiased estimate of t
 updates' inner product, with a standard error of about |x| |y| sqrt(2 / width)
 (the count sketch of Charikar, Chen and Farach-Colton 2002; FetchSGD, Rothchild
 et al. 2020, arXiv 2007.07682, sketches federated updates the same way). At 4,096
-buckets a cosine is off by about 0.02, while an honest update's cosine with the
-round's coordinate-wise median was at least 0.2 in the robustness benchmark's runs
-(docs/robustness.md).
+buckets a cosine is off by about 0.02, far less than the gap between honest and
+flipped updates' cosines measured in docs/robustness.md.
 
 The signs come from a fixed public seed, as a hash does: the sketch bounds faulty
 and the benchmark's hostile phones, not an attacker who crafts its update against
