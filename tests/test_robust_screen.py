@@ -299,7 +299,7 @@ def test_screen_stats_direction_rule_stops_a_flipped_update() -> None:
     assert accepted == ["a", "b", "c"]
     assert rejected == [
         Rejection("flip", "direction: cosine -0.707 with the round's median "
-                  "update < 0"),
+                  "update < -0.2"),
     ]  # fmt: skip
     assert off == ["a", "b", "c", "flip"]
 
