@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from torch import nn
 
 from central.config import CentralConfig
 from central.distributed import WorkerContext
-from central.runspec import read_spec
+from central.runspec import create_run, read_spec
 from central.trainer import CentralTrainer, drop_unsaved_metrics
 from corpora.corpus import CorpusConfig, CorpusSplits
 from corpora.samples import heldout_sample
@@ -34,7 +33,7 @@ from corpora.tokenizer import WordTokenizer
 from models.baseline import UnigramModel
 from models.config import ModelConfig
 from models.metrics import evaluate
-from models.rundir import RunDir, write_json_atomic
+from models.rundir import RunDir, RunKind, write_json_atomic
 
 # The paced run's kind-specific tag in config.json.
 PACED_BY = "federated-tokens"
@@ -56,20 +55,20 @@ def create_paced_run(
         tokenizer: The paced run's tokenizer (the fleet's own).
         splits: The corpus loaded with `corpus`: its held-out sample is measured.
     """
-    run = RunDir(path)
-    config = {
-        "kind": "central",
-        "paced_by": PACED_BY,
-        "corpus": asdict(corpus),
-        "model": asdict(model),
-        "training": asdict(training),
-        # What pooling costs: the users' train text, sent once to one server.
-        "pooled": {
-            "users": sum(1 for h in splits.training_users.values() if h.train),
-            "text_bytes": sum(len(t.encode("utf-8")) for t in splits.train_texts()),
-        },
+    # What pooling costs: the users' train text, sent once to one server.
+    pooled = {
+        "users": sum(1 for h in splits.training_users.values() if h.train),
+        "text_bytes": sum(len(t.encode("utf-8")) for t in splits.train_texts()),
     }
-    run.create(config, tokenizer)
+    run = create_run(
+        path,
+        kind=RunKind.CENTRAL,
+        corpus=corpus,
+        model=model,
+        training=training,
+        extra={"paced_by": PACED_BY, "pooled": pooled},
+        tokenizer=tokenizer,
+    )
     unigram = UnigramModel.fit(tokenizer, splits.train_texts())
     metrics = evaluate(
         unigram,

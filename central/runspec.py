@@ -58,8 +58,13 @@ def create_run(
     model: ModelConfig,
     training: CentralConfig,
     extra: dict[str, Any] | None = None,
+    tokenizer: WordTokenizer | None = None,
 ) -> RunDir:
     """A new run directory with its config.json and tokenizer.json.
+
+    Args:
+        extra: more entries for config.json.
+        tokenizer: the run's tokenizer (default: the public vocabulary's).
 
     Raises:
         RunDirError: `path` already holds a run (resume it instead).
@@ -67,7 +72,7 @@ def create_run(
     run = RunDir(path)
     if run.config_path.exists():
         raise RunDirError(f"{run.path}: already a run directory; resume it instead")
-    tokenizer = WordTokenizer.public()
+    tokenizer = tokenizer or WordTokenizer.public()
     if model.vocab_size != tokenizer.vocab_size:
         raise RunDirError(
             f"model vocab_size {model.vocab_size} != tokenizer's {tokenizer.vocab_size}"

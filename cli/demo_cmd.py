@@ -15,7 +15,7 @@ from coordinator.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
-from models.rundir import RunDir
+from models.rundir import POOLED_KINDS, RunDir, RunDirError
 from tui.app import CentralReference, FedtypeApp
 from tui.child_fleet import ChildProcessFleet
 from tui.live_central import start_live_central
@@ -217,9 +217,10 @@ def start_fleet(
 def load_central(path: str) -> CentralReference:
     """The central baseline's latest model and held-out top-3."""
     run = RunDir(path)
-    kind = run.read_config().get("kind")
-    if kind not in ("central", "train"):
-        raise UsageError(f"{path}: a {kind!r} run, not a central baseline")
+    try:
+        run.config_of(POOLED_KINDS)
+    except RunDirError as error:
+        raise UsageError(str(error)) from None
     model, _ = run.load_model()
     top3 = None
     for record in run.read_metrics():

@@ -31,7 +31,7 @@ from coordinator import store
 from corpora.corpus import CorpusSplits, load_corpus
 from models.config import ModelConfig
 from models.model import NextWordModel
-from models.rundir import RunDir, RunDirError
+from models.rundir import RunDir, RunKind
 from tui.fleet import PhoneFacts
 from tui.live_central import CentralView, central_path, open_live_central, read_central
 from tui.sim_fleet import this_phone_messages
@@ -195,9 +195,7 @@ class ChildProcessFleet:
         self.run = RunDir(run_dir)
         self.name = name or str(run_dir)
         self.live_central = live_central
-        kind = self.run.read_config().get("kind")
-        if kind != "federated":
-            raise RunDirError(f"{self.run.path}: a {kind!r} run, not a federated one")
+        self.run.config_of(RunKind.FEDERATED)
         self.tokenizer = self.run.load_tokenizer()
         self._round, _, _ = store.read_progress(self.run)
         self._messages = this_phone_messages(self.run)
