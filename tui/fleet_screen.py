@@ -8,10 +8,10 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from tui.dialog import Dialog
 from tui.fleet import THIS_PHONE, DemoFleet, PhoneFacts
 
 # Phones listed at most: the list is for browsing, not for the whole fleet.
@@ -56,20 +56,14 @@ def facts_table(facts: PhoneFacts) -> Table:
     return table
 
 
-class FleetScreen(ModalScreen[None]):
+class FleetScreen(Dialog):
     """A list of phones; choosing one shows its profile and metrics."""
 
     DEFAULT_CSS = """
-    FleetScreen {
-        align: center middle;
-    }
     FleetScreen > Vertical {
         width: 96%;
         max-width: 100;
         height: 90%;
-        border: thick $secondary;
-        background: $surface;
-        padding: 0 1;
     }
     FleetScreen #phone-list {
         width: 20;
@@ -147,7 +141,3 @@ class FleetScreen(ModalScreen[None]):
 
     def _show_error(self, client_id: str, message: str) -> None:
         self.query_one("#phone-facts", Static).update(f"{client_id}: {message}")
-
-    def action_close(self) -> None:
-        """Back to the keyboard."""
-        self.dismiss(None)

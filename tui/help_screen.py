@@ -10,8 +10,9 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Static
+
+from tui.dialog import Dialog
 
 # (term, explanation) rows, in the dashboard's order.
 TERMS: tuple[tuple[str, str], ...] = (
@@ -69,21 +70,15 @@ def help_table() -> Table:
     return table
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(Dialog):
     """Explains the dashboard; Escape or F9 closes it."""
 
     DEFAULT_CSS = """
-    HelpScreen {
-        align: center middle;
-    }
     HelpScreen > Vertical {
         width: 90;
         max-width: 95%;
         height: auto;
         max-height: 90%;
-        border: thick $secondary;
-        background: $surface;
-        padding: 0 1;
     }
     HelpScreen VerticalScroll { height: auto; max-height: 1fr; }
     HelpScreen #help-keys { color: $text-muted; margin-top: 1; }
@@ -103,7 +98,3 @@ class HelpScreen(ModalScreen[None]):
     def plain_text(self) -> str:
         """The terms and explanations as plain text, one term a line."""
         return "\n".join(f"{term}: {explanation}" for term, explanation in TERMS)
-
-    def action_close(self) -> None:
-        """Back to the keyboard."""
-        self.dismiss(None)

@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
+
+from tui.panel import Panel
 
 
-class PhonePanel(Static):
+class PhonePanel(Panel):
     """How much history this phone keeps, and its personalised words when shown."""
 
+    TITLE = "This phone"
     DEFAULT_CSS = """
     PhonePanel {
         border: round $accent 50%;
-        border-title-color: $text-muted;
-        padding: 0 1;
-        height: auto;
         text-wrap: nowrap;
         text-overflow: ellipsis;
     }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__("", id=id)
-        self.border_title = "This phone"
+        super().__init__(id=id)
         self.num_messages = 0
         self.last_message = ""
         self.show_personal = False

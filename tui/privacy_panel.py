@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual.widgets import Static
 
 from tui.fleet import THIS_PHONE
+from tui.panel import Panel
 
 
 def privacy_line(record: dict[str, Any], *, target: float | None = None) -> Text:
@@ -95,21 +95,19 @@ def server_saw(record: dict[str, Any], *, client_id: str = THIS_PHONE) -> Text |
     return None
 
 
-class ServerSawPanel(Static):
+class ServerSawPanel(Panel):
     """The words the honest-but-curious server recovered in the latest round."""
 
+    TITLE = "what the server saw this round"
     DEFAULT_CSS = """
     ServerSawPanel {
         border: round $warning;
         border-title-color: $warning;
-        padding: 0 1;
-        height: auto;
     }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__("", id=id)
-        self.border_title = "what the server saw this round"
+        super().__init__(id=id)
         self.display = False
 
     def show_record(self, record: dict[str, Any]) -> None:

@@ -7,25 +7,23 @@ better without waiting for the next round.
 from __future__ import annotations
 
 from rich.table import Table
-from textual.widgets import Static
+
+from tui.panel import Panel
 
 
-class RoundsPanel(Static):
+class RoundsPanel(Panel):
     """A small table: round, and that round's top-3 words for the current text."""
 
+    TITLE = "Suggestions over rounds"
     DEFAULT_CSS = """
     RoundsPanel {
         border: round $primary 50%;
-        border-title-color: $text-muted;
-        padding: 0 1;
-        height: auto;
         min-height: 3;
     }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__("", id=id)
-        self.border_title = "Suggestions over rounds"
+        super().__init__(id=id)
         self.rows: list[tuple[str, list[str]]] = []
 
     def show_rows(self, rows: list[tuple[str, list[str]]]) -> None:
