@@ -140,12 +140,12 @@ def test_privacy_canary_never_reaches_coordinator_events_or_disk(
     summaries = [x for x in executor.crossed if isinstance(x, ClientSummary)]
     sums = [x for x in executor.crossed if isinstance(x, np.ndarray)]
     if secure:
-        # Under SecAgg no single update's norm crosses, and the sums are the
-        # masked integers modulo 2^b, never float updates.
-        assert all(math.isnan(s.norm) for s in summaries)
+        # Under SecAgg no single update's norm or direction (sketch) crosses,
+        # and the sums are the masked integers modulo 2^b, never float updates.
+        assert all(math.isnan(s.norm) and s.sketch is None for s in summaries)
         assert all(x.dtype == np.int64 for x in sums)
     else:
-        assert all(s.norm > 0 for s in summaries)
+        assert all(s.norm > 0 and s.sketch is not None for s in summaries)
     assert CANARY not in repr(events)
     for path in (tmp_path / "run").rglob("*"):
         if path.is_file():
