@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as out:
-        started = time.perf_counter()
+        started = begun = time.perf_counter()
         path = Path(out) / "run"
         live = not args.no_central
         splits = create_run(path, demo_federation(10), live_central=live)
@@ -45,11 +45,13 @@ def main() -> None:
             record = fleet.run_round()
             walls.append(time.perf_counter() - started)
             own = record["wall_seconds"] + record.get("eval_seconds", 0.0)
+            top3 = (record.get("heldout") or {}).get("top3", float("nan"))
             print(
                 f"round {record['server_round']}: {walls[-1]:.2f} s (training "
                 f"{record['wall_seconds']:.2f} s, evaluation "
                 f"{record.get('eval_seconds', 0.0):.2f} s, save and central "
-                f"{walls[-1] - own:.2f} s)"
+                f"{walls[-1] - own:.2f} s), held-out top-3 {top3:.2%}, "
+                f"{time.perf_counter() - begun:.0f} s since the start"
             )
         fleet.close()
         print(f"median round after the first: {statistics.median(walls[1:]):.2f} s")
