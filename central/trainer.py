@@ -43,6 +43,7 @@ from models.run_canaries import run_canaries
 from models.rundir import RunDir, RunDirError
 from models.seeding import derive_seed
 from models.training import make_optimizer
+from models.weights import initial_model
 
 # Checkpoints kept besides every `checkpoint_every`-th: the last few save points.
 _KEEP_LAST = 2
@@ -120,9 +121,9 @@ class CentralTrainer:
         self._batches: Iterator[torch.Tensor] | None = None  # `train_until`'s epoch
 
     def _build_model(self, spec: RunSpec) -> NextWordModel:
-        # Same init on every rank (DDP broadcasts rank 0's anyway).
-        torch.manual_seed(derive_seed(self.config.seed, "init"))
-        model = NextWordModel(self.model_config)
+        # The fleet's round-0 model, the same on every rank (DDP broadcasts rank
+        # 0's anyway).
+        model = initial_model(self.model_config, self.config.seed, self.tokenizer)
         if spec.weights is not None:
             load_weights(model, spec.weights, source=str(self.run.path))
         # Each rank offsets its seed for anything random from here on.

@@ -43,6 +43,8 @@ FEDERATION_HELPS = {
     "server_lr": "server step size (default: the strategy's own)",
     "server_warmup_rounds": "aggregations over which the server step rises "
     "linearly to --server-lr, 0 for none",
+    "server_momentum_warmup_rounds": "aggregations over which FedAvgM's momentum "
+    "rises linearly from 0, 0 for none",
     "eval_every": "evaluate every N rounds, 0 never",
     "workers": "ranks the phones are spread over, one process each on loopback "
     "(gloo); under torchrun its --nproc-per-node decides (default: %(default)s)",

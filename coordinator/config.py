@@ -60,6 +60,10 @@ class FederationConfig:
     # rising linearly to its value (coordinator.strategies). 0 (none) stays the
     # default: docs/learning.md has the measurements.
     server_warmup_rounds: int = StrategyConfig.warmup_rounds
+    # FedAvgM's momentum rises linearly from 0 to server_momentum over this many
+    # aggregations (coordinator.strategies), which stops the first rounds'
+    # overshoot on small cohorts: docs/learning.md has the measurements.
+    server_momentum_warmup_rounds: int = 5
     # FedAdam/FedYogi/FedAdagrad first- and second-moment decays and adaptivity
     # (Reddi et al. 2021).
     beta1: float = StrategyConfig.beta1
@@ -221,6 +225,7 @@ class FederationConfig:
                 beta2=self.beta2,
                 tau=self.tau,
                 warmup_rounds=self.server_warmup_rounds,
+                momentum_warmup_rounds=self.server_momentum_warmup_rounds,
             )
         except ValueError as error:
             raise FederationConfigError(str(error)) from None
@@ -234,6 +239,8 @@ class FederationConfig:
         """The config `to_dict` wrote; unknown keys are an error."""
         try:
             values = dict(data)
+            # Runs made before the momentum warm-up stepped without one.
+            values.setdefault("server_momentum_warmup_rounds", 0)
             # Runs made before the one engine named their executor instead.
             values.pop("executor", None)
             local = dict(values.get("local", {}))

@@ -89,6 +89,9 @@ class StrategyConfig:
     tau: float = 1e-3
     # Aggregations over which server_lr rises linearly to its value (0: none).
     warmup_rounds: int = 0
+    # Aggregations over which FedAvgM's momentum rises linearly from 0 to
+    # server_momentum (0: none).
+    momentum_warmup_rounds: int = 0
 
     def __post_init__(self) -> None:
         if self.name not in STRATEGIES:
@@ -101,14 +104,22 @@ class StrategyConfig:
                 raise ValueError(f"{field} must lie in [0, 1), got {value}")
         if not self.tau > 0:
             raise ValueError(f"tau must be positive, got {self.tau}")
-        if self.warmup_rounds < 0:
-            raise ValueError(f"warmup_rounds must be >= 0, got {self.warmup_rounds}")
+        for field in ("warmup_rounds", "momentum_warmup_rounds"):
+            if getattr(self, field) < 0:
+                raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
 
     def lr_at(self, aggregations: int) -> float:
         """The server step of the aggregation after `aggregations` earlier ones."""
         if self.warmup_rounds == 0:
             return self.server_lr
         return self.server_lr * min(1.0, (aggregations + 1) / self.warmup_rounds)
+
+    def momentum_at(self, aggregations: int) -> float:
+        """FedAvgM's beta in the aggregation after `aggregations` earlier ones."""
+        if self.momentum_warmup_rounds == 0:
+            return self.server_momentum
+        ramp = min(1.0, aggregations / self.momentum_warmup_rounds)
+        return self.server_momentum * ramp
 
 
 @dataclass(frozen=True, eq=False)
@@ -292,7 +303,11 @@ def server_step(
     _check_state(config, parameters, state)
     delta = [d.to(p.dtype) for d, p in zip(delta, parameters, strict=True)]
     _check_like(parameters, delta, "delta")
-    stepped = replace(config, server_lr=config.lr_at(state.server_round))
+    stepped = replace(
+        config,
+        server_lr=config.lr_at(state.server_round),
+        server_momentum=config.momentum_at(state.server_round),
+    )
     new_parameters, buffers = _STEPS[config.name](
         stepped, list(parameters), delta, state.buffers
     )

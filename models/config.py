@@ -50,12 +50,14 @@ class ModelConfig:
     hidden_dim: int = 256
     # Longest token sequence trained on; longer messages are cut into windows.
     max_len: int = 32
-    # The round-0 output bias: "zeros" (every token equally likely, perplexity
-    # about vocab_size), or "unigram", the public vocabulary's log-frequencies
+    # The round-0 output bias: "unigram", the public vocabulary's log-frequencies
     # (`models.baseline.public_unigram_log_probs`, from wordfreq, no phone's
-    # text). Applied where a run creates its first model; a checkpoint carries
-    # its own bias. Zeros stays the default: docs/learning.md has the measurements.
-    output_bias_init: str = "zeros"
+    # text; perplexity 1,210 on the held-out sample), or "zeros" (every token
+    # equally likely, perplexity about vocab_size). Applied where a run creates
+    # its first model (`models.weights.initial_model`); a checkpoint carries its
+    # own bias. With the momentum warm-up, the unigram start keeps the first
+    # federated rounds from overshooting (docs/learning.md).
+    output_bias_init: str = "unigram"
 
     def __post_init__(self) -> None:
         check_choice("output_bias_init", self.output_bias_init, OUTPUT_BIAS_INITS)

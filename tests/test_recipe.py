@@ -56,6 +56,57 @@ def test_server_step_fedavgm_warmup_scales_the_step_not_the_momentum() -> None:
     assert unwarmed == pytest.approx((1.0, 2.9, 1.9))
 
 
+def test_strategy_config_momentum_warmup_rises_from_zero_then_holds() -> None:
+    # Prepare
+    config = StrategyConfig(
+        name="fedavgm", server_momentum=0.8, momentum_warmup_rounds=4
+    )
+
+    # Execute
+    betas = [config.momentum_at(k) for k in range(6)]
+
+    # Assert: 0.8 x 0/4, 1/4, 2/4, 3/4, 4/4, then 0.8 for good.
+    assert betas == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 0.8])
+    assert StrategyConfig(server_momentum=0.8).momentum_at(0) == 0.8
+
+
+def test_server_step_fedavgm_momentum_warmup_damps_the_early_steps() -> None:
+    # Prepare: x = 0, Delta = 1 each round, momentum 0.9 reached after 2 rounds.
+    config = StrategyConfig(name="fedavgm", server_lr=1.0, momentum_warmup_rounds=2)
+    delta = [torch.tensor([1.0])]
+    x = [torch.tensor([0.0])]
+    state = initial_state(config, x)
+
+    # Execute
+    xs, ms = [], []
+    for _ in range(3):
+        x, state = server_step(config, x, delta, state)
+        xs.append(float(x[0]))
+        ms.append(float(state.buffers["momentum"][0]))
+
+    # Assert: beta = 0, 0.45, 0.9, so m = 1, 0.45 + 1 = 1.45, 0.9 x 1.45 + 1
+    # = 2.305 and x = 1, 2.45, 4.755 (without warm-up: 1, 2.9, 5.61).
+    assert ms == pytest.approx([1.0, 1.45, 2.305])
+    assert xs == pytest.approx([1.0, 2.45, 4.755])
+    assert state.server_round == 3
+
+
+def test_federation_config_momentum_warmup_default_and_old_runs() -> None:
+    # Prepare: a config written before the field existed.
+    old = FederationConfig().to_dict()
+    del old["server_momentum_warmup_rounds"]
+
+    # Execute
+    restored = FederationConfig.from_dict(old)
+
+    # Assert: new runs warm the momentum up over 5 rounds; an old run keeps
+    # stepping as it did, without a warm-up.
+    assert FederationConfig().strategy_config().momentum_warmup_rounds == 5
+    assert restored.server_momentum_warmup_rounds == 0
+    with pytest.raises(FederationConfigError, match="momentum_warmup_rounds must"):
+        FederationConfig(server_momentum_warmup_rounds=-1)
+
+
 def test_federation_config_warmup_reaches_the_strategy_and_is_checked() -> None:
     # Prepare / Execute
     config = FederationConfig(server_warmup_rounds=5)
@@ -99,9 +150,10 @@ def test_initial_model_unigram_bias_changes_the_bias_alone(
 ) -> None:
     # Prepare
     unigram = replace(tiny_model_config, output_bias_init="unigram")
+    zeros = replace(tiny_model_config, output_bias_init="zeros")
 
     # Execute
-    plain = initial_model(tiny_model_config, 0)
+    plain = initial_model(zeros, 0)
     biased = initial_model(unigram, 0, tokenizer)
 
     # Assert
@@ -126,8 +178,9 @@ def test_unigram_bias_lowers_the_untrained_heldout_loss(
     unigram = ModelConfig(output_bias_init="unigram")
 
     # Execute
+    zeros = ModelConfig(output_bias_init="zeros")
     plain = count_metrics(
-        initial_model(ModelConfig(), 0), tokenizer, texts, max_len=32, keystroke_texts=0
+        initial_model(zeros, 0), tokenizer, texts, max_len=32, keystroke_texts=0
     )
     biased = count_metrics(
         initial_model(unigram, 0, tokenizer),
@@ -151,7 +204,8 @@ def test_simulate_cli_recipe_flags_reach_the_config(
     # Prepare: a tiny model on 20 users, one round.
     out = str(tmp_path / "run")
     flags = ["--server-warmup-rounds", "3", "--clip-norm", "5.0",
-             "--output-bias-init", "unigram"]  # fmt: skip
+             "--output-bias-init", "unigram",
+             "--server-momentum-warmup-rounds", "4"]  # fmt: skip
     tiny = ["--max-users", "20", "--hidden-dim", "16", "--embed-dim", "8",
             "--rounds", "1", "--clients-per-round", "3",
             "--eval-every", "0"]  # fmt: skip
@@ -168,6 +222,7 @@ def test_simulate_cli_recipe_flags_reach_the_config(
     err = capsys.readouterr().err
     assert (created, bad_warmup, bad_clip) == (0, 2, 2)
     assert config["federation"]["server_warmup_rounds"] == 3
+    assert config["federation"]["server_momentum_warmup_rounds"] == 4
     assert config["federation"]["local"]["clip_norm"] == 5.0
     assert config["model"]["output_bias_init"] == "unigram"
     assert "warmup_rounds must be >= 0" in err and "clip_norm must be >= 0" in err
