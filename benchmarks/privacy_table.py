@@ -23,6 +23,8 @@ from pathlib import Path
 
 from cli.compare_report import MISSING, load_run, privacy_cells
 from cli.main import main
+from coordinator.config import FederationConfig
+from models.config import OUTPUT_BIAS_INITS, ModelConfig
 
 # DP rows take plain FedAvg's server step: server momentum (FedAvgM's 0.9, the
 # default) sums each round's noise into the next ten rounds' steps, and with
@@ -62,6 +64,18 @@ def parse_args() -> argparse.Namespace:
         help="central steps (default: rounds x clients per round)",
     )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--output-bias-init",
+        choices=OUTPUT_BIAS_INITS,
+        default=ModelConfig().output_bias_init,
+        help="every run's round-0 output bias (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--server-momentum-warmup-rounds",
+        type=int,
+        default=FederationConfig.server_momentum_warmup_rounds,
+        help="the federated runs' momentum warm-up (default: %(default)s)",
+    )
     return parser.parse_args()
 
 
@@ -71,6 +85,9 @@ def run_rows(args: argparse.Namespace) -> list[tuple[str, str]]:
     common = ["--rounds", str(args.rounds), "--eval-every", str(args.rounds),
               "--clients-per-round", str(args.clients_per_round)]  # fmt: skip
     common += ["--canaries", str(args.canaries), "--threads", str(args.threads)]
+    bias = ["--output-bias-init", args.output_bias_init]
+    common += [*bias, "--server-momentum-warmup-rounds",
+               str(args.server_momentum_warmup_rounds)]  # fmt: skip
     runs = []
     for slug, name, extra in ROWS:
         run = out / slug
@@ -82,7 +99,7 @@ def run_rows(args: argparse.Namespace) -> list[tuple[str, str]]:
     central_dir = out / "central"
     central = ["central", "--out", str(central_dir), "--workers", "1", "--threads",
                str(args.threads), "--max-steps", str(steps), "--eval-every",
-               str(steps), "--canaries", str(args.canaries)]  # fmt: skip
+               str(steps), "--canaries", str(args.canaries), *bias]  # fmt: skip
     if not _complete(central_dir, steps) and main(central) != 0:
         raise SystemExit("central: fedtype central failed")
     runs.append((f"central ({steps} steps)", str(central_dir)))

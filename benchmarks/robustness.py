@@ -42,7 +42,7 @@ from coordinator.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, LocalTrainingConfig
-from models.config import ModelConfig
+from models.config import OUTPUT_BIAS_INITS, ModelConfig
 
 ATTACKS = ("scale", "sign", "count", "nan")
 
@@ -59,6 +59,7 @@ def federation(
     heldout_messages: int,
     norm_factor: float = FederationConfig.norm_factor,
     min_cosine: float = FederationConfig.min_cosine,
+    momentum_warmup_rounds: int = FederationConfig.server_momentum_warmup_rounds,
 ) -> FederationConfig:
     """One cell's settings: every phone eligible, evaluation after the last round."""
     return FederationConfig(
@@ -72,6 +73,7 @@ def federation(
         aggregator=aggregator,
         norm_factor=norm_factor,
         min_cosine=min_cosine,
+        server_momentum_warmup_rounds=momentum_warmup_rounds,
         local=LocalTrainingConfig(),
         fleet=FleetConfig(
             max_users=max_users,
@@ -243,6 +245,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=FederationConfig.min_cosine,
         help="the screen's direction rule (-1: off)",
     )
+    parser.add_argument(
+        "--output-bias-init",
+        choices=OUTPUT_BIAS_INITS,
+        default=ModelConfig().output_bias_init,
+    )
+    parser.add_argument(
+        "--server-momentum-warmup-rounds",
+        type=int,
+        default=FederationConfig.server_momentum_warmup_rounds,
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default="robustness.jsonl")
     args = parser.parse_args(argv)
@@ -261,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         vocab_size=tokenizer.vocab_size,
         embed_dim=args.embed_dim,
         hidden_dim=args.hidden_dim,
+        output_bias_init=args.output_bias_init,
     )
     settings = {
         "rounds": args.rounds,
@@ -270,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": [args.embed_dim, args.hidden_dim],
         "norm_factor": args.norm_factor,
         "min_cosine": args.min_cosine,
+        "output_bias_init": args.output_bias_init,
+        "server_momentum_warmup_rounds": args.server_momentum_warmup_rounds,
     }
     out = Path(args.out)
     done = load_done(out, settings)
@@ -294,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                 heldout_messages=args.heldout_messages,
                 norm_factor=args.norm_factor,
                 min_cosine=args.min_cosine,
+                momentum_warmup_rounds=args.server_momentum_warmup_rounds,
             )
             result = run_cell(
                 Path(scratch) / f"run{index}",

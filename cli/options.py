@@ -139,6 +139,13 @@ def check_workers(workers: int | None, flag: str = "--workers") -> None:
         raise UsageError(f"{flag} must lie in [1, {MAX_WORKERS}], not {workers}")
 
 
+# `--output-bias-init`'s help, for every command that creates a model.
+OUTPUT_BIAS_HELP = (
+    "round-0 output bias: the public vocabulary's unigram log-frequencies "
+    "(wordfreq, no phone's text) or zeros (default: %(default)s)"
+)
+
+
 def check_model_dims(*, hidden_dim: int, embed_dim: int) -> None:
     """Refuse model widths below 1 or above `MAX_WIDTH`."""
     for flag, value in (("--hidden-dim", hidden_dim), ("--embed-dim", embed_dim)):

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from cli.errors import UsageError
 from cli.options import (
+    OUTPUT_BIAS_HELP,
     add_corpus_options,
     add_field_options,
     add_out_or_resume,
@@ -68,8 +69,7 @@ FLEET_HELPS = {
 MODEL_HELPS = {
     "hidden_dim": "LSTM width",
     "embed_dim": "embedding width",
-    "output_bias_init": "round-0 output bias: zeros, or the public vocabulary's "
-    "unigram log-frequencies (wordfreq, no phone's text) (default: %(default)s)",
+    "output_bias_init": OUTPUT_BIAS_HELP,
 }
 
 HELP = "train the model federated, on a simulated fleet of phones"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,11 @@ from central.runspec import create_run
 from central.state import Progress
 from cli.main import main
 from corpora.corpus import CorpusConfig
+from corpora.tokenizer import WordTokenizer
+from models.baseline import public_unigram_log_probs
 from models.config import ModelConfig
 from models.rundir import RunDir, RunDirError, RunKind
+from models.weights import initial_model
 
 # Small and fast: about 2,000 training sequences, 4 steps a shard.
 TRAINING = CentralConfig(
@@ -180,3 +184,36 @@ def test_cli_train_and_central_bad_input_one_line_error(
     assert status == 2
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("bias_init", ["unigram", "zeros"])
+def test_central_starts_from_the_fleets_initial_model(
+    tmp_path: Path,
+    corpus_file: str,
+    tiny_model_config: ModelConfig,
+    tokenizer: WordTokenizer,
+    bias_init: str,
+) -> None:
+    # Prepare: one Adam step at lr 1e-3 moves each bias by at most about 1e-3.
+    model = replace(tiny_model_config, output_bias_init=bias_init)
+    training = replace(TRAINING, epochs=1, max_steps=1, lr=1e-3)
+    run = create_run(
+        tmp_path / "run",
+        kind=RunKind.TRAIN,
+        corpus=CorpusConfig(source=corpus_file),
+        model=model,
+        training=training,
+    )
+    start = initial_model(model, training.seed, tokenizer).output_bias.detach()
+
+    # Execute
+    run_worker(run.path)
+    trained, _ = run.load_model()
+
+    # Assert: the trained bias is the initial model's, one small step away.
+    moved = (trained.output_bias.detach() - start).abs().max()
+    assert float(moved) < 2e-3
+    expected_start = (
+        public_unigram_log_probs(tokenizer) if bias_init == "unigram" else 0
+    )
+    assert torch.allclose(start, torch.as_tensor(expected_start, dtype=start.dtype))
