@@ -9,9 +9,9 @@ top-3 suggestions after "how are ".
 
 A variant is a `+`-joined list of changes from today's defaults: `zeros` (a zero
 output bias instead of the unigram one), `mwarmN` (momentum warm-up over N
-aggregations, 0 for none), `lrwarmN` (server step warm-up over N), `fedavg` (no
-server momentum); `default` changes nothing. `--max-users 60` gives the small
-fleet of issue 12.
+aggregations, 0 for none), `lrwarmN` (server step warm-up over N), a strategy
+(`fedavg`, `fedadagrad`, ... at its default server step); `default` changes
+nothing. `--max-users 60` gives the small fleet of issue 12.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import torch
 from cli.demo_cmd import demo_federation
 from coordinator.config import FederationConfig
 from coordinator.simulation import Simulation
+from coordinator.strategies import STRATEGIES
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.samples import heldout_sample
 from corpora.tokenizer import WordTokenizer
@@ -49,8 +50,8 @@ def variant_settings(
             continue
         if part in OUTPUT_BIAS_INITS:
             bias = part
-        elif part == "fedavg":
-            federation = replace(federation, strategy="fedavg")
+        elif part in STRATEGIES:
+            federation = replace(federation, strategy=part, server_lr=None)
         elif part.startswith("mwarm"):
             federation = replace(
                 federation, server_momentum_warmup_rounds=int(part[len("mwarm") :])
