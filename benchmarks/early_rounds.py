@@ -1,17 +1,18 @@
 """Do the first rounds make the model worse? `python -m benchmarks.early_rounds`.
 
 Runs fresh fleets with `fedtype demo`'s settings (`cli.demo_cmd.demo_federation`:
-FedAvgM, an evaluation of 300 held-out messages every round; 10 reports a round
-unless `--clients-per-round` says otherwise) on one torch thread, and prints one
+FedAdagrad, an evaluation of 300 held-out messages every round; 10 reports a
+round unless `--clients-per-round` says otherwise) on one torch thread, and prints one
 JSON line per variant and seed: held-out perplexity and top-3 at round 0 (the
 untrained model) and after each round, the worst of each after round 0, and the
 top-3 suggestions after "how are ".
 
-A variant is a `+`-joined list of changes from today's defaults: `zeros` (a zero
+A variant is a `+`-joined list of changes from the demo's settings: `zeros` (a zero
 output bias instead of the unigram one), `mwarmN` (momentum warm-up over N
 aggregations, 0 for none), `lrwarmN` (server step warm-up over N), a strategy
-(`fedavg`, `fedadagrad`, ... at its default server step); `default` changes
-nothing. `--max-users 60` gives the small fleet of issue 12.
+(`fedavgm`, `fedavg`, ... at its default server step); `default` changes
+nothing. `fedavgm` alone is `fedtype simulate`'s server step, `fedavgm+zeros+mwarm0`
+the default before 6 December. `--max-users 60` gives the small fleet of issue 12.
 """
 
 from __future__ import annotations
@@ -144,7 +145,9 @@ def main() -> None:
     parser.add_argument("--max-users", type=int, default=None)
     parser.add_argument("--clients-per-round", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--variants", nargs="+", default=["zeros+mwarm0", "default"])
+    parser.add_argument(
+        "--variants", nargs="+", default=["fedavgm+zeros+mwarm0", "fedavgm", "default"]
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     corpus = CorpusConfig()
