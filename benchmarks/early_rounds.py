@@ -42,7 +42,7 @@ PROMPT = "how are "
 
 
 def variant_settings(
-    variant: str, base: FederationConfig
+    variant: str, base: FederationConfig, *, vocab_size: int
 ) -> tuple[FederationConfig, ModelConfig]:
     """The federation and model settings `variant` names (see the module doc)."""
     federation, bias = base, ModelConfig().output_bias_init
@@ -63,8 +63,7 @@ def variant_settings(
             )
         else:
             raise SystemExit(f"unknown variant part {part!r}")
-    tokenizer_size = WordTokenizer.public().vocab_size
-    return federation, ModelConfig(vocab_size=tokenizer_size, output_bias_init=bias)
+    return federation, ModelConfig(vocab_size=vocab_size, output_bias_init=bias)
 
 
 def _point(server_round: int, metrics: dict[str, Any], top: list[str]) -> list[Any]:
@@ -89,8 +88,8 @@ def run_variant(
     """One fresh fleet of `variant`, `rounds` rounds; its per-round points."""
     base = demo_federation(clients_per_round)
     base = replace(base, seed=seed, fleet=replace(base.fleet, max_users=max_users))
-    federation, model = variant_settings(variant, base)
     tokenizer = WordTokenizer.public()
+    federation, model = variant_settings(variant, base, vocab_size=tokenizer.vocab_size)
     heldout = heldout_sample(splits, federation.heldout_messages)
     with tempfile.TemporaryDirectory() as out:
         simulation = Simulation.create(

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from cli.errors import UsageError
 from corpora.corpus import CorpusConfig
+from models.config import OUTPUT_BIAS_INITS, ModelConfig
 
 # Widest embedding or LSTM accepted: 4096 already makes a model of about 70 M
 # weights per 1,000 vocabulary words, far past what a phone (or a test) trains.
@@ -139,11 +140,23 @@ def check_workers(workers: int | None, flag: str = "--workers") -> None:
         raise UsageError(f"{flag} must lie in [1, {MAX_WORKERS}], not {workers}")
 
 
-# `--output-bias-init`'s help, for every command that creates a model.
-OUTPUT_BIAS_HELP = (
-    "round-0 output bias: the public vocabulary's unigram log-frequencies "
-    "(wordfreq, no phone's text) or zeros (default: %(default)s)"
-)
+# The model-shape options of every command that creates a model.
+MODEL_HELPS = {
+    "hidden_dim": "LSTM width",
+    "embed_dim": "embedding width",
+    "output_bias_init": "round-0 output bias: the public vocabulary's unigram "
+    "log-frequencies (wordfreq, no phone's text) or zeros (default: %(default)s)",
+}
+
+
+def add_model_options(group: argparse._ArgumentGroup) -> None:
+    """--hidden-dim, --embed-dim and --output-bias-init (`ModelConfig`'s fields)."""
+    add_field_options(
+        group,
+        ModelConfig(),
+        MODEL_HELPS,
+        choices={"output_bias_init": OUTPUT_BIAS_INITS},
+    )
 
 
 def check_model_dims(*, hidden_dim: int, embed_dim: int) -> None:

@@ -10,9 +10,9 @@ from rich.console import Console
 
 from cli.errors import UsageError
 from cli.options import (
-    OUTPUT_BIAS_HELP,
     add_corpus_options,
     add_field_options,
+    add_model_options,
     add_out_or_resume,
     add_threads_option,
     corpus_config,
@@ -34,7 +34,7 @@ from coordinator.simulation import PrivacyBudgetSpent, Simulation
 from coordinator.strategies import STRATEGIES
 from device_sim.config import FleetConfig, LocalTrainingConfig
 from device_sim.ranks import GroupRanks, Ranks, SingleRank
-from models.config import OUTPUT_BIAS_INITS, PRECISIONS, ModelConfig
+from models.config import PRECISIONS, ModelConfig
 from models.launch import launch_local
 
 # The new-run options, by the config whose field each sets (cli.options).
@@ -65,11 +65,6 @@ FLEET_HELPS = {
     "shard_messages": "one phone per this many messages of a user (default: one "
     "phone a user)",
     "dropout_rate": "chance a selected phone drops out",
-}
-MODEL_HELPS = {
-    "hidden_dim": "LSTM width",
-    "embed_dim": "embedding width",
-    "output_bias_init": OUTPUT_BIAS_HELP,
 }
 
 HELP = "train the model federated, on a simulated fleet of phones"
@@ -102,12 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="ignore the phones' idle/charging/Wi-Fi pattern",
     )
-    add_field_options(
-        group,
-        ModelConfig(),
-        MODEL_HELPS,
-        choices={"output_bias_init": OUTPUT_BIAS_INITS},
-    )
+    add_model_options(group)
     add_robustness_options(group)
     add_threads_option(
         parser, default=None, note="1 is faster on a machine busy with other jobs"

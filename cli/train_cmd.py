@@ -28,9 +28,9 @@ from central.launch import run_worker
 from central.runspec import create_run
 from cli.errors import UsageError
 from cli.options import (
-    OUTPUT_BIAS_HELP,
     add_corpus_options,
     add_field_options,
+    add_model_options,
     add_out_or_resume,
     add_threads_option,
     check_finite,
@@ -43,7 +43,7 @@ from cli.options import (
 from cli.progress import progress_bar
 from corpora.messages import CorpusError
 from corpora.tokenizer import WordTokenizer
-from models.config import OUTPUT_BIAS_INITS, ModelConfig
+from models.config import ModelConfig
 from models.rundir import RunKind
 
 # The new-run options, by the config whose field each sets (cli.options).
@@ -56,11 +56,6 @@ TRAINING_HELPS = {
     "eval_every": "evaluate every N steps, 0: epochs",
     "shard_messages": "messages per data shard",
     "optimizer": "optimizer",
-}
-MODEL_HELPS = {
-    "hidden_dim": "LSTM width",
-    "embed_dim": "embedding width",
-    "output_bias_init": OUTPUT_BIAS_HELP,
 }
 
 HELP = "train the model centrally on the pooled data, in one process"
@@ -88,12 +83,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     add_field_options(
         group, CentralConfig(), TRAINING_HELPS, choices={"optimizer": OPTIMIZERS}
     )
-    add_field_options(
-        group,
-        ModelConfig(),
-        MODEL_HELPS,
-        choices={"output_bias_init": OUTPUT_BIAS_INITS},
-    )
+    add_model_options(group)
     add_corpus_options(parser)
 
 
