@@ -16,6 +16,7 @@ from typing import Any
 
 from cli.compare_personalized import (
     PERSONALIZED,
+    personal_variant,
     personalized_report,
     personalized_setting,
 )
@@ -322,13 +323,16 @@ def personalized_row(summary: RunSummary) -> list[str] | None:
     report = summary.personalized
     if report is None:
         return None
-    gated, gain = report.future["gated"].as_dict(), report.gain["gated"]
+    variant = personal_variant(report)
+    gated, gain = report.future[variant].as_dict(), report.gain[variant]
     mean = "-" if math.isnan(gain.mean_top1) else f"{gain.mean_top1:+.2%}"
-    hurt = "-" if math.isnan(gain.hurt_share) else f"{gain.hurt_share:.2%}"
+    share = gain.significantly_hurt
+    share = gain.hurt_share if math.isnan(share) else share
+    hurt = "-" if math.isnan(share) else f"{share:.2%}"
     cells = dict.fromkeys(COLUMNS, MISSING)
     cells.update(
         {
-            "run": f"{summary.label or summary.name} + personalised (gated)",
+            "run": f"{summary.label or summary.name} + personalised ({variant})",
             "kind": PERSONALIZED,
             "future top-1": _pct(gated, "top1"),
             "future top-3": _pct(gated, "top3"),
@@ -427,10 +431,12 @@ def markdown(summaries: list[RunSummary], plots: list[str]) -> str:
         "precision / recall of the words recovered from one phone's update, the "
         "round's sum and the noisy sum; exposure is the mean rank exposure of "
         "the most repeated canaries and of the never-planted controls. The "
-        "personalised row is `fedtype personalize`'s gated variant, measured on "
-        "the same future text as its federated row; its gain is the mean over "
-        "phones of the relative top-1 gain over the federated model, and phones "
-        "hurt are those whose top-1 hits fell.",
+        "personalised row is `fedtype personalize`'s phone model (the gated "
+        "fine-tune with the phone's memory; gated alone in reports made before "
+        "the memory), measured on the same future text as its federated row; its "
+        "gain is the mean over phones of the relative top-1 gain over the "
+        "federated model, and phones hurt are those a sign test at 5 % finds "
+        "hurt (in older reports: whose top-1 hits fell).",
         "",
     ]
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]

@@ -444,29 +444,6 @@ class Simulation:
         """
         self._joined.add(self._fleet, client_id, texts, pinned=pinned)
 
-    def personalize(
-        self, texts: list[str], *, max_local_steps: int | None = None
-    ) -> NextWordModel:
-        """The global model fine-tuned on `texts` on this device; nothing is sent.
-
-        One round of the fleet's local training (`federation.local`), with
-        `max_local_steps` overriding its step cap when given.
-        """
-        model = self.global_model
-        if not texts:
-            return model
-        local = self.federation.local
-        if max_local_steps is not None:
-            local = replace(local, max_local_steps=max_local_steps)
-        phone = self._joined.new_phone("personal", texts)
-        phone.fit(
-            model,
-            tokenizer=self.tokenizer,
-            config=local,
-            server_round=self.server_round,
-        )
-        return model.eval()
-
     def close(self) -> None:
         """Release the executor (and leave the ranks' group)."""
         self.executor.close()

@@ -231,10 +231,10 @@ def test_table_rows_put_the_personalised_row_beside_the_federated_one(
     # Assert: 12/100 top-1, 25/100 top-3; mean gain (1 + 0 + 0 - 0.5) / 4, 1 of 4
     # phones hurt; the central and local-only runs have no such row.
     assert [cells[1] for cells in rows] == [
-        "federated", "federated + personalised (gated)", "central", "local-only",
+        "federated", "federated + personalised", "central", "local-only",
     ]  # fmt: skip
     assert rows[1] == [
-        "fed + personalised (gated)", "federated + personalised (gated)",
+        "fed + personalised (gated)", "federated + personalised",
         *["—"] * 4, "12.00%", "25.00%", "140.0", "45.00%", "+12.50% / 25.00%",
         *["—"] * 3, "2 / 4 phones", *["—"] * 7,
     ]  # fmt: skip
