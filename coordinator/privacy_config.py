@@ -17,7 +17,12 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from coordinator.accountant import noise_for_epsilon
-from coordinator.dp import DPConfig, DPConfigError, update_noise_multiplier
+from coordinator.dp import (
+    NOISE_SOURCES,
+    DPConfig,
+    DPConfigError,
+    update_noise_multiplier,
+)
 
 
 class PrivacyConfigError(ValueError):
@@ -55,6 +60,11 @@ class PrivacyConfig:
     # and the deployment's figures go under `simulated_privacy`, never mixed.
     simulated_population: int | None = None
     noise_cohort_size: int | None = None
+    # DP noise (the server's and the phones' shares) from the replayable stream
+    # `(seed, server_round, "dp-noise")` instead of the operating system: anyone
+    # with the seed can subtract it, so such a run has NO privacy and says so
+    # (`noise_source`). For tests and benchmarks that compare DP numbers exactly.
+    replayable_noise: bool = False
 
     def __post_init__(self) -> None:
         if self.attack_phones < 0 or self.canaries < 0:
@@ -108,6 +118,11 @@ class PrivacyConfig:
                 f"trains ({self.dp.expected_clients}) and at most "
                 f"simulated_population {population}"
             )
+
+    @property
+    def noise_source(self) -> str:
+        """Where DP noise comes from, as labelled in every DP metrics line."""
+        return NOISE_SOURCES[self.replayable_noise]
 
     @property
     def simulated(self) -> bool:
