@@ -19,6 +19,7 @@ from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.evaluation import Evaluator, future_cohort
 from coordinator.events import EvaluationStarted, EventCallback, RoundFinished, emit
 from coordinator.joined import JoinedPhones
+from coordinator.ledger import PrivacyLedger, resumed_accountant, round_event
 from coordinator.private_round import PrivacyState, epsilon_budget_left
 from coordinator.rounds import RoundEnvironment, ServerState, run_round
 from coordinator.strategies import initial_state
@@ -78,6 +79,7 @@ class Simulation:
             run, fleet_config=federation.fleet, seed=federation.seed
         )
         self._scratch = NextWordModel(model)
+        self._ledger = PrivacyLedger(run.path)
         self.executor: ClientExecutor = executor or FleetExecutor(
             model_config=model,
             tokenizer=tokenizer,
@@ -178,6 +180,8 @@ class Simulation:
             },
             tokenizer,
         )
+        if federation.privacy.dp is not None:
+            PrivacyLedger(run.path).start()
         parameters = parameters_of(initial_model(model, federation.seed, tokenizer))
         state = ServerState(
             server_round=0,
@@ -261,7 +265,9 @@ class Simulation:
             strategy=store.load_server_state(run, server_round),
             clock=clock,
             screen=store.read_screen_history(run),
-            privacy=PrivacyState.from_dict(store.read_privacy_state(run)),
+            privacy=_resumed_privacy(
+                run, federation, server_round=server_round, write=ranks.rank == 0
+            ),
         )
         if ranks.rank == 0:
             run.rewrite_metrics(
@@ -360,6 +366,9 @@ class Simulation:
         state, metrics = run_round(
             self._state, env, self.federation, on_event=self.on_event
         )
+        event = round_event(state.server_round, metrics.privacy)
+        if event is not None and self.is_leader:
+            self._ledger.append(event)  # before anything of the round is released
         totals = store.Totals(
             self._totals.tokens_total + metrics.tokens,
             self._totals.bytes_total + metrics.bytes_down + metrics.bytes_up,
@@ -470,6 +479,29 @@ class Simulation:
     def close(self) -> None:
         """Release the executor (and leave the ranks' group)."""
         self.executor.close()
+
+
+def _resumed_privacy(
+    run: RunDir, federation: FederationConfig, *, server_round: int, write: bool
+) -> PrivacyState:
+    """The privacy state a resume continues with: state.json's clip bound (or the
+    ledger's, when a repair rebuilt state.json) and the accountant of every event
+    in the privacy ledger (`coordinator.ledger`), so epsilon never goes down."""
+    saved = PrivacyState.from_dict(store.read_privacy_state(run))
+    if federation.privacy.dp is None:
+        return saved
+    try:
+        before = saved.load_accountant()
+    except (KeyError, TypeError, ValueError) as error:
+        raise RunDirError(f"{run.state_path}: bad 'privacy' ({error})") from None
+    ledger = PrivacyLedger(run.path)
+    accountant = resumed_accountant(
+        ledger, saved=before, server_round=server_round, write=write
+    )
+    clip = saved.clip_norm
+    if clip is None and ledger.path.exists():
+        clip = ledger.clip_after(server_round)
+    return PrivacyState(accountant.to_dict(), clip)
 
 
 class PrivacyBudgetSpent(RuntimeError):
