@@ -55,12 +55,22 @@ from models.seeding import numpy_rng
 
 # Where the update noise is added (see the module docstring).
 NOISE_PLACEMENTS: tuple[str, ...] = ("central", "distributed")
+# The sensible ranges of the DP settings (`fedtype simulate --help` shows them).
+# z below 0.1 spends epsilon near 100 in one round; above 100 the noise on a
+# mean of 20 phones is 5 clip bounds a coordinate, more than anything it hides.
+NOISE_MULTIPLIER_RANGE = (0.1, 100.0)
+# C on a whole update: the default model's median update norm is 0.32 and no
+# honest update exceeds the local bound (16 at the defaults); a bound far above
+# it clips nothing while the noise z·C grows with it.
+CLIP_NORM_RANGE = (1e-4, 100.0)
 # A phone's centred clip bit b − ½ lies in {−½, +½}: one phone moves the bits'
 # sum by at most this (see the module docstring).
 CLIP_BIT_SENSITIVITY = 0.5
 # The `noise_source` label of a DP round's metrics line: OS randomness, or the
 # replayable stream (`PrivacyConfig.replayable_noise`), which gives no privacy.
 NOISE_SOURCES: dict[bool, str] = {False: "os", True: "replayable (no privacy)"}
+# How `fedtype compare` and the TUI label a run whose noise was replayable.
+NO_PRIVACY_LABEL = "replayable noise: no privacy"
 
 
 class DPConfigError(ValueError):
@@ -96,12 +106,15 @@ class DPConfig:
     noise_shares: int | None = None
 
     def __post_init__(self) -> None:
-        if not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
-            raise DPConfigError(f"clip_norm must be positive, not {self.clip_norm}")
-        if not (self.noise_multiplier >= 0 and math.isfinite(self.noise_multiplier)):
-            raise DPConfigError(
-                f"noise_multiplier must be >= 0, not {self.noise_multiplier}"
-            )
+        for name, (low, high) in (
+            ("clip_norm", CLIP_NORM_RANGE),
+            ("noise_multiplier", NOISE_MULTIPLIER_RANGE),
+        ):
+            value = getattr(self, name)
+            if not low <= value <= high:  # NaN too
+                raise DPConfigError(
+                    f"{name} must lie in [{low:g}, {high:g}], not {value:g}"
+                )
         if self.expected_clients < 1:
             raise DPConfigError("expected_clients must be >= 1")
         quantile = self.adaptive_clip_quantile

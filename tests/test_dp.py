@@ -193,7 +193,11 @@ def test_dp_config_distributed_accounts_for_lost_shares() -> None:
     "settings",
     [
         {"clip_norm": 0.0},
+        {"clip_norm": 1e300},
+        {"clip_norm": float("nan")},
         {"noise_multiplier": -1.0},
+        {"noise_multiplier": 0.0},
+        {"noise_multiplier": 1e300},
         {"expected_clients": 0},
         {"adaptive_clip_quantile": 1.0},
         {"clip_lr": 0.0},
