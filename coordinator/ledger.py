@@ -42,8 +42,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from coordinator import store
 from coordinator.accountant import PrivacyAccountant
-from models.rundir import RunDirError
+from coordinator.private_round import PrivacyState
+from models.rundir import RunDir, RunDirError
 
 LEDGER_NAME = "privacy_ledger.jsonl"
 # What an event records: a release, a charged round that released nothing, or a
@@ -257,3 +259,26 @@ def resumed_accountant(
             "the run does not continue"
         )
     return accountant
+
+
+def resumed_privacy(
+    run: RunDir, *, dp: bool, server_round: int, write: bool
+) -> PrivacyState:
+    """The privacy state a resume continues with: state.json's clip bound (or the
+    ledger's, when a repair rebuilt state.json) and the accountant of every event
+    in the ledger, so epsilon never goes down (`dp`: whether the run has DP)."""
+    saved = PrivacyState.from_dict(store.read_privacy_state(run))
+    if not dp:
+        return saved
+    try:
+        before = saved.load_accountant()
+    except (KeyError, TypeError, ValueError) as error:
+        raise RunDirError(f"{run.state_path}: bad 'privacy' ({error})") from None
+    ledger = PrivacyLedger(run.path)
+    accountant = resumed_accountant(
+        ledger, saved=before, server_round=server_round, write=write
+    )
+    clip = saved.clip_norm
+    if clip is None and ledger.path.exists():
+        clip = ledger.clip_after(server_round)
+    return PrivacyState(accountant.to_dict(), clip)

@@ -26,8 +26,7 @@ from coordinator.events import (
     emit,
 )
 from coordinator.joined import JoinedPhones
-from coordinator.ledger import PrivacyLedger, resumed_accountant, round_event
-from coordinator.private_round import PrivacyState
+from coordinator.ledger import PrivacyLedger, resumed_privacy, round_event
 from coordinator.rounds import RoundEnvironment, ServerState, run_round
 from coordinator.strategies import initial_state
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
@@ -272,8 +271,11 @@ class Simulation:
             strategy=store.load_server_state(run, server_round),
             clock=clock,
             screen=store.read_screen_history(run),
-            privacy=_resumed_privacy(
-                run, federation, server_round=server_round, write=ranks.rank == 0
+            privacy=resumed_privacy(
+                run,
+                dp=federation.privacy.dp is not None,
+                server_round=server_round,
+                write=ranks.rank == 0,
             ),
         )
         if ranks.rank == 0:
@@ -500,29 +502,6 @@ class Simulation:
     def close(self) -> None:
         """Release the executor (and leave the ranks' group)."""
         self.executor.close()
-
-
-def _resumed_privacy(
-    run: RunDir, federation: FederationConfig, *, server_round: int, write: bool
-) -> PrivacyState:
-    """The privacy state a resume continues with: state.json's clip bound (or the
-    ledger's, when a repair rebuilt state.json) and the accountant of every event
-    in the privacy ledger (`coordinator.ledger`), so epsilon never goes down."""
-    saved = PrivacyState.from_dict(store.read_privacy_state(run))
-    if federation.privacy.dp is None:
-        return saved
-    try:
-        before = saved.load_accountant()
-    except (KeyError, TypeError, ValueError) as error:
-        raise RunDirError(f"{run.state_path}: bad 'privacy' ({error})") from None
-    ledger = PrivacyLedger(run.path)
-    accountant = resumed_accountant(
-        ledger, saved=before, server_round=server_round, write=write
-    )
-    clip = saved.clip_norm
-    if clip is None and ledger.path.exists():
-        clip = ledger.clip_after(server_round)
-    return PrivacyState(accountant.to_dict(), clip)
 
 
 class PrivacyBudgetSpent(RuntimeError):

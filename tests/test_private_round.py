@@ -450,3 +450,29 @@ def test_distributed_noise_without_secure_aggregation_is_refused(
     assert code == 2
     assert "secure aggregation" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_dp_adaptive_clip_run_epsilon_is_dp_accounting_at_the_centred_z_eff(
+    tmp_path: Path, new_simulation: NewSimulation
+) -> None:
+    # Prepare: z = 1, sigma_b = 1, the clip bound following the median; q = 6/30.
+    federation = dp_federation(6, rounds=2, attack_phones=0)
+    privacy = federation.privacy
+    assert privacy.dp is not None
+    dp = replace(privacy.dp, adaptive_clip_quantile=0.5, count_stddev=1.0)
+    federation = replace(federation, privacy=replace(privacy, dp=dp))
+    simulation = new_simulation(tmp_path / "run", federation)
+
+    # Execute
+    records = [simulation.run_round() for _ in range(2)]
+    simulation.close()
+
+    # Assert: centred bits (sensitivity 1/2) give z_eff = (1 + 1/4)^(-1/2), and
+    # the logged epsilon is dp_accounting's at that z_eff; the clip bound moved.
+    z_eff = 1 / math.sqrt(1.25)
+    q = 6 / len(simulation.fleet)
+    for server_round, record in enumerate(records, start=1):
+        assert record["noise_multiplier"] == pytest.approx(z_eff)
+        expected = dp_epsilon(q, z_eff, rounds=server_round, delta=1e-5)
+        assert record["epsilon"] == pytest.approx(expected, rel=1e-9)
+    assert any(r.get("next_clip_norm", 0.5) != 0.5 for r in records)
