@@ -18,7 +18,12 @@ from helpers import NewSimulation, dp_epsilon
 from test_private_round import dp_federation
 
 from cli.main import main
+from coordinator.accountant import PrivacyAccountant
+from coordinator.budget import round_config
+from coordinator.dp import DPConfig
 from coordinator.events import BudgetSpent, Event
+from coordinator.privacy_config import PrivacyConfigError, calibrated_noise
+from coordinator.private_round import PrivacyState
 from coordinator.simulation import PrivacyBudgetSpent
 from models.rundir import RunDir
 
@@ -148,3 +153,55 @@ def test_a_spent_budget_is_announced_after_evaluating_the_last_round(
     (spent,) = [e for e in events if isinstance(e, BudgetSpent)]
     assert spent.server_round == records[-1]["server_round"]
     assert spent.server_round == 2 and "past the target" in spent.reason
+
+
+def test_calibrated_noise_divides_by_the_fewest_shares_fraction() -> None:
+    # Prepare: z accounted under distributed noise is z·sqrt(k/n).
+    dp = DPConfig(clip_norm=0.5, expected_clients=8)
+    settings = {"target_epsilon": 4.0, "delta": 1e-5, "sampling_probability": 0.2}
+
+    # Execute
+    central = calibrated_noise(dp, **settings, rounds=5)
+    half = calibrated_noise(dp, **settings, rounds=5, shares_fraction=0.5)
+
+    # Assert: the shares must carry twice the noise for the same accounted z.
+    assert half == pytest.approx(2 * central)
+    assert dp_epsilon(0.2, central, rounds=5, delta=1e-5) <= 4.0
+
+
+def test_round_config_spends_what_is_left_over_the_rounds_left() -> None:
+    # Prepare: a 4-round run at q 6/30 with target 6 that has spent 2 rounds at
+    # z = 1 (round 3 of 4 is next).
+    federation = dp_federation(
+        6, rounds=4, target_epsilon=6.0, calibrate_noise=True, delta=1e-5
+    )
+    spent = PrivacyAccountant()
+    for _ in range(2):
+        spent.record_round(0.2, 1.0)
+    state = PrivacyState(spent.to_dict())
+
+    # Execute
+    config = round_config(federation, state, pool=30, server_round=3)
+    assert config.privacy.dp is not None
+    z = config.privacy.dp.noise_multiplier
+
+    # Assert: 2 more rounds at z reach the target and no further (z to 1e-4).
+    total = PrivacyAccountant()
+    for noise in (1.0, 1.0, z, z):
+        total.record_round(0.2, noise)
+    assert 5.99 < total.epsilon(1e-5) <= 6.0
+
+
+def test_round_config_refuses_a_budget_already_spent() -> None:
+    # Prepare: 2 rounds at z = 1 spent, the target just below what they cost.
+    target = 0.99 * dp_epsilon(0.2, 1.0, rounds=2, delta=1e-5)
+    federation = dp_federation(
+        6, rounds=4, target_epsilon=target, calibrate_noise=True, delta=1e-5
+    )
+    spent = PrivacyAccountant()
+    for _ in range(2):
+        spent.record_round(0.2, 1.0)
+
+    # Execute / Assert
+    with pytest.raises(PrivacyConfigError, match="no noise multiplier fits"):
+        round_config(federation, PrivacyState(spent.to_dict()), pool=30, server_round=3)
