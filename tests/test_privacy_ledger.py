@@ -132,6 +132,55 @@ def test_a_lost_ledger_stops_the_resume(
     assert status == 2 and "privacy_ledger.jsonl: missing, though" in out
 
 
+@pytest.mark.parametrize("killed", ["between rounds", "after round 5 was charged"])
+def test_a_resume_charges_a_replayed_round_again(
+    dp_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], killed: str
+) -> None:
+    # Prepare: the 4-round run as a kill left it: between rounds 4 and 5, or
+    # after round 5's event reached the ledger but before round 5 was saved.
+    run = RunDir(shutil.copytree(dp_run, tmp_path / "run"))
+    ledger = PrivacyLedger(run.path)
+    if killed != "between rounds":
+        first = ledger.events()[0]
+        ledger.append(LedgerEvent(5, first.sampling_probability, 0.8, "released"))
+
+    # Execute
+    status, out = run_cli(["simulate", "--resume", str(run.path), "--rounds", "5"],
+                          capsys)  # fmt: skip
+
+    # Assert: epsilon equals the uninterrupted run's (5 events) when the kill
+    # fell between rounds, and is above it (6 events) when round 5 ran twice.
+    assert status == 0, out
+    events = ledger.events()
+    charged = 5 if killed == "between rounds" else 6
+    last_two = [4, 5] if charged == 5 else [5, 5]
+    assert len(events) == charged and [e.server_round for e in events][-2:] == last_two
+    q = events[0].sampling_probability
+    expected = dp_epsilon(q, 0.8, rounds=charged, delta=1e-5)
+    assert run.read_metrics()[-1]["epsilon"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_run_without_a_ledger_carries_its_state_json_accountant(
+    dp_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Prepare: a DP run made before the ledger existed (state.json intact).
+    run = RunDir(shutil.copytree(dp_run, tmp_path / "run"))
+    PrivacyLedger(run.path).path.unlink()
+
+    # Execute
+    status, out = run_cli(["simulate", "--resume", str(run.path), "--rounds", "5"],
+                          capsys)  # fmt: skip
+
+    # Assert: its 4 rounds were carried into a new ledger, then round 5 charged.
+    assert status == 0, out
+    events = PrivacyLedger(run.path).events()
+    assert [e.kind for e in events][:4] == ["carried"] * 4
+    assert len(events) == 5 and events[4].kind in ("released", "unreleased")
+    q = events[0].sampling_probability
+    expected = dp_epsilon(q, 0.8, rounds=5, delta=1e-5)
+    assert run.read_metrics()[-1]["epsilon"] == pytest.approx(expected, rel=1e-9)
+
+
 def test_ledger_leaves_out_a_torn_last_line_and_cuts_it_before_appending(
     tmp_path: Path,
 ) -> None:
