@@ -20,6 +20,8 @@ from cli.compare_personalized import (
     personalized_report,
     personalized_setting,
 )
+from coordinator.dp import NO_PRIVACY_LABEL as NO_PRIVACY
+from coordinator.dp import NOISE_SOURCES
 from coordinator.personalization import PersonalizationReport
 from models.rundir import POOLED_KINDS, RunDir, RunDirError, RunKind
 
@@ -50,6 +52,8 @@ COLUMNS = (
 )
 # A cell for a run without the field (no DP, no attack probe, no canaries).
 MISSING = "—"
+# A DP metrics line's noise_source when the noise came from the seed.
+REPLAYABLE = NOISE_SOURCES[True]
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ class RunSummary:
     # Federated: its personalization.json, when measured on the row's future text.
     personalized: PersonalizationReport | None = None
     notes: tuple[str, ...] = ()  # one line each, why something is left out
+    # Federated: DP noise drawn from the seed (PrivacyConfig.replayable_noise).
+    replayable: bool = False
 
 
 def epsilon_of(summary: RunSummary) -> float | None:
@@ -159,6 +165,7 @@ def load_run(path: str) -> RunSummary:
             notes=notes,
             attack=mean_attack(upto) or None,
             protected=bool(privacy.get("secure_aggregation") or privacy.get("dp")),
+            replayable=any(r.get("noise_source") == REPLAYABLE for r in upto),
             rounds=last,
             phone_reports=sum(
                 int(r.get("reported", 0))
@@ -173,7 +180,10 @@ def load_runs(paths: list[str]) -> list[RunSummary]:
     """The summaries of `paths`, labelled so that no two columns look alike."""
     summaries = [load_run(path) for path in paths]
     labels = run_labels(paths)
-    return [replace(s, label=label) for s, label in zip(summaries, labels, strict=True)]
+    return [
+        replace(s, label=label + (f" ({NO_PRIVACY})" if s.replayable else ""))
+        for s, label in zip(summaries, labels, strict=True)
+    ]
 
 
 def run_labels(paths: list[str]) -> list[str]:
@@ -361,6 +371,8 @@ def privacy_cells(summary: RunSummary) -> list[str]:
     final = summary.final
     epsilon = epsilon_of(summary)
     cells = [MISSING if epsilon is None else f"{epsilon:.2f} ({final.get('delta')})"]
+    if summary.replayable:
+        cells[0] += f"; {NO_PRIVACY}"
     simulated = final.get("simulated_privacy")
     if isinstance(simulated, dict) and "epsilon" in simulated:
         cells[0] += (
