@@ -20,6 +20,7 @@ from coordinator.evaluation import Evaluator, future_cohort
 from coordinator.events import EvaluationStarted, EventCallback, RoundFinished, emit
 from coordinator.joined import JoinedPhones
 from coordinator.private_round import PrivacyState, epsilon_budget_left
+from coordinator.released import logged_line, released_line
 from coordinator.rounds import RoundEnvironment, ServerState, run_round
 from coordinator.strategies import initial_state
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
@@ -382,6 +383,7 @@ class Simulation:
                 )
             record["eval_seconds"] = time.perf_counter() - started
         self._totals = totals
+        record = released_line(record, self.federation.privacy)
         self._save(state, record)
         self._state = state
         emit(self.on_event, RoundFinished(state.server_round, record))
@@ -415,7 +417,7 @@ class Simulation:
         store.save_global(self.run, r, self._scratch, state.parameters, self.tokenizer)
         store.save_server_state(self.run, r, state.strategy)
         if record is not None:
-            self.run.append_metrics(record)
+            self.run.append_metrics(logged_line(record, self.federation.privacy))
         store.write_progress(
             self.run,
             server_round=r,

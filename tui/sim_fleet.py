@@ -15,6 +15,7 @@ from torch import nn
 
 from central.paced import PacedCentral
 from coordinator.joined import joined_history
+from coordinator.released import figure
 from coordinator.simulation import Simulation
 from device_sim.profile import DeviceProfile
 from models.metrics import EvalMetrics
@@ -99,7 +100,8 @@ class SimulationFleet:
         record = self.simulation.run_round()
         if self.central is not None:
             self.central.catch_up(
-                int(record["tokens_total"]), server_round=int(record["server_round"])
+                int(figure(record, "tokens_total")),
+                server_round=int(record["server_round"]),
             )
         return record
 
