@@ -437,10 +437,11 @@ def charge_unreleased(
 ) -> tuple[PrivacyState, dict[str, Any]]:
     """A DP round that sampled phones and then released nothing, charged anyway.
 
-    Whether a round is abandoned (too few reports in time, SecAgg short of its
-    threshold, a non-finite aggregate) depends on who was sampled, so the
-    accountant records it as a full round of (q, z): epsilon only ever grows,
-    and an abandoned round never makes a run look more private than it was.
+    Whether a round is abandoned (SecAgg short of its threshold, a non-finite
+    aggregate; too few valid reports never abandon a DP round, see
+    `coordinator.rounds`) depends on who was sampled, so the accountant records
+    it as a full round of (q, z): epsilon only ever grows, and an abandoned
+    round never makes a run look more private than it was.
     """
     dp = config.privacy.dp
     assert dp is not None
