@@ -15,7 +15,8 @@ from coordinator.privacy_config import PrivacyConfig
 from coordinator.private_round import PrivacyState, private_delta
 from device_sim.config import LocalTrainingConfig
 from device_sim.executor import ClientSummary, TrainedRound
-from device_sim.phone import ClientReport
+from device_sim.masked_figures import loss_scale, mean_losses, weighted_losses
+from device_sim.phone import ClientMetrics, ClientReport
 from device_sim.profile import drops_out
 from device_sim.ranks import SingleRank
 from device_sim.secagg import SecAggAbort
@@ -140,3 +141,26 @@ def test_simulate_secagg_line_counts_the_stage_dropouts(
         assert secagg["survivors"] == len(cohort) - len(keys) - len(masking)
         assert secagg["recovered"] == len(masking)
     assert sum(r["secagg"]["recovered"] for r in records) > 0
+
+
+def test_masked_losses_are_clamped_scaled_and_recovered() -> None:
+    # Prepare: 3 examples; a NaN and a diverged loss are clamped to 64 nats;
+    # C = 16 scales by 16 / 64 = 0.25.
+    metrics = ClientMetrics(
+        loss_before=float("nan"),
+        loss_after=100.0,
+        train_loss=2.0,
+        steps=1,
+        num_tokens=9,
+    )
+    scale = loss_scale(16.0)
+
+    # Execute
+    appended = weighted_losses(metrics, 3, scale=scale)
+    means = mean_losses(appended, 3.0, scale=scale)
+
+    # Assert: (train, before, after) x 3 x 0.25, and back.
+    assert scale == 0.25
+    assert appended.tolist() == [1.5, 48.0, 48.0]
+    assert means == {"train_loss": 2.0, "loss_before": 64.0, "loss_after": 64.0}
+    assert set(mean_losses(appended, 0.0, scale=scale).values()) == {None}
