@@ -23,6 +23,7 @@ from cli.compare_personalized import (
 from coordinator.dp import NO_PRIVACY_LABEL as NO_PRIVACY
 from coordinator.dp import NOISE_SOURCES
 from coordinator.personalization import PersonalizationReport
+from coordinator.released import TRUTH, with_truth
 from models.rundir import POOLED_KINDS, RunDir, RunDirError, RunKind
 
 # Columns of the table: header and how a summary fills it.
@@ -128,7 +129,10 @@ def load_run(path: str) -> RunSummary:
     run = RunDir(path)
     run.read_kind()  # a clear error for a run of no known kind
     config = run.read_config()
-    records = run.read_metrics()
+    # A protected run files what the server never learned (tokens, under DP the
+    # future-text figures) as the simulation's truth: the comparison reads it.
+    logged = run.read_metrics()
+    records = [with_truth(r) if isinstance(r, dict) else r for r in logged]
     evaluated = [r for r in records if isinstance(r, dict) and _evaluated(r)]
     if not evaluated:
         raise RunDirError(f"{run.metrics_path}: no evaluation recorded yet")
@@ -159,6 +163,12 @@ def load_run(path: str) -> RunSummary:
         upto = [r for r in records if int(r.get("server_round", 0)) <= last]
         privacy = config.get("federation", {}).get("privacy", {}) or {}
         personalized, notes = personalized_report(run, evaluated[-1], last)
+        if any(isinstance(r, dict) and TRUTH in r for r in logged):
+            notes = (
+                *notes,
+                f"{path}: its tokens (and, under DP, its future-text figures) are "
+                "the simulation's truth, not figures its server learned",
+            )
         return replace(
             summary,
             personalized=personalized,

@@ -140,6 +140,8 @@ def privacy_flags(args: argparse.Namespace) -> list[str]:
     ]
     if args.secure_aggregation:
         given.append("secure_aggregation")
+    if args.log_attack_words:
+        given.append("log_attack_words")
     if args.attack_phones != defaults.attack_phones:
         given.append("attack_phones")
     if args.canaries != defaults.canaries:

@@ -122,6 +122,13 @@ def add_privacy_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
         "(default: %(default)s; 0: off)",
     )
     group.add_argument(
+        "--log-attack-words",
+        action="store_true",
+        help="also store the words the attack recovers in metrics.jsonl: this "
+        "writes users' words into the run log (default: only its precision and "
+        "recall; the words stay in memory for the live demo)",
+    )
+    group.add_argument(
         "--canaries",
         type=int,
         default=privacy.canaries,
@@ -176,6 +183,7 @@ def privacy_config(
             calibrate_noise=args.target_epsilon is not None,
             delta=args.delta,
             attack_phones=args.attack_phones,
+            log_attack_words=args.log_attack_words,
             canaries=args.canaries,
             simulated_population=args.simulated_population,
             noise_cohort_size=args.noise_cohort_size,

@@ -183,10 +183,13 @@ def _summary(record: dict) -> str:
     line = f"round {record['server_round']}: "
     if record["abandoned"]:
         return line + f"[yellow]abandoned[/] ({record['abandon_reason']})"
-    line += (
-        f"{record['reported']}/{record['selected']} reported, "
-        f"{record['rejected']} rejected, loss {record['train_loss']:.3f}"
-    )
+    line += f"{record['reported']}/{record['selected']} reported"
+    # Under DP the rejections and the phones' losses are the simulation's truth,
+    # not something the server learned: the summary leaves them out.
+    if "rejected" in record:
+        line += f", {record['rejected']} rejected"
+    if record.get("train_loss") is not None:
+        line += f", loss {record['train_loss']:.3f}"
     for name in ("heldout", "future"):
         if record.get(name):
             line += f", {name} top-3 {record[name]['top3']:.2%}"

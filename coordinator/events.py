@@ -23,14 +23,18 @@ class RoundStarted:
 
 @dataclass(frozen=True)
 class ClientDone:
-    """One phone finished its local training (`done` of `total` this round)."""
+    """One phone finished its local training (`done` of `total` this round).
+
+    Its count and loss are None under secure aggregation: the server learns
+    them only inside the round's masked sum.
+    """
 
     server_round: int
     client_id: str
     done: int
     total: int
-    num_examples: int
-    train_loss: float
+    num_examples: int | None
+    train_loss: float | None
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,10 @@ class PrivacyConfig:
     # Phones whose plain updates the curious server attacks each round (only
     # without SecAgg, which never shows it one); 0 turns the probe off.
     attack_phones: int = 3
+    # Store the words the probe recovers in metrics.jsonl. Off: the log keeps
+    # only the attack's figures and the words stay in memory (the live TUI);
+    # on, the run log becomes a store of users' words.
+    log_attack_words: bool = False
     # Secret Sharer canaries planted at creation (0: none).
     canaries: int = 0
     # A simulated deployment (pfl-research's `noise_cohort_size`): DP noise on

@@ -5,8 +5,10 @@ protects anything. Its steps, each a pure function called where its data lives:
 
   on the phone (inside `TrainedRound.reduce_vectors`' `build`, on the rank that
   holds the update): clip the update to C (`device_sim.clipping.clip_update`);
-  weight it, `num_examples × clipped` with the count appended (SecAgg alone) or
-  weight 1 with the clip bit appended when clipping adapts (DP-FedAvg);
+  weight it, `num_examples × clipped` with its weighted losses and the count
+  appended (SecAgg alone, `device_sim.masked_figures`: the server learns the
+  round's counts and losses only from the sum) or weight 1 with the clip bit
+  appended when clipping adapts (DP-FedAvg);
   quantise and mask it (SecAgg+, `device_sim.secagg`), so what leaves the rank
   is an int64 vector in [0, 2^b);
 
@@ -50,7 +52,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -68,6 +70,7 @@ from coordinator.dp import (
     os_noise_seed,
 )
 from coordinator.robust import ScreenConfig, UpdateStats
+from coordinator.secagg_round import SecAggRound, start_secagg
 from coordinator.secagg_server import SecAggSession
 from device_sim.clipping import (
     clip_bit,
@@ -77,9 +80,9 @@ from device_sim.clipping import (
     unflatten,
 )
 from device_sim.executor import ClientSummary, TrainedRound
+from device_sim.masked_figures import loss_scale, mean_losses, weighted_losses
 from device_sim.phone import ClientReport, Parameters
 from device_sim.ranks import Ranks
-from device_sim.secagg import SecAggConfig
 from models.seeding import numpy_rng
 
 # Bytes of a phone's SecAgg+ messages besides its masked vector: two public
@@ -87,6 +90,9 @@ from models.seeding import numpy_rng
 # answer (docs/secagg.md, "Bytes up per phone").
 _KEY_BYTES = 64
 _NEIGHBOUR_BYTES = 172
+# Values SecAgg alone appends to a phone's weighted update: three weighted
+# losses and the count.
+_FIGURES = 4
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,9 @@ class PrivateResult:
     metrics: dict[str, Any]  # merged into the round's metrics line
     exact_sum: Parameters  # the sum the server sees after unmasking (before noise)
     noisy_mean: Parameters | None  # DP's released mean; None without DP
+    # The phones whose contributions are in the sum (SecAgg's survivors); None:
+    # every accepted phone.
+    included: frozenset[str] | None = None
 
 
 def blind(summaries: Sequence[ClientSummary]) -> list[UpdateStats]:
@@ -182,18 +191,20 @@ def private_delta(
     metrics: dict[str, Any] = {"secure_aggregation": privacy.secure_aggregation}
     metrics["clip_norm"] = clip
     started = time.perf_counter()
-    session = None
+    secagg: SecAggRound | None = None
     shares = dp is not None and dp.placement == "distributed"
+    included = sorted(accepted)
     if privacy.secure_aggregation:
         # Six standard deviations of a phone's noise share fit in the range.
         spread = 6 * _share_stddev(dp, clip) if shares else 0.0
-        session = SecAggSession.setup(
-            sorted(accepted),
-            config=SecAggConfig(bits=privacy.secagg_bits),
-            seed=config.seed,
+        secagg = start_secagg(
+            included,
+            config=config,
             server_round=server_round,
             max_abs=max_examples * max(clip, 1.0) + spread,
         )
+        included = secagg.survivors
+    session = None if secagg is None else secagg.session
     mask_seconds = [0.0]
 
     def build(report: ClientReport) -> np.ndarray:
@@ -214,30 +225,53 @@ def private_delta(
         return vector
 
     dtype = torch.int64 if session is not None else torch.float64
-    total = trained.reduce_vectors(accepted, build, dtype=dtype)
-    if session is not None:
-        summed = session.unmask(total, survivors=sorted(accepted))
-        metrics["secagg"] = _secagg_metrics(
-            session, started, mask_seconds[0], size=total.shape[0]
-        )
+    # The length when nobody is included: a DP round still releases its noise.
+    appended = _FIGURES if weighted else int(bit)
+    size = sum(t.numel() for t in trained.reference) + appended
+    total = trained.reduce_vectors(included, build, dtype=dtype, size=size)
+    if secagg is not None:
+        summed = secagg.unmask(total)
+        metrics["secagg"] = {
+            **_secagg_metrics(secagg.session, started, mask_seconds[0], size=size),
+            **secagg.counts(),
+        }
     else:
         summed = total
     like = [t.to(torch.float64) for t in trained.reference]
     if weighted:
-        exact = unflatten(summed[:-1].copy(), like)
-        mean = summed[:-1] / summed[-1]
-        return PrivateResult(unflatten(mean, like), state, metrics, exact, None)
-    return _dp_release(
-        summed,
-        like,
-        config,
-        state,
-        clip,
-        pool,
-        metrics,
-        rng=server_noise_rng(config, server_round, trained.ranks),
-        shares_survived=len(accepted) if shares else None,
-    )
+        result = _weighted_release(summed, like, state, metrics, clip)
+    else:
+        result = _dp_release(
+            summed,
+            like,
+            config,
+            state,
+            clip,
+            pool,
+            metrics,
+            rng=server_noise_rng(config, server_round, trained.ranks),
+            shares_survived=len(included) if shares else None,
+        )
+    return replace(result, included=frozenset(included))
+
+
+def _weighted_release(
+    summed: np.ndarray,
+    like: list[torch.Tensor],
+    state: PrivacyState,
+    metrics: dict[str, Any],
+    clip: float,
+) -> PrivateResult:
+    """SecAgg alone: the weighted mean, and the round's count and mean losses
+    from the sum's appended totals (the line's `masked_sum`)."""
+    update, losses, count = summed[:-_FIGURES], summed[-_FIGURES:-1], summed[-1]
+    exact = unflatten(update.copy(), like)
+    metrics["masked_sum"] = {
+        "num_examples": int(round(count)),
+        **mean_losses(losses, count, scale=loss_scale(clip)),
+    }
+    mean = unflatten(update / count, like)
+    return PrivateResult(mean, state, metrics, exact, None)
 
 
 def server_noise_rng(
@@ -302,14 +336,16 @@ def contribution(
 ) -> np.ndarray:
     """The phone's float64 vector before masking: clipped, weighted, appended.
 
-    (D,) clipped update times `num_examples` with the count appended when
-    `weighted`; weight 1 with the centred bit [norm <= C] − ½ appended when
-    `clip_bit_` (`device_sim.clipping.clip_bit`).
+    (D,) clipped update times `num_examples`, then its three weighted losses
+    and the count, when `weighted`; weight 1 with the centred bit [norm <= C] − ½
+    appended when `clip_bit_` (`device_sim.clipping.clip_bit`).
     """
     clipped, norm = clip_update(report.update, clip_norm)
     x = flatten(clipped)
     if weighted:
-        return np.append(x * report.num_examples, float(report.num_examples))
+        n = report.num_examples
+        losses = weighted_losses(report.metrics, n, scale=loss_scale(clip_norm))
+        return np.concatenate([x * n, losses, [float(n)]])
     if clip_bit_:
         return np.append(x, clip_bit(norm, clip_norm))
     return x
@@ -430,10 +466,11 @@ def charge_unreleased(
 ) -> tuple[PrivacyState, dict[str, Any]]:
     """A DP round that sampled phones and then released nothing, charged anyway.
 
-    Whether a round is abandoned (too few reports in time, SecAgg short of its
-    threshold, a non-finite aggregate) depends on who was sampled, so the
-    accountant records it as a full round of (q, z): epsilon only ever grows,
-    and an abandoned round never makes a run look more private than it was.
+    Whether a round is abandoned (SecAgg short of its threshold, a non-finite
+    aggregate; too few valid reports never abandon a DP round, see
+    `coordinator.rounds`) depends on who was sampled, so the accountant records
+    it as a full round of (q, z): epsilon only ever grows, and an abandoned
+    round never makes a run look more private than it was.
     """
     dp = config.privacy.dp
     assert dp is not None

@@ -27,6 +27,7 @@ from coordinator.events import (
 )
 from coordinator.joined import JoinedPhones
 from coordinator.ledger import PrivacyLedger, resumed_privacy, round_event
+from coordinator.released import logged_line, released_line
 from coordinator.rounds import RoundEnvironment, ServerState, run_round
 from coordinator.strategies import initial_state
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
@@ -404,6 +405,7 @@ class Simulation:
                 )
             record["eval_seconds"] = time.perf_counter() - started
         self._totals = totals
+        record = released_line(record, self.federation.privacy)
         self._save(state, record)
         self._state = state
         emit(self.on_event, RoundFinished(state.server_round, record))
@@ -447,7 +449,7 @@ class Simulation:
         store.save_global(self.run, r, self._scratch, state.parameters, self.tokenizer)
         store.save_server_state(self.run, r, state.strategy)
         if record is not None:
-            self.run.append_metrics(record)
+            self.run.append_metrics(logged_line(record, self.federation.privacy))
         store.write_progress(
             self.run,
             server_round=r,

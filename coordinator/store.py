@@ -38,6 +38,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from coordinator.released import figure
 from coordinator.robust import ScreenHistory
 from coordinator.strategies import StrategyState, state_from_tensors, state_to_tensors
 from corpora.tokenizer import WordTokenizer
@@ -286,7 +287,7 @@ def _progress_at(
             clock = float(records[server_round + 1]["started_at"])
             line = records[server_round]
             totals = Totals(
-                int(line["tokens_total"]),
+                int(figure(line, "tokens_total")),  # the truth's, when protected
                 int(line["bytes_total"]),
                 float(line["wall_seconds_total"]),
             )

@@ -59,7 +59,9 @@ def test_private_delta_secagg_equals_the_plaintext_weighted_mean() -> None:
     crossed: list[np.ndarray] = []
     record_sums(trained, crossed)
     config = FederationConfig(
-        clients_per_round=2, privacy=PrivacyConfig(secure_aggregation=True)
+        clients_per_round=2,
+        fleet=EVERY_PHONE_ONLINE,
+        privacy=PrivacyConfig(secure_aggregation=True),
     )
 
     # Execute
@@ -67,15 +69,22 @@ def test_private_delta_secagg_equals_the_plaintext_weighted_mean() -> None:
         trained, {"a", "b"}, config, PrivacyState(), server_round=1, pool=2
     )
 
-    # Assert: (1*[1,2,3] + 3*[3,4,5]) / 4 = [2.5, 3.5, 4.5], within quantisation.
+    # Assert: (1*[1,2,3] + 3*[3,4,5]) / 4 = [2.5, 3.5, 4.5], within quantisation;
+    # the count 4 and the mean losses (1.0 on both phones) come from the sum.
     assert result.delta[0].tolist() == pytest.approx([2.5, 3.5, 4.5], abs=1e-4)
     assert result.exact_sum[0].tolist() == pytest.approx([10.0, 14.0, 18.0], abs=1e-3)
     assert result.noisy_mean is None
     assert result.metrics["secagg"]["degree"] == 1
+    masked = result.metrics["masked_sum"]
+    assert masked["num_examples"] == 4
+    for name in ("train_loss", "loss_before", "loss_after"):
+        assert masked[name] == pytest.approx(1.0, abs=1e-4)
     (total,) = crossed
-    assert total.dtype == np.int64 and total.shape == (4,)
+    # 3 coordinates, 3 weighted losses, the count: all masked uint32 values.
+    assert total.dtype == np.int64 and total.shape == (7,)
     assert 0 <= total.min() and total.max() < 2 * 2**32  # two masked uint32 values
-    plain = np.array([10.0, 14.0, 18.0, 4.0])
+    scaled = 4 * 16 / 64  # 4 examples x loss 1 x loss_scale(16)
+    plain = np.array([10.0, 14.0, 18.0, scaled, scaled, scaled, 4.0])
     assert not np.allclose(total % 2**32, plain)  # masked, not the sum itself
 
 
@@ -279,27 +288,40 @@ def test_simulate_cli_secagg_two_workers_match_one_and_conflicts_exit_2(
     assert all(r["attack"]["sum"]["recall"] > 0.5 for r in a if not r["abandoned"])
 
 
-def test_dp_round_that_samples_nobody_is_abandoned_and_still_charged(
+def test_dp_round_short_of_min_reports_is_released_and_charged_once(
     tmp_path: Path, new_simulation: NewSimulation
 ) -> None:
-    # Prepare: q = 1/30, so most rounds' Poisson draw holds no phone at all.
+    # Prepare: q = 1/30 and min_reports 1, so most rounds' Poisson draw holds
+    # fewer valid reports (none) than a round needs.
     federation = dp_federation(1, rounds=4)
     simulation = new_simulation(tmp_path / "run", federation)
+    before = [p.clone() for p in simulation.global_model.parameters()]
 
     # Execute
     for _ in range(4):
         simulation.run_round()
     simulation.close()
 
-    # Assert: the empty rounds say why; every round, released or not, is charged.
+    # Assert: the short rounds are released like any other (the noisy sum over
+    # the fixed denominator m = 1), not abandoned, and each round is charged
+    # exactly once: epsilon after round k is k rounds of (1/30, 1).
     records = RunDir(tmp_path / "run").read_metrics()
-    empty = [r for r in records if r["selected"] == 0]
-    assert empty and all(r["abandoned"] for r in empty)
-    assert all("0 valid reports of 0 selected" in r["abandon_reason"] for r in empty)
+    short = [r for r in records if r["selected"] < federation.min_reports]
+    assert short
+    assert not any(r["abandoned"] or r["abandon_reason"] for r in records)
     q = 1 / len(simulation.fleet)
     for server_round, record in enumerate(records, start=1):
         expected = dp_epsilon(q, 1.0, rounds=server_round, delta=1e-5)
         assert record["epsilon"] == pytest.approx(expected, rel=1e-9)
+        assert "charged_unreleased" not in record
+    assert (
+        PrivacyState.from_dict(RunDir(tmp_path / "run").read_state()["privacy"])
+        .load_accountant()
+        .rounds
+        == 4
+    )
+    after = list(simulation.global_model.parameters())
+    assert any(not (a == b).all() for a, b in zip(before, after, strict=True))
 
 
 def test_target_epsilon_stops_before_the_round_that_would_exceed_it(

@@ -14,6 +14,7 @@ from helpers import SMALL_RUN, NewSimulation
 from cli.main import main
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.events import ClientDone, Event, RoundFinished, RoundStarted
+from coordinator.released import logged_line
 from coordinator.simulation import Simulation
 from corpora.corpus import CorpusSplits
 from device_sim.config import FleetConfig
@@ -43,7 +44,10 @@ def test_simulation_run_dir_follows_the_contract(
     assert config["model"]["hidden_dim"] == 32
     assert config["federation"]["server_lr"] == 1.0  # resolved for FedAvgM
     assert config["federation"]["local"]["max_local_steps"] == 2
-    assert run.read_metrics() == records == simulation.history()
+    # The log is the returned lines less the attack's words (kept in memory).
+    logged = [logged_line(r, SMALL_RUN.privacy) for r in records]
+    assert run.read_metrics() == logged == simulation.history()
+    assert all("words" in r["attack"]["sum"] for r in records)
     required = {
         "server_round", "selected", "reported", "dropped", "rejected", "rejections",
         "abandoned", "abandon_reason", "num_examples", "train_loss", "tokens",

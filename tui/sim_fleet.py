@@ -15,6 +15,7 @@ from torch import nn
 
 from central.paced import PacedCentral
 from coordinator.joined import joined_history
+from coordinator.released import figure
 from coordinator.simulation import Simulation
 from device_sim.personal_model import model_of, personalize_texts
 from device_sim.personalize import PersonalizationConfig
@@ -98,7 +99,8 @@ class SimulationFleet:
         record = self.simulation.run_round()
         if self.central is not None:
             self.central.catch_up(
-                int(record["tokens_total"]), server_round=int(record["server_round"])
+                int(figure(record, "tokens_total")),
+                server_round=int(record["server_round"]),
             )
         return record
 
