@@ -1,7 +1,7 @@
 """The one-run privacy audit: an empirical lower bound on each run's epsilon.
 
     nice -n 10 .venv/bin/python -m benchmarks.privacy_audit --out /tmp/audit \\
-        [--canaries 200] [--repeats 8] [--rounds 30] [--clients-per-round 20] \\
+        [--canaries 200] [--repeats 64] [--rounds 30] [--clients-per-round 20] \\
         [--max-users 40] [--embed-dim 32] [--hidden-dim 64] [--rows none,dp8,...]
 
 For each row, one federated run (`Simulation.create` then `run_round` to the
@@ -172,7 +172,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="directory for the runs")
     parser.add_argument("--canaries", type=int, default=200, help="m canary users")
-    parser.add_argument("--repeats", type=int, default=8, help="copies per user")
+    parser.add_argument("--repeats", type=int, default=64, help="copies per user")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--clients-per-round", type=int, default=20)
     parser.add_argument("--max-users", type=int, default=40, help="real users")
@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in chosen:
         report = audit_row(row, args, splits=splits, tokenizer=tokenizer, users=users)
         lines.append(table_line(row, report))
+        print(lines[-1], file=sys.stderr, flush=True)
         if report.violated:
             violations.append((row, report))
     minutes = (time.perf_counter() - started) / 60
