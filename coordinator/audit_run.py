@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from coordinator.audit import BETA, AuditResult, audit
+from coordinator.audit import BETA, AuditError, AuditResult, audit
 from coordinator.privacy_config import default_delta
 from coordinator.simulation import PrivacyBudgetSpent, Simulation
 from corpora.canaries import Canary, CanaryConfig, make_canaries, vocabulary_words
@@ -174,6 +174,9 @@ def audit_simulation(
 
     A run whose target epsilon stops it early is audited at the round it
     stopped.
+
+    Raises:
+        AuditError: a DP run whose metrics lines hold no epsilon.
     """
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r} (one of {', '.join(SCORES)})")
@@ -191,6 +194,9 @@ def audit_simulation(
     delta = privacy.delta if privacy.dp else default_delta(len(simulation.fleet))
     assert delta is not None
     epsilon = _last(history, "epsilon")
+    if privacy.dp is not None and epsilon is None:
+        # Auditing against an infinite epsilon would pass whatever leaked.
+        raise AuditError(f"{simulation.run.path}: a DP run with no epsilon logged")
     simulated = _last(history, "simulated_privacy")
     result = audit(adversary.scores(score), users.included, delta=delta, beta=beta)
     return AuditReport(
