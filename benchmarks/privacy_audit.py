@@ -179,7 +179,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--embed-dim", type=int, default=32)
     parser.add_argument("--hidden-dim", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--score", choices=SCORES, default="max-drop")
+    parser.add_argument("--score", choices=SCORES, default="total-drop")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--rows",

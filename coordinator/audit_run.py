@@ -13,10 +13,11 @@ The adversary sees what every phone receives: the global model after each round
 model finds the phrase than the model before it (log-perplexity in bits,
 `models.exposure.log_perplexities`):
 
-- "max-drop" (the default): the largest one-round drop. A canary user is
-  sampled in a few rounds only, and the round that trained on it moves its
-  phrase most; every later round's noise and updates blur the total.
-- "total-drop": round 0's log-perplexity minus the last model's.
+- "total-drop" (the default): round 0's log-perplexity minus the last
+  model's, what the run learnt of the phrase in all.
+- "max-drop": the largest one-round drop (a canary user is sampled in a few
+  rounds only). On the 300-canary audit in docs/privacy_audit.md it proved
+  less than "total-drop" in every row.
 
 Only one score may be used per audit (the bound's level is spent once). The
 coins are never read by the scoring; they are the truth the guesses are
@@ -51,7 +52,7 @@ from models.seeding import numpy_rng
 
 # Canary users' client_ids start with this; no Chit-Chat user id does.
 CANARY_PREFIX = "audit-canary-"
-SCORES: tuple[str, ...] = ("max-drop", "total-drop")
+SCORES: tuple[str, ...] = ("total-drop", "max-drop")
 
 RoundCallback = Callable[[int, dict[str, Any]], None]
 
@@ -166,7 +167,7 @@ def audit_simulation(
     simulation: Simulation,
     users: CanaryUsers,
     *,
-    score: str = "max-drop",
+    score: str = "total-drop",
     beta: float = BETA,
     on_round: RoundCallback | None = None,
 ) -> AuditReport:
