@@ -18,7 +18,12 @@ from coordinator.audit import (
     guesses,
     p_value,
 )
-from coordinator.audit_run import CANARY_PREFIX, CanaryUsers, audit_simulation
+from coordinator.audit_run import (
+    CANARY_PREFIX,
+    AuditReport,
+    CanaryUsers,
+    audit_simulation,
+)
 from coordinator.dp import DPConfig
 from coordinator.privacy_config import PrivacyConfig
 from corpora.corpus import CorpusSplits
@@ -186,3 +191,19 @@ def test_audit_of_a_small_run_stays_below_the_accounted_epsilon(
     assert private.epsilon == pytest.approx(1.0, abs=0.01) and private.rounds == 3
     assert not private.violated
     assert private.result.epsilon_lower_bound <= private.epsilon
+
+
+def test_audit_report_is_violated_only_above_the_accounted_epsilon() -> None:
+    # Prepare: 40 of 40 right at delta 0 proves 2.10 at the 5-point grid's
+    # level, 0.01: ln(q / (1 - q)) with q = 0.01^(1/40).
+    result = audit([1.0] * 20 + [0.0] * 20, [True] * 20 + [False] * 20, delta=0.0)
+
+    # Execute
+    reports = [
+        AuditReport(result=result, epsilon=e, delta=0.0, rounds=1, score="total-drop")
+        for e in (2.0, 2.2, math.inf)
+    ]
+
+    # Assert
+    assert result.epsilon_lower_bound == pytest.approx(2.1036, abs=1e-4)
+    assert [r.violated for r in reports] == [True, False, False]
