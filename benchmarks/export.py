@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    console = Console()
+    console = Console(width=160)
     with tempfile.TemporaryDirectory() as scratch:
         report = measure(args, Path(scratch), console)
     print_report(report, console)
