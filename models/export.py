@@ -181,7 +181,8 @@ def export_model(
     for name in (MANIFEST_FILE, FP32_FILE, INT8_FILE):
         (out / name).unlink(missing_ok=True)
     model_file = INT8_FILE if int8 else FP32_FILE
-    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+    # Built outside `out`, so that a kill mid-export leaves no stray folder there.
+    with tempfile.TemporaryDirectory() as scratch:
         fp32 = Path(scratch) / FP32_FILE
         export_onnx(model, fp32)
         if int8:
