@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import shutil
 import tempfile
@@ -210,6 +211,4 @@ def export_model(
 
 def json_text(payload: Any) -> str:
     """Indented JSON with a final newline."""
-    import json
-
     return json.dumps(payload, indent=1) + "\n"
