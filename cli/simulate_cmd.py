@@ -29,7 +29,13 @@ from cli.simulate_checks import (
     prepare_run,
 )
 from coordinator.config import FederationConfig, FederationConfigError
-from coordinator.events import ClientDone, EvaluationStarted, Event, RoundStarted
+from coordinator.events import (
+    BudgetSpent,
+    ClientDone,
+    EvaluationStarted,
+    Event,
+    RoundStarted,
+)
 from coordinator.simulation import PrivacyBudgetSpent, Simulation
 from coordinator.strategies import STRATEGIES
 from device_sim.config import FleetConfig, LocalTrainingConfig
@@ -190,6 +196,27 @@ def _summary(record: dict) -> str:
     return line
 
 
+def _budget_note(event: BudgetSpent, simulation: Simulation) -> str:
+    """Why the privacy budget stopped the run, and what to run next."""
+    path = simulation.run.path
+    evaluated = any(
+        "heldout" in r and r.get("server_round") == event.server_round
+        for r in simulation.history()
+    )
+    return (
+        f"[yellow]stopped[/] after round {event.server_round} of "
+        f"{simulation.federation.rounds}: {event.reason}.\n"
+        + (
+            f"Round {event.server_round}'s model was evaluated (metrics.jsonl); "
+            if evaluated
+            else ""
+        )
+        + f"measure it with `fedtype evaluate --run {path}` or `fedtype compare "
+        f"{path} ...`; more rounds need a new run with a larger --target-epsilon "
+        "or fewer --rounds."
+    )
+
+
 def run_simulate(args: argparse.Namespace) -> int:
     """Run rounds until the run has `rounds`, saving each one.
 
@@ -242,15 +269,16 @@ def _run(args: argparse.Namespace, ranks: Ranks) -> int:
                 progress.update(phones, completed=event.done)
             elif isinstance(event, EvaluationStarted):
                 progress.update(phones, description="evaluating")
+            elif isinstance(event, BudgetSpent):
+                progress.console.print(_budget_note(event, simulation), highlight=False)
 
         simulation.on_event = on_event
         try:
             while simulation.server_round < target:
                 try:
                     record = simulation.run_round()
-                except PrivacyBudgetSpent as spent:
-                    progress.console.print(f"[yellow]stopped[/]: {spent}")
-                    break
+                except PrivacyBudgetSpent:
+                    break  # on_event said why (BudgetSpent)
                 progress.advance(rounds)
                 if "heldout" in record or record["abandoned"]:
                     progress.console.print(_summary(record))

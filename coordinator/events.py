@@ -48,7 +48,15 @@ class RoundFinished:
     metrics: dict[str, Any]
 
 
-Event = RoundStarted | ClientDone | EvaluationStarted | RoundFinished
+@dataclass(frozen=True)
+class BudgetSpent:
+    """The privacy budget stops the run after `server_round`; `reason` says why."""
+
+    server_round: int
+    reason: str
+
+
+Event = RoundStarted | ClientDone | EvaluationStarted | RoundFinished | BudgetSpent
 EventCallback = Callable[[Event], None]
 
 

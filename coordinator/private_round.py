@@ -13,14 +13,18 @@ protects anything. Its steps, each a pure function called where its data lives:
   on the server: one all-reduce sums the vectors (exact in int64), SecAgg
   unmasks the sum, and the server divides: by the summed count (the weighted
   mean) or by the expected cohort m after adding N(0, (zC)²) (DP's noisy mean,
-  noise from `(seed, server_round, "dp-noise")`, identical on every rank).
+  noise from the operating system's randomness, rank 0's entropy broadcast so
+  that every rank adds the same noise, and kept nowhere).
 
 With distributed noise (`DPConfig.placement == "distributed"`, SecAgg required)
 each phone adds its share N(0, (zC)²/n) to its contribution before masking
-(`device_sim.clipping.phone_noise`, stream `(seed, server_round, client_id,
-"dp-noise")`), the server adds none, and the accountant is given the z that the
+(`device_sim.clipping.phone_noise`, from the OS's randomness on the phone's
+rank), the server adds none, and the accountant is given the z that the
 survivors' shares really carry (`DPConfig.accounting_noise_multiplier`): the
 server never holds a noiseless sum, so it need not be trusted to add noise.
+Only `PrivacyConfig.replayable_noise` (tests, benchmarks) draws both from
+`(seed, server_round[, client_id], "dp-noise")` instead, and every DP metrics
+line then says `noise_source: "replayable (no privacy)"`.
 
 C is DP's clip bound (adapting to a quantile of the norms, Andrew et al. 2021,
 when asked), or under SecAgg alone the bound honest local training already
@@ -60,6 +64,8 @@ from coordinator.dp import (
     noise_rng,
     noisy_clip_fraction,
     noisy_mean,
+    os_noise_rng,
+    os_noise_seed,
 )
 from coordinator.robust import ScreenConfig, UpdateStats
 from coordinator.secagg_server import SecAggSession
@@ -72,6 +78,7 @@ from device_sim.clipping import (
 )
 from device_sim.executor import ClientSummary, TrainedRound
 from device_sim.phone import ClientReport, Parameters
+from device_sim.ranks import Ranks
 from device_sim.secagg import SecAggConfig
 from models.seeding import numpy_rng
 
@@ -197,7 +204,7 @@ def private_delta(
                 dp,
                 size=x.shape[0],
                 clip_norm=clip,
-                rng=numpy_rng(config.seed, server_round, report.client_id, "dp-noise"),
+                rng=_phone_noise_rng(config, server_round, report.client_id),
             )
         if session is None:
             return x
@@ -226,11 +233,33 @@ def private_delta(
         config,
         state,
         clip,
-        server_round,
         pool,
         metrics,
+        rng=server_noise_rng(config, server_round, trained.ranks),
         shares_survived=len(accepted) if shares else None,
     )
+
+
+def server_noise_rng(
+    config: FederationConfig, server_round: int, ranks: Ranks
+) -> np.random.Generator:
+    """The server's DP noise stream of a round: the OS's randomness, rank 0's
+    entropy given to every rank so that all ranks add the same noise (called on
+    every rank); the replayable stream only with `replayable_noise`."""
+    if config.privacy.replayable_noise:
+        return noise_rng(config.seed, server_round)
+    entropy = ranks.broadcast_object(os_noise_seed())
+    assert isinstance(entropy, int)
+    return os_noise_rng(entropy)
+
+
+def _phone_noise_rng(
+    config: FederationConfig, server_round: int, client_id: str
+) -> np.random.Generator:
+    """A phone's noise-share stream: its own OS randomness, unless replayable."""
+    if config.privacy.replayable_noise:
+        return numpy_rng(config.seed, server_round, client_id, "dp-noise")
+    return os_noise_rng()
 
 
 def _share_stddev(dp: DPConfig | None, clip_norm: float) -> float:
@@ -274,14 +303,15 @@ def contribution(
     """The phone's float64 vector before masking: clipped, weighted, appended.
 
     (D,) clipped update times `num_examples` with the count appended when
-    `weighted`; weight 1 with [norm <= C] appended when `clip_bit_`.
+    `weighted`; weight 1 with the centred bit [norm <= C] − ½ appended when
+    `clip_bit_` (`device_sim.clipping.clip_bit`).
     """
     clipped, norm = clip_update(report.update, clip_norm)
     x = flatten(clipped)
     if weighted:
         return np.append(x * report.num_examples, float(report.num_examples))
     if clip_bit_:
-        return np.append(x, float(clip_bit(norm, clip_norm)))
+        return np.append(x, clip_bit(norm, clip_norm))
     return x
 
 
@@ -291,10 +321,10 @@ def _dp_release(
     config: FederationConfig,
     state: PrivacyState,
     clip: float,
-    server_round: int,
     pool: int,
     metrics: dict[str, Any],
     *,
+    rng: np.random.Generator,
     shares_survived: int | None = None,
 ) -> PrivateResult:
     """DP-FedAvg's noisy mean, the clip step and the accountant's record.
@@ -309,7 +339,6 @@ def _dp_release(
     # A simulated deployment's noise is its large cohort's, scaled to this one.
     scale = config.privacy.noise_scale
     vector = summed[:-1] if dp.adaptive else summed
-    rng = noise_rng(config.seed, server_round)
     released = noisy_mean(
         vector,
         expected_clients=dp.expected_clients,
@@ -358,6 +387,7 @@ def _spent(accountant: PrivacyAccountant, config: FederationConfig) -> dict[str,
     figures: dict[str, Any] = {
         "epsilon": accountant.epsilon(privacy.delta),
         "delta": privacy.delta,
+        "noise_source": privacy.noise_source,
     }
     if privacy.simulated:
         assert privacy.simulated_population and privacy.noise_cohort_size

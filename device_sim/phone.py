@@ -224,7 +224,7 @@ class Phone:
         future messages, the same ones every time, and simulates keystrokes on
         `keystroke_texts` of them. Federated evaluation pools these counts.
         """
-        texts = list(self._future[:max_messages])
+        texts = self.future_texts(max_messages)
         if not texts:
             return None
         return count_metrics(
@@ -255,6 +255,11 @@ class Phone:
     def train_texts(self) -> tuple[str, ...]:
         """The train text, oldest first. Device side only (on-phone fine-tuning)."""
         return self._train
+
+    def future_texts(self, max_messages: int) -> list[str]:
+        """The future messages evaluation uses: the `max_messages` oldest. Device
+        side only (a phone measures itself on them and reports counts)."""
+        return list(self._future[:max_messages])
 
     def future_size(self, max_messages: int) -> int:
         """How many future messages `evaluate` would use."""

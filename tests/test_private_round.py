@@ -80,10 +80,11 @@ def test_private_delta_secagg_equals_the_plaintext_weighted_mean() -> None:
 
 
 def test_private_delta_dp_is_the_noisy_fixed_denominator_mean() -> None:
-    # Prepare: clip to C = 1, z = 1, m = 2; weight 1 per phone (DP-FedAvg).
+    # Prepare: clip to C = 1, z = 1, m = 2; weight 1 per phone (DP-FedAvg); the
+    # replayable noise stream, so that the noise can be compared exactly.
     trained = two_phone_round()
     dp = DPConfig(clip_norm=1.0, noise_multiplier=1.0, expected_clients=2)
-    privacy = PrivacyConfig(dp=dp, delta=1e-5)
+    privacy = PrivacyConfig(dp=dp, delta=1e-5, replayable_noise=True)
     config = FederationConfig(clients_per_round=2, seed=7, privacy=privacy)
 
     # Execute
@@ -100,6 +101,74 @@ def test_private_delta_dp_is_the_noisy_fixed_denominator_mean() -> None:
     expected = dp_epsilon(0.2, 1.0, rounds=1, delta=1e-5)
     assert result.metrics["epsilon"] == pytest.approx(expected, rel=1e-9)
     assert result.metrics["sampling_probability"] == 0.2
+    assert result.metrics["noise_source"] == "replayable (no privacy)"
+
+
+def test_private_delta_dp_noise_comes_from_the_os_by_default() -> None:
+    # Prepare: the same round twice, with the default (OS) noise.
+    dp = DPConfig(clip_norm=1.0, noise_multiplier=1.0, expected_clients=2)
+    config = FederationConfig(
+        clients_per_round=2, seed=7, privacy=PrivacyConfig(dp=dp, delta=1e-5)
+    )
+
+    # Execute
+    first, second = (
+        private_delta(
+            two_phone_round(),
+            {"a", "b"},
+            config,
+            PrivacyState(),
+            server_round=3,
+            pool=10,
+        )  # fmt: skip
+        for _ in range(2)
+    )
+
+    # Assert: neither is the seed's replayable stream, and they differ.
+    clipped = np.array([1, 2, 3]) / math.sqrt(14) + np.array([3, 4, 5]) / math.sqrt(50)
+    replayable = (clipped + noise_rng(7, 3).normal(0.0, 1.0, size=3)) / 2
+    for result in (first, second):
+        assert not np.allclose(result.delta[0].numpy(), replayable)
+        assert result.metrics["noise_source"] == "os"
+    assert not np.allclose(first.delta[0].numpy(), second.delta[0].numpy())
+
+
+def test_private_delta_adaptive_clip_sends_centred_bits() -> None:
+    # Prepare: C = 1, z = 1, sigma_b = 1, m = 2: both norms (3.74, 7.07) exceed
+    # C, so each phone's bit is b − ½ = −½ and their sum −1.
+    trained = two_phone_round()
+    crossed: list[np.ndarray] = []
+    record_sums(trained, crossed)
+    dp = DPConfig(
+        clip_norm=1.0,
+        noise_multiplier=1.0,
+        expected_clients=2,
+        adaptive_clip_quantile=0.5,
+        count_stddev=1.0,
+    )
+    privacy = PrivacyConfig(dp=dp, delta=1e-5, replayable_noise=True)
+    config = FederationConfig(clients_per_round=2, seed=7, privacy=privacy)
+
+    # Execute
+    result = private_delta(
+        trained, {"a", "b"}, config, PrivacyState(), server_round=3, pool=10
+    )
+
+    # Assert: the server adds ½ back after the noisy mean with m = 2, and the
+    # accountant gets z_eff = (1 + (2 x 1)^-2)^(-1/2) = 0.8944, not the 0.7071
+    # of uncentred bits.
+    (total,) = crossed
+    assert total[-1] == -1.0
+    rng = noise_rng(7, 3)
+    rng.normal(0.0, 1.0, size=3)  # the update's noise comes first
+    fraction = (-1.0 + rng.normal(0.0, 1.0)) / 2 + 0.5
+    assert result.metrics["next_clip_norm"] == pytest.approx(
+        math.exp(-0.2 * (fraction - 0.5))
+    )
+    z_eff = 1 / math.sqrt(1.25)
+    assert result.metrics["noise_multiplier"] == pytest.approx(z_eff)
+    expected = dp_epsilon(0.2, z_eff, rounds=1, delta=1e-5)
+    assert result.metrics["epsilon"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_privacy_config_refuses_conflicts_and_resolves_delta() -> None:
@@ -306,7 +375,9 @@ def test_private_delta_distributed_noise_comes_from_the_phones_shares() -> None:
     dp = DPConfig(
         clip_norm=1.0, noise_multiplier=1.0, expected_clients=2, placement="distributed"
     )
-    privacy = PrivacyConfig(secure_aggregation=True, dp=dp, delta=1e-5)
+    privacy = PrivacyConfig(
+        secure_aggregation=True, dp=dp, delta=1e-5, replayable_noise=True
+    )
     config = FederationConfig(clients_per_round=2, seed=7, privacy=privacy)
 
     # Execute
@@ -379,3 +450,29 @@ def test_distributed_noise_without_secure_aggregation_is_refused(
     assert code == 2
     assert "secure aggregation" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_dp_adaptive_clip_run_epsilon_is_dp_accounting_at_the_centred_z_eff(
+    tmp_path: Path, new_simulation: NewSimulation
+) -> None:
+    # Prepare: z = 1, sigma_b = 1, the clip bound following the median; q = 6/30.
+    federation = dp_federation(6, rounds=2, attack_phones=0)
+    privacy = federation.privacy
+    assert privacy.dp is not None
+    dp = replace(privacy.dp, adaptive_clip_quantile=0.5, count_stddev=1.0)
+    federation = replace(federation, privacy=replace(privacy, dp=dp))
+    simulation = new_simulation(tmp_path / "run", federation)
+
+    # Execute
+    records = [simulation.run_round() for _ in range(2)]
+    simulation.close()
+
+    # Assert: centred bits (sensitivity 1/2) give z_eff = (1 + 1/4)^(-1/2), and
+    # the logged epsilon is dp_accounting's at that z_eff; the clip bound moved.
+    z_eff = 1 / math.sqrt(1.25)
+    q = 6 / len(simulation.fleet)
+    for server_round, record in enumerate(records, start=1):
+        assert record["noise_multiplier"] == pytest.approx(z_eff)
+        expected = dp_epsilon(q, z_eff, rounds=server_round, delta=1e-5)
+        assert record["epsilon"] == pytest.approx(expected, rel=1e-9)
+    assert any(r.get("next_clip_norm", 0.5) != 0.5 for r in records)

@@ -16,10 +16,7 @@ from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.events import ClientDone, Event, RoundFinished, RoundStarted
 from coordinator.simulation import Simulation
 from corpora.corpus import CorpusSplits
-from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig
-from models.config import ModelConfig
-from models.metrics import evaluate
 from models.rundir import RunDir, RunDirError
 
 # Fields that measure the machine, not the run.
@@ -189,31 +186,6 @@ def test_simulation_added_phone_trains_and_survives_resume(
     assert index == {
         "phones": [{"client_id": "me", "file": "phone_000.json", "pinned": True}]
     }
-
-
-def test_simulation_personalize_fits_the_texts_and_leaves_global(
-    tmp_path: Path,
-    new_simulation: NewSimulation,
-    tokenizer: WordTokenizer,
-    tiny_model_config: ModelConfig,
-) -> None:
-    # Prepare
-    simulation = new_simulation(tmp_path / "run", SMALL_RUN)
-    texts = ["the blue train leaves at noon", "the blue train is late"] * 8
-    max_len = tiny_model_config.max_len
-    before = [p.detach().clone() for p in simulation.global_model.parameters()]
-
-    # Execute
-    personal = simulation.personalize(texts, max_local_steps=4)
-
-    # Assert
-    mine = evaluate(personal, tokenizer, texts, max_len=max_len, keystroke_texts=0)
-    fleet = evaluate(
-        simulation.global_model, tokenizer, texts, max_len=max_len, keystroke_texts=0
-    )
-    assert mine.perplexity < fleet.perplexity
-    for a, b in zip(before, simulation.global_model.parameters(), strict=True):
-        assert torch.equal(a, b)
 
 
 def test_simulation_create_refuses_an_existing_run(

@@ -320,3 +320,15 @@ def test_server_saw_prefers_the_noisy_sum_under_dp_and_nothing_without_probe():
         "no single update; from the noisy sum (DP)\n(nothing)\nprecision –, recall 0%"
     )
     assert server_saw({"server_round": 1}) is None
+
+
+def test_privacy_line_labels_replayable_noise_as_no_privacy():
+    # Prepare: a DP round whose noise came from the seed.
+    record = {"epsilon": 1.5, "delta": 1e-5, "noise_source": "replayable (no privacy)"}
+
+    # Execute
+    text = privacy_line(record).plain
+
+    # Assert
+    assert text == "ε 1.5 (δ 1e-05)\nthis fleet's phones\nreplayable noise: no privacy"
+    assert "no privacy" not in privacy_line({**record, "noise_source": "os"}).plain

@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.text import Text
 
+from coordinator.dp import NO_PRIVACY_LABEL, NOISE_SOURCES
 from tui.fleet import THIS_PHONE
 from tui.panel import Panel
 
@@ -35,6 +36,8 @@ def privacy_line(record: dict[str, Any], *, target: float | None = None) -> Text
     text.append(f"{epsilon:.3g}", "bold")
     text.append(_extras(record.get("delta"), None if simulated else target))
     text.append("\nthis fleet's phones", "dim")
+    if record.get("noise_source") == NOISE_SOURCES[True]:
+        text.append(f"\n{NO_PRIVACY_LABEL}", "bold red")
     if simulated:
         assert isinstance(deployment, dict)
         text.append("\nε ", "dim")
