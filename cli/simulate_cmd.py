@@ -65,6 +65,9 @@ LOCAL_HELPS = {
     "prox_mu": "FedProx proximal weight, 0 for none",
     "precision": "arithmetic of the phones' training: bf16 matmuls under autocast "
     "(fp32 weights and loss) or plain fp32 (default: %(default)s)",
+    "update_compression": "what a phone sends up: none (float32), int8 (QSGD "
+    "8-bit, stochastic rounding) or topk:F (each tensor's largest fraction F, "
+    "error feedback on the phone) (default: %(default)s)",
 }
 FLEET_HELPS = {
     "max_users": "phones from at most this many users (default: all)",

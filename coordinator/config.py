@@ -156,6 +156,18 @@ class FederationConfig:
                     "secure aggregation needs a bound on each update: a local step "
                     "cap and a local clip norm, or a DP clip norm"
                 )
+        compression = self.local.update_compression
+        if compression != "none" and privacy.secure_aggregation:
+            raise FederationConfigError(
+                f"update_compression {compression} does not compose with secure "
+                "aggregation: a masked update is dense in SecAgg's own fixed-point "
+                "width, and top-k would show the server the indices"
+            )
+        if compression.startswith("topk") and self.workers > 1:
+            raise FederationConfigError(
+                "update_compression topk keeps each phone's error feedback in the "
+                "process that trains it: use one worker"
+            )
         dp = privacy.dp
         if dp is not None and dp.expected_clients != self.clients_per_round:
             raise FederationConfigError(

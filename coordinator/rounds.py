@@ -244,7 +244,7 @@ def run_round(
         loss_after=_weighted(kept, "loss_after"),
         tokens=sum(r.metrics.num_tokens for r in reports if r.metrics),
         bytes_down=len(selected) * size,
-        bytes_up=len(reports) * size,
+        bytes_up=sum(size if r.bytes_up is None else r.bytes_up for r in reports),
         simulated_seconds=plan.closes_after,
     )
 

@@ -94,6 +94,7 @@ class Simulation:
             fault_kind=federation.fleet.fault_kind,
             fault_scale=federation.fleet.fault_scale,
             ranks=ranks or SingleRank(),
+            seed=federation.seed,
         )
         # Rank 0 alone writes the run directory and measures held-out text.
         self.is_leader = self.executor.ranks.rank == 0

@@ -51,9 +51,16 @@ class LocalTrainingConfig:
     # `benchmarks/fleet.py` measures both (README, "Speed of the fleet"). The
     # default is bf16 on a CPU with native bf16 and fp32 elsewhere.
     precision: str = DEFAULT_PRECISION
+    # What a phone sends up (device_sim.compression): "none" (float32), "int8"
+    # (QSGD 8-bit, a scale per tensor) or "topk:F" (the fraction F of each
+    # tensor's largest values, with error feedback on the phone).
+    update_compression: str = "none"
 
     def __post_init__(self) -> None:
         check_choice("precision", self.precision, PRECISIONS, FleetConfigError)
+        from device_sim.compression import parse_compression
+
+        parse_compression(self.update_compression)
         if self.local_epochs < 1:
             raise FleetConfigError(
                 f"local_epochs must be >= 1, got {self.local_epochs}"

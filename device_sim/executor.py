@@ -32,6 +32,7 @@ import torch
 
 from corpora.tokenizer import WordTokenizer
 from device_sim.clipping import flatten, unflatten
+from device_sim.compression import Uplink
 from device_sim.config import LocalTrainingConfig
 from device_sim.phone import ClientMetrics, ClientReport, Phone
 from device_sim.ranks import Ranks, SingleRank, assign_shares
@@ -60,6 +61,8 @@ class ClientSummary:
     # The update's count sketch (`device_sim.sketch`): its direction, for the
     # screen; None under secure aggregation or for a malformed update.
     sketch: np.ndarray | None = None
+    # Bytes the phone sent, when it compressed its update (else None: whole).
+    bytes_up: int | None = None
 
 
 def summarise(
@@ -92,6 +95,7 @@ def summarise(
         problem,
         report.metrics if with_norm else None,
         sketch_update(report.update) if revealed else None,
+        report.bytes_up,
     )
 
 
@@ -193,6 +197,7 @@ class FleetExecutor:
         fault_kind: str = "nan",
         fault_scale: float | None = None,
         ranks: Ranks | None = None,
+        seed: int = 0,
     ) -> None:
         self.tokenizer = tokenizer
         self.local = local
@@ -201,6 +206,8 @@ class FleetExecutor:
         self.ranks: Ranks = ranks or SingleRank()
         self._model = NextWordModel(model_config)
         self._max_len = model_config.max_len
+        # Compression of the phones' updates (and top-k's error feedback).
+        self.uplink = Uplink(local.update_compression, seed=seed)
 
     def _mine(self, phones: Sequence[Phone]) -> list[Phone]:
         """This rank's share of `phones`, balanced by their local steps."""
@@ -238,6 +245,8 @@ class FleetExecutor:
                 fault_kind=self.fault_kind,
                 fault_scale=self.fault_scale,
             )
+            # The phone compresses; the server decompresses before screening.
+            report = self.uplink.send(report, server_round=server_round)
             trained.local[report.client_id] = report
             summary = summarise(report, trained.reference, with_norm=reveal_norms)
             trained.summaries.append(summary)

@@ -51,6 +51,9 @@ class ClientReport:
     update: Parameters  # local weights - global weights, in parameter order
     num_examples: int  # sequences trained on (each counted once)
     metrics: ClientMetrics
+    # Bytes the phone sent when it compressed its update (device_sim.compression);
+    # None: the update went up whole, 4 bytes a float32 weight.
+    bytes_up: int | None = None
 
 
 @dataclass(frozen=True, eq=False)

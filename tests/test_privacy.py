@@ -89,7 +89,8 @@ def test_privacy_client_report_holds_only_update_count_and_metrics(
 
     # Assert
     fields = [f.name for f in dataclasses.fields(ClientReport)]
-    assert fields == ["client_id", "update", "num_examples", "metrics"]
+    assert fields == ["client_id", "update", "num_examples", "metrics", "bytes_up"]
+    assert report.bytes_up is None  # a count of bytes, set only when compressed
     assert isinstance(report.num_examples, int) and report.num_examples == 2
     kinds = [
         type(getattr(report.metrics, f.name)) for f in dataclasses.fields(ClientMetrics)
