@@ -31,7 +31,12 @@ from coordinator.private_round import (
     private_delta,
     sampling_probability,
 )
-from coordinator.robust import ScreenConfig, ScreenHistory, screen_stats
+from coordinator.robust import (
+    ScreenConfig,
+    ScreenHistory,
+    compares_users,
+    screen_stats,
+)
 from coordinator.robust_aggregation import aggregate_updates
 from coordinator.selection import Arrival, plan_round, poisson_select, select_clients
 from coordinator.strategies import Parameters, StrategyState, server_step
@@ -221,7 +226,10 @@ def run_round(
             norm_factor=config.norm_factor,
             min_for_norm_check=config.min_for_norm_check,
             min_cosine=config.min_cosine,
-            relative=not secure,
+            relative=compares_users(
+                secure_aggregation=secure,
+                differential_privacy=config.privacy.dp is not None,
+            ),
         ),
         history=state.screen,
     )
