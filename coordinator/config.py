@@ -11,6 +11,7 @@ from coordinator.robust import MIN_COSINE, MIN_FOR_MEDIAN, NORM_FACTOR
 from coordinator.robust_aggregation import AGGREGATORS
 from coordinator.strategies import STRATEGIES, StrategyConfig, default_server_lr
 from device_sim.config import FleetConfig, FleetConfigError, LocalTrainingConfig
+from device_sim.faults import MASKED_ONLY_KINDS
 from models.config import check_choice
 from models.evaluation_sets import (
     FUTURE_MESSAGES,
@@ -156,6 +157,13 @@ class FederationConfig:
             raise FederationConfigError(
                 f"aggregator {self.aggregator!r} needs every plain update; secure "
                 "aggregation and DP only release sums (use the mean)"
+            )
+        fleet = self.fleet
+        masked_only = fleet.fault_kind in MASKED_ONLY_KINDS
+        if masked_only and fleet.faulty_fraction > 0 and not privacy.secure_aggregation:
+            raise FederationConfigError(
+                f"fault_kind {fleet.fault_kind!r} lies inside a masked sum: it needs "
+                "secure aggregation (without it the server weights each update)"
             )
         if privacy.secure_aggregation and privacy.dp is None:
             local = self.local
