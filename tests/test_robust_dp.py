@@ -186,7 +186,6 @@ def test_dp_round_keeps_no_screen_history(
     record = simulation.run_round()
     simulation.close()
 
-    # Assert: no cross-user memory, and no relative rejection.
+    # Assert: no cross-user memory (the line releases no rejections under DP).
     assert record["reported"] > 0
     assert read_screen_history(RunDir(tmp_path / "run")) == ScreenHistory()
-    assert not any("median" in r["reason"] for r in record["rejections"])
