@@ -72,6 +72,7 @@ from coordinator.dp import (
 from coordinator.robust import ScreenConfig, UpdateStats
 from coordinator.secagg_round import SecAggRound, start_secagg
 from coordinator.secagg_server import SecAggSession
+from coordinator.sum_checks import check_round_sum
 from device_sim.clipping import (
     clip_bit,
     clip_update,
@@ -80,6 +81,7 @@ from device_sim.clipping import (
     unflatten,
 )
 from device_sim.executor import ClientSummary, TrainedRound
+from device_sim.faults import hostile_contribution
 from device_sim.masked_figures import loss_scale, mean_losses, weighted_losses
 from device_sim.phone import ClientReport, Parameters
 from device_sim.ranks import Ranks
@@ -208,7 +210,22 @@ def private_delta(
     mask_seconds = [0.0]
 
     def build(report: ClientReport) -> np.ndarray:
+        # A hostile phone masks what it likes (device_sim.faults); the server
+        # can only check the sum (coordinator.sum_checks).
         x = contribution(report, clip_norm=clip, weighted=weighted, clip_bit_=bit)
+        fault = trained.faults.get(report.client_id)
+        hostile = session is not None and fault is not None
+        if hostile:
+            assert session is not None and fault is not None
+            update = hostile_contribution(
+                report.update,
+                report.num_examples,
+                fault=fault,
+                clip_norm=clip,
+                weighted=weighted,
+                max_abs=session.parameters.spec.max_abs,
+            )
+            x[: update.shape[0]] = update  # its figures after it as reported
         if shares:
             assert dp is not None
             x = x + noise_share(
@@ -220,7 +237,7 @@ def private_delta(
         if session is None:
             return x
         begun = time.perf_counter()
-        vector = session.maskers[report.client_id].mask(x).vector
+        vector = session.maskers[report.client_id].mask(x, clip=not hostile).vector
         mask_seconds[0] += time.perf_counter() - begun
         return vector
 
@@ -231,6 +248,15 @@ def private_delta(
     total = trained.reduce_vectors(included, build, dtype=dtype, size=size)
     if secagg is not None:
         summed = secagg.unmask(total)
+        check_round_sum(
+            summed,
+            [s.num_examples for s in trained.summaries if s.client_id in included],
+            config=config,
+            spec=secagg.session.parameters.spec,
+            clip_norm=clip,
+            size=size - appended,
+            noise_stddev=_share_stddev(dp, clip) if shares else 0.0,
+        )
         metrics["secagg"] = {
             **_secagg_metrics(secagg.session, started, mask_seconds[0], size=size),
             **secagg.counts(),

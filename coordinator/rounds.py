@@ -31,10 +31,16 @@ from coordinator.private_round import (
     private_delta,
     sampling_probability,
 )
-from coordinator.robust import ScreenConfig, ScreenHistory, screen_stats
+from coordinator.robust import (
+    ScreenConfig,
+    ScreenHistory,
+    compares_users,
+    screen_stats,
+)
 from coordinator.robust_aggregation import aggregate_updates
 from coordinator.selection import Arrival, plan_round, poisson_select, select_clients
 from coordinator.strategies import Parameters, StrategyState, server_step
+from coordinator.sum_checks import SumCheckFailed
 from corpora.tokenizer import WordTokenizer
 from device_sim.executor import ClientExecutor, ClientSummary, TrainedRound
 from device_sim.fleet import Fleet
@@ -221,7 +227,10 @@ def run_round(
             norm_factor=config.norm_factor,
             min_for_norm_check=config.min_for_norm_check,
             min_cosine=config.min_cosine,
-            relative=not secure,
+            relative=compares_users(
+                secure_aggregation=secure,
+                differential_privacy=config.privacy.dp is not None,
+            ),
         ),
         history=state.screen,
     )
@@ -248,12 +257,16 @@ def run_round(
         simulated_seconds=plan.closes_after,
     )
 
-    def abandon(reason: str) -> tuple[ServerState, RoundMetrics]:
-        abandoned = replace(metrics, abandoned=True, abandon_reason=reason)
+    def abandon(
+        reason: str, fault: dict[str, Any] | None = None
+    ) -> tuple[ServerState, RoundMetrics]:
+        abandoned = replace(
+            metrics, abandoned=True, abandon_reason=reason, privacy=fault or {}
+        )
         if config.privacy.dp is None:
             return _finish(state, abandoned, config, started, screen=screen)
         charged, figures = charge_unreleased(state.privacy, config, len(eligible))
-        abandoned = replace(abandoned, privacy=figures)
+        abandoned = replace(abandoned, privacy={**figures, **(fault or {})})
         return _finish(
             state, abandoned, config, started, screen=screen, privacy=charged
         )
@@ -269,7 +282,9 @@ def run_round(
             trained, kept_ids, config, state, env, server_round, pool=len(eligible)
         )
     except SecAggAbort as abort:
-        return abandon(f"secure aggregation abandoned the round: {abort.reason}")
+        # A sum no honest cohort could send is a hostile phone's: counted.
+        fault = {"sum_check_failed": 1} if isinstance(abort, SumCheckFailed) else None
+        return abandon(f"secure aggregation abandoned the round: {abort.reason}", fault)
     if "secagg" in figures:
         per_phone = figures["secagg"]["bytes_up_per_phone"]
         metrics = replace(metrics, bytes_up=len(reports) * per_phone)

@@ -34,6 +34,7 @@ from corpora.tokenizer import WordTokenizer
 from device_sim.clipping import flatten, unflatten
 from device_sim.compression import Uplink
 from device_sim.config import LocalTrainingConfig
+from device_sim.faults import HOSTILE_KINDS, Fault, fault_of
 from device_sim.phone import ClientMetrics, ClientReport, Phone
 from device_sim.ranks import Ranks, SingleRank, assign_shares
 from device_sim.sketch import sketch_update
@@ -119,6 +120,9 @@ class TrainedRound:
     reference: Parameters  # the global parameters the phones started from
     ranks: Ranks
     local: dict[str, ClientReport] = field(default_factory=dict)  # this rank's
+    # This rank's hostile phones and what they do inside a masked sum: known on
+    # the phone only (device_sim.faults), never gathered.
+    faults: dict[str, Fault] = field(default_factory=dict)
 
     def reduce_vectors(
         self,
@@ -248,6 +252,10 @@ class FleetExecutor:
             # The phone compresses; the server decompresses before screening.
             report = self.uplink.send(report, server_round=server_round)
             trained.local[report.client_id] = report
+            if phone.profile.faulty and self.fault_kind in HOSTILE_KINDS:
+                trained.faults[phone.client_id] = fault_of(
+                    self.fault_kind, self.fault_scale
+                )
             summary = summarise(report, trained.reference, with_norm=reveal_norms)
             trained.summaries.append(summary)
             if on_report is not None:

@@ -21,7 +21,7 @@ import torch
 
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import LocalTrainingConfig
-from device_sim.faults import corrupt_report, default_fault_scale
+from device_sim.faults import corrupt_report, fault_of
 from device_sim.profile import DeviceProfile
 from models.batching import PackedSequences, encode_messages
 from models.checkpoint import atomic_path
@@ -202,11 +202,9 @@ class Phone:
             ]
         num_examples = result.num_examples
         if self.profile.faulty:
-            scale = (
-                default_fault_scale(fault_kind) if fault_scale is None else fault_scale
-            )
+            fault = fault_of(fault_kind, fault_scale)
             update, num_examples = corrupt_report(
-                update, num_examples, kind=fault_kind, scale=scale
+                update, num_examples, kind=fault.kind, scale=fault.scale
             )
         return ClientReport(self.client_id, update, num_examples, metrics)
 

@@ -53,14 +53,16 @@ def dp_federation(
 
 
 def test_private_delta_secagg_equals_the_plaintext_weighted_mean() -> None:
-    # Prepare: the local bound is 16 steps x client_lr 1 x clip 1 = 16, above
-    # both norms (3.74 and 7.07), so the clip changes nothing.
+    # Prepare: with a local clip of 8 one step moves at most 8, above both
+    # norms (3.74 and 7.07), so the clip (C = 16 x 8) changes nothing and the
+    # server's check of the sum (coordinator.sum_checks) passes.
     trained = two_phone_round()
     crossed: list[np.ndarray] = []
     record_sums(trained, crossed)
     config = FederationConfig(
         clients_per_round=2,
         fleet=EVERY_PHONE_ONLINE,
+        local=LocalTrainingConfig(clip_norm=8.0),
         privacy=PrivacyConfig(secure_aggregation=True),
     )
 
