@@ -8,6 +8,7 @@ from corpora.messages import CorpusError
 from device_sim.config import FleetConfigError
 from device_sim.phone import PhoneStoreError
 from models.checkpoint import CheckpointError
+from models.run_lock import RunLockError
 from models.rundir import RunDirError
 
 
@@ -20,6 +21,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     CorpusError,
     CheckpointError,
     RunDirError,
+    RunLockError,
     UsageError,
     FederationConfigError,
     FleetConfigError,

@@ -23,7 +23,6 @@ reported as unstarted, so that the caller starts it again from its config.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,13 +34,8 @@ from safetensors.torch import load_file, save_file
 from coordinator.robust import ScreenHistory
 from coordinator.strategies import StrategyState, state_from_tensors, state_to_tensors
 from corpora.tokenizer import WordTokenizer
-from models.checkpoint import (
-    CheckpointError,
-    atomic_path,
-    load_checkpoint,
-    save_checkpoint,
-    sync_file,
-)
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.files import atomic_write
 from models.model import NextWordModel
 from models.rundir import RunDir, RunDirError, RunKind, move_aside
 from models.weights import Parameters, load_parameters
@@ -82,14 +76,9 @@ def save_global(
 def save_server_state(run: RunDir, server_round: int, state: StrategyState) -> None:
     """The strategy's buffers, atomically."""
     path = server_state_path(run, server_round)
-    temporary = atomic_path(path)
-    save_file(
-        state_to_tensors(state),
-        str(temporary),
-        metadata={"strategy_round": str(state.server_round)},
-    )
-    sync_file(temporary)
-    os.replace(temporary, path)
+    tensors = state_to_tensors(state)
+    metadata = {"strategy_round": str(state.server_round)}
+    atomic_write(path, lambda out: save_file(tensors, str(out), metadata=metadata))
 
 
 def load_server_state(run: RunDir, server_round: int) -> StrategyState:

@@ -31,7 +31,13 @@ from typing import Any
 from corpora.corpus import CorpusConfig, corpus_fingerprint, resolve_source
 from corpora.messages import CorpusError
 from corpora.tokenizer import WordTokenizer
-from models.checkpoint import CheckpointError, atomic_path, load_checkpoint, sync_file
+from models.checkpoint import CheckpointError, load_checkpoint
+from models.files import (
+    append_jsonl,
+    atomic_write,
+    atomic_write_text,
+    write_json_atomic,
+)
 from models.model import NextWordModel
 
 _STEP = re.compile(r"step_(\d+)\.safetensors$")
@@ -54,14 +60,6 @@ class RunKind(enum.StrEnum):
 
 # The central baseline's kinds: pooled data, one model, checkpoints as it trains.
 POOLED_KINDS = frozenset({RunKind.TRAIN, RunKind.CENTRAL})
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to `path` through a temporary file and a rename."""
-    temporary = atomic_path(path)
-    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    sync_file(temporary)
-    os.replace(temporary, path)
 
 
 def _alive(pid: int) -> bool:
@@ -148,9 +146,7 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
             self.checkpoint_dir.mkdir(exist_ok=True)
             write_json_atomic(self.config_path, config)
-            temporary = atomic_path(self.tokenizer_path)
-            tokenizer.save(temporary)
-            os.replace(temporary, self.tokenizer_path)
+            atomic_write(self.tokenizer_path, tokenizer.save)
         except OSError as error:
             where = error.filename or self.path
             raise RunDirError(
@@ -236,10 +232,7 @@ class RunDir:
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one line to metrics.jsonl and flush it to disk."""
-        with open(self.metrics_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_jsonl(self.metrics_path, record)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """Every complete line of metrics.jsonl (a torn last line is ignored)."""
@@ -282,12 +275,10 @@ class RunDir:
         aside = None
         if damaged:
             aside = move_aside(self.metrics_path)
-        temporary = atomic_path(self.metrics_path)
-        temporary.write_text(
-            "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        atomic_write_text(
+            self.metrics_path,
+            "".join(json.dumps(r, sort_keys=True) + "\n" for r in records),
         )
-        sync_file(temporary)
-        os.replace(temporary, self.metrics_path)
         return aside
 
     def remove_stale_temporaries(self) -> list[Path]:
