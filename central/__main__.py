@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import nullcontext
 
 import torch
 
@@ -19,6 +20,8 @@ from central.events import Evaluated, Event
 from central.launch import run_worker
 from corpora.messages import CorpusError
 from models.checkpoint import CheckpointError
+from models.files import StorageError
+from models.run_lock import RunLock, RunLockError
 from models.rundir import RunDirError
 
 
@@ -61,13 +64,17 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     try:
         context = context_from_env()
-        progress = run_worker(
-            args.run,
-            context=context,
-            timeout_s=args.timeout,
-            on_event=show if context.is_main else None,
-        )
+        # Rank 0 alone writes the run: it holds the run's write lock throughout.
+        with RunLock(args.run) if context.is_main else nullcontext():
+            progress = run_worker(
+                args.run,
+                context=context,
+                timeout_s=args.timeout,
+                on_event=show if context.is_main else None,
+            )
     except (
+        StorageError,
+        RunLockError,
         RunDirError,
         CheckpointError,
         CorpusError,

@@ -11,7 +11,6 @@ killed run resumes after its last finished user.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from central.local_only import (
 from corpora.corpus import CorpusConfig, load_corpus
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
+from models.files import append_jsonl
 from models.metrics import EvalCounts, combine
 from models.rundir import RunDir, RunDirError, RunKind
 
@@ -77,10 +77,7 @@ def read_done(run: RunDir) -> dict[str, dict[str, Any]]:
 
 
 def _append(run: RunDir, record: dict[str, Any]) -> None:
-    with open(users_path(run), "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    append_jsonl(users_path(run), record)
 
 
 def _read_settings(run: RunDir) -> tuple[CorpusConfig, ModelConfig, LocalOnlyConfig]:

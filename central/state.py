@@ -9,7 +9,6 @@ latest optimizer file is kept: the model checkpoints are what later commands rea
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from models.checkpoint import atomic_path
+from models.files import atomic_write
 from models.rundir import RunDir, RunDirError
 
 
@@ -68,9 +67,7 @@ def save_optimizer(run: RunDir, step: int, optimizer: torch.optim.Optimizer) -> 
     }
     path = optimizer_path(run, step)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = atomic_path(path)
-    save_file(tensors, str(temporary))
-    os.replace(temporary, path)
+    atomic_write(path, lambda temporary: save_file(tensors, str(temporary)))
     for old in path.parent.glob("step_*.safetensors"):
         if old != path:
             old.unlink(missing_ok=True)

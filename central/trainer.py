@@ -138,8 +138,12 @@ class CentralTrainer:
         )
         network = DistributedDataParallel(model, device_ids=device_ids)
         network.register_comm_hook(None, self.bytes.hook)
-        # DDP's constructor broadcast rank 0's weights to the W - 1 others.
-        self.progress.bytes_total += (self.context.world_size - 1) * _state_bytes(model)
+        # DDP's constructor broadcast rank 0's weights to the W - 1 others. A
+        # resumed run counted its start-up broadcast already: the total stays the
+        # uninterrupted run's (the resume's own start-up is not training traffic).
+        if self.progress.step == 0:
+            broadcast = (self.context.world_size - 1) * _state_bytes(model)
+            self.progress.bytes_total += broadcast
         return network
 
     def total_steps(self) -> int:

@@ -25,8 +25,14 @@ from central.config import CentralConfig
 from central.distributed import context_from_env
 from central.launch import launch_local, run_worker
 from cli.errors import UsageError
-from cli.options import add_threads_option, check_threads, check_workers
+from cli.options import (
+    add_threads_option,
+    check_new_run_dir,
+    check_threads,
+    check_workers,
+)
 from cli.train_cmd import ProgressDisplay, add_run_options, start_new_run
+from models.run_lock import RunLock
 from models.rundir import POOLED_KINDS, RunDir, RunKind
 
 HELP = "train centrally on the pooled data with W data-parallel workers"
@@ -116,16 +122,38 @@ def run_central(args: argparse.Namespace) -> int:
         raise UsageError(f"--timeout must be positive and finite, not {args.timeout}")
     check_threads(args.threads)
     if under_torchrun():
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        world_size = context_from_env().world_size
-        if args.out and context_from_env().is_main:
-            start_new_run(args, kind=RunKind.CENTRAL, extra={"workers": world_size})
-        run_worker_body(args.out or args.resume, args.timeout)
-        return 0
+        return _run_under_torchrun(args)
     check_workers(args.workers)
     if args.create_only and not args.out:
         raise UsageError("--create-only needs --out (a new run directory)")
+    if args.out:
+        check_new_run_dir(args.out)
+    # This process (the launcher, or the one worker) holds the run's write lock
+    # until the last worker has finished.
+    with RunLock(args.out or args.resume, create=args.out is not None):
+        return _run_local(args)
+
+
+def _run_under_torchrun(args: argparse.Namespace) -> int:
+    """One worker of a torchrun job; rank 0 holds the run's write lock."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    context = context_from_env()
+    if not context.is_main:
+        run_worker_body(args.out or args.resume, args.timeout)
+        return 0
+    if args.out:
+        check_new_run_dir(args.out)
+    with RunLock(args.out or args.resume, create=args.out is not None):
+        if args.out:
+            extra = {"workers": context.world_size}
+            start_new_run(args, kind=RunKind.CENTRAL, extra=extra)
+        run_worker_body(args.out or args.resume, args.timeout)
+    return 0
+
+
+def _run_local(args: argparse.Namespace) -> int:
+    """Create or resume the run, then train it on --workers local workers."""
     if args.out:
         CentralConfig(batch_size=args.batch_size).check_workers(args.workers)
         path = start_new_run(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from rich.console import Console
@@ -12,7 +11,7 @@ from rich.table import Table
 
 from cli.compare_report import COLUMNS, corpus_warning, load_runs, markdown, table_rows
 from cli.errors import UsageError
-from models.checkpoint import atomic_path
+from models.files import atomic_write_text, check_writable
 
 HELP = "compare any mix of federated, central and local-only runs"
 DESCRIPTION = """\
@@ -41,6 +40,8 @@ def run_compare(args: argparse.Namespace) -> int:
     """Print the table; with --out write the report and plots."""
     if args.out is not None and not args.out.strip():
         raise UsageError("--out must name a directory, not an empty string")
+    if args.out is not None:
+        check_writable(args.out)  # before reading every run, not after
     summaries = load_runs(args.runs)
     # One column per run: a terminal is narrower than the Markdown report.
     rows = table_rows(summaries)
@@ -68,8 +69,6 @@ def run_compare(args: argparse.Namespace) -> int:
 
     plots = plot(summaries, out)
     report = out / "report.md"
-    temporary = atomic_path(report)
-    temporary.write_text(markdown(summaries, plots), encoding="utf-8")
-    os.replace(temporary, report)
+    atomic_write_text(report, markdown(summaries, plots))
     console.print(f"wrote {report} and {', '.join(plots)}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -12,7 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cli.compare_report import RunSummary, epsilon_of  # noqa: E402
-from models.rundir import RunKind
+from models.files import atomic_write  # noqa: E402
+from models.rundir import RunKind  # noqa: E402
 
 PRIVACY_PLOT = "top3_vs_epsilon.png"
 
@@ -48,8 +50,7 @@ def plot(summaries: list[RunSummary], out_dir: Path) -> list[str]:
         figure.subplots_adjust(bottom=0.12 + 0.045 * len(summaries))
         figure.text(0.01, 0.01, caption, fontsize=7, va="bottom")
         path = out_dir / name
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
+        _save(figure, path)
         written.append(str(path))
     written.append(privacy_plot(summaries, out_dir / PRIVACY_PLOT))
     return written
@@ -84,6 +85,13 @@ def privacy_plot(summaries: list[RunSummary], path: Path) -> str:
     axes.set_title("Privacy against utility")
     axes.grid(alpha=0.3)
     axes.legend(loc="best", fontsize=8)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _save(figure, path)
     return str(path)
+
+
+def _save(figure: Any, path: Path) -> None:
+    """Write `figure` as a PNG to `path`, atomically, and close it."""
+    try:
+        atomic_write(path, lambda out: figure.savefig(out, dpi=120, format="png"))
+    finally:
+        plt.close(figure)

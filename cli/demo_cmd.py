@@ -16,6 +16,7 @@ from coordinator.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
+from models.run_lock import LOCK_FILE, RunLock
 from models.rundir import POOLED_KINDS, RunDir, RunDirError
 from tui.app import CentralReference, FedtypeApp
 from tui.child_fleet import ChildProcessFleet
@@ -178,7 +179,9 @@ def demo_privacy(args: argparse.Namespace, *, fresh: bool) -> PrivacyConfig:
 
 def is_free(path: Path) -> bool:
     """Whether `path` is missing or an empty directory: a fresh run may go there."""
-    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+    if not path.exists():
+        return True
+    return path.is_dir() and all(p.name == LOCK_FILE for p in path.iterdir())
 
 
 def free_sibling(path: Path) -> Path:
@@ -198,16 +201,17 @@ def create_run(
     tokenizer = WordTokenizer.public()
     corpus = CorpusConfig()
     splits = load_corpus(corpus)
-    Simulation.create(
-        path,
-        federation=federation,
-        corpus=corpus,
-        model=ModelConfig(vocab_size=tokenizer.vocab_size),
-        tokenizer=tokenizer,
-        splits=splits,
-    ).close()
-    if live_central:
-        start_live_central(path, splits)
+    with RunLock(path, create=True):  # two demos never create one run together
+        Simulation.create(
+            path,
+            federation=federation,
+            corpus=corpus,
+            model=ModelConfig(vocab_size=tokenizer.vocab_size),
+            tokenizer=tokenizer,
+            splits=splits,
+        ).close()
+        if live_central:
+            start_live_central(path, splits)
     return splits
 
 

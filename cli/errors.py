@@ -9,6 +9,7 @@ from device_sim.config import FleetConfigError
 from device_sim.phone import PhoneStoreError
 from models.checkpoint import CheckpointError
 from models.export_manifest import ExportError
+from models.run_lock import RunLockError
 from models.rundir import RunDirError
 
 
@@ -22,6 +23,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     CheckpointError,
     ExportError,
     RunDirError,
+    RunLockError,
     UsageError,
     FederationConfigError,
     FleetConfigError,

@@ -25,6 +25,7 @@ from cli.progress import progress_bar
 from corpora.messages import CorpusError
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
+from models.run_lock import RunLock
 
 # Options of `LocalOnlyConfig` offered on the command line, with their help.
 _OPTIONS = {
@@ -92,8 +93,14 @@ def _create(args: argparse.Namespace) -> str:
 
 def run_local_only_cmd(args: argparse.Namespace) -> int:
     """Train every user of the run alone, then print the pooled metrics."""
-    console = Console()
     check_threads(args.threads)
+    check_new_run_dir(args.out)
+    with RunLock(args.out or args.resume, create=args.out is not None):
+        return _train_users(args)
+
+
+def _train_users(args: argparse.Namespace) -> int:
+    console = Console()
     path = args.resume or _create(args)
     torch.set_num_threads(args.threads)
     bar = progress_bar(console, label="users", status="last")

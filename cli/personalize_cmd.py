@@ -35,7 +35,8 @@ from device_sim.memory_config import MemoryConfig
 from device_sim.personal_model import VARIANTS
 from device_sim.personal_outcome import PhoneOutcome
 from device_sim.personalize import TRAINED, PersonalizationConfig
-from models.checkpoint import atomic_path
+from models.files import atomic_write
+from models.run_lock import RunLock
 
 # The histogram's file in the run directory, beside the report.
 PLOT_NAME = "personalization.png"
@@ -274,10 +275,10 @@ def plot_gains(report: dict[str, Any], path: Path) -> None:
     )
     axes.grid(alpha=0.3)
     axes.legend(loc="best", fontsize=8)
-    temporary = atomic_path(path)
-    figure.savefig(temporary, dpi=120, format="png")
-    plt.close(figure)
-    temporary.replace(path)
+    try:
+        atomic_write(path, lambda out: figure.savefig(out, dpi=120, format="png"))
+    finally:
+        plt.close(figure)
 
 
 def _settings_line(settings: dict[str, Any]) -> str:
@@ -292,8 +293,17 @@ def _settings_line(settings: dict[str, Any]) -> str:
 
 
 def run_personalize(args: argparse.Namespace) -> int:
-    """Personalise on every cohort phone, print the tables, write the report."""
+    """Personalise on every cohort phone, print the tables, write the report.
+
+    The report goes into the run directory: its write lock is held throughout,
+    and a directory that cannot be written is refused before any phone trains.
+    """
     _check_options(args)
+    with RunLock(args.run):
+        return _personalize(args)
+
+
+def _personalize(args: argparse.Namespace) -> int:
     console = Console()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

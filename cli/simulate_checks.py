@@ -168,12 +168,12 @@ def prepare_out(args: argparse.Namespace, console: Console) -> None:
 
 
 def prepare_run(args: argparse.Namespace, console: Console) -> None:
-    """All checks and repairs before the first rank starts (rank 0's process).
+    """The repairs before the first rank starts (rank 0's process, after
+    `check_options` and holding the run's write lock).
 
     Sets `args.restart` to the saved settings when --resume names an unstarted
     run, which is then created again in place.
     """
-    check_options(args)
     args.restart = None
     if args.resume is not None:
         args.restart = prepare_resume(args, console)

@@ -42,6 +42,7 @@ from device_sim.config import FleetConfig, LocalTrainingConfig
 from device_sim.ranks import GroupRanks, Ranks, SingleRank
 from models.config import PRECISIONS, ModelConfig
 from models.launch import launch_local
+from models.run_lock import RunLock
 
 # The new-run options, by the config whose field each sets (cli.options).
 FEDERATION_HELPS = {
@@ -225,11 +226,20 @@ def run_simulate(args: argparse.Namespace) -> int:
 
     Under torchrun this process is one rank of its job; with `--workers W > 1`
     it starts W local ranks (`models.launch.launch_local`) and waits for them.
+    Rank 0's process holds the run directory's write lock throughout, from
+    before the repairs of --resume (or the reuse of an unstarted --out) to the
+    last round.
     """
-    if os.environ.get("RANK", "0") == "0":
+    check_options(args)
+    if os.environ.get("RANK", "0") != "0":
+        return _run_ranks(args)
+    with RunLock(args.resume or args.out, create=args.out is not None):
         prepare_run(args, Console())  # checks, and repairs before --resume
-    else:
-        check_options(args)
+        return _run_ranks(args)
+
+
+def _run_ranks(args: argparse.Namespace) -> int:
+    """This process's rank(s): one, W spawned here, or one of torchrun's."""
     if args.workers < 1:
         raise UsageError("--workers must be >= 1")
     if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:

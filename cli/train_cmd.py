@@ -44,6 +44,7 @@ from cli.progress import progress_bar
 from corpora.messages import CorpusError
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
+from models.run_lock import RunLock
 from models.rundir import RunKind
 
 # The new-run options, by the config whose field each sets (cli.options).
@@ -172,14 +173,16 @@ def run_train(args: argparse.Namespace) -> int:
     """Create or resume the run, then train it in this process."""
     console = Console()
     check_threads(args.threads)
-    path = args.resume or start_new_run(args, kind=RunKind.TRAIN)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     context = context_from_env()
     if context.world_size != 1:
         raise UsageError("fedtype train is single-process; use fedtype central")
-    with ProgressDisplay(console) as display:
-        progress = run_worker(path, context=context, on_event=display)
+    check_new_run_dir(args.out)
+    with RunLock(args.out or args.resume, create=args.out is not None):
+        path = args.resume or start_new_run(args, kind=RunKind.TRAIN)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        with ProgressDisplay(console) as display:
+            progress = run_worker(path, context=context, on_event=display)
     console.print(
         f"{path}: {progress.step} steps, {progress.tokens_total:,} tokens in "
         f"{progress.wall_seconds_total:.0f} s of training"

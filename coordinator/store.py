@@ -29,7 +29,6 @@ was readable.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,13 +41,8 @@ from coordinator.released import figure
 from coordinator.robust import ScreenHistory
 from coordinator.strategies import StrategyState, state_from_tensors, state_to_tensors
 from corpora.tokenizer import WordTokenizer
-from models.checkpoint import (
-    CheckpointError,
-    atomic_path,
-    load_checkpoint,
-    save_checkpoint,
-    sync_file,
-)
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.files import atomic_write
 from models.model import NextWordModel
 from models.rundir import RunDir, RunDirError, RunKind, move_aside
 from models.weights import Parameters, load_parameters
@@ -89,14 +83,9 @@ def save_global(
 def save_server_state(run: RunDir, server_round: int, state: StrategyState) -> None:
     """The strategy's buffers, atomically."""
     path = server_state_path(run, server_round)
-    temporary = atomic_path(path)
-    save_file(
-        state_to_tensors(state),
-        str(temporary),
-        metadata={"strategy_round": str(state.server_round)},
-    )
-    sync_file(temporary)
-    os.replace(temporary, path)
+    tensors = state_to_tensors(state)
+    metadata = {"strategy_round": str(state.server_round)}
+    atomic_write(path, lambda out: save_file(tensors, str(out), metadata=metadata))
 
 
 def load_server_state(run: RunDir, server_round: int) -> StrategyState:

@@ -11,7 +11,6 @@ is a `ClientReport` (the update, a number of examples, a few loss figures) or an
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from device_sim.config import LocalTrainingConfig
 from device_sim.faults import corrupt_report, fault_of
 from device_sim.profile import DeviceProfile
 from models.batching import PackedSequences, encode_messages
-from models.checkpoint import atomic_path
+from models.files import atomic_write_text
 from models.metrics import EvalCounts, EvalMetrics, combine, count_metrics
 from models.model import NextWordModel
 from models.seeding import numpy_rng
@@ -267,14 +266,12 @@ class Phone:
         """Write this phone's history to its own storage, atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = atomic_path(path)
         payload = {
             "client_id": self.client_id,
             "train": self._train,
             "future": self._future,
         }
-        temporary.write_text(json.dumps(payload, ensure_ascii=False))
-        os.replace(temporary, path)
+        atomic_write_text(path, json.dumps(payload, ensure_ascii=False))
 
     def with_texts(self, train: Sequence[str]) -> Phone:
         """This phone with `train` appended to its training history."""

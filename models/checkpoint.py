@@ -12,7 +12,6 @@ no model to suggest with, evaluate or resume from.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,22 +21,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models.config import ModelConfig
+from models.files import atomic_write
 from models.model import NextWordModel
 
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be used; the message names the file and the reason."""
-
-
-def atomic_path(path: Path) -> Path:
-    """A temporary sibling of `path` to write and then rename over it."""
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
-def sync_file(path: Path) -> None:
-    """Flush a written file to disk, so that a rename publishes whole contents."""
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
 
 
 def save_checkpoint(
@@ -57,10 +46,7 @@ def save_checkpoint(
         **(extra or {}),
     }
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    temporary = atomic_path(path)
-    save_file(tensors, str(temporary), metadata=metadata)
-    sync_file(temporary)
-    os.replace(temporary, path)
+    atomic_write(path, lambda out: save_file(tensors, str(out), metadata=metadata))
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 import os
 import re
 from pathlib import Path
@@ -32,7 +31,14 @@ from typing import Any
 from corpora.corpus import CorpusConfig, corpus_fingerprint, resolve_source
 from corpora.messages import CorpusError
 from corpora.tokenizer import WordTokenizer
-from models.checkpoint import CheckpointError, atomic_path, load_checkpoint, sync_file
+from models.checkpoint import CheckpointError, load_checkpoint
+from models.files import (
+    append_jsonl,
+    atomic_write,
+    atomic_write_text,
+    json_line,
+    write_json_atomic,
+)
 from models.model import NextWordModel
 
 _STEP = re.compile(r"step_(\d+)\.safetensors$")
@@ -55,30 +61,6 @@ class RunKind(enum.StrEnum):
 
 # The central baseline's kinds: pooled data, one model, checkpoints as it trains.
 POOLED_KINDS = frozenset({RunKind.TRAIN, RunKind.CENTRAL})
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to `path` through a temporary file and a rename."""
-    temporary = atomic_path(path)
-    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    sync_file(temporary)
-    os.replace(temporary, path)
-
-
-def metrics_line(record: dict[str, Any]) -> str:
-    """One metrics.jsonl line, strict JSON: a non-finite number (an infinite
-    epsilon, a NaN loss) is written as null, never as a bare `Infinity`."""
-    return json.dumps(_finite_or_null(record), sort_keys=True, allow_nan=False) + "\n"
-
-
-def _finite_or_null(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_or_null(v) for v in value]
-    return value
 
 
 def _alive(pid: int) -> bool:
@@ -165,9 +147,7 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
             self.checkpoint_dir.mkdir(exist_ok=True)
             write_json_atomic(self.config_path, config)
-            temporary = atomic_path(self.tokenizer_path)
-            tokenizer.save(temporary)
-            os.replace(temporary, self.tokenizer_path)
+            atomic_write(self.tokenizer_path, tokenizer.save)
         except OSError as error:
             where = error.filename or self.path
             raise RunDirError(
@@ -253,10 +233,7 @@ class RunDir:
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one line to metrics.jsonl and flush it to disk."""
-        with open(self.metrics_path, "a", encoding="utf-8") as handle:
-            handle.write(metrics_line(record))
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_jsonl(self.metrics_path, record)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """Every complete line of metrics.jsonl (a torn last line is ignored)."""
@@ -299,10 +276,7 @@ class RunDir:
         aside = None
         if damaged:
             aside = move_aside(self.metrics_path)
-        temporary = atomic_path(self.metrics_path)
-        temporary.write_text("".join(metrics_line(r) for r in records))
-        sync_file(temporary)
-        os.replace(temporary, self.metrics_path)
+        atomic_write_text(self.metrics_path, "".join(json_line(r) for r in records))
         return aside
 
     def remove_stale_temporaries(self) -> list[Path]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from helpers import central_argv
@@ -81,3 +84,36 @@ def test_torchrun_entry_names_a_missing_run_and_exits_2(tmp_path: Path) -> None:
     # Assert
     assert done.returncode == 2
     assert "central worker: error:" in done.stderr and "none" in done.stderr
+
+
+def test_cli_central_resume_counts_the_startup_broadcast_once(
+    tmp_path: Path, corpus_file: str
+) -> None:
+    # Prepare: a 2-worker job killed (-9, the whole process group) once step 3 is
+    # saved, long before its 60 steps are done
+    out = tmp_path / "run"
+    argv = central_argv(out, corpus_file, workers=2, max_steps=60, eval_every=3)
+    job = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    metrics = out / "metrics.jsonl"
+    while job.poll() is None and not (metrics.exists() and metrics.read_text()):
+        time.sleep(0.1)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    killed_at = RunDir(out).read_metrics()[-1]["step"]
+
+    # Execute
+    status = main(["central", "--resume", str(out), "--workers", "2", "--threads", "1"])
+
+    # Assert: one broadcast (DDP's start-up) and 60 steps' all-reduces, as in
+    # the uninterrupted run; the resume's own start-up is not counted again
+    run = RunDir(out)
+    model = NextWordModel(ModelConfig(**run.read_config()["model"]))
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    assert killed_at < 60
+    assert status == 0
+    assert run.read_metrics()[-1]["bytes_total"] == weights + 60 * (2 * weights + 16)

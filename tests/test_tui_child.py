@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -9,9 +10,11 @@ from pathlib import Path
 import pytest
 from helpers import NewSimulation, small_federation
 
-from models.rundir import RunDirError
+from coordinator import store
+from models.run_lock import RunLock, RunLockedError
+from models.rundir import RunDir, RunDirError
 from tui.app import FedtypeApp
-from tui.child_fleet import ChildProcessFleet, TrainerError
+from tui.child_fleet import ChildProcessFleet, TrainerError, repair_run
 from tui.fleet import THIS_PHONE
 
 
@@ -122,3 +125,37 @@ async def test_child_fleet_drives_the_app(small_run, small_splits):
         assert app.server_round == 2
         assert len([w for w in app.query_one("ChipStrip").words if w]) == 3
         await pilot.press("ctrl+q")
+
+
+def test_repair_run_mends_a_truncated_last_checkpoint_as_resume_does(
+    tmp_path: Path, new_simulation: NewSimulation
+):
+    # Prepare: two rounds, then round 2's model cut in half as a full disk would
+    path = tmp_path / "run"
+    simulation = new_simulation(path, small_federation())
+    for _ in range(2):
+        simulation.run_round()
+    simulation.close()
+    run = RunDir(path)
+    step = run.checkpoint_path(2)
+    step.write_bytes(step.read_bytes()[: step.stat().st_size // 2])
+
+    # Execute
+    notes = repair_run(run)
+
+    # Assert: the demo opens round 1, says what was moved and what runs again
+    assert store.read_progress(run)[0] == 1
+    assert any("step_000002.safetensors.damaged" in note for note in notes)
+    assert any("rounds 2 to 2 run again" in note for note in notes)
+    assert run.load_model()[1] == 1
+
+
+def test_repair_run_refused_while_another_process_writes(small_run):
+    # Prepare
+    with RunLock(small_run):
+        # Execute
+        with pytest.raises(RunLockedError) as refused:
+            repair_run(RunDir(small_run))
+
+    # Assert
+    assert f"process {os.getpid()} is writing this run" in str(refused.value)

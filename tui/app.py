@@ -151,6 +151,9 @@ class FedtypeApp(App[None]):
             self.query_one(Dashboard).set_reference(self.central.top3)
         self._show_central(view.central)
         self.server_round = fleet.server_round
+        # What opening the run had to repair (a truncated last checkpoint, ...).
+        for note in getattr(fleet, "repair_notes", ()):
+            self.notify(note, title="run repaired", severity="warning", timeout=20)
         self.query_one(Dashboard).show_history(self.records)
         keyboard = self.query_one(Keyboard)
         keyboard.show_messages(view.messages)

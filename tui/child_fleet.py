@@ -33,7 +33,8 @@ from device_sim.memory import MemoryMixture, PhoneMemory
 from device_sim.memory_config import Mixing
 from models.config import ModelConfig
 from models.model import NextWordModel
-from models.rundir import RunDir, RunKind
+from models.run_lock import RunLock, lock_run
+from models.rundir import RunDir, RunDirError, RunKind
 from tui.fleet import PhoneFacts
 from tui.live_central import CentralView, central_path, open_live_central, read_central
 from tui.sim_fleet import this_phone_messages
@@ -132,6 +133,8 @@ def serve(
             reply(request_id, False, f"{type(error).__name__}: {error}")
 
     try:
+        # The child writes the run: it holds the write lock until it exits.
+        lock = lock_run(run_dir)  # noqa: F841 (released when the process exits)
         simulation = Simulation.resume(run_dir, splits=splits)
         central = _open_central(run_dir, splits) if live_central else None
         fleet = SimulationFleet(simulation, central=central)
@@ -171,6 +174,27 @@ def _locked(lock: threading.Lock, function: Any) -> Any:
             function(*args)
 
     return call
+
+
+def repair_run(run: RunDir) -> tuple[str, ...]:
+    """Mend what a kill or a damaged disk left, as `fedtype simulate --resume`
+    does (`coordinator.store.repair_for_resume`); what was done, in sentences.
+
+    The write lock is held for the repair only; the child takes it for good.
+
+    Raises:
+        RunLockError: another process writes the run.
+        RunDirError: it cannot be resumed, or it was stopped before round 0 was
+            saved.
+    """
+    with RunLock(run.path):
+        repair = store.repair_for_resume(run)
+    if repair.unstarted:
+        raise RunDirError(
+            f"{run.path}: the run was stopped before round 0 was saved; start it "
+            f"again with fedtype simulate --resume {run.path}"
+        )
+    return repair.notes
 
 
 @contextmanager
@@ -214,6 +238,7 @@ class ChildProcessFleet:
         self.name = name or str(run_dir)
         self.live_central = live_central
         self.run.config_of(RunKind.FEDERATED)
+        self.repair_notes = repair_run(self.run)
         self.tokenizer = self.run.load_tokenizer()
         self._round, _, _ = store.read_progress(self.run)
         self._messages = this_phone_messages(self.run)
