@@ -18,16 +18,12 @@ from __future__ import annotations
 import argparse
 import os
 
-import torch
 from rich.console import Console
 
 from central.config import CentralConfig
-from central.distributed import context_from_env
-from central.launch import launch_local, run_worker
 from cli.errors import UsageError
 from cli.options import add_threads_option, check_threads, check_workers
 from cli.train_cmd import ProgressDisplay, add_run_options, start_new_run
-from models.rundir import POOLED_KINDS, RunDir, RunKind
 
 HELP = "train centrally on the pooled data with W data-parallel workers"
 DESCRIPTION = """\
@@ -89,6 +85,9 @@ def under_torchrun() -> bool:
 
 def run_worker_body(path: str, timeout_s: float) -> None:
     """One worker's life (rank 0 shows the progress). Runs in every worker."""
+    from central.distributed import context_from_env
+    from central.launch import run_worker
+
     context = context_from_env()
     if not context.is_main:
         run_worker(path, context=context, timeout_s=timeout_s)
@@ -106,6 +105,8 @@ def run_worker_body(path: str, timeout_s: float) -> None:
 
 
 def _check_resumable(path: str, workers: int) -> None:
+    from models.rundir import POOLED_KINDS, RunDir
+
     config = RunDir(path).config_of(POOLED_KINDS)
     CentralConfig.from_dict(config.get("training", {})).check_workers(workers)
 
@@ -115,7 +116,13 @@ def run_central(args: argparse.Namespace) -> int:
     if not 0 < args.timeout < float("inf"):
         raise UsageError(f"--timeout must be positive and finite, not {args.timeout}")
     check_threads(args.threads)
+    from models.rundir import RunKind
+
     if under_torchrun():
+        import torch
+
+        from central.distributed import context_from_env
+
         if args.threads:
             torch.set_num_threads(args.threads)
         world_size = context_from_env().world_size
@@ -140,6 +147,8 @@ def run_central(args: argparse.Namespace) -> int:
     if args.workers == 1:
         run_worker_body(path, args.timeout)
         return 0
+    from models.launch import launch_local
+
     launch_local(
         run_worker_body,
         (path, args.timeout),

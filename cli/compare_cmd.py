@@ -10,9 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cli.compare_report import COLUMNS, corpus_warning, load_runs, markdown, table_rows
 from cli.errors import UsageError
-from models.checkpoint import atomic_path
 
 HELP = "compare any mix of federated, central and local-only runs"
 DESCRIPTION = """\
@@ -41,6 +39,15 @@ def run_compare(args: argparse.Namespace) -> int:
     """Print the table; with --out write the report and plots."""
     if args.out is not None and not args.out.strip():
         raise UsageError("--out must name a directory, not an empty string")
+    from cli.compare_report import (
+        COLUMNS,
+        corpus_warning,
+        load_runs,
+        markdown,
+        table_rows,
+    )
+    from models.checkpoint import atomic_path
+
     summaries = load_runs(args.runs)
     # One column per run: a terminal is narrower than the Markdown report.
     rows = table_rows(summaries)

@@ -202,8 +202,17 @@ def run_labels(paths: list[str]) -> list[str]:
 
 
 def corpus_key(config: dict[str, Any]) -> str:
-    """The run's corpus, its cut and its fingerprint, comparable across runs."""
-    corpus = config.get("corpus") if isinstance(config.get("corpus"), dict) else {}
+    """The run's corpus, its cut and its fingerprint, comparable across runs.
+
+    The training users kept count whether a run cut them in its corpus settings
+    or (runs made before that) in its fleet's `max_users`.
+    """
+    corpus: dict[str, Any] = config.get("corpus") or {}
+    fleet = (config.get("federation") or {}).get("fleet") or {}
+    users = corpus.get("max_users") or fleet.get("max_users")
+    corpus = {key: value for key, value in corpus.items() if key != "max_users"}
+    if users is not None:
+        corpus["max_users"] = users
     return json.dumps(
         {"corpus": corpus, "fingerprint": config.get("corpus_fingerprint")},
         sort_keys=True,

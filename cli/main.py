@@ -7,7 +7,7 @@ import importlib
 import sys
 from importlib import metadata
 
-from cli.errors import USER_ERRORS
+from cli.errors import user_errors
 
 # Subcommand modules, in the order `fedtype --help` lists them. Each defines
 # `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
@@ -32,6 +32,23 @@ def package_version() -> str:
         return "unknown"
 
 
+class _VersionAction(argparse.Action):
+    """--version, which looks the version up only when asked (metadata is slow)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="show the version and exit",
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(f"{parser.prog} {package_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
@@ -39,9 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Federated next-word keyboard: phones, a coordinator, a central "
         "baseline and a live terminal demo.",
     )
-    parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {package_version()}"
-    )
+    parser.add_argument("--version", action=_VersionAction)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMAND_MODULES:
@@ -54,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except USER_ERRORS as error:
+    except user_errors() as error:
         print(f"fedtype {args.command}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a path the user gave that cannot be read or written

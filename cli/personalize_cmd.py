@@ -6,9 +6,8 @@ import argparse
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -23,16 +22,11 @@ from rich.table import Table
 
 from cli.errors import UsageError
 from cli.options import add_threads_option, check_finite, check_threads
-from coordinator.personalization import (
-    VARIANTS,
-    build_report,
-    open_federated_run,
-    personalize_cohort,
-    write_report,
-)
 from device_sim.config import MAX_CLIENT_LR
-from device_sim.personalize import TRAINED, PersonalizationConfig, PhoneOutcome
-from models.checkpoint import atomic_path
+from device_sim.personalize_config import TRAINED, PersonalizationConfig
+
+if TYPE_CHECKING:  # torch: imported by the run, so --help stays instant
+    from device_sim.personalize import PhoneOutcome
 
 # The histogram's file in the run directory, beside the report.
 PLOT_NAME = "personalization.png"
@@ -141,6 +135,8 @@ def _percent(value: float | None, *, signed: bool = False) -> str:
 
 def _tables(report: dict[str, Any]) -> tuple[Table, Table]:
     """The pooled metrics and the per-phone gains, for the terminal."""
+    from coordinator.personalization import VARIANTS
+
     pooled = Table(
         title=escape(
             f"{report['run']} at round {report['server_round']}: "
@@ -192,6 +188,9 @@ def _tables(report: dict[str, Any]) -> tuple[Table, Table]:
 def plot_gains(report: dict[str, Any], path: Path) -> None:
     """A histogram of the per-phone relative top-1 gains, personal and gated."""
     import matplotlib
+
+    from coordinator.personalization import VARIANTS
+    from models.checkpoint import atomic_path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -254,6 +253,15 @@ def _settings_line(settings: dict[str, Any]) -> str:
 def run_personalize(args: argparse.Namespace) -> int:
     """Personalise on every cohort phone, print the tables, write the report."""
     _check_options(args)
+    import torch
+
+    from coordinator.personalization import (
+        build_report,
+        open_federated_run,
+        personalize_cohort,
+        write_report,
+    )
+
     console = Console()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from cli.errors import UsageError
-from corpora.corpus import load_corpus
-from corpora.samples import future_sample, heldout_sample
-from models.baseline import UnigramModel
-from models.metrics import EvalMetrics, evaluate
-from models.rundir import RunDir
-from models.suggest import Suggester
+
+if TYPE_CHECKING:
+    from models.metrics import EvalMetrics
 
 # Most suggestions asked for at once: a keyboard shows three.
 MAX_SUGGESTIONS = 100
@@ -78,6 +76,12 @@ def _row(name: str, metrics: EvalMetrics) -> list[str]:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Evaluate the run's model and the unigram baseline on both sets."""
+    from corpora.corpus import load_corpus
+    from corpora.samples import future_sample, heldout_sample
+    from models.baseline import UnigramModel
+    from models.metrics import evaluate
+    from models.rundir import RunDir
+
     console = Console()
     if args.limit < 0:
         raise UsageError(f"--limit must be >= 0 (0 for all), not {args.limit}")
@@ -112,6 +116,9 @@ def run_suggest(args: argparse.Namespace) -> int:
     """Print the suggestions for the given text, one per line."""
     if not 1 <= args.k <= MAX_SUGGESTIONS:
         raise UsageError(f"-k must lie in [1, {MAX_SUGGESTIONS}], not {args.k}")
+    from models.rundir import RunDir
+    from models.suggest import Suggester
+
     run = RunDir(args.run)
     model, _ = run.load_model(args.step)
     suggester = Suggester(model, run.load_tokenizer())

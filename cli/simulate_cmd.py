@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
-import torch
 from rich.console import Console
 
 from cli.errors import UsageError
@@ -30,12 +30,14 @@ from cli.simulate_checks import (
 )
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.events import ClientDone, EvaluationStarted, Event, RoundStarted
-from coordinator.simulation import PrivacyBudgetSpent, Simulation
-from coordinator.strategies import STRATEGIES
+from coordinator.server_choices import STRATEGIES
 from device_sim.config import FleetConfig, LocalTrainingConfig
-from device_sim.ranks import GroupRanks, Ranks, SingleRank
 from models.config import PRECISIONS, ModelConfig
 from models.launch import launch_local
+
+if TYPE_CHECKING:  # torch: imported when a run starts, so --help stays instant
+    from coordinator.simulation import Simulation
+    from device_sim.ranks import Ranks
 
 # The new-run options, by the config whose field each sets (cli.options).
 FEDERATION_HELPS = {
@@ -61,7 +63,6 @@ LOCAL_HELPS = {
     "(fp32 weights and loss) or plain fp32 (default: %(default)s)",
 }
 FLEET_HELPS = {
-    "max_users": "phones from at most this many users (default: all)",
     "shard_messages": "one phone per this many messages of a user (default: one "
     "phone a user)",
     "dropout_rate": "chance a selected phone drops out",
@@ -115,7 +116,11 @@ def federation_config(args: argparse.Namespace) -> FederationConfig:
     """The `FederationConfig` the options describe."""
     try:
         local = from_args(LocalTrainingConfig, args)
-        fleet = from_args(FleetConfig, args, eligibility=not args.always_eligible)
+        # --max-users cuts the corpus (CorpusConfig.max_users), as for every
+        # command; the fleet's own field stays for runs made before it did.
+        fleet = from_args(
+            FleetConfig, args, eligibility=not args.always_eligible, max_users=None
+        )
     except ValueError as error:
         raise UsageError(str(error)) from None
     privacy = privacy_config(args, clients_per_round=args.clients_per_round)
@@ -141,6 +146,8 @@ def _world_size(args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace, console: Console, ranks: Ranks) -> Simulation:
+    from coordinator.simulation import Simulation
+
     restart = getattr(args, "restart", None)
     if args.resume and restart is None:
         with console.status("loading the run and the corpus"):
@@ -204,6 +211,10 @@ def run_simulate(args: argparse.Namespace) -> int:
     if args.workers > 1:
         launch_local(run_rank, (args,), workers=args.workers, threads=args.threads)
         return 0
+    import torch
+
+    from device_sim.ranks import SingleRank
+
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     return _run(args, SingleRank())
@@ -211,12 +222,18 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 def run_rank(args: argparse.Namespace) -> int:
     """One rank of a multi-rank simulation (spawned here, or started by torchrun)."""
+    import torch
+
+    from device_sim.ranks import GroupRanks
+
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     return _run(args, GroupRanks.from_environment())
 
 
 def _run(args: argparse.Namespace, ranks: Ranks) -> int:
+    from coordinator.simulation import PrivacyBudgetSpent
+
     console = Console(quiet=ranks.rank != 0)
     simulation = _open(args, console, ranks)
     target = simulation.federation.rounds

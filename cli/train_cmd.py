@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from rich.console import Console
 
 from central.config import OPTIMIZERS, CentralConfig
-from central.distributed import context_from_env
 from central.errors import CentralConfigError
 from central.events import (
     Evaluated,
@@ -24,8 +22,6 @@ from central.events import (
     StepDone,
     TrainingStarted,
 )
-from central.launch import run_worker
-from central.runspec import create_run
 from cli.errors import UsageError
 from cli.options import (
     add_corpus_options,
@@ -44,7 +40,9 @@ from cli.progress import progress_bar
 from corpora.messages import CorpusError
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
-from models.rundir import RunKind
+
+if TYPE_CHECKING:
+    from models.rundir import RunKind
 
 # The new-run options, by the config whose field each sets (cli.options).
 TRAINING_HELPS = {
@@ -107,6 +105,8 @@ def start_new_run(
     if corpus.source != "chitchat" and not Path(corpus.source).is_file():
         raise CorpusError("no such corpus file", path=corpus.source)
     model = from_args(ModelConfig, args, vocab_size=WordTokenizer.public().vocab_size)
+    from central.runspec import create_run  # torch: only once the options passed
+
     create_run(
         args.out,
         kind=kind,
@@ -170,6 +170,12 @@ class ProgressDisplay:
 
 def run_train(args: argparse.Namespace) -> int:
     """Create or resume the run, then train it in this process."""
+    import torch
+
+    from central.distributed import context_from_env
+    from central.launch import run_worker
+    from models.rundir import RunKind
+
     console = Console()
     check_threads(args.threads)
     path = args.resume or start_new_run(args, kind=RunKind.TRAIN)

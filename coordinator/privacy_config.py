@@ -16,7 +16,6 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from coordinator.accountant import noise_for_epsilon
 from coordinator.dp import DPConfig, DPConfigError, update_noise_multiplier
 
 
@@ -206,6 +205,9 @@ def calibrated_noise(
     With adaptive clipping the accountant is given z_eff, which the clip bits'
     noise lowers, so z is raised until z_eff meets the calibrated figure.
     """
+    # dp_accounting takes seconds to import: only when a run is calibrated
+    from coordinator.accountant import noise_for_epsilon
+
     z_accounted = noise_for_epsilon(
         target_epsilon, delta, sampling_probability=sampling_probability, rounds=rounds
     )

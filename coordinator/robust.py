@@ -60,7 +60,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from device_sim.config import LocalTrainingConfig
-from device_sim.sketch import cosine
 
 # The relative rule's default factor. On 120 phones, 10 reports a round (20
 # rounds, docs/robustness.md) an honest update was at most 4.8 times the pooled
@@ -337,6 +336,8 @@ def _direction_rule(
     threshold (estimated from sketches; reports without one are not judged)."""
     if config.min_cosine <= -1.0:
         return
+    from device_sim.sketch import cosine  # here: coordinator.config needs no torch
+
     sketched = [
         (i, s.sketch) for i, s in _survivors(stats, reasons) if s.sketch is not None
     ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from device_sim.faults import FAULT_KINDS
 from models.config import (
     DEFAULT_PRECISION,
     PRECISIONS,
@@ -14,6 +13,24 @@ from models.config import (
 )
 
 __all__ = ["FAULT_KINDS", "FleetConfig", "FleetConfigError", "LocalTrainingConfig"]
+
+# Every kind of fault, as `FleetConfig.fault_kind` accepts them (what each sends
+# instead of the honest report, `device_sim.faults.corrupt_report`):
+#   nan, inf  one value of the first tensor is NaN or +Inf
+#   scale     the update times `scale` (a blown-up update)
+#   sign      the update times -`scale` (pushing the model backwards)
+#   count     num_examples times `scale`, the update unchanged (a bought weight)
+#   shape     the first tensor one value short
+#   dtype     every tensor in float64
+FAULT_KINDS: tuple[str, ...] = (
+    "nan",
+    "inf",
+    "scale",
+    "sign",
+    "count",
+    "shape",
+    "dtype",
+)
 
 # The largest client_lr accepted: the tuned value is 1.0 (0.5 to 2 measured), and
 # far larger steps only turn the model to NaN while staying under the screen's

@@ -16,22 +16,7 @@ import math
 
 import torch
 
-# Every kind, as `FleetConfig.fault_kind` accepts them:
-#   nan, inf  one value of the first tensor is NaN or +Inf
-#   scale     the update times `scale` (a blown-up update)
-#   sign      the update times -`scale` (pushing the model backwards)
-#   count     num_examples times `scale`, the update unchanged (a bought weight)
-#   shape     the first tensor one value short
-#   dtype     every tensor in float64
-FAULT_KINDS: tuple[str, ...] = (
-    "nan",
-    "inf",
-    "scale",
-    "sign",
-    "count",
-    "shape",
-    "dtype",
-)
+from device_sim.config import FAULT_KINDS
 
 # The strength of each kind when `FleetConfig.fault_scale` is None: the attacks of
 # issue 10 (x1000 destroys an unscreened mean, x5 hid under the former 10x-median
