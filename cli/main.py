@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from importlib import metadata
+from pathlib import Path
 
 from cli.errors import user_errors
 
@@ -77,7 +78,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(f"fedtype {args.command}: interrupted", file=sys.stderr)
+        hint = resume_hint(args)
+        if hint:
+            print(hint, file=sys.stderr)
         return 130
+
+
+# Commands that write a resumable run directory (--out or --resume).
+RESUMABLE = ("train", "central", "simulate", "local-only")
+
+
+def resume_hint(args: argparse.Namespace) -> str | None:
+    """The commands that resume and evaluate an interrupted run, if it has begun."""
+    path = getattr(args, "out", None) or getattr(args, "resume", None)
+    if args.command not in RESUMABLE or path is None:
+        return None
+    if not (Path(path) / "config.json").is_file():
+        return None  # stopped before the run directory was written
+    hint = f"resume it: fedtype {args.command} --resume {path}"
+    if args.command != "local-only":  # its users' models are not saved to evaluate
+        hint += f"\nevaluate it: fedtype evaluate --run {path}"
+    return hint
 
 
 if __name__ == "__main__":

@@ -18,7 +18,11 @@ from cli.options import (
     corpus_config,
     from_args,
 )
-from cli.privacy_options import add_privacy_options, privacy_config
+from cli.privacy_options import (
+    add_privacy_options,
+    default_noise_note,
+    privacy_config,
+)
 from cli.progress import progress_bar
 from cli.simulate_checks import (
     RunSettings,
@@ -191,7 +195,16 @@ def _summary(record: dict) -> str:
     for name in ("heldout", "future"):
         if record.get(name):
             line += f", {name} top-3 {record[name]['top3']:.2%}"
-    return line
+    spent = epsilon_text(record)
+    return line + (f", {spent}" if spent else "")
+
+
+def epsilon_text(record: dict) -> str | None:
+    """The "ε 7.08 (δ 1e-05)" of a DP round's record; None without DP."""
+    epsilon, delta = record.get("epsilon"), record.get("delta")
+    if not isinstance(epsilon, int | float):
+        return None
+    return f"ε {epsilon:.2f} (δ {delta:g})" if delta is not None else f"ε {epsilon:.2f}"
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -202,6 +215,9 @@ def run_simulate(args: argparse.Namespace) -> int:
     """
     if os.environ.get("RANK", "0") == "0":
         prepare_run(args, Console())  # checks, and repairs before --resume
+        note = default_noise_note(args)
+        if note and args.resume is None:
+            Console(stderr=True).print(f"note: {note}", highlight=False)
     else:
         check_options(args)
     if args.workers < 1:
@@ -258,17 +274,27 @@ def _run(args: argparse.Namespace, ranks: Ranks) -> int:
                 progress.update(phones, description="evaluating")
 
         simulation.on_event = on_event
+        record: dict | None = None
         try:
             while simulation.server_round < target:
                 try:
                     record = simulation.run_round()
                 except PrivacyBudgetSpent as spent:
                     progress.console.print(f"[yellow]stopped[/]: {spent}")
+                    progress.console.print(
+                        f"evaluate it: fedtype evaluate --run {simulation.run.path}",
+                        highlight=False,
+                    )
                     break
                 progress.advance(rounds)
-                if "heldout" in record or record["abandoned"]:
+                if "heldout" in record or record["abandoned"] or "epsilon" in record:
                     progress.console.print(_summary(record))
         finally:
             simulation.close()
     console.print(f"{simulation.run.path}: {simulation.server_round} rounds saved")
+    privacy = epsilon_text(record) if record is not None else None
+    if privacy:
+        console.print(
+            f"privacy spent after {simulation.server_round} rounds: {privacy}"
+        )
     return 0

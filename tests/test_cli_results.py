@@ -1,0 +1,107 @@
+"""Results printed where a user looks: epsilon on DP round lines, the default
+noise said aloud, and the commands that resume or evaluate an interrupted run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+import cli.train_cmd
+from cli.main import build_parser, main, resume_hint
+from cli.privacy_options import default_noise_note
+from cli.simulate_cmd import _summary, epsilon_text
+
+
+def test_epsilon_text_rounds_epsilon_and_names_delta() -> None:
+    # Prepare: the figures a DP round's metrics line holds
+    record = {"epsilon": 8.30958, "delta": 1e-5}
+
+    # Execute / Assert
+    assert epsilon_text(record) == "ε 8.31 (δ 1e-05)"
+    assert epsilon_text({"train_loss": 7.0}) is None
+
+
+def test_summary_of_a_dp_round_ends_with_its_epsilon() -> None:
+    # Prepare
+    record = {
+        "server_round": 3,
+        "abandoned": False,
+        "reported": 4,
+        "selected": 5,
+        "rejected": 0,
+        "train_loss": 7.0554,
+        "epsilon": 7.0774,
+        "delta": 1e-5,
+    }
+
+    # Execute
+    line = _summary(record)
+
+    # Assert
+    assert line == "round 3: 4/5 reported, 0 rejected, loss 7.055, ε 7.08 (δ 1e-05)"
+
+
+def _simulate_args(*flags: str) -> argparse.Namespace:
+    return build_parser().parse_args(["simulate", "--out", "x", *flags])
+
+
+def test_default_noise_note_says_z_when_dp_clip_comes_alone() -> None:
+    # Execute
+    alone = default_noise_note(_simulate_args("--dp-clip", "0.5"))
+    given = default_noise_note(
+        _simulate_args("--dp-clip", "0.5", "--noise-multiplier", "0.8")
+    )
+    none = default_noise_note(_simulate_args())
+
+    # Assert: z = 1 on a clip of 0.5 is noise of stddev 0.5 on the sum
+    assert alone is not None
+    assert "default noise z = 1 is added (stddev 1 x 0.5 on the sum)" in alone
+    assert (given, none) == (None, None)
+
+
+def test_resume_hint_only_once_the_run_directory_exists(tmp_path: Path) -> None:
+    # Prepare: one run directory written, one never begun
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    args = build_parser().parse_args(["simulate", "--resume", str(run)])
+    fresh = build_parser().parse_args(["train", "--out", str(tmp_path / "none")])
+
+    # Execute
+    hint = resume_hint(args)
+
+    # Assert
+    assert hint == (
+        f"resume it: fedtype simulate --resume {run}\n"
+        f"evaluate it: fedtype evaluate --run {run}"
+    )
+    assert resume_hint(fresh) is None
+
+
+def test_main_after_ctrl_c_prints_the_resume_command(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Prepare: a train run whose training is interrupted once its directory exists
+    out = tmp_path / "run"
+
+    def interrupted(args: argparse.Namespace) -> int:
+        out.mkdir()
+        (out / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.train_cmd, "run_train", interrupted)
+
+    # Execute
+    code = main(["train", "--out", str(out)])
+
+    # Assert
+    assert code == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "fedtype train: interrupted",
+        f"resume it: fedtype train --resume {out}",
+        f"evaluate it: fedtype evaluate --run {out}",
+    ]
