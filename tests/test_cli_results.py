@@ -4,6 +4,7 @@ noise said aloud, and the commands that resume or evaluate an interrupted run.""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,10 @@ import pytest
 import cli.train_cmd
 from cli.main import build_parser, main, resume_hint
 from cli.privacy_options import default_noise_note
+from cli.run_cmds import evaluation_texts
 from cli.simulate_cmd import _summary, epsilon_text
+from corpora.corpus import CorpusSplits
+from corpora.samples import heldout_sample
 
 
 def test_epsilon_text_rounds_epsilon_and_names_delta() -> None:
@@ -105,3 +109,54 @@ def test_main_after_ctrl_c_prints_the_resume_command(
         f"resume it: fedtype train --resume {out}",
         f"evaluate it: fedtype evaluate --run {out}",
     ]
+
+
+def test_evaluate_texts_are_the_central_runs_own_sets(
+    small_splits: CorpusSplits,
+) -> None:
+    # Prepare: a central run's settings
+    from central.evaluation import evaluation_sets
+
+    training = {"seed": 3, "heldout_messages": 50, "future_messages": 40,
+                "future_messages_per_user": 5}  # fmt: skip
+
+    # Execute
+    config = {"kind": "central", "training": training}
+    sets = evaluation_texts(config, small_splits, None)
+
+    # Assert: the very texts its training evaluated on
+    expected = evaluation_sets(
+        small_splits, seed=3, heldout_messages=50, future_messages=40,
+        future_messages_per_user=5,
+    )  # fmt: skip
+    assert sets == {
+        "held-out users": expected["heldout"],
+        "future text": expected["future"],
+    }
+
+
+def test_evaluate_texts_of_a_sharded_fleet_are_its_cohorts(
+    small_splits: CorpusSplits,
+) -> None:
+    # Prepare: a federated run of two-message shards, and its fleet
+    from coordinator.config import FederationConfig
+    from coordinator.evaluation import future_cohort
+    from device_sim.config import FleetConfig
+    from device_sim.fleet import Fleet
+
+    federation = FederationConfig(
+        seed=2, future_messages=30, future_messages_per_phone=3,
+        fleet=FleetConfig(shard_messages=2),
+    )  # fmt: skip
+    fleet = Fleet.from_splits(small_splits, federation.fleet, seed=2)
+    cohort = future_cohort(fleet, federation)
+    config = {"kind": "federated", "federation": dataclasses.asdict(federation)}
+
+    # Execute
+    sets = evaluation_texts(config, small_splits, None)
+
+    # Assert: as many future texts as the cohort's phones hold
+    assert len(sets["future text"]) == cohort.num_messages
+    assert len(sets["held-out users"]) == len(
+        heldout_sample(small_splits, federation.heldout_messages)
+    )
