@@ -9,7 +9,7 @@ import pytest
 from helpers import NewSimulation, small_federation
 from textual import events
 from textual.pilot import Pilot
-from textual.widgets import Input, OptionList, Static
+from textual.widgets import DataTable, Input, Static
 
 from coordinator.dp import DPConfig
 from coordinator.privacy_config import PrivacyConfig
@@ -260,10 +260,10 @@ async def test_app_fleet_screen_shows_phone_metrics_not_text(make_fleet, small_s
         await pilot.press("f8")
         await wait_for(pilot, lambda: isinstance(app.screen, FleetScreen))
         screen = app.screen
-        await wait_for(pilot, lambda: screen.query_one(OptionList).option_count > 0)
+        await wait_for(pilot, lambda: screen.query_one(DataTable).row_count > 0)
         await pilot.press("down", "down")
         await wait_for(pilot, lambda: "top-3" in screen.facts_text)
-        client_id = screen.query_one(OptionList).highlighted_option.id
+        client_id = screen.highlighted_id()
         await pilot.press("escape")
         await pilot.pause()
 
@@ -272,6 +272,34 @@ async def test_app_fleet_screen_shows_phone_metrics_not_text(make_fleet, small_s
         future = small_splits.training_users[client_id].future
         assert future and not any(text in screen.facts_text for text in future)
         assert not isinstance(app.screen, FleetScreen)
+
+
+async def test_app_fleet_screen_reaches_the_last_phone_and_finds_by_id(make_fleet):
+    # Prepare
+    fleet = make_fleet()
+    app = FedtypeApp(fleet, autostart=False)
+    ids = fleet.phone_ids()
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f8")
+        await wait_for(pilot, lambda: isinstance(app.screen, FleetScreen))
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count > 0)
+
+        # Execute: to the bottom of the list, then a search by part of an id
+        listed = table.row_count
+        await pilot.press("ctrl+end")
+        await pilot.pause()
+        last = screen.highlighted_id()
+        await pilot.press("slash", *screen.phone_ids[-1][2:7], "enter")
+        await pilot.pause()
+
+        # Assert: every phone listed, the last one reached, the search finds it
+        assert listed == len(ids)
+        assert last == screen.phone_ids[-1]
+        assert screen.phone_ids[-1] in [key.value for key in table.rows]
+        assert table.row_count < len(ids)
 
 
 async def test_app_long_paste_and_odd_unicode_never_crash(make_fleet):
