@@ -23,7 +23,12 @@ from rich.console import Console
 from central.config import CentralConfig
 from cli.errors import UsageError
 from cli.options import add_threads_option, check_threads, check_workers
-from cli.train_cmd import ProgressDisplay, add_run_options, start_new_run
+from cli.train_cmd import (
+    ProgressDisplay,
+    add_run_options,
+    max_steps_of,
+    start_new_run,
+)
 
 HELP = "train centrally on the pooled data with W data-parallel workers"
 DESCRIPTION = """\
@@ -93,7 +98,7 @@ def run_worker_body(path: str, timeout_s: float) -> None:
         run_worker(path, context=context, timeout_s=timeout_s)
         return
     console = Console()
-    with ProgressDisplay(console) as display:
+    with ProgressDisplay(console, max_steps=max_steps_of(path)) as display:
         progress = run_worker(
             path, context=context, timeout_s=timeout_s, on_event=display
         )

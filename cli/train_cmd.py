@@ -134,10 +134,15 @@ def summary(record: dict[str, Any]) -> str:
 
 
 class ProgressDisplay:
-    """Turns the trainer's events into a rich progress bar (rank 0 only)."""
+    """Turns the trainer's events into a rich progress bar (rank 0 only).
 
-    def __init__(self, console: Console) -> None:
+    A run capped by `--max-steps` counts steps, not epochs: 300 steps may be a
+    third of an epoch, and "epoch 1 300/300" would read as a whole one.
+    """
+
+    def __init__(self, console: Console, *, max_steps: int | None = None) -> None:
         self.console = console
+        self.max_steps = max_steps
         self.bar = progress_bar(console)
         self.task = self.bar.add_task("steps", total=None, status="")
 
@@ -147,6 +152,12 @@ class ProgressDisplay:
 
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()
+
+    def description(self, epoch: int) -> str:
+        """What the bar counts: the epoch in progress, or steps to --max-steps."""
+        if self.max_steps is not None:
+            return f"steps (--max-steps {self.max_steps:,})"
+        return f"epoch {epoch + 1}"
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, TrainingStarted):
@@ -159,13 +170,22 @@ class ProgressDisplay:
             self.bar.update(
                 self.task,
                 completed=event.step,
-                description=f"epoch {event.epoch + 1}",
+                description=self.description(event.epoch),
                 status=f"loss {event.loss:.3f}",
             )
         elif isinstance(event, EvaluationStarted):
             self.bar.update(self.task, status="evaluating")
         elif isinstance(event, Evaluated):
             self.console.print(summary(event.record))
+
+
+def max_steps_of(path: str) -> int | None:
+    """The --max-steps of the run at `path` (new or resumed), None if uncapped."""
+    from models.rundir import POOLED_KINDS, RunDir
+
+    training = RunDir(path).config_of(POOLED_KINDS).get("training") or {}
+    value = training.get("max_steps")
+    return int(value) if isinstance(value, int) else None
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -184,7 +204,8 @@ def run_train(args: argparse.Namespace) -> int:
     context = context_from_env()
     if context.world_size != 1:
         raise UsageError("fedtype train is single-process; use fedtype central")
-    with ProgressDisplay(console) as display:
+    max_steps = max_steps_of(path)
+    with ProgressDisplay(console, max_steps=max_steps) as display:
         progress = run_worker(path, context=context, on_event=display)
     console.print(
         f"{path}: {progress.step} steps, {progress.tokens_total:,} tokens in "

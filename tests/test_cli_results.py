@@ -160,3 +160,22 @@ def test_evaluate_texts_of_a_sharded_fleet_are_its_cohorts(
     assert len(sets["held-out users"]) == len(
         heldout_sample(small_splits, federation.heldout_messages)
     )
+
+
+def test_progress_of_a_max_steps_run_counts_steps_not_epochs() -> None:
+    # Prepare
+    from rich.console import Console
+
+    from central.events import StepDone
+    from cli.train_cmd import ProgressDisplay
+
+    capped = ProgressDisplay(Console(quiet=True), max_steps=300)
+    whole = ProgressDisplay(Console(quiet=True))
+
+    # Execute
+    capped(StepDone(step=300, epoch=0, loss=5.0))
+    whole(StepDone(step=300, epoch=0, loss=5.0))
+
+    # Assert
+    assert capped.bar.tasks[0].description == "steps (--max-steps 300)"
+    assert whole.bar.tasks[0].description == "epoch 1"
