@@ -40,11 +40,17 @@ Each phone of the run's future-text cohort (the phones its evaluation measures)
 fine-tunes the latest global model on its own train text and measures it on its
 own future text. client_lr and steps are chosen per phone on a validation slice
 (its newest {PersonalizationConfig().validation_fraction:.0%} of train messages;
-the rest is trained on) from a small grid, unless given. Reports mean and median
-relative top-1/top-3 gains over the global model, the share of phones hurt, keystroke
+the rest is trained on) from a small grid, unless given. Reports keystroke
 savings, and a gated variant that keeps the personal model only where it beat
 the global one on the validation slice. Writes RUN_DIR/personalization.json and
 RUN_DIR/{PLOT_NAME}.
+
+The per-phone table: a phone's relative gain is its hits with the personal (or
+gated) model over its hits with the global model, minus 1, on its own future
+text; "mean" and "median" top-1 and top-3 are over the phones where the global
+model had at least one hit, so a few large gains can raise the mean while most
+phones did not change. "top-1 rose / same / fell" split all the phones by
+whether their top-1 hits rose, stayed equal or fell (they add up to 100 %).
 """
 
 
@@ -133,6 +139,46 @@ def _percent(value: float | None, *, signed: bool = False) -> str:
     return f"{value:+.1%}" if signed else f"{value:.1%}"
 
 
+# The per-phone table's columns and what each figure means (also in --help).
+GAIN_COLUMNS = (
+    "variant",
+    "phones",
+    "mean top-1",
+    "median top-1",
+    "mean top-3",
+    "median top-3",
+    "top-1 rose",
+    "top-1 same",
+    "top-1 fell",
+)
+GAIN_CAPTION = (
+    "phones: those with words in their future text. A phone's relative gain: its "
+    "hits with the variant's model over its hits with the global model, minus 1, "
+    "on its own future text; mean and median over the phones where the global "
+    "model had at least one hit (top-1 or top-3 alike), so a few phones with large "
+    "gains can raise the mean while most did not change. top-1 rose / same / "
+    "fell: the share of all the phones whose top-1 hits rose, stayed equal or "
+    "fell; the three add up to 100 %, and they count top-1 only, not top-3."
+)
+
+
+def gain_cells(gain: dict[str, Any]) -> list[str]:
+    """A variant's row: phones, mean and median gains, and the rose/same/fell split."""
+    rose, fell = gain["helped_share"], gain["hurt_share"]
+    same = None if rose is None or fell is None else 1 - rose - fell
+    phones = gain.get("phones")
+    return [
+        "–" if phones is None else f"{phones:,}",
+        _percent(gain["mean_top1"], signed=True),
+        _percent(gain["median_top1"], signed=True),
+        _percent(gain["mean_top3"], signed=True),
+        _percent(gain["median_top3"], signed=True),
+        _percent(rose),
+        _percent(same),
+        _percent(fell),
+    ]
+
+
 def _tables(report: dict[str, Any]) -> tuple[Table, Table]:
     """The pooled metrics and the per-phone gains, for the terminal."""
     from coordinator.personalization import VARIANTS
@@ -160,28 +206,15 @@ def _tables(report: dict[str, Any]) -> tuple[Table, Table]:
             "–" if perplexity is None else f"{perplexity:.1f}",
             _percent(metrics["keystroke_savings"]),
         )
-    gains = Table(title="relative gain over the global model, phone by phone")
-    for column in (
-        "variant",
-        "mean top-1",
-        "median top-1",
-        "mean top-3",
-        "median top-3",
-        "phones hurt",
-        "phones helped",
-    ):
+    gains = Table(
+        title="relative gain over the global model, phone by phone",
+        caption=GAIN_CAPTION,
+        caption_justify="left",
+    )
+    for column in GAIN_COLUMNS:
         gains.add_column(column, justify="left" if column == "variant" else "right")
     for name in VARIANTS:
-        gain = report["gain"][name]
-        gains.add_row(
-            name,
-            _percent(gain["mean_top1"], signed=True),
-            _percent(gain["median_top1"], signed=True),
-            _percent(gain["mean_top3"], signed=True),
-            _percent(gain["median_top3"], signed=True),
-            _percent(gain["hurt_share"]),
-            _percent(gain["helped_share"]),
-        )
+        gains.add_row(name, *gain_cells(report["gain"][name]))
     return pooled, gains
 
 
@@ -215,7 +248,7 @@ def plot_gains(report: dict[str, Any], path: Path) -> None:
             range=(lo, hi),
             alpha=0.55,
             label=f"{name}: mean {_percent(gain['mean_top1'], signed=True)}, "
-            f"{_percent(gain['hurt_share'])} of phones hurt",
+            f"top-1 fell on {_percent(gain['hurt_share'])} of phones",
         )
     axes.axvline(0, color="black", linewidth=0.8)
     axes.set_xlabel("relative top-1 gain over the global model on own future text (%)")

@@ -179,3 +179,22 @@ def test_progress_of_a_max_steps_run_counts_steps_not_epochs() -> None:
     # Assert
     assert capped.bar.tasks[0].description == "steps (--max-steps 300)"
     assert whole.bar.tasks[0].description == "epoch 1"
+
+
+def test_personalize_gain_row_splits_the_phones_into_rose_same_fell() -> None:
+    # Prepare: the figures of issue 28's table (mean top-3 +9.9 %, hurt 18.3 %)
+    from cli.personalize_cmd import GAIN_CAPTION, GAIN_COLUMNS, gain_cells
+
+    gain = {"phones": 60, "mean_top1": -0.02, "median_top1": 0.0,
+            "mean_top3": 0.099, "median_top3": 0.0, "helped_share": 0.0,
+            "hurt_share": 0.183}  # fmt: skip
+
+    # Execute
+    cells = gain_cells(gain)
+
+    # Assert: 0 % rose and 18.3 % fell leave 81.7 % unchanged; the caption says
+    # the mean is over phones with a global hit and the split counts top-1 only
+    assert cells == ["60", "-2.0%", "+0.0%", "+9.9%", "+0.0%", "0.0%", "81.7%",
+                     "18.3%"]  # fmt: skip
+    assert len(GAIN_COLUMNS) == len(cells) + 1
+    assert "at least one hit" in GAIN_CAPTION and "top-1 only" in GAIN_CAPTION
