@@ -143,6 +143,7 @@ class ProgressDisplay:
     def __init__(self, console: Console, *, max_steps: int | None = None) -> None:
         self.console = console
         self.max_steps = max_steps
+        self.total_steps: int | None = None
         self.bar = progress_bar(console)
         self.task = self.bar.add_task("steps", total=None, status="")
 
@@ -154,13 +155,15 @@ class ProgressDisplay:
         self.bar.stop()
 
     def description(self, epoch: int) -> str:
-        """What the bar counts: the epoch in progress, or steps to --max-steps."""
-        if self.max_steps is not None:
+        """What the bar counts: the epoch in progress, or steps to --max-steps
+        when the cap, not the epochs, ends the run."""
+        if self.max_steps is not None and self.total_steps == self.max_steps:
             return f"steps (--max-steps {self.max_steps:,})"
         return f"epoch {epoch + 1}"
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, TrainingStarted):
+            self.total_steps = event.total_steps
             self.bar.update(self.task, total=event.total_steps, completed=event.step)
             self.console.print(
                 f"{event.train_sequences:,} sequences in {event.shards} shard(s), "

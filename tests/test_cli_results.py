@@ -166,19 +166,28 @@ def test_progress_of_a_max_steps_run_counts_steps_not_epochs() -> None:
     # Prepare
     from rich.console import Console
 
-    from central.events import StepDone
+    from central.events import StepDone, TrainingStarted
     from cli.train_cmd import ProgressDisplay
 
-    capped = ProgressDisplay(Console(quiet=True), max_steps=300)
-    whole = ProgressDisplay(Console(quiet=True))
+    # 300 steps of a 900-step epoch, a run of 2 epochs of 90 steps, uncapped
+    displays = [
+        (ProgressDisplay(Console(quiet=True), max_steps=300), 300),
+        (ProgressDisplay(Console(quiet=True), max_steps=200), 180),
+        (ProgressDisplay(Console(quiet=True)), 900),
+    ]
 
     # Execute
-    capped(StepDone(step=300, epoch=0, loss=5.0))
-    whole(StepDone(step=300, epoch=0, loss=5.0))
+    for display, total in displays:
+        display(TrainingStarted(step=0, total_steps=total, world_size=1, shards=1,
+                                train_sequences=16 * total))  # fmt: skip
+        display(StepDone(step=total, epoch=0, loss=5.0))
 
     # Assert
-    assert capped.bar.tasks[0].description == "steps (--max-steps 300)"
-    assert whole.bar.tasks[0].description == "epoch 1"
+    assert [display.bar.tasks[0].description for display, _ in displays] == [
+        "steps (--max-steps 300)",
+        "epoch 1",
+        "epoch 1",
+    ]
 
 
 def test_personalize_gain_row_splits_the_phones_into_rose_same_fell() -> None:
