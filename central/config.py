@@ -106,3 +106,42 @@ class CentralConfig:
         """The config a run saved, ignoring keys this version does not know."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in payload.items() if k in known})
+
+
+@dataclass(frozen=True)
+class LocalOnlyConfig:
+    """How each user trains alone and how the result is measured (`fedtype
+    local-only`, central.local_only)."""
+
+    # Seeds the shared initial model, each user's batch order and the samples.
+    seed: int = 0
+    # Passes over the user's own training messages.
+    local_epochs: int = 5
+    # Sequences per batch; most users hold only a few batches.
+    batch_size: int = 16
+    # Plain SGD step size, as on the phones.
+    lr: float = 0.5
+    # Global gradient-norm clip of each step.
+    clip_norm: float = 1.0
+    # Train every training user (True) or only the future cohort's (False).
+    all_users: bool = False
+    # Future messages in the cohort, as in the fleet's evaluation.
+    future_messages: int = FUTURE_MESSAGES
+    # At most this many (oldest) future messages per user.
+    future_messages_per_user: int = FUTURE_MESSAGES_PER_PHONE
+    # Messages on which keystroke savings are simulated, spread over the users.
+    keystroke_texts: int = KEYSTROKE_TEXTS
+    # Users whose models are also evaluated on held-out users' text.
+    heldout_models: int = 20
+    # Held-out messages each of those models is evaluated on (a fixed sample).
+    heldout_messages: int = 300
+    # Keystroke-savings messages per held-out evaluation.
+    heldout_keystroke_texts: int = 100
+
+    def __post_init__(self) -> None:
+        positive = ("local_epochs", "batch_size", "future_messages_per_user")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, not {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, not {self.lr}")

@@ -26,15 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from central.config import LocalOnlyConfig as LocalOnlyConfig
 from corpora.corpus import CorpusSplits
 from corpora.samples import evenly_spaced, heldout_sample
 from corpora.tokenizer import WordTokenizer
 from models.batching import encode_messages
 from models.config import ModelConfig, TrainingConfig
 from models.evaluation_sets import (
-    FUTURE_MESSAGES,
-    FUTURE_MESSAGES_PER_PHONE,
-    KEYSTROKE_TEXTS,
     cohort_order,
     future_cohort,
     shares,
@@ -44,44 +42,6 @@ from models.metrics import EvalCounts, count_metrics, evaluate
 from models.seeding import numpy_rng
 from models.training import train_local
 from models.weights import initial_model
-
-
-@dataclass(frozen=True)
-class LocalOnlyConfig:
-    """How each user trains alone and how the result is measured."""
-
-    # Seeds the shared initial model, each user's batch order and the samples.
-    seed: int = 0
-    # Passes over the user's own training messages.
-    local_epochs: int = 5
-    # Sequences per batch; most users hold only a few batches.
-    batch_size: int = 16
-    # Plain SGD step size, as on the phones.
-    lr: float = 0.5
-    # Global gradient-norm clip of each step.
-    clip_norm: float = 1.0
-    # Train every training user (True) or only the future cohort's (False).
-    all_users: bool = False
-    # Future messages in the cohort, as in the fleet's evaluation.
-    future_messages: int = FUTURE_MESSAGES
-    # At most this many (oldest) future messages per user.
-    future_messages_per_user: int = FUTURE_MESSAGES_PER_PHONE
-    # Messages on which keystroke savings are simulated, spread over the users.
-    keystroke_texts: int = KEYSTROKE_TEXTS
-    # Users whose models are also evaluated on held-out users' text.
-    heldout_models: int = 20
-    # Held-out messages each of those models is evaluated on (a fixed sample).
-    heldout_messages: int = 300
-    # Keystroke-savings messages per held-out evaluation.
-    heldout_keystroke_texts: int = 100
-
-    def __post_init__(self) -> None:
-        positive = ("local_epochs", "batch_size", "future_messages_per_user")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, not {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, not {self.lr}")
 
 
 @dataclass(frozen=True)

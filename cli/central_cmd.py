@@ -18,12 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 
-import torch
 from rich.console import Console
 
 from central.config import CentralConfig
-from central.distributed import context_from_env
-from central.launch import launch_local, run_worker
 from cli.errors import UsageError
 from cli.options import (
     add_threads_option,
@@ -31,9 +28,13 @@ from cli.options import (
     check_threads,
     check_workers,
 )
-from cli.train_cmd import ProgressDisplay, add_run_options, start_new_run
+from cli.train_cmd import (
+    ProgressDisplay,
+    add_run_options,
+    max_steps_of,
+    start_new_run,
+)
 from models.run_lock import RunLock
-from models.rundir import POOLED_KINDS, RunDir, RunKind
 
 HELP = "train centrally on the pooled data with W data-parallel workers"
 DESCRIPTION = """\
@@ -95,12 +96,15 @@ def under_torchrun() -> bool:
 
 def run_worker_body(path: str, timeout_s: float) -> None:
     """One worker's life (rank 0 shows the progress). Runs in every worker."""
+    from central.distributed import context_from_env
+    from central.launch import run_worker
+
     context = context_from_env()
     if not context.is_main:
         run_worker(path, context=context, timeout_s=timeout_s)
         return
     console = Console()
-    with ProgressDisplay(console) as display:
+    with ProgressDisplay(console, max_steps=max_steps_of(path)) as display:
         progress = run_worker(
             path, context=context, timeout_s=timeout_s, on_event=display
         )
@@ -112,6 +116,8 @@ def run_worker_body(path: str, timeout_s: float) -> None:
 
 
 def _check_resumable(path: str, workers: int) -> None:
+    from models.rundir import POOLED_KINDS, RunDir
+
     config = RunDir(path).config_of(POOLED_KINDS)
     CentralConfig.from_dict(config.get("training", {})).check_workers(workers)
 
@@ -136,6 +142,11 @@ def run_central(args: argparse.Namespace) -> int:
 
 def _run_under_torchrun(args: argparse.Namespace) -> int:
     """One worker of a torchrun job; rank 0 holds the run's write lock."""
+    import torch
+
+    from central.distributed import context_from_env
+    from models.rundir import RunKind
+
     if args.threads:
         torch.set_num_threads(args.threads)
     context = context_from_env()
@@ -154,6 +165,8 @@ def _run_under_torchrun(args: argparse.Namespace) -> int:
 
 def _run_local(args: argparse.Namespace) -> int:
     """Create or resume the run, then train it on --workers local workers."""
+    from models.rundir import RunKind
+
     if args.out:
         CentralConfig(batch_size=args.batch_size).check_workers(args.workers)
         path = start_new_run(
@@ -168,6 +181,8 @@ def _run_local(args: argparse.Namespace) -> int:
     if args.workers == 1:
         run_worker_body(path, args.timeout)
         return 0
+    from models.launch import launch_local
+
     launch_local(
         run_worker_body,
         (path, args.timeout),

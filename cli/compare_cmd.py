@@ -9,9 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cli.compare_report import COLUMNS, corpus_warning, load_runs, markdown, table_rows
 from cli.errors import UsageError
-from models.files import atomic_write_text, check_writable
 
 HELP = "compare any mix of federated, central and local-only runs"
 DESCRIPTION = """\
@@ -22,7 +20,10 @@ and seconds per round). A federated run personalised by `fedtype personalize`
 gets a second column: its gated personal models on the same future text, with
 the mean relative top-1 gain and the share of phones hurt. With --out, also
 report.md and PNG plots of held-out top-3 accuracy against tokens processed,
-against wall time and against epsilon.
+wall time, federated rounds, bytes sent and epsilon; several seeds of one recipe
+(same kind, setting and protections) are drawn as their mean with error bars. A
+run with no evaluation yet (such as one stopped by its privacy budget first) is
+left out with a note; the others are compared.
 """
 
 
@@ -40,9 +41,18 @@ def run_compare(args: argparse.Namespace) -> int:
     """Print the table; with --out write the report and plots."""
     if args.out is not None and not args.out.strip():
         raise UsageError("--out must name a directory, not an empty string")
+    from cli.compare_report import (
+        COLUMNS,
+        corpus_warning,
+        load_comparable,
+        markdown,
+        table_rows,
+    )
+    from models.files import atomic_write_text, check_writable
+
     if args.out is not None:
         check_writable(args.out)  # before reading every run, not after
-    summaries = load_runs(args.runs)
+    summaries, left_out = load_comparable(args.runs)
     # One column per run: a terminal is narrower than the Markdown report.
     rows = table_rows(summaries)
     table = Table(title="fedtype compare")
@@ -53,7 +63,7 @@ def run_compare(args: argparse.Namespace) -> int:
         table.add_row(name, *(cells[index] for cells in rows))
     console = Console()
     console.print(table)
-    for note in (note for s in summaries for note in s.notes):
+    for note in [*left_out, *(note for s in summaries for note in s.notes)]:
         Console(stderr=True).print(
             f"note: {escape(note)}", highlight=False, soft_wrap=True
         )

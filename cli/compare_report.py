@@ -64,6 +64,8 @@ class CurvePoint:
     tokens: int  # targets trained on so far
     wall_seconds: float  # training wall time so far
     heldout_top3: float
+    bytes_total: int = 0  # bytes sent so far (phones and server, or workers)
+    server_round: int | None = None  # federated runs: the round evaluated
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class RunSummary:
     # The attack's mean {"precision", "recall"} per input over the rounds.
     attack: dict[str, dict[str, float]] | None = None
     protected: bool = False  # federated with SecAgg or DP
+    protections: tuple[str, ...] = ()  # federated: "SecAgg", "DP", both or none
     # Federated: its personalization.json, when measured on the row's future text.
     personalized: PersonalizationReport | None = None
     notes: tuple[str, ...] = ()  # one line each, why something is left out
@@ -115,6 +118,11 @@ def mean_attack(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     }
 
 
+class NotEvaluatedError(RunDirError):
+    """A run holds no evaluation yet (such as one stopped by its privacy budget
+    before its first evaluation): nothing of it can be compared."""
+
+
 def _evaluated(record: dict[str, Any]) -> bool:
     return isinstance(record.get("heldout"), dict)
 
@@ -135,13 +143,15 @@ def load_run(path: str) -> RunSummary:
     records = [with_truth(r) if isinstance(r, dict) else r for r in logged]
     evaluated = [r for r in records if isinstance(r, dict) and _evaluated(r)]
     if not evaluated:
-        raise RunDirError(f"{run.metrics_path}: no evaluation recorded yet")
+        raise NotEvaluatedError(f"{run.metrics_path}: no evaluation recorded yet")
     try:
         curve = [
             CurvePoint(
                 int(r["tokens_total"]),
                 float(r["wall_seconds_total"]),
                 float(r["heldout"]["top3"]),
+                bytes_total=int(r.get("bytes_total") or 0),
+                server_round=r.get("server_round"),
             )
             for r in evaluated
         ]
@@ -162,6 +172,11 @@ def load_run(path: str) -> RunSummary:
         last = int(evaluated[-1].get("server_round", 0))
         upto = [r for r in records if int(r.get("server_round", 0)) <= last]
         privacy = config.get("federation", {}).get("privacy", {}) or {}
+        protections = tuple(
+            name
+            for name, key in (("SecAgg", "secure_aggregation"), ("DP", "dp"))
+            if privacy.get(key)
+        )
         personalized, notes = personalized_report(run, evaluated[-1], last)
         if any(isinstance(r, dict) and TRUTH in r for r in logged):
             notes = (
@@ -174,7 +189,8 @@ def load_run(path: str) -> RunSummary:
             personalized=personalized,
             notes=notes,
             attack=mean_attack(upto) or None,
-            protected=bool(privacy.get("secure_aggregation") or privacy.get("dp")),
+            protected=bool(protections),
+            protections=protections,
             replayable=any(r.get("noise_source") == REPLAYABLE for r in upto),
             rounds=last,
             phone_reports=sum(
@@ -194,6 +210,29 @@ def load_runs(paths: list[str]) -> list[RunSummary]:
         replace(s, label=label + (f" ({NO_PRIVACY})" if s.replayable else ""))
         for s, label in zip(summaries, labels, strict=True)
     ]
+
+
+def load_comparable(paths: list[str]) -> tuple[list[RunSummary], list[str]]:
+    """The summaries of the runs that hold an evaluation, and a note for each run
+    left out for holding none; the other errors stop the comparison.
+
+    Raises:
+        NotEvaluatedError: no run holds an evaluation.
+    """
+    kept: list[tuple[str, RunSummary]] = []
+    notes = []
+    for path in paths:
+        try:
+            kept.append((path, load_run(path)))
+        except NotEvaluatedError as error:
+            notes.append(f"{path}: left out, {str(error).split(': ', 1)[-1]}")
+            if len(notes) == len(paths):
+                raise
+    labels = run_labels([path for path, _ in kept])
+    summaries = [
+        replace(s, label=label) for (_, s), label in zip(kept, labels, strict=True)
+    ]
+    return summaries, notes
 
 
 def run_labels(paths: list[str]) -> list[str]:
@@ -223,8 +262,17 @@ def run_labels(paths: list[str]) -> list[str]:
 
 
 def corpus_key(config: dict[str, Any]) -> str:
-    """The run's corpus, its cut and its fingerprint, comparable across runs."""
-    corpus = config.get("corpus") if isinstance(config.get("corpus"), dict) else {}
+    """The run's corpus, its cut and its fingerprint, comparable across runs.
+
+    The training users kept count whether a run cut them in its corpus settings
+    or (runs made before that) in its fleet's `max_users`.
+    """
+    corpus: dict[str, Any] = config.get("corpus") or {}
+    fleet = (config.get("federation") or {}).get("fleet") or {}
+    users = corpus.get("max_users") or fleet.get("max_users")
+    corpus = {key: value for key, value in corpus.items() if key != "max_users"}
+    if users is not None:
+        corpus["max_users"] = users
     return json.dumps(
         {"corpus": corpus, "fingerprint": config.get("corpus_fingerprint")},
         sort_keys=True,

@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=STATS_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_corpus_options(stats_parser)
+    add_corpus_options(stats_parser, max_users=False)
     stats_parser.add_argument(
         "--seed",
         type=int,

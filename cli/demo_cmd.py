@@ -5,23 +5,21 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from cli.errors import UsageError
 from cli.privacy_options import add_privacy_options, privacy_config
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.privacy_config import PrivacyConfig
-from coordinator.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
 from models.run_lock import LOCK_FILE, RunLock
-from models.rundir import POOLED_KINDS, RunDir, RunDirError
-from tui.app import CentralReference, FedtypeApp
-from tui.child_fleet import ChildProcessFleet
-from tui.fleet import DemoFleet
-from tui.live_central import start_live_central
+
+if TYPE_CHECKING:  # torch and Textual: imported when the demo opens
+    from tui.app import CentralReference
+    from tui.child_fleet import ChildProcessFleet
+    from tui.fleet import DemoFleet
 
 DEFAULT_RUN = "runs/demo"
 
@@ -198,6 +196,9 @@ def create_run(
 ) -> CorpusSplits:
     """Create a fresh demo fleet's run in `path` (with its live central baseline
     in `path`/central unless `live_central` is False); returns the corpus."""
+    from coordinator.simulation import Simulation
+    from tui.live_central import start_live_central
+
     tokenizer = WordTokenizer.public()
     corpus = CorpusConfig()
     splits = load_corpus(corpus)
@@ -221,6 +222,8 @@ def open_fleet(
     """The run in `path`, its rounds in a child process (errors say what is
     wrong with the run); `splits` spares the child loading the corpus again;
     `live_central` trains the run's live central baseline, if it has one."""
+    from tui.child_fleet import ChildProcessFleet
+
     return ChildProcessFleet(
         path, name=str(path), splits=splits, live_central=live_central
     )
@@ -236,6 +239,9 @@ def start_fleet(
 
 def load_central(path: str) -> CentralReference:
     """The central baseline's latest model and held-out top-3."""
+    from models.rundir import POOLED_KINDS, RunDir, RunDirError
+    from tui.app import CentralReference
+
     run = RunDir(path)
     try:
         run.config_of(POOLED_KINDS)
@@ -258,6 +264,10 @@ def run_demo(args: argparse.Namespace) -> int:
         raise UsageError("--clients-per-round must be >= 1")
     if args.rounds is not None and args.rounds < 1:
         raise UsageError("--rounds must be >= 1")
+    import torch
+
+    from tui.app import FedtypeApp
+
     # Suggestions run one token at a time; torch's second thread only adds
     # hand-off cost on a small CPU, and it slows the rounds' small batches too.
     torch.set_num_threads(1)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from rich.console import Console
 
-from central.local_only import LocalOnlyConfig, UserResult
-from central.local_only_run import create_local_only_run, run_local_only
+from central.config import LocalOnlyConfig
 from cli.errors import UsageError
 from cli.options import (
     add_corpus_options,
@@ -26,6 +25,9 @@ from corpora.messages import CorpusError
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
 from models.run_lock import RunLock
+
+if TYPE_CHECKING:
+    from central.local_only import UserResult
 
 # Options of `LocalOnlyConfig` offered on the command line, with their help.
 _OPTIONS = {
@@ -87,6 +89,8 @@ def _create(args: argparse.Namespace) -> str:
     if corpus.source != "chitchat" and not Path(corpus.source).is_file():
         raise CorpusError("no such corpus file", path=corpus.source)
     model = ModelConfig(vocab_size=WordTokenizer.public().vocab_size)
+    from central.local_only_run import create_local_only_run  # torch, from here on
+
     create_local_only_run(args.out, corpus=corpus, model=model, config=config)
     return str(args.out)
 
@@ -100,6 +104,10 @@ def run_local_only_cmd(args: argparse.Namespace) -> int:
 
 
 def _train_users(args: argparse.Namespace) -> int:
+    import torch
+
+    from central.local_only_run import run_local_only
+
     console = Console()
     path = args.resume or _create(args)
     torch.set_num_threads(args.threads)

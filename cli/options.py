@@ -73,8 +73,15 @@ def from_args(cls: type[Config], args: argparse.Namespace, **given: Any) -> Conf
     return cls(**{**values, **given})
 
 
-def add_corpus_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """--corpus and the per-user caps and split settings; returns their group."""
+def add_corpus_options(
+    parser: argparse.ArgumentParser, *, max_users: bool = True
+) -> argparse._ArgumentGroup:
+    """--corpus, the per-user caps, the split and --max-users; returns their group.
+
+    Every training command (train, central, simulate, local-only) takes the same
+    options from here; `max_users=False` leaves out --max-users (corpus stats,
+    which counts every user).
+    """
     defaults = CorpusConfig()
     group = parser.add_argument_group("corpus")
     group.add_argument(
@@ -90,6 +97,11 @@ def add_corpus_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
         "heldout_fraction": "share of users who never train",
         "future_fraction": "newest share of each user's messages kept as future text",
     }
+    if max_users:
+        helps["max_users"] = (
+            "train on the first N training users by id, for a small run; the "
+            "held-out users stay as they are (default: all)"
+        )
     add_field_options(group, defaults, helps)
     return group
 

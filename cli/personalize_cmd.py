@@ -6,9 +6,8 @@ import argparse
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -23,20 +22,18 @@ from rich.table import Table
 
 from cli.errors import UsageError
 from cli.options import add_threads_option, check_finite, check_threads
-from coordinator.personal_gains import SIGNIFICANCE
-from coordinator.personalization import (
-    build_report,
-    open_federated_run,
-    personalize_cohort,
-    write_report,
-)
 from device_sim.config import MAX_CLIENT_LR
 from device_sim.memory_config import MemoryConfig
-from device_sim.personal_model import VARIANTS
-from device_sim.personal_outcome import PhoneOutcome
-from device_sim.personalize import TRAINED, PersonalizationConfig
+from device_sim.personalize_config import TRAINED, VARIANTS, PersonalizationConfig
 from models.files import atomic_write
 from models.run_lock import RunLock
+
+if TYPE_CHECKING:  # torch: imported by the run, so --help stays instant
+    from device_sim.personal_outcome import PhoneOutcome
+
+# The sign test's level (coordinator.personal_gains.SIGNIFICANCE, which imports
+# the phone's code): a phone is helped or hurt below this p-value.
+SIGNIFICANCE = 0.05
 
 # The histogram's file in the run directory, beside the report.
 PLOT_NAME = "personalization.png"
@@ -164,8 +161,56 @@ def _percent(value: float | None, *, signed: bool = False) -> str:
     return f"{value:+.1%}" if signed else f"{value:.1%}"
 
 
+# The per-phone table's columns and what each figure means (also in --help).
+GAIN_COLUMNS = (
+    "variant",
+    "phones",
+    "mean top-1",
+    "median top-1",
+    "mean top-3",
+    "helped",
+    "hurt",
+    "no detectable change",
+    "top-1 rose",
+    "top-1 same",
+    "top-1 fell",
+)
+GAIN_CAPTION = (
+    "phones: those with words in their future text. A phone's relative gain: its "
+    "hits with the variant's model over its hits with the global model, minus 1, "
+    "on its own future text; mean and median over the phones where the global "
+    "model had at least one hit (top-1 or top-3 alike). helped / hurt / no "
+    f"detectable change: an exact sign test at {SIGNIFICANCE:.0%} on each phone's "
+    "future targets that one model got and the other missed (they add up to "
+    "100 %). top-1 rose / same / fell: the share of all the phones whose top-1 hits "
+    "rose, stayed equal or fell at all (mostly chance on a phone with a few dozen "
+    "targets; they add up to 100 %, and they count top-1 only, not top-3)."
+)
+
+
+def gain_cells(gain: dict[str, Any]) -> list[str]:
+    """A variant's row: phones, gains, the sign test's split, rose/same/fell."""
+    rose, fell = gain["helped_share"], gain["hurt_share"]
+    same = None if rose is None or fell is None else 1 - rose - fell
+    phones = gain.get("phones")
+    return [
+        "–" if phones is None else f"{phones:,}",
+        _percent(gain["mean_top1"], signed=True),
+        _percent(gain["median_top1"], signed=True),
+        _percent(gain["mean_top3"], signed=True),
+        _percent(gain.get("significantly_helped")),
+        _percent(gain.get("significantly_hurt")),
+        _percent(gain.get("no_detectable_change")),
+        _percent(rose),
+        _percent(same),
+        _percent(fell),
+    ]
+
+
 def _tables(report: dict[str, Any]) -> tuple[Table, ...]:
     """The pooled metrics and the per-phone gains, for the terminal."""
+    from coordinator.personalization import VARIANTS
+
     pooled = Table(
         title=escape(
             f"{report['run']} at round {report['server_round']}: "
@@ -200,46 +245,22 @@ def _tables(report: dict[str, Any]) -> tuple[Table, ...]:
     return pooled, *gains
 
 
-_GAIN_COLUMNS = {
-    "mean top-1": ("mean_top1", True),
-    "median top-1": ("median_top1", True),
-    "mean top-3": ("mean_top3", True),
-    "helped": ("significantly_helped", False),
-    "hurt": ("significantly_hurt", False),
-    "no detectable change": ("no_detectable_change", False),
-    "top-1 rose": ("helped_share", False),
-    "top-1 fell": ("hurt_share", False),
-}
-
-
 def _gain_table(gain: dict[str, Any], title: str) -> Table:
     """One row a variant: relative gains and the shares of phones."""
-    table = Table(
-        title=title,
-        caption=f"gains: (variant - global) / global hits, mean and median over "
-        f"phones; helped / hurt: sign test at {SIGNIFICANCE:.0%} on each phone's "
-        "targets one model got and the other missed; rose / fell: hits moved at "
-        "all (mostly chance)",
-    )
-    table.add_column("variant")
-    for column in _GAIN_COLUMNS:
-        table.add_column(column, justify="right")
+    table = Table(title=title, caption=GAIN_CAPTION, caption_justify="left")
+    for column in GAIN_COLUMNS:
+        table.add_column(column, justify="left" if column == "variant" else "right")
     for name in VARIANTS:
-        if name not in gain:
-            continue
-        table.add_row(
-            name,
-            *(
-                _percent(gain[name][key], signed=signed)
-                for key, signed in _GAIN_COLUMNS.values()
-            ),
-        )
+        if name in gain:
+            table.add_row(name, *gain_cells(gain[name]))
     return table
 
 
 def plot_gains(report: dict[str, Any], path: Path) -> None:
     """A histogram of the per-phone relative top-1 gains of each variant."""
     import matplotlib
+
+    from coordinator.personalization import VARIANTS
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -304,6 +325,15 @@ def run_personalize(args: argparse.Namespace) -> int:
 
 
 def _personalize(args: argparse.Namespace) -> int:
+    import torch
+
+    from coordinator.personalization import (
+        build_report,
+        open_federated_run,
+        personalize_cohort,
+        write_report,
+    )
+
     console = Console()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

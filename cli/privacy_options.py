@@ -137,6 +137,20 @@ def add_privacy_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
     return group
 
 
+def default_noise_note(args: argparse.Namespace) -> str | None:
+    """What the run adds when --dp-clip comes with no noise setting, else None."""
+    if args.dp_clip is None or args.noise_multiplier is not None:
+        return None
+    if args.target_epsilon is not None:
+        return None
+    z = DPConfig().noise_multiplier
+    return (
+        f"--dp-clip {args.dp_clip:g} without --noise-multiplier or --target-epsilon: "
+        f"the default noise z = {z:g} is added (stddev {z:g} x {args.dp_clip:g} on "
+        "the sum)"
+    )
+
+
 def privacy_config(
     args: argparse.Namespace, *, clients_per_round: int
 ) -> PrivacyConfig:

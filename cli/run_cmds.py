@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from cli.errors import UsageError
-from corpora.corpus import load_corpus
-from corpora.samples import future_sample, heldout_sample
-from models.baseline import UnigramModel
-from models.metrics import EvalMetrics, evaluate
-from models.rundir import RunDir
-from models.suggest import Suggester
+
+if TYPE_CHECKING:
+    from corpora.corpus import CorpusSplits
+    from models.metrics import EvalMetrics
+    from models.suggest import Suggester
 
 # Most suggestions asked for at once: a keyboard shows three.
 MAX_SUGGESTIONS = 100
@@ -25,7 +25,11 @@ EVALUATE_HELP = "measure a run's model on held-out users and future text"
 EVALUATE_DESCRIPTION = """\
 Top-1/top-3 next-word accuracy, perplexity and keystroke savings of a run's
 model on held-out users (generalisation) and on the training users' future text
-(personalisation), beside the unigram baseline.
+(personalisation), beside the unigram baseline. The texts are the run's own
+evaluation sets, drawn as its training drew them (models.evaluation_sets): an
+evenly spaced sample of held-out users' messages, and the future cohort (users or
+phones ordered by a hash of the seed, each giving its oldest few future messages,
+until the cohort holds the sample's size). So its figures match the run's logs.
 """
 
 
@@ -36,14 +40,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     evaluate_parser.add_argument("--run", required=True, help="run directory")
     evaluate_parser.add_argument(
-        "--step", type=int, default=None, help="checkpoint step (default: latest)"
+        "--step",
+        type=int,
+        default=None,
+        help="checkpoint: a central run's step or a federated run's round "
+        "(default: latest)",
     )
     evaluate_parser.add_argument(
         "--limit",
         type=int,
-        default=2000,
-        help="messages per evaluation set, a fixed sample (default: %(default)s; "
-        "0 for all)",
+        default=None,
+        help="messages per evaluation set, drawn by the same rule, 0 for all "
+        "(default: the run's own sizes, as its training measured)",
     )
     evaluate_parser.set_defaults(func=run_evaluate)
 
@@ -87,24 +95,66 @@ def _row(name: str, metrics: EvalMetrics) -> list[str]:
     ]
 
 
+def evaluation_texts(
+    config: dict[str, Any], splits: CorpusSplits, limit: int | None
+) -> dict[str, list[str]]:
+    """The run's own evaluation sets: the texts its training logged metrics on.
+
+    A federated run's future cohort is drawn over its phones (one a user, or one
+    a shard of a user), a central run's over its users, by the one rule of
+    `models.evaluation_sets.future_cohort`; `limit` (0: all) replaces both sizes.
+    """
+    from corpora.samples import heldout_sample
+    from device_sim.fleet import shards
+    from models.evaluation_sets import future_cohort
+
+    federation = config.get("federation")
+    settings = federation or config.get("training") or {}
+    per = settings.get("future_messages_per_phone") or settings.get(
+        "future_messages_per_user", 10
+    )
+    heldout, future = settings.get("heldout_messages"), settings.get("future_messages")
+    if limit is not None:
+        heldout = future = limit or 10**9
+    fleet = (federation or {}).get("fleet") or {}
+    users = list(splits.training_users.values())[: fleet.get("max_users")]
+    futures = {
+        client_id: list(texts[:per])
+        for user in users
+        for client_id, _, texts in shards(user, fleet.get("shard_messages"))
+    }
+    cohort = future_cohort(
+        {client_id: len(texts) for client_id, texts in futures.items()},
+        seed=int(settings.get("seed", 0)),
+        messages=int(future or 0),
+        keystroke_texts=0,
+    )
+    return {
+        "held-out users": heldout_sample(splits, heldout),
+        "future text": [t for c in cohort.client_ids for t in futures[c]],
+    }
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """Evaluate the run's model and the unigram baseline on both sets."""
+    from corpora.corpus import load_corpus
+    from models.baseline import UnigramModel
+    from models.metrics import evaluate
+    from models.rundir import RunDir, RunKind
+
     console = Console()
-    if args.limit < 0:
+    if args.limit is not None and args.limit < 0:
         raise UsageError(f"--limit must be >= 0 (0 for all), not {args.limit}")
     run = RunDir(args.run)
     corpus = run.corpus_config()
     tokenizer = run.load_tokenizer()
     model, step = run.load_model(args.step)
-    limit = args.limit or None
     with console.status("loading the corpus"):
         splits = load_corpus(corpus)
-    sets = {
-        "held-out users": heldout_sample(splits, limit),
-        "future text": future_sample(splits, limit),
-    }
+    sets = evaluation_texts(run.read_config(), splits, args.limit)
     unigram = UnigramModel.fit(tokenizer, splits.train_texts())
-    table = Table(title=escape(f"{args.run} at step {step}"))
+    where = "round" if run.read_kind() is RunKind.FEDERATED else "step"
+    table = Table(title=escape(f"{args.run} at {where} {step}"))
     for column in ("model / set", "top-1", "top-3", "perplexity", "keys saved", "msgs"):
         table.add_column(column, justify="left" if column == "model / set" else "right")
     for set_name, texts in sets.items():
@@ -136,6 +186,9 @@ def run_suggest(args: argparse.Namespace) -> int:
     else:
         if args.run is None:
             raise UsageError("--run is required with --engine torch")
+        from models.rundir import RunDir
+        from models.suggest import Suggester
+
         run = RunDir(args.run)
         model, _ = run.load_model(args.step)
         suggester = Suggester(model, run.load_tokenizer())
@@ -150,6 +203,7 @@ def run_suggest(args: argparse.Namespace) -> int:
 def _onnx_suggester(directory: str) -> Suggester:
     """The strip of an export directory's graph under onnxruntime."""
     from models.onnx_engine import load_exported
+    from models.suggest import Suggester
 
     exported = load_exported(directory)
     return Suggester(exported.model, exported.tokenizer)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -31,14 +31,14 @@ from cli.options import (
     check_threads,
     check_workers,
 )
-from coordinator import store
 from coordinator.config import FederationConfig
-from coordinator.robust_aggregation import AGGREGATORS
+from coordinator.server_choices import AGGREGATORS
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from device_sim.config import FAULT_KINDS, FleetConfig
-from device_sim.fleet import Fleet
 from models.config import ModelConfig
-from models.rundir import RunDir
+
+if TYPE_CHECKING:  # torch: imported by the functions that need them
+    from models.rundir import RunDir
 
 
 def add_robustness_options(group: argparse._ArgumentGroup) -> None:
@@ -130,6 +130,9 @@ def prepare_resume(args: argparse.Namespace, console: Console) -> RunSettings | 
 
     Refuses a --rounds below the rounds already completed.
     """
+    from coordinator import store
+    from models.rundir import RunDir
+
     run = RunDir(args.resume)
     repair = store.repair_for_resume(run)
     for note in repair.notes:
@@ -156,6 +159,9 @@ def prepare_resume(args: argparse.Namespace, console: Console) -> RunSettings | 
 
 def prepare_out(args: argparse.Namespace, console: Console) -> None:
     """Reuse an --out directory that holds only a run killed before round 0."""
+    from coordinator import store
+    from models.rundir import RunDir
+
     run = RunDir(args.out)
     if store.is_unstarted(run):
         run.remove_stale_temporaries()
@@ -183,6 +189,8 @@ def prepare_run(args: argparse.Namespace, console: Console) -> None:
 
 def checked_splits(corpus: CorpusConfig, federation: FederationConfig) -> CorpusSplits:
     """The corpus, loaded, once it is clear that its fleet can fill a round."""
+    from device_sim.fleet import Fleet
+
     splits = load_corpus(corpus)
     phones = len(Fleet.from_splits(splits, federation.fleet, seed=federation.seed))
     if federation.clients_per_round > phones:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
-import torch
 from rich.console import Console
 
 from cli.errors import UsageError
@@ -18,7 +18,11 @@ from cli.options import (
     corpus_config,
     from_args,
 )
-from cli.privacy_options import add_privacy_options, privacy_config
+from cli.privacy_options import (
+    add_privacy_options,
+    default_noise_note,
+    privacy_config,
+)
 from cli.progress import progress_bar
 from cli.simulate_checks import (
     RunSettings,
@@ -36,13 +40,15 @@ from coordinator.events import (
     Event,
     RoundStarted,
 )
-from coordinator.simulation import PrivacyBudgetSpent, Simulation
-from coordinator.strategies import STRATEGIES
+from coordinator.server_choices import STRATEGIES
 from device_sim.config import FleetConfig, LocalTrainingConfig
-from device_sim.ranks import GroupRanks, Ranks, SingleRank
 from models.config import PRECISIONS, ModelConfig
 from models.launch import launch_local
 from models.run_lock import RunLock
+
+if TYPE_CHECKING:  # torch: imported when a run starts, so --help stays instant
+    from coordinator.simulation import Simulation
+    from device_sim.ranks import Ranks
 
 # The new-run options, by the config whose field each sets (cli.options).
 FEDERATION_HELPS = {
@@ -71,7 +77,6 @@ LOCAL_HELPS = {
     "error feedback on the phone) (default: %(default)s)",
 }
 FLEET_HELPS = {
-    "max_users": "phones from at most this many users (default: all)",
     "shard_messages": "one phone per this many messages of a user (default: one "
     "phone a user)",
     "dropout_rate": "chance a selected phone drops out",
@@ -125,7 +130,11 @@ def federation_config(args: argparse.Namespace) -> FederationConfig:
     """The `FederationConfig` the options describe."""
     try:
         local = from_args(LocalTrainingConfig, args)
-        fleet = from_args(FleetConfig, args, eligibility=not args.always_eligible)
+        # --max-users cuts the corpus (CorpusConfig.max_users), as for every
+        # command; the fleet's own field stays for runs made before it did.
+        fleet = from_args(
+            FleetConfig, args, eligibility=not args.always_eligible, max_users=None
+        )
     except ValueError as error:
         raise UsageError(str(error)) from None
     privacy = privacy_config(args, clients_per_round=args.clients_per_round)
@@ -151,6 +160,8 @@ def _world_size(args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace, console: Console, ranks: Ranks) -> Simulation:
+    from coordinator.simulation import Simulation
+
     restart = getattr(args, "restart", None)
     if args.resume and restart is None:
         with console.status("loading the run and the corpus"):
@@ -197,7 +208,16 @@ def _summary(record: dict) -> str:
     for name in ("heldout", "future"):
         if record.get(name):
             line += f", {name} top-3 {record[name]['top3']:.2%}"
-    return line
+    spent = epsilon_text(record)
+    return line + (f", {spent}" if spent else "")
+
+
+def epsilon_text(record: dict) -> str | None:
+    """The "ε 7.08 (δ 1e-05)" of a DP round's record; None without DP."""
+    epsilon, delta = record.get("epsilon"), record.get("delta")
+    if not isinstance(epsilon, int | float):
+        return None
+    return f"ε {epsilon:.2f} (δ {delta:g})" if delta is not None else f"ε {epsilon:.2f}"
 
 
 def _budget_note(event: BudgetSpent, simulation: Simulation) -> str:
@@ -235,6 +255,9 @@ def run_simulate(args: argparse.Namespace) -> int:
         return _run_ranks(args)
     with RunLock(args.resume or args.out, create=args.out is not None):
         prepare_run(args, Console())  # checks, and repairs before --resume
+        note = default_noise_note(args)
+        if note and args.resume is None:
+            Console(stderr=True).print(f"note: {note}", highlight=False)
         return _run_ranks(args)
 
 
@@ -247,6 +270,10 @@ def _run_ranks(args: argparse.Namespace) -> int:
     if args.workers > 1:
         launch_local(run_rank, (args,), workers=args.workers, threads=args.threads)
         return 0
+    import torch
+
+    from device_sim.ranks import SingleRank
+
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     return _run(args, SingleRank())
@@ -254,12 +281,18 @@ def _run_ranks(args: argparse.Namespace) -> int:
 
 def run_rank(args: argparse.Namespace) -> int:
     """One rank of a multi-rank simulation (spawned here, or started by torchrun)."""
+    import torch
+
+    from device_sim.ranks import GroupRanks
+
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     return _run(args, GroupRanks.from_environment())
 
 
 def _run(args: argparse.Namespace, ranks: Ranks) -> int:
+    from coordinator.simulation import PrivacyBudgetSpent
+
     console = Console(quiet=ranks.rank != 0)
     simulation = _open(args, console, ranks)
     target = simulation.federation.rounds
@@ -286,6 +319,7 @@ def _run(args: argparse.Namespace, ranks: Ranks) -> int:
                 progress.console.print(_budget_note(event, simulation), highlight=False)
 
         simulation.on_event = on_event
+        record: dict | None = None
         try:
             while simulation.server_round < target:
                 try:
@@ -293,9 +327,14 @@ def _run(args: argparse.Namespace, ranks: Ranks) -> int:
                 except PrivacyBudgetSpent:
                     break  # on_event said why (BudgetSpent)
                 progress.advance(rounds)
-                if "heldout" in record or record["abandoned"]:
+                if "heldout" in record or record["abandoned"] or "epsilon" in record:
                     progress.console.print(_summary(record))
         finally:
             simulation.close()
     console.print(f"{simulation.run.path}: {simulation.server_round} rounds saved")
+    privacy = epsilon_text(record) if record is not None else None
+    if privacy:
+        console.print(
+            f"privacy spent after {simulation.server_round} rounds: {privacy}"
+        )
     return 0

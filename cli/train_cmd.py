@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from rich.console import Console
 
 from central.config import OPTIMIZERS, CentralConfig
-from central.distributed import context_from_env
 from central.errors import CentralConfigError
 from central.events import (
     Evaluated,
@@ -24,8 +22,6 @@ from central.events import (
     StepDone,
     TrainingStarted,
 )
-from central.launch import run_worker
-from central.runspec import create_run
 from cli.errors import UsageError
 from cli.options import (
     add_corpus_options,
@@ -45,7 +41,9 @@ from corpora.messages import CorpusError
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
 from models.run_lock import RunLock
-from models.rundir import RunKind
+
+if TYPE_CHECKING:
+    from models.rundir import RunKind
 
 # The new-run options, by the config whose field each sets (cli.options).
 TRAINING_HELPS = {
@@ -108,6 +106,8 @@ def start_new_run(
     if corpus.source != "chitchat" and not Path(corpus.source).is_file():
         raise CorpusError("no such corpus file", path=corpus.source)
     model = from_args(ModelConfig, args, vocab_size=WordTokenizer.public().vocab_size)
+    from central.runspec import create_run  # torch: only once the options passed
+
     create_run(
         args.out,
         kind=kind,
@@ -135,10 +135,16 @@ def summary(record: dict[str, Any]) -> str:
 
 
 class ProgressDisplay:
-    """Turns the trainer's events into a rich progress bar (rank 0 only)."""
+    """Turns the trainer's events into a rich progress bar (rank 0 only).
 
-    def __init__(self, console: Console) -> None:
+    A run capped by `--max-steps` counts steps, not epochs: 300 steps may be a
+    third of an epoch, and "epoch 1 300/300" would read as a whole one.
+    """
+
+    def __init__(self, console: Console, *, max_steps: int | None = None) -> None:
         self.console = console
+        self.max_steps = max_steps
+        self.total_steps: int | None = None
         self.bar = progress_bar(console)
         self.task = self.bar.add_task("steps", total=None, status="")
 
@@ -149,8 +155,16 @@ class ProgressDisplay:
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()
 
+    def description(self, epoch: int) -> str:
+        """What the bar counts: the epoch in progress, or steps to --max-steps
+        when the cap, not the epochs, ends the run."""
+        if self.max_steps is not None and self.total_steps == self.max_steps:
+            return f"steps (--max-steps {self.max_steps:,})"
+        return f"epoch {epoch + 1}"
+
     def __call__(self, event: Event) -> None:
         if isinstance(event, TrainingStarted):
+            self.total_steps = event.total_steps
             self.bar.update(self.task, total=event.total_steps, completed=event.step)
             self.console.print(
                 f"{event.train_sequences:,} sequences in {event.shards} shard(s), "
@@ -160,7 +174,7 @@ class ProgressDisplay:
             self.bar.update(
                 self.task,
                 completed=event.step,
-                description=f"epoch {event.epoch + 1}",
+                description=self.description(event.epoch),
                 status=f"loss {event.loss:.3f}",
             )
         elif isinstance(event, EvaluationStarted):
@@ -169,8 +183,23 @@ class ProgressDisplay:
             self.console.print(summary(event.record))
 
 
+def max_steps_of(path: str) -> int | None:
+    """The --max-steps of the run at `path` (new or resumed), None if uncapped."""
+    from models.rundir import POOLED_KINDS, RunDir
+
+    training = RunDir(path).config_of(POOLED_KINDS).get("training") or {}
+    value = training.get("max_steps")
+    return int(value) if isinstance(value, int) else None
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Create or resume the run, then train it in this process."""
+    import torch
+
+    from central.distributed import context_from_env
+    from central.launch import run_worker
+    from models.rundir import RunKind
+
     console = Console()
     check_threads(args.threads)
     context = context_from_env()
@@ -181,7 +210,8 @@ def run_train(args: argparse.Namespace) -> int:
         path = args.resume or start_new_run(args, kind=RunKind.TRAIN)
         if args.threads:
             torch.set_num_threads(args.threads)
-        with ProgressDisplay(console) as display:
+        max_steps = max_steps_of(path)
+        with ProgressDisplay(console, max_steps=max_steps) as display:
             progress = run_worker(path, context=context, on_event=display)
     console.print(
         f"{path}: {progress.step} steps, {progress.tokens_total:,} tokens in "

@@ -8,10 +8,18 @@ from typing import Any
 
 from coordinator.privacy_config import PrivacyConfig, PrivacyConfigError
 from coordinator.robust import MIN_COSINE, MIN_FOR_MEDIAN, NORM_FACTOR
-from coordinator.robust_aggregation import AGGREGATORS
-from coordinator.strategies import STRATEGIES, StrategyConfig, default_server_lr
-from device_sim.config import FleetConfig, FleetConfigError, LocalTrainingConfig
-from device_sim.faults import MASKED_ONLY_KINDS
+from coordinator.server_choices import (
+    AGGREGATORS,
+    STRATEGIES,
+    StrategyConfig,
+    default_server_lr,
+)
+from device_sim.config import (
+    MASKED_ONLY_KINDS,
+    FleetConfig,
+    FleetConfigError,
+    LocalTrainingConfig,
+)
 from models.config import check_choice
 from models.evaluation_sets import (
     FUTURE_MESSAGES,

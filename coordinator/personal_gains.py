@@ -16,9 +16,11 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from device_sim.personal_outcome import Paired
-from models.metrics import EvalCounts
+if TYPE_CHECKING:  # the phone's code: torch
+    from device_sim.personal_outcome import Paired
+    from models.metrics import EvalCounts
 
 # The sign test's level: a phone is helped or hurt below this p-value.
 SIGNIFICANCE = 0.05

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from coordinator.accountant import PrivacyAccountant, noise_for_epsilon
 from coordinator.dp import (
     NOISE_MULTIPLIER_RANGE,
     NOISE_SOURCES,
@@ -24,6 +23,9 @@ from coordinator.dp import (
     DPConfigError,
     update_noise_multiplier,
 )
+
+if TYPE_CHECKING:  # dp_accounting takes seconds to import
+    from coordinator.accountant import PrivacyAccountant
 
 # Sensible targets: below 0.05 no noise multiplier in range fits even a short
 # run; above 100 an (epsilon, delta) guarantee promises nothing.
@@ -256,6 +258,9 @@ def calibrated_noise(
     Raises:
         PrivacyConfigError: no z in range fits the budget left.
     """
+    # dp_accounting takes seconds to import: only when a run is calibrated
+    from coordinator.accountant import noise_for_epsilon
+
     try:
         z_accounted = noise_for_epsilon(
             target_epsilon,

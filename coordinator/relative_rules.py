@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from device_sim.sketch import cosine
-
 if TYPE_CHECKING:
     from coordinator.robust import ScreenConfig, ScreenHistory, StatsLike
 
@@ -100,6 +98,8 @@ def _direction_rule(
     threshold (estimated from sketches; reports without one are not judged)."""
     if config.min_cosine <= -1.0:
         return
+    from device_sim.sketch import cosine  # here: coordinator.config needs no torch
+
     sketched = [
         (i, s.sketch) for i, s in _survivors(stats, reasons) if s.sketch is not None
     ]

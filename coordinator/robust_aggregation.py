@@ -28,10 +28,9 @@ from collections.abc import Sequence
 
 import torch
 
-Update = list[torch.Tensor]
+from coordinator.server_choices import AGGREGATORS as AGGREGATORS
 
-# The names `FederationConfig.aggregator` accepts.
-AGGREGATORS: tuple[str, ...] = ("mean", "median", "trimmed-mean", "krum", "multi-krum")
+Update = list[torch.Tensor]
 
 
 def _check(updates: Sequence[Update], num_examples: Sequence[int]) -> None:

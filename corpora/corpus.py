@@ -36,6 +36,10 @@ class CorpusConfig:
     future_fraction: float = 0.2
     # Seeds the held-out draw.
     seed: int = 0
+    # Training users kept, the first this many by id (None: all), for small runs
+    # of any kind: the fleet's phones, the pooled data and the local-only users
+    # all come from these. Held-out users are drawn before and keep their number.
+    max_users: int | None = None
 
     def __post_init__(self) -> None:
         # Out-of-range settings would otherwise split silently into nonsense.
@@ -44,6 +48,7 @@ class CorpusConfig:
             "min_words_per_user": (self.min_words_per_user >= 0, "at least 0"),
             "heldout_fraction": (0 <= self.heldout_fraction <= 1, "in [0, 1]"),
             "future_fraction": (0 <= self.future_fraction < 1, "in [0, 1)"),
+            "max_users": (self.max_users is None or self.max_users >= 1, "at least 1"),
         }
         for name, (valid, expected) in checks.items():
             if not valid:
@@ -195,6 +200,8 @@ def split_corpus(messages: list[Message], config: CorpusConfig) -> CorpusSplits:
         else:
             train, future = chronological_split(texts, config.future_fraction)
             training[user] = UserHistory(user=user, train=train, future=future)
+    if config.max_users is not None:  # users come sorted by id: the first N stay
+        training = dict(list(training.items())[: config.max_users])
     return CorpusSplits(
         config=config,
         training_users=training,

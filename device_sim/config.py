@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from device_sim.faults import FAULT_KINDS
 from models.config import (
     DEFAULT_PRECISION,
     PRECISIONS,
@@ -13,7 +12,42 @@ from models.config import (
     check_choice,
 )
 
-__all__ = ["FAULT_KINDS", "FleetConfig", "FleetConfigError", "LocalTrainingConfig"]
+__all__ = [
+    "FAULT_KINDS",
+    "HOSTILE_KINDS",
+    "MASKED_ONLY_KINDS",
+    "FleetConfig",
+    "FleetConfigError",
+    "LocalTrainingConfig",
+]
+
+# Every kind of fault, as `FleetConfig.fault_kind` accepts them (what each sends
+# instead of the honest report, `device_sim.faults.corrupt_report`):
+#   nan, inf  one value of the first tensor is NaN or +Inf
+#   scale     the update times `scale` (a blown-up update)
+#   sign      the update times -`scale` (pushing the model backwards)
+#   count     num_examples times `scale`, the update unchanged (a bought weight)
+#   shape     the first tensor one value short
+#   dtype     every tensor in float64
+#   range     under secure aggregation, every coordinate at the top of the range
+#   weight    under secure aggregation, the honest count reported but the update
+#             weighted by `scale` inside the masked vector
+FAULT_KINDS: tuple[str, ...] = (
+    "nan",
+    "inf",
+    "scale",
+    "sign",
+    "count",
+    "shape",
+    "dtype",
+    "range",
+    "weight",
+)
+# The kinds that only a phone inside a masked sum can carry out.
+MASKED_ONLY_KINDS: tuple[str, ...] = ("range", "weight")
+# The hostile kinds: under secure aggregation they skip the honest pipeline
+# (the others are buggy phones, caught by their own finite and shape flags).
+HOSTILE_KINDS: tuple[str, ...] = ("scale", "sign", "count", *MASKED_ONLY_KINDS)
 
 # The largest client_lr accepted: the tuned value is 1.0 (0.5 to 2 measured), and
 # far larger steps only turn the model to NaN while staying under the screen's

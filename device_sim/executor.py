@@ -33,8 +33,8 @@ import torch
 from corpora.tokenizer import WordTokenizer
 from device_sim.clipping import flatten, unflatten
 from device_sim.compression import Uplink
-from device_sim.config import LocalTrainingConfig
-from device_sim.faults import HOSTILE_KINDS, Fault, fault_of
+from device_sim.config import HOSTILE_KINDS, LocalTrainingConfig
+from device_sim.faults import Fault, fault_of
 from device_sim.phone import ClientMetrics, ClientReport, Phone
 from device_sim.ranks import Ranks, SingleRank, assign_shares
 from device_sim.sketch import sketch_update

@@ -29,33 +29,7 @@ import numpy as np
 import torch
 
 from device_sim.clipping import clip_update, flatten
-
-# Every kind, as `FleetConfig.fault_kind` accepts them:
-#   nan, inf  one value of the first tensor is NaN or +Inf
-#   scale     the update times `scale` (a blown-up update)
-#   sign      the update times -`scale` (pushing the model backwards)
-#   count     num_examples times `scale`, the update unchanged (a bought weight)
-#   shape     the first tensor one value short
-#   dtype     every tensor in float64
-#   range     under secure aggregation, every coordinate at the top of the range
-#   weight    under secure aggregation, the honest count reported but the update
-#             weighted by `scale` inside the masked vector
-FAULT_KINDS: tuple[str, ...] = (
-    "nan",
-    "inf",
-    "scale",
-    "sign",
-    "count",
-    "shape",
-    "dtype",
-    "range",
-    "weight",
-)
-# The kinds that only a phone inside a masked sum can carry out.
-MASKED_ONLY_KINDS: tuple[str, ...] = ("range", "weight")
-# The hostile kinds: under secure aggregation they skip the honest pipeline
-# (the others are buggy phones, caught by their own finite and shape flags).
-HOSTILE_KINDS: tuple[str, ...] = ("scale", "sign", "count", *MASKED_ONLY_KINDS)
+from device_sim.config import FAULT_KINDS, MASKED_ONLY_KINDS
 
 # The strength of each kind when `FleetConfig.fault_scale` is None: the attacks of
 # issue 10 (x1000 destroys an unscreened mean, x5 hid under the former 10x-median

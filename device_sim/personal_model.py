@@ -27,15 +27,11 @@ from device_sim.personalize import (
     search_fine_tune,
     split_train,
 )
+from device_sim.personalize_config import VARIANTS as VARIANTS
 from models.batching import encode_messages
 from models.metrics import EvalCounts, count_metrics
 from models.model import NextWordModel
 from models.weights import Parameters, load_parameters
-
-# The personal models measured against the global one: the fine-tune everywhere,
-# the fine-tune where the gate kept it, the global model with the phone's memory,
-# and the gated fine-tune with its memory (the phone's personal model).
-VARIANTS = ("personal", "gated", "memory", "gated+memory")
 
 
 @dataclass(frozen=True, eq=False)

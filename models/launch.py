@@ -19,9 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.multiprocessing as mp
-
 # Phrases of a failure caused by another worker's death (gloo's, and ours).
 _SECONDARY_MARKS = ("by peer", "remote worker", "WorkerAbortedError")
 # Seconds a failed job gives its other workers to stop before they are killed.
@@ -54,6 +51,8 @@ def _spawned(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
     )
+    import torch  # here, not above: importing this module stays cheap for the CLI
+
     torch.set_num_threads(threads)
     body(*args)
     # DDP's reference cycles keep a destroyed process group alive; collected
@@ -73,6 +72,8 @@ def launch_local(
     Raises:
         WorkerFailedError: a worker raised or died; the others were stopped.
     """
+    import torch.multiprocessing as mp  # here: importing this module stays cheap
+
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     context = mp.start_processes(
         _spawned,

@@ -335,3 +335,95 @@ def test_compare_labels_a_replayable_noise_run_as_without_privacy(
     assert rows[0][0] == "os" and "no privacy" not in " ".join(rows[0])
     assert rows[1][0] == "seeded (replayable noise: no privacy)"
     assert any(cell.endswith("; replayable noise: no privacy") for cell in rows[1])
+
+
+def test_kind_note_names_each_corner_and_its_protections(tmp_path: Path) -> None:
+    # Prepare: local-only, central, and federated runs unprotected, SecAgg, SecAgg+DP
+    from cli.compare_plots import kind_note
+
+    plain = {"kind": "federated", "federation": {"privacy": {}}}
+    secagg = {
+        "kind": "federated",
+        "federation": {"privacy": {"secure_aggregation": True}},
+    }
+    both = {
+        "kind": "federated",
+        "federation": {"privacy": {"secure_aggregation": True, "dp": {"c": 1}}},
+    }
+    configs = {
+        "loc": {"kind": "local-only"},
+        "cen": {"kind": "central"},
+        "plain": plain,
+        "sa": secagg,
+        "both": both,
+    }
+    paths = [
+        write_run(tmp_path / name, config, [metrics(0.2, 100, server_round=1)])
+        for name, config in configs.items()
+    ]
+
+    # Execute
+    notes = [kind_note(load_run(path)) for path in paths]
+
+    # Assert
+    assert notes == [
+        "local-only, nothing merged",
+        "central, pooled data",
+        "federated, unprotected",
+        "federated + SecAgg",
+        "federated + SecAgg + DP",
+    ]
+
+
+def test_epsilon_ticks_are_round_numbers_within_the_range() -> None:
+    # Prepare
+    from cli.compare_plots import epsilon_ticks
+
+    # Execute
+    ticks = epsilon_ticks([8.30958, 2.5])
+
+    # Assert: no tick at 8.30958 itself, all in [0, 8.31]
+    assert ticks == [0.0, 2.0, 4.0, 6.0, 8.0]
+
+
+def test_mean_curve_of_two_seeds_gives_mean_and_sd(tmp_path: Path) -> None:
+    # Prepare: one recipe, two seeds: top-3 20 % and 30 % at 100 tokens
+    from cli.compare_plots import mean_curve, recipes
+
+    config = {"kind": "central", "training": {"lr": 0.002}}
+    paths = [
+        write_run(tmp_path / "s1", config, [metrics(0.2, 100, step=1)]),
+        write_run(tmp_path / "s2", config, [metrics(0.3, 100, step=1)]),
+    ]
+
+    # Execute
+    groups = recipes(load_runs(paths))
+    xs, ys, sds = mean_curve(groups[0], "tokens")
+
+    # Assert: sd of (20, 30) is 7.071...
+    assert len(groups) == 1
+    assert xs == [100.0]
+    assert ys == pytest.approx([25.0])
+    assert sds == pytest.approx([7.0710678])
+
+
+def test_cli_compare_skips_a_run_without_evaluation(
+    three_runs: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Prepare: a DP run stopped by its budget before its first evaluation
+    stopped = write_run(
+        tmp_path / "budget",
+        {"kind": "federated", "federation": {"privacy": {"dp": {"c": 1}}}},
+        [{"server_round": 1, "reported": 5, "tokens_total": 100, "epsilon": 3.0}],
+    )
+
+    # Execute
+    code = main(["compare", *three_runs, stopped, "--out", str(tmp_path / "r")])
+
+    # Assert: the three others compared, plotted against rounds and bytes too
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert f"{stopped}: left out, no evaluation recorded yet" in err
+    assert (tmp_path / "r" / "top3_vs_rounds.png").stat().st_size > 0
+    assert (tmp_path / "r" / "top3_vs_bytes.png").stat().st_size > 0
+    assert "budget" not in out

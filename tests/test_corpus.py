@@ -134,6 +134,32 @@ def test_split_corpus_min_words_drops_users() -> None:
     assert splits.words_per_user == {"y": 3, "z": 5}
 
 
+def test_split_corpus_max_users_keeps_the_first_training_users_by_id() -> None:
+    # Prepare: four users of 2 messages; held-out share 0, so all four train
+    messages = [
+        message(user, text, time)
+        for user in ("d", "b", "a", "c")
+        for text, time in (("one two", 1.0), ("three", 2.0))
+    ]
+    config = CorpusConfig(
+        min_words_per_user=1, heldout_fraction=0.0, future_fraction=0.5, max_users=2
+    )
+
+    # Execute
+    splits = split_corpus(messages, config)
+
+    # Assert: a and b, each with 1 train and 1 future message
+    assert list(splits.training_users) == ["a", "b"]
+    assert splits.training_users["a"].train == ("one two",)
+    assert splits.training_users["a"].future == ("three",)
+
+
+def test_corpus_config_refuses_max_users_below_one() -> None:
+    # Execute / Assert
+    with pytest.raises(CorpusError, match="max_users"):
+        CorpusConfig(max_users=0)
+
+
 def test_split_corpus_min_words_counts_after_the_cap() -> None:
     # Prepare: 6 words, capped to the first message's 2
     messages = [

@@ -27,7 +27,7 @@ from corpora.jsonl import load_jsonl
 from corpora.messages import CorpusError, Message
 from corpora.tokenizer import WordTokenizer
 from models.rundir import RunDir, RunDirError
-from tui.fleet_screen import MAX_LISTED, list_hint
+from tui.fleet_screen import list_hint, matches
 
 WriteJsonl = Callable[[str | bytes], str]
 GOOD = '{"user": "ann", "text": "hello there"}\n'
@@ -330,12 +330,17 @@ def test_compare_warns_when_corpora_differ(
 
 
 def test_fleet_screen_hint_says_how_many_are_listed() -> None:
+    # Execute / Assert: every phone is listed; a search says how many match
+    keys = "↑↓ choose, / search by id, Esc back"
+    assert list_hint(967) == f"967 phones: {keys}"
+    assert list_hint(967, 3) == f"3 of 967 phones match: {keys}"
+
+
+def test_fleet_screen_search_matches_any_part_of_the_id() -> None:
     # Execute / Assert
-    assert (
-        list_hint(967)
-        == f"967 phones, the first {MAX_LISTED} listed: ↑↓ choose, Esc back"
-    )
-    assert list_hint(12) == "12 phones: ↑↓ choose, Esc back"
+    assert matches("a1b2c3d4e5", "C3D")
+    assert not matches("a1b2c3d4e5", "zz")
+    assert matches("a1b2c3d4e5", "  ")
 
 
 def test_load_corpus_of_a_missing_file_names_it(tmp_path: Path) -> None:

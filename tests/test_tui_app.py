@@ -9,7 +9,7 @@ import pytest
 from helpers import NewSimulation, small_federation
 from textual import events
 from textual.pilot import Pilot
-from textual.widgets import Input, OptionList, Static
+from textual.widgets import DataTable, Input, Static
 
 from coordinator.dp import DPConfig
 from coordinator.privacy_config import PrivacyConfig
@@ -78,7 +78,7 @@ async def test_app_typing_prefix_shows_three_chips(make_fleet):
     [
         pytest.param("see you to", "f2", 1, "see you {} ", id="chip-key-inserts-word"),
         pytest.param("hello ", "tab", 0, "hello {} ", id="tab-after-space-top-chip"),
-        pytest.param("Th", "right", 0, "{}", id="right-arrow-ghost-completion"),
+        pytest.param("Th", "right", 0, "{} ", id="right-arrow-ghost-completion"),
     ],
 )
 async def test_app_key_accepts_a_chip(make_fleet, typed, key, chip, expected):
@@ -100,6 +100,24 @@ async def test_app_key_accepts_a_chip(make_fleet, typed, key, chip, expected):
         assert app.query_one("#field", Input).value == expected.format(word)
 
 
+async def test_app_right_arrow_then_typing_starts_a_new_word(make_fleet):
+    # Prepare: a partly typed word with its ghost completion showing
+    app = FedtypeApp(make_fleet(), autostart=False)
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"how ar")
+        await pilot.pause()
+        word = app.query_one(ChipStrip).words[0]
+
+        # Execute: accept the ghost text, then type on
+        await pilot.press("right", "x")
+        await pilot.pause()
+
+        # Assert: "are x", not "arex"
+        assert len(word) > len("ar")
+        assert app.query_one("#field", Input).value == f"how {word} x"
+
+
 async def test_app_trained_round_advances_counter_and_chart(make_fleet):
     # Prepare
     app = FedtypeApp(make_fleet(), max_rounds=1)
@@ -113,6 +131,43 @@ async def test_app_trained_round_advances_counter_and_chart(make_fleet):
         assert app.query_one(Dashboard).server_round == 1
         assert len(app.query_one("#chart-top3", FixedChart).series) == 1
         assert app.query_one(RoundsPanel).rows[-1][0] == "now (1)"
+
+
+async def test_app_footer_after_the_last_round_offers_no_pause(make_fleet):
+    # Prepare: a demo that stops after round 1, F5 offered while it trains
+    app = FedtypeApp(make_fleet(), max_rounds=1)
+
+    async with app.run_test(size=SIZE) as pilot:
+        offered_while_training = "f5" in app.active_bindings
+
+        # Execute
+        await wait_for(pilot, lambda: app.ended)
+        await pilot.pause()
+
+        # Assert: neither Pause nor Resume is left in the footer
+        assert offered_while_training
+        assert "f5" not in app.active_bindings
+        assert app.server_round == 1
+
+
+async def test_app_f12_saves_the_screenshot_in_the_run_directory(
+    tmp_path: Path, small_splits: CorpusSplits, new_simulation: NewSimulation
+):
+    # Prepare: a fleet whose name is its run directory, as `fedtype demo` gives
+    run = tmp_path / "run"
+    fleet = SimulationFleet(new_simulation(run, small_federation()), name=str(run))
+    app = FedtypeApp(fleet, autostart=False)
+
+    async with app.run_test(size=SIZE) as pilot:
+        # Execute
+        await pilot.press("f12")
+        await pilot.pause()
+
+        # Assert: one SVG there, and the notice names it
+        saved = list(run.glob("*.svg"))
+        notice = str(app.query_one("#notice", Static).render())
+        assert len(saved) == 1
+        assert notice == f"screenshot saved: {saved[0]}"
 
 
 async def test_app_pause_stops_rounds(make_fleet):
@@ -205,10 +260,10 @@ async def test_app_fleet_screen_shows_phone_metrics_not_text(make_fleet, small_s
         await pilot.press("f8")
         await wait_for(pilot, lambda: isinstance(app.screen, FleetScreen))
         screen = app.screen
-        await wait_for(pilot, lambda: screen.query_one(OptionList).option_count > 0)
+        await wait_for(pilot, lambda: screen.query_one(DataTable).row_count > 0)
         await pilot.press("down", "down")
         await wait_for(pilot, lambda: "top-3" in screen.facts_text)
-        client_id = screen.query_one(OptionList).highlighted_option.id
+        client_id = screen.highlighted_id()
         await pilot.press("escape")
         await pilot.pause()
 
@@ -217,6 +272,34 @@ async def test_app_fleet_screen_shows_phone_metrics_not_text(make_fleet, small_s
         future = small_splits.training_users[client_id].future
         assert future and not any(text in screen.facts_text for text in future)
         assert not isinstance(app.screen, FleetScreen)
+
+
+async def test_app_fleet_screen_reaches_the_last_phone_and_finds_by_id(make_fleet):
+    # Prepare
+    fleet = make_fleet()
+    app = FedtypeApp(fleet, autostart=False)
+    ids = fleet.phone_ids()
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f8")
+        await wait_for(pilot, lambda: isinstance(app.screen, FleetScreen))
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count > 0)
+
+        # Execute: to the bottom of the list, then a search by part of an id
+        listed = table.row_count
+        await pilot.press("ctrl+end")
+        await pilot.pause()
+        last = screen.highlighted_id()
+        await pilot.press("slash", *screen.phone_ids[-1][2:7], "enter")
+        await pilot.pause()
+
+        # Assert: every phone listed, the last one reached, the search finds it
+        assert listed == len(ids)
+        assert last == screen.phone_ids[-1]
+        assert screen.phone_ids[-1] in [key.value for key in table.rows]
+        assert table.row_count < len(ids)
 
 
 async def test_app_long_paste_and_odd_unicode_never_crash(make_fleet):

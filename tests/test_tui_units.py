@@ -72,9 +72,9 @@ def test_context_tail_keeps_short_text():
 @pytest.mark.parametrize(
     ("value", "word", "expected"),
     [
-        ("how are yo", "you", "how are you"),
-        ("how are ", "you", "how are you"),
-        ("Yo", "You", "You"),
+        ("how are yo", "you", "how are you "),
+        ("how are ", "you", "how are you "),
+        ("Yo", "You", "You "),
         ("you", "you", None),  # nothing to add
         ("yo", "Yes", None),  # would change what was typed
         ("how", None, None),

@@ -8,6 +8,7 @@ messages of `tui.messages`, so typing never waits for training.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from textual import on, work
@@ -28,6 +29,7 @@ from tui.messages import (
     Notice,
     PersonalModelReady,
     RoundTrained,
+    TrainingEnded,
     TrainingFailed,
     TrainingStatus,
 )
@@ -59,7 +61,7 @@ class FedtypeApp(App[None]):
         Binding("f8", "open_phones", "Phones", key_display="F8"),
         Binding("f9", "help", "Help", key_display="F9"),
         Binding("ctrl+q", "quit", "Quit", key_display="^Q", priority=True),
-        Binding("f12", "screenshot(None, '.')", "Screenshot", show=False),
+        Binding("f12", "save_screenshot", "Screenshot", show=False),
     ]
 
     def __init__(
@@ -90,6 +92,8 @@ class FedtypeApp(App[None]):
         self.fresh_factory = fresh_factory
         self.fresh_where = fresh_where
         self.paused = not autostart
+        # The last round is trained: F5 (pause or resume) has nothing to do.
+        self.ended = False
         self.sources: SuggestionSources | None = None
         self.history: RoundHistory | None = None
         self.server_round = 0
@@ -172,7 +176,7 @@ class FedtypeApp(App[None]):
         fleet, history = self.fleet, self.history
         while fleet is not None and not worker.is_cancelled and not self.paused:
             if self.max_rounds is not None and fleet.server_round >= self.max_rounds:
-                self.post_message(TrainingStatus(f"done: {self.max_rounds} rounds"))
+                self.post_message(TrainingEnded(f"done: {self.max_rounds} rounds"))
                 return
             self.post_message(
                 TrainingStatus(f"training round {fleet.server_round + 1}…")
@@ -219,6 +223,12 @@ class FedtypeApp(App[None]):
         self.query_one(Dashboard).set_status(message.text)
 
     @while_mounted
+    def on_training_ended(self, message: TrainingEnded) -> None:
+        self.ended = True
+        self.refresh_bindings()
+        self.query_one(Dashboard).set_status(message.text)
+
+    @while_mounted
     def on_training_failed(self, message: TrainingFailed) -> None:
         self.paused = True
         self.refresh_bindings()
@@ -231,9 +241,9 @@ class FedtypeApp(App[None]):
         if action == "chip":
             return len(self.screen_stack) == 1
         if action == "pause":
-            return not self.paused
+            return not self.paused and not self.ended
         if action == "resume":
-            return self.paused
+            return self.paused and not self.ended
         return True
 
     def action_pause(self) -> None:
@@ -330,6 +340,14 @@ class FedtypeApp(App[None]):
         """Open the fleet's phones: profiles and metrics on their future text."""
         if self.fleet is not None:
             self.push_screen(FleetScreen(self.fleet))
+
+    def action_save_screenshot(self) -> None:
+        """Save an SVG of the screen in the run's directory, and say where."""
+        folder = Path(self.fleet.name) if self.fleet is not None else Path.cwd()
+        if not folder.is_dir():
+            folder = Path.cwd()
+        path = self.save_screenshot(path=str(folder))
+        self.query_one(Keyboard).notice(f"screenshot saved: {path}")
 
     def action_help(self) -> None:
         """Explain the dashboard's terms."""

@@ -31,13 +31,15 @@ class GhostSuggester(Suggester):
 
 
 def ghost_completion(value: str, word: str | None) -> str | None:
-    """`value` completed by `word`, when that only adds text after `value`."""
+    """`value` completed by `word` and a space, when that only adds text after
+    `value`: the right arrow then accepts a word as Tab and F1 do, space included
+    ("see you tomor", →, "X" gives "see you tomorrow X")."""
     if not word:
         return None
     completed = insert_word(value, word)
     if len(completed) <= len(value) or not completed.startswith(value):
         return None
-    return completed
+    return completed + " "
 
 
 def refresh_ghost(field: Input, best_word: Callable[[str], str | None]) -> None:

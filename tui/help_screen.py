@@ -29,6 +29,11 @@ TERMS: tuple[tuple[str, str], ...] = (
     ),
     ("↓ ↑", "Bytes the server sent the phones (the model) and they sent back."),
     (
+        "sent in all",
+        "The bytes of every round so far added up, both ways: what the fleet has "
+        "cost the phones' networks since the run began.",
+    ),
+    (
         "top-3",
         "How often the next word typed by held-out users (never in training) is "
         "among the three chips. The charts draw it on a fixed axis, 0 to 40 %.",
@@ -56,16 +61,42 @@ TERMS: tuple[tuple[str, str], ...] = (
         "The gap between the two lines is what keeping the text on the phones "
         "costs in accuracy.",
     ),
+    (
+        "ε / no DP",
+        "The differential-privacy budget this fleet's phones have spent so far "
+        '(with its δ): lower is more private, and it only grows. "no DP": the '
+        "run adds no noise, so no guarantee is accounted.",
+    ),
+    (
+        "what the server saw",
+        "A curious server's attempt to read the words typed from what it "
+        "received this round: one phone's update without secure aggregation, "
+        "only the round's sum with it, a noisy sum under DP. Precision: the share "
+        "of the words it guessed that were really typed; recall: the share of "
+        "the typed words it found.",
+    ),
 )
-KEYS = "F1-F3/Tab chips · → ghost text · Enter send · F5 pause · F6 source · F7 mine"
+# Every key of the keyboard screen, as its footer abbreviates them.
+KEY_ROWS: tuple[tuple[str, str], ...] = (
+    ("F1-F3, Tab", "accept a chip (Tab: the first), with a space"),
+    ("→", "accept the faded ghost text, with a space"),
+    ("Enter", "send: the message joins this phone's own history"),
+    ("F5", "pause training after this round, or resume"),
+    ("F6", "suggestions from the global, this phone's or the central model"),
+    ("F7", "this phone's own suggestions beside the global ones"),
+    ("F8", "the fleet's phones: a profile and metrics, never their text"),
+    ("F9", "this help"),
+    ("F12", "save a screenshot (SVG) in the run's directory"),
+    ("Ctrl+Q", "quit; the run resumes where it stopped next time"),
+)
 
 
-def help_table() -> Table:
-    """The terms and their explanations as a two-column table."""
+def help_table(rows: tuple[tuple[str, str], ...] = TERMS) -> Table:
+    """Terms (or keys) and their explanations as a two-column table."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True, max_width=24)
     table.add_column()
-    for term, explanation in TERMS:
+    for term, explanation in rows:
         table.add_row(term, explanation)
     return table
 
@@ -81,7 +112,8 @@ class HelpScreen(Dialog):
         max-height: 90%;
     }
     HelpScreen VerticalScroll { height: auto; max-height: 1fr; }
-    HelpScreen #help-keys { color: $text-muted; margin-top: 1; }
+    HelpScreen #help-keys-title { margin-top: 1; }
+    HelpScreen #help-close { color: $text-muted; margin-top: 1; }
     """
     BINDINGS = [
         Binding("escape", "close", "Close"),
@@ -93,8 +125,11 @@ class HelpScreen(Dialog):
             yield Static(Text("What the dashboard shows", style="bold"))
             with VerticalScroll():
                 yield Static(help_table(), id="help-terms")
-            yield Static(KEYS + " · F8 phones · Esc closes", id="help-keys")
+                yield Static(Text("Keys", style="bold"), id="help-keys-title")
+                yield Static(help_table(KEY_ROWS), id="help-keys")
+            yield Static("Esc or F9 closes", id="help-close")
 
     def plain_text(self) -> str:
-        """The terms and explanations as plain text, one term a line."""
-        return "\n".join(f"{term}: {explanation}" for term, explanation in TERMS)
+        """The terms, then the keys, as plain text, one a line."""
+        rows = (*TERMS, *KEY_ROWS)
+        return "\n".join(f"{term}: {explanation}" for term, explanation in rows)

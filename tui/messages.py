@@ -34,6 +34,13 @@ class TrainingStatus(Message):
 
 
 @dataclass
+class TrainingEnded(Message):
+    """The last round (`--rounds N`) is trained: nothing is left to pause."""
+
+    text: str
+
+
+@dataclass
 class TrainingFailed(Message):
     """A round raised; training stops and the app says why."""
 
