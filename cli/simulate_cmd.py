@@ -34,7 +34,7 @@ from coordinator.simulation import PrivacyBudgetSpent, Simulation
 from coordinator.strategies import STRATEGIES
 from device_sim.config import FleetConfig, LocalTrainingConfig
 from device_sim.ranks import GroupRanks, Ranks, SingleRank
-from models.config import PRECISIONS, ModelConfig
+from models.config import PRECISIONS, TRAIN_SOFTMAXES, ModelConfig
 from models.launch import launch_local
 
 # The new-run options, by the config whose field each sets (cli.options).
@@ -59,6 +59,14 @@ LOCAL_HELPS = {
     "prox_mu": "FedProx proximal weight, 0 for none",
     "precision": "arithmetic of the phones' training: bf16 matmuls under autocast "
     "(fp32 weights and loss) or plain fp32 (default: %(default)s)",
+    "train_softmax": "phones' output layer in training: every word, or each target "
+    "and --softmax-samples words from the public unigram distribution with the "
+    "log-Q correction (evaluation always uses every word) (default: %(default)s)",
+    "softmax_samples": "words drawn per sampled step",
+    "softmax_full_steps": "with sampled, each phone's last N local steps use the "
+    "full softmax",
+    "softmax_sampled_rounds": "with sampled, rounds after this one train with the "
+    "full softmax (default: every round samples)",
 }
 FLEET_HELPS = {
     "max_users": "phones from at most this many users (default: all)",
@@ -89,7 +97,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = parser.add_argument_group("federation (new runs only)")
     add_field_options(group, fed, FEDERATION_HELPS, choices={"strategy": STRATEGIES})
     add_field_options(
-        group, LocalTrainingConfig(), LOCAL_HELPS, choices={"precision": PRECISIONS}
+        group,
+        LocalTrainingConfig(),
+        LOCAL_HELPS,
+        choices={"precision": PRECISIONS, "train_softmax": TRAIN_SOFTMAXES},
     )
     add_field_options(group, FleetConfig(), FLEET_HELPS)
     group.add_argument(

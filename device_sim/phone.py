@@ -25,8 +25,10 @@ from device_sim.faults import corrupt_report, default_fault_scale
 from device_sim.profile import DeviceProfile
 from models.batching import PackedSequences, encode_messages
 from models.checkpoint import atomic_path
+from models.config import TrainingConfig
 from models.metrics import EvalCounts, EvalMetrics, combine, count_metrics
 from models.model import NextWordModel
+from models.sampled_softmax import public_proposal
 from models.seeding import numpy_rng
 from models.training import TrainResult, batch_mean_loss, train_local
 from models.weights import Parameters, load_parameters
@@ -145,12 +147,14 @@ class Phone:
             max_len=model.config.max_len,
             server_round=server_round,
         )
+        training = config.training_config(server_round)
         result = train_local(
             model,
             data.sequences,
-            config.training_config(),
+            training,
             pad_id=tokenizer.pad_id,
             rng=data.rng,
+            proposal=proposal(tokenizer, training),
         )
         # The first step's loss is the received weights' loss on the first batch,
         # so one forward pass over that batch after training measures the change.
@@ -298,6 +302,11 @@ class Phone:
             )
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise PhoneStoreError(f"{path}: not a phone's history ({error})") from None
+
+
+def proposal(tokenizer: WordTokenizer, config: TrainingConfig) -> torch.Tensor | None:
+    """The sampled softmax's public proposal when `config` samples, else None."""
+    return public_proposal(tokenizer) if config.train_softmax == "sampled" else None
 
 
 class PhoneStoreError(ValueError):
