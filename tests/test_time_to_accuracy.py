@@ -5,12 +5,8 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from benchmarks.time_to_accuracy import (
-    RecipeError,
-    RunResult,
-    recipe_config,
-    results_table,
-)
+from benchmarks.time_to_accuracy import RecipeError, recipe_config
+from benchmarks.time_to_accuracy_report import RunResult, results_table
 from coordinator.config import FederationConfig
 
 
