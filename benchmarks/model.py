@@ -24,6 +24,8 @@ from rich.table import Table
 from corpora.corpus import CorpusConfig, load_corpus
 from corpora.samples import evenly_spaced
 from corpora.tokenizer import WordTokenizer
+from device_sim.memory import MemoryMixture, build_memory
+from device_sim.memory_config import MemoryConfig
 from models.batching import encode_messages
 from models.config import ModelConfig, TrainingConfig
 from models.metrics import evaluate
@@ -184,6 +186,20 @@ def main(argv: list[str] | None = None) -> int:
             f"median {_ms(values, 0.5)}",
             f"p99 {_ms(values, 0.99)} over {len(values)} calls",
         )
+    memory = build_memory(
+        model, tokenizer, texts[:600], capacity=MemoryConfig().capacity
+    )
+    mixed = MemoryMixture(model=model, memory=memory, mixing=MemoryConfig().prior)
+    with console.status("typing held-out messages with a full phone memory"):
+        remembered = suggestion_latencies(
+            Suggester(mixed, tokenizer), heldout, args.calls
+        )
+    values = remembered.in_word + remembered.new_word
+    table.add_row(
+        f"suggest, {len(memory):,}-entry memory",
+        f"median {_ms(values, 0.5)}",
+        f"p99 {_ms(values, 0.99)} over {len(values)} calls",
+    )
     with console.status("evaluating 1,000 held-out messages"):
         start = time.perf_counter()
         metrics = evaluate(model, tokenizer, heldout)

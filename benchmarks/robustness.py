@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/robustness.py [--rounds 20] [--seeds 3]
         [--fractions 0,0.01,0.1,0.3] [--attacks scale,sign,count,nan]
         [--aggregators mean,median,trimmed-mean,krum,multi-krum]
+        [--protections plain,secagg]
         [--max-users N] [--clients-per-round 10] [--out results.jsonl]
 
 For every seed, every share of hostile phones, every attack and every aggregator,
@@ -11,9 +12,14 @@ on the same corpus cut, with the run's default screen, and the held-out top-3
 accuracy and perplexity after the last round. A share of 0 is the clean run of
 each aggregator (the attack does not matter there). The attacks are the fault
 kinds of `device_sim.faults` at their default strength: scale (update x 1000),
-sign (update x -5), count (num_examples x 100) and nan. The table gives each
-cell's mean over seeds and its difference from the clean run of the same
-aggregator; the issue's goal is a difference under 1 point at 30 %.
+sign (update x -5), count (num_examples x 100) and nan. The `secagg` protection
+adds a column: the mean under secure aggregation, where the hostile kinds skip
+the phone-side clip and range and the server checks only the unmasked sum
+(`coordinator.sum_checks`); there the attacks `range` (every coordinate at the
+top of the quantisation range) and `weight` (weight 4096 behind an honest
+count) act too. The table gives each cell's mean over seeds and its difference
+from the clean run of the same column; the issue's goal is a difference under
+1 point at 30 %.
 
 Every run's result is appended to `--out` as a JSON line as soon as it is known,
 and a rerun skips the runs already there, so the full grid (3 seeds x 4 attacks
@@ -37,14 +43,17 @@ from rich.console import Console
 from rich.table import Table
 
 from coordinator.config import FederationConfig
+from coordinator.privacy_config import PrivacyConfig
 from coordinator.robust_aggregation import AGGREGATORS
 from coordinator.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, LocalTrainingConfig
+from device_sim.faults import MASKED_ONLY_KINDS
 from models.config import OUTPUT_BIAS_INITS, ModelConfig
 
-ATTACKS = ("scale", "sign", "count", "nan")
+ATTACKS = ("scale", "sign", "count", "nan", *MASKED_ONLY_KINDS)
+PROTECTIONS = ("plain", "secagg")
 
 
 def federation(
@@ -60,6 +69,7 @@ def federation(
     norm_factor: float = FederationConfig.norm_factor,
     min_cosine: float = FederationConfig.min_cosine,
     momentum_warmup_rounds: int = FederationConfig.server_momentum_warmup_rounds,
+    secure_aggregation: bool = False,
 ) -> FederationConfig:
     """One cell's settings: every phone eligible, evaluation after the last round."""
     return FederationConfig(
@@ -81,6 +91,7 @@ def federation(
             faulty_fraction=fraction,
             fault_kind=attack,
         ),
+        privacy=PrivacyConfig(secure_aggregation=secure_aggregation),
     )
 
 
@@ -103,13 +114,14 @@ def run_cell(
         tokenizer=tokenizer,
         splits=splits,
     )
-    rejected = abandoned = 0
+    rejected = abandoned = sum_check_failed = 0
     record: dict[str, Any] = {}
     try:
         while simulation.server_round < config.rounds:
             record = simulation.run_round()
             rejected += int(record.get("rejected", 0))
             abandoned += bool(record.get("abandoned"))
+            sum_check_failed += int(record.get("sum_check_failed", 0))
     finally:
         simulation.close()
     heldout = record.get("heldout") or {}
@@ -118,38 +130,45 @@ def run_cell(
         "perplexity": heldout.get("perplexity"),
         "rejected": rejected,
         "abandoned": abandoned,
+        "sum_check_failed": sum_check_failed,
         "seconds": time.perf_counter() - started,
     }
 
 
+def columns(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(aggregator, protection) pairs: secure aggregation sums, so the mean only."""
+    return [
+        (aggregator, protection)
+        for protection in args.protections
+        for aggregator in args.aggregators
+        if protection == "plain" or aggregator == "mean"
+    ]
+
+
 def cells(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every (seed, fraction, attack, aggregator) the options ask for."""
+    """Every (seed, fraction, attack, aggregator, protection) the options ask for;
+    the attacks that lie inside a mask only under secure aggregation."""
     grid = []
     for seed in range(args.seeds):
-        for aggregator in args.aggregators:
-            grid.append(
-                {
-                    "seed": seed,
-                    "fraction": 0.0,
-                    "attack": "none",
-                    "aggregator": aggregator,
-                }
-            )
+        for aggregator, protection in columns(args):
+            cell = {"seed": seed, "aggregator": aggregator, "protection": protection}
+            grid.append({**cell, "fraction": 0.0, "attack": "none"})
             for fraction in (f for f in args.fractions if f > 0):
                 for attack in args.attacks:
-                    grid.append(
-                        {
-                            "seed": seed,
-                            "fraction": fraction,
-                            "attack": attack,
-                            "aggregator": aggregator,
-                        }
-                    )
+                    if attack in MASKED_ONLY_KINDS and protection == "plain":
+                        continue
+                    grid.append({**cell, "fraction": fraction, "attack": attack})
     return grid
 
 
 def key(cell: dict[str, Any]) -> tuple[Any, ...]:
-    return (cell["seed"], cell["fraction"], cell["attack"], cell["aggregator"])
+    return (
+        cell["seed"],
+        cell["fraction"],
+        cell["attack"],
+        cell["aggregator"],
+        cell.get("protection", "plain"),
+    )
 
 
 def load_done(path: Path, settings: dict[str, Any]) -> dict[tuple[Any, ...], dict]:
@@ -175,27 +194,26 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> Table:
     )
     out.add_column("hostile")
     out.add_column("attack")
-    for aggregator in args.aggregators:
-        out.add_column(aggregator, justify="right")
+    for aggregator, protection in columns(args):
+        name = aggregator if protection == "plain" else f"{aggregator}+{protection}"
+        out.add_column(name, justify="right")
 
-    def mean(fraction: float, attack: str, aggregator: str) -> float | None:
+    def mean(fraction: float, attack: str, column: tuple[str, str]) -> float | None:
         values = [
             r["top3"]
             for r in results
-            if (r["fraction"], r["attack"], r["aggregator"])
-            == (fraction, attack, aggregator)
-            and r["top3"] is not None
+            if key(r)[1:] == (fraction, attack, *column) and r["top3"] is not None
         ]
         return statistics.fmean(values) if values else None
 
-    clean = {a: mean(0.0, "none", a) for a in args.aggregators}
-    out.add_row("0%", "none", *(_cell(clean[a], None) for a in args.aggregators))
+    clean = {c: mean(0.0, "none", c) for c in columns(args)}
+    out.add_row("0%", "none", *(_cell(clean[c], None) for c in columns(args)))
     for fraction in (f for f in args.fractions if f > 0):
         for attack in args.attacks:
             out.add_row(
                 f"{fraction:.0%}",
                 attack,
-                *(_cell(mean(fraction, attack, a), clean[a]) for a in args.aggregators),
+                *(_cell(mean(fraction, attack, c), clean[c]) for c in columns(args)),
             )
     return out
 
@@ -227,10 +245,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--fractions", type=floats, default=[0.0, 0.01, 0.1, 0.3])
-    parser.add_argument("--attacks", type=names(ATTACKS), default=list(ATTACKS))
+    parser.add_argument("--attacks", type=names(ATTACKS), default=list(ATTACKS[:4]))
     parser.add_argument(
         "--aggregators", type=names(AGGREGATORS), default=list(AGGREGATORS)
     )
+    parser.add_argument("--protections", type=names(PROTECTIONS), default=["plain"])
     parser.add_argument("--max-users", type=int, default=None)
     parser.add_argument("--clients-per-round", type=int, default=10)
     parser.add_argument("--heldout-messages", type=int, default=1000)
@@ -310,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                 norm_factor=args.norm_factor,
                 min_cosine=args.min_cosine,
                 momentum_warmup_rounds=args.server_momentum_warmup_rounds,
+                secure_aggregation=cell["protection"] == "secagg",
             )
             result = run_cell(
                 Path(scratch) / f"run{index}",
@@ -325,9 +345,9 @@ def main(argv: list[str] | None = None) -> int:
                 handle.write(json.dumps(result) + "\n")
             console.print(
                 f"seed {seed} {cell['fraction']:.0%} {cell['attack']} "
-                f"{cell['aggregator']}: top-3 {result['top3']}, ppl "
-                f"{result['perplexity']}, {result['rejected']} rejected, "
-                f"{result['seconds']:.0f} s",
+                f"{cell['aggregator']} {cell['protection']}: top-3 {result['top3']}, "
+                f"ppl {result['perplexity']}, {result['rejected']} rejected, "
+                f"{result['abandoned']} abandoned, {result['seconds']:.0f} s",
                 highlight=False,
             )
     console.print(table(results, args))

@@ -16,8 +16,13 @@ from coordinator.personalization import (
 )
 from models.rundir import RunDir, RunDirError
 
-# The kind shown for a federated run's gated personal models.
-PERSONALIZED = "federated + personalised (gated)"
+# The kind shown for a federated run's personal models.
+PERSONALIZED = "federated + personalised"
+
+
+def personal_variant(report: PersonalizationReport) -> str:
+    """The phone's own model in the report: gated+memory, or gated in older ones."""
+    return "gated+memory" if "gated+memory" in report.future else "gated"
 
 
 def personalized_report(
@@ -57,4 +62,9 @@ def personalized_setting(report: PersonalizationReport) -> str:
         f"{report.server_round}'s global model ({report.trained} weights) on its "
         "own train text, kept where it beat the global model on its validation "
         f"slice ({report.kept_share:.1%} of phones)"
+        + (
+            ", then mixed in a kNN memory of its own text where that beat it there"
+            if personal_variant(report) == "gated+memory"
+            else ""
+        )
     )

@@ -16,10 +16,14 @@ from typing import Any
 
 from cli.compare_personalized import (
     PERSONALIZED,
+    personal_variant,
     personalized_report,
     personalized_setting,
 )
+from coordinator.dp import NO_PRIVACY_LABEL as NO_PRIVACY
+from coordinator.dp import NOISE_SOURCES
 from coordinator.personalization import PersonalizationReport
+from coordinator.released import TRUTH, with_truth
 from models.rundir import POOLED_KINDS, RunDir, RunDirError, RunKind
 
 # Columns of the table: header and how a summary fills it.
@@ -49,6 +53,8 @@ COLUMNS = (
 )
 # A cell for a run without the field (no DP, no attack probe, no canaries).
 MISSING = "—"
+# A DP metrics line's noise_source when the noise came from the seed.
+REPLAYABLE = NOISE_SOURCES[True]
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ class RunSummary:
     # Federated: its personalization.json, when measured on the row's future text.
     personalized: PersonalizationReport | None = None
     notes: tuple[str, ...] = ()  # one line each, why something is left out
+    # Federated: DP noise drawn from the seed (PrivacyConfig.replayable_noise).
+    replayable: bool = False
 
 
 def epsilon_of(summary: RunSummary) -> float | None:
@@ -121,7 +129,10 @@ def load_run(path: str) -> RunSummary:
     run = RunDir(path)
     run.read_kind()  # a clear error for a run of no known kind
     config = run.read_config()
-    records = run.read_metrics()
+    # A protected run files what the server never learned (tokens, under DP the
+    # future-text figures) as the simulation's truth: the comparison reads it.
+    logged = run.read_metrics()
+    records = [with_truth(r) if isinstance(r, dict) else r for r in logged]
     evaluated = [r for r in records if isinstance(r, dict) and _evaluated(r)]
     if not evaluated:
         raise RunDirError(f"{run.metrics_path}: no evaluation recorded yet")
@@ -152,12 +163,19 @@ def load_run(path: str) -> RunSummary:
         upto = [r for r in records if int(r.get("server_round", 0)) <= last]
         privacy = config.get("federation", {}).get("privacy", {}) or {}
         personalized, notes = personalized_report(run, evaluated[-1], last)
+        if any(isinstance(r, dict) and TRUTH in r for r in logged):
+            notes = (
+                *notes,
+                f"{path}: its tokens (and, under DP, its future-text figures) are "
+                "the simulation's truth, not figures its server learned",
+            )
         return replace(
             summary,
             personalized=personalized,
             notes=notes,
             attack=mean_attack(upto) or None,
             protected=bool(privacy.get("secure_aggregation") or privacy.get("dp")),
+            replayable=any(r.get("noise_source") == REPLAYABLE for r in upto),
             rounds=last,
             phone_reports=sum(
                 int(r.get("reported", 0))
@@ -172,7 +190,10 @@ def load_runs(paths: list[str]) -> list[RunSummary]:
     """The summaries of `paths`, labelled so that no two columns look alike."""
     summaries = [load_run(path) for path in paths]
     labels = run_labels(paths)
-    return [replace(s, label=label) for s, label in zip(summaries, labels, strict=True)]
+    return [
+        replace(s, label=label + (f" ({NO_PRIVACY})" if s.replayable else ""))
+        for s, label in zip(summaries, labels, strict=True)
+    ]
 
 
 def run_labels(paths: list[str]) -> list[str]:
@@ -322,13 +343,16 @@ def personalized_row(summary: RunSummary) -> list[str] | None:
     report = summary.personalized
     if report is None:
         return None
-    gated, gain = report.future["gated"].as_dict(), report.gain["gated"]
+    variant = personal_variant(report)
+    gated, gain = report.future[variant].as_dict(), report.gain[variant]
     mean = "-" if math.isnan(gain.mean_top1) else f"{gain.mean_top1:+.2%}"
-    hurt = "-" if math.isnan(gain.hurt_share) else f"{gain.hurt_share:.2%}"
+    share = gain.significantly_hurt
+    share = gain.hurt_share if math.isnan(share) else share
+    hurt = "-" if math.isnan(share) else f"{share:.2%}"
     cells = dict.fromkeys(COLUMNS, MISSING)
     cells.update(
         {
-            "run": f"{summary.label or summary.name} + personalised (gated)",
+            "run": f"{summary.label or summary.name} + personalised ({variant})",
             "kind": PERSONALIZED,
             "future top-1": _pct(gated, "top1"),
             "future top-3": _pct(gated, "top3"),
@@ -357,6 +381,8 @@ def privacy_cells(summary: RunSummary) -> list[str]:
     final = summary.final
     epsilon = epsilon_of(summary)
     cells = [MISSING if epsilon is None else f"{epsilon:.2f} ({final.get('delta')})"]
+    if summary.replayable:
+        cells[0] += f"; {NO_PRIVACY}"
     simulated = final.get("simulated_privacy")
     if isinstance(simulated, dict) and "epsilon" in simulated:
         cells[0] += (
@@ -427,10 +453,12 @@ def markdown(summaries: list[RunSummary], plots: list[str]) -> str:
         "precision / recall of the words recovered from one phone's update, the "
         "round's sum and the noisy sum; exposure is the mean rank exposure of "
         "the most repeated canaries and of the never-planted controls. The "
-        "personalised row is `fedtype personalize`'s gated variant, measured on "
-        "the same future text as its federated row; its gain is the mean over "
-        "phones of the relative top-1 gain over the federated model, and phones "
-        "hurt are those whose top-1 hits fell.",
+        "personalised row is `fedtype personalize`'s phone model (the gated "
+        "fine-tune with the phone's memory; gated alone in reports made before "
+        "the memory), measured on the same future text as its federated row; its "
+        "gain is the mean over phones of the relative top-1 gain over the "
+        "federated model, and phones hurt are those a sign test at 5 % finds "
+        "hurt (in older reports: whose top-1 hits fell).",
         "",
     ]
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]

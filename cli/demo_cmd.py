@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from models.config import ModelConfig
 from models.rundir import POOLED_KINDS, RunDir, RunDirError
 from tui.app import CentralReference, FedtypeApp
 from tui.child_fleet import ChildProcessFleet
+from tui.fleet import DemoFleet
 from tui.live_central import start_live_central
 
 DEFAULT_RUN = "runs/demo"
@@ -119,6 +121,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--paused", action="store_true", help="open with training paused"
     )
+    parser.add_argument(
+        "--engine",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="what runs the global strip: the PyTorch model, or the model "
+        "exported to ONNX (RUN/export, re-exported as each round lands) under "
+        "onnxruntime (default: %(default)s)",
+    )
     add_privacy_options(parser)
     parser.set_defaults(func=run_demo)
 
@@ -140,6 +150,8 @@ def privacy_flags(args: argparse.Namespace) -> list[str]:
     ]
     if args.secure_aggregation:
         given.append("secure_aggregation")
+    if args.log_attack_words:
+        given.append("log_attack_words")
     if args.attack_phones != defaults.attack_phones:
         given.append("attack_phones")
     if args.canaries != defaults.canaries:
@@ -253,19 +265,33 @@ def run_demo(args: argparse.Namespace) -> int:
     federation = demo_federation(args.clients_per_round, privacy=privacy, rounds=rounds)
     # An existing baseline (--central RUN) replaces the live one.
     live = not args.no_central and central is None
+    factory: Callable[[], DemoFleet]
     if is_free(path):
         factory = lambda: start_fleet(path, federation, live_central=live)  # noqa: E731
     else:
         factory = lambda: open_fleet(path, live_central=live)  # noqa: E731
     # Where a fresh fleet goes if `path` cannot be opened: beside it, untouched.
     fresh = free_sibling(path)
+    fresh_factory: Callable[[], DemoFleet] = lambda: start_fleet(  # noqa: E731
+        fresh, federation, live_central=live
+    )
+    if args.engine == "onnx":
+        factory = _onnx(factory, path)
+        fresh_factory = _onnx(fresh_factory, fresh)
     app = FedtypeApp(
         factory,
         central=central,
         autostart=not args.paused,
         max_rounds=args.rounds,
-        fresh_factory=lambda: start_fleet(fresh, federation, live_central=live),
+        fresh_factory=fresh_factory,
         fresh_where=str(fresh),
     )
     app.run()
     return 0 if app.return_code in (None, 0) else int(app.return_code)
+
+
+def _onnx(factory: Callable[[], DemoFleet], path: Path) -> Callable[[], DemoFleet]:
+    """`factory`'s fleet with its global models exported to ONNX in PATH/export."""
+    from tui.onnx_fleet import OnnxFleet
+
+    return lambda: OnnxFleet(factory(), out=path / "export")

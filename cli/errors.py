@@ -8,6 +8,7 @@ from corpora.messages import CorpusError
 from device_sim.config import FleetConfigError
 from device_sim.phone import PhoneStoreError
 from models.checkpoint import CheckpointError
+from models.export_manifest import ExportError
 from models.rundir import RunDirError
 
 
@@ -19,6 +20,7 @@ class UsageError(ValueError):
 USER_ERRORS: tuple[type[Exception], ...] = (
     CorpusError,
     CheckpointError,
+    ExportError,
     RunDirError,
     UsageError,
     FederationConfigError,

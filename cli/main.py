@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "cli.local_only_cmd",
     "cli.personalize_cmd",
     "cli.compare_cmd",
+    "cli.export_cmd",
     "cli.demo_cmd",
 )
 

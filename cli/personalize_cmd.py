@@ -23,15 +23,18 @@ from rich.table import Table
 
 from cli.errors import UsageError
 from cli.options import add_threads_option, check_finite, check_threads
+from coordinator.personal_gains import SIGNIFICANCE
 from coordinator.personalization import (
-    VARIANTS,
     build_report,
     open_federated_run,
     personalize_cohort,
     write_report,
 )
 from device_sim.config import MAX_CLIENT_LR
-from device_sim.personalize import TRAINED, PersonalizationConfig, PhoneOutcome
+from device_sim.memory_config import MemoryConfig
+from device_sim.personal_model import VARIANTS
+from device_sim.personal_outcome import PhoneOutcome
+from device_sim.personalize import TRAINED, PersonalizationConfig
 from models.checkpoint import atomic_path
 
 # The histogram's file in the run directory, beside the report.
@@ -40,17 +43,24 @@ PLOT_NAME = "personalization.png"
 # more steps only memorise it at many times the cost.
 MAX_STEPS = 10_000
 
-HELP = "fine-tune a federated run's global model on each phone, measure it"
+HELP = "personalise a federated run's global model on each phone, measure it"
 DESCRIPTION = f"""\
 Each phone of the run's future-text cohort (the phones its evaluation measures)
-fine-tunes the latest global model on its own train text and measures it on its
-own future text. client_lr and steps are chosen per phone on a validation slice
-(its newest {PersonalizationConfig().validation_fraction:.0%} of train messages;
-the rest is trained on) from a small grid, unless given. Reports mean and median
-relative top-1/top-3 gains over the global model, the share of phones hurt, keystroke
-savings, and a gated variant that keeps the personal model only where it beat
-the global one on the validation slice. Writes RUN_DIR/personalization.json and
-RUN_DIR/{PLOT_NAME}.
+personalises the latest global model on its own train text and measures it on its
+own future text, in four variants: personal (fine-tuned on the phone; client_lr
+and steps chosen per phone on a validation slice, its newest
+{PersonalizationConfig().validation_fraction:.0%} of train messages, from a small
+grid unless given), gated (the fine-tune only where it beat the global model on
+the slice), memory (the global model mixed with a kNN memory of the phone's own
+text; its weight, neighbours and temperature chosen on the slice, weight 0 being
+the global model) and gated+memory (both: the phone's personal model, as the demo
+uses it). Figures, each against the global model on the same phone: mean and
+median relative top-1/top-3 gain ((variant - global) / global hits, phones where
+the global model got no hit left out); helped and hurt, the phones where an exact
+sign test at {SIGNIFICANCE:.0%} on the future targets that one model got and the
+other missed finds a difference, and the rest (no detectable change); top-1 rose
+and fell, the phones whose hits moved at all, mostly chance on a phone with a few
+dozen targets. Writes RUN_DIR/personalization.json and RUN_DIR/{PLOT_NAME}.
 """
 
 
@@ -89,6 +99,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"settings and gate on (default: {defaults.validation_fraction:g})",
     )
     parser.add_argument(
+        "--memory-capacity",
+        type=int,
+        default=None,
+        help="entries of each phone's memory, its newest text "
+        f"(default: {MemoryConfig().capacity})",
+    )
+    parser.add_argument(
         "--phones",
         type=int,
         default=None,
@@ -109,6 +126,9 @@ def _config_from(args: argparse.Namespace, local: Any) -> PersonalizationConfig:
         steps=None if args.steps is None else [args.steps],
         validation_fraction=args.validation_fraction,
         trained=args.train,
+        memory=None
+        if args.memory_capacity is None
+        else MemoryConfig(capacity=args.memory_capacity),
     )
 
 
@@ -116,6 +136,10 @@ def _check_options(args: argparse.Namespace) -> None:
     check_threads(args.threads)
     if args.steps is not None and not 1 <= args.steps <= MAX_STEPS:
         raise UsageError(f"--steps must lie in [1, {MAX_STEPS}], not {args.steps}")
+    if args.memory_capacity is not None and not 1 <= args.memory_capacity <= 10**6:
+        raise UsageError(
+            f"--memory-capacity must lie in [1, 1000000], not {args.memory_capacity}"
+        )
     if args.phones is not None and args.phones < 1:
         raise UsageError(f"--phones must be >= 1, not {args.phones}")
     if args.validation_fraction is not None:
@@ -139,7 +163,7 @@ def _percent(value: float | None, *, signed: bool = False) -> str:
     return f"{value:+.1%}" if signed else f"{value:.1%}"
 
 
-def _tables(report: dict[str, Any]) -> tuple[Table, Table]:
+def _tables(report: dict[str, Any]) -> tuple[Table, ...]:
     """The pooled metrics and the per-phone gains, for the terminal."""
     pooled = Table(
         title=escape(
@@ -164,33 +188,56 @@ def _tables(report: dict[str, Any]) -> tuple[Table, Table]:
             "–" if perplexity is None else f"{perplexity:.1f}",
             _percent(metrics["keystroke_savings"]),
         )
-    gains = Table(title="relative gain over the global model, phone by phone")
-    for column in (
-        "variant",
-        "mean top-1",
-        "median top-1",
-        "mean top-3",
-        "median top-3",
-        "phones hurt",
-        "phones helped",
-    ):
-        gains.add_column(column, justify="left" if column == "variant" else "right")
-    for name in VARIANTS:
-        gain = report["gain"][name]
-        gains.add_row(
-            name,
-            _percent(gain["mean_top1"], signed=True),
-            _percent(gain["median_top1"], signed=True),
-            _percent(gain["mean_top3"], signed=True),
-            _percent(gain["median_top3"], signed=True),
-            _percent(gain["hurt_share"]),
-            _percent(gain["helped_share"]),
+    gains = [_gain_table(report["gain"], "against the global model, phone by phone")]
+    long = report.get("long_future_phones", 0)
+    if long:
+        title = (
+            f"the same on the {long} phones with at least "
+            f"{report['long_future_messages']} future messages"
         )
-    return pooled, gains
+        gains.append(_gain_table(report["gain_long_future"], title))
+    return pooled, *gains
+
+
+_GAIN_COLUMNS = {
+    "mean top-1": ("mean_top1", True),
+    "median top-1": ("median_top1", True),
+    "mean top-3": ("mean_top3", True),
+    "helped": ("significantly_helped", False),
+    "hurt": ("significantly_hurt", False),
+    "no detectable change": ("no_detectable_change", False),
+    "top-1 rose": ("helped_share", False),
+    "top-1 fell": ("hurt_share", False),
+}
+
+
+def _gain_table(gain: dict[str, Any], title: str) -> Table:
+    """One row a variant: relative gains and the shares of phones."""
+    table = Table(
+        title=title,
+        caption=f"gains: (variant - global) / global hits, mean and median over "
+        f"phones; helped / hurt: sign test at {SIGNIFICANCE:.0%} on each phone's "
+        "targets one model got and the other missed; rose / fell: hits moved at "
+        "all (mostly chance)",
+    )
+    table.add_column("variant")
+    for column in _GAIN_COLUMNS:
+        table.add_column(column, justify="right")
+    for name in VARIANTS:
+        if name not in gain:
+            continue
+        table.add_row(
+            name,
+            *(
+                _percent(gain[name][key], signed=signed)
+                for key, signed in _GAIN_COLUMNS.values()
+            ),
+        )
+    return table
 
 
 def plot_gains(report: dict[str, Any], path: Path) -> None:
-    """A histogram of the per-phone relative top-1 gains, personal and gated."""
+    """A histogram of the per-phone relative top-1 gains of each variant."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,7 +247,7 @@ def plot_gains(report: dict[str, Any], path: Path) -> None:
     rows = [row for row in report["per_phone"] if row["global_top1_hits"]]
     series = {
         name: [
-            100 * (row[_hits_field(row, name)] / row["global_top1_hits"] - 1)
+            100 * (row[f"{name}_top1_hits"] / row["global_top1_hits"] - 1)
             for row in rows
         ]
         for name in VARIANTS
@@ -216,7 +263,7 @@ def plot_gains(report: dict[str, Any], path: Path) -> None:
             range=(lo, hi),
             alpha=0.55,
             label=f"{name}: mean {_percent(gain['mean_top1'], signed=True)}, "
-            f"{_percent(gain['hurt_share'])} of phones hurt",
+            f"{_percent(gain['significantly_hurt'])} of phones significantly hurt",
         )
     axes.axvline(0, color="black", linewidth=0.8)
     axes.set_xlabel("relative top-1 gain over the global model on own future text (%)")
@@ -231,13 +278,6 @@ def plot_gains(report: dict[str, Any], path: Path) -> None:
     figure.savefig(temporary, dpi=120, format="png")
     plt.close(figure)
     temporary.replace(path)
-
-
-def _hits_field(row: dict[str, Any], variant: str) -> str:
-    """The per-phone row's top-1 hits of "personal" or "gated"."""
-    if variant == "gated" and not row["kept"]:
-        return "global_top1_hits"
-    return "personal_top1_hits"
 
 
 def _settings_line(settings: dict[str, Any]) -> str:
@@ -289,8 +329,9 @@ def run_personalize(args: argparse.Namespace) -> int:
     for table in _tables(report):
         console.print(table)
     console.print(
-        f"gate kept the personal model on {_percent(report['kept_share'])} of "
-        f"phones; {report['phones_trained']} of {report['phones']} could fine-tune "
+        f"gate kept the fine-tune on {_percent(report['kept_share'])} of phones "
+        f"and the memory on {_percent(report['memory_share'])}; "
+        f"{report['phones_trained']} of {report['phones']} could fine-tune "
         f"(the others have no validation slice or nothing left to train on); "
         f"{report['wall_seconds']:.0f} s"
     )

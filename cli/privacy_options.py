@@ -5,9 +5,34 @@ from __future__ import annotations
 import argparse
 
 from cli.errors import UsageError
-from coordinator.dp import NOISE_PLACEMENTS, DPConfig, DPConfigError
-from coordinator.privacy_config import PrivacyConfig, PrivacyConfigError
+from coordinator.dp import (
+    CLIP_NORM_RANGE,
+    NOISE_MULTIPLIER_RANGE,
+    NOISE_PLACEMENTS,
+    DPConfig,
+    DPConfigError,
+)
+from coordinator.privacy_config import (
+    MAX_SIMULATED_POPULATION,
+    TARGET_EPSILON_RANGE,
+    PrivacyConfig,
+    PrivacyConfigError,
+)
 from corpora.canaries import MAX_COUNT
+
+# The sensible range of each numeric DP option (the configs' own, shown in --help
+# and named in the one-line error).
+RANGES: dict[str, tuple[float, float]] = {
+    "dp_clip": CLIP_NORM_RANGE,
+    "noise_multiplier": NOISE_MULTIPLIER_RANGE,
+    "target_epsilon": TARGET_EPSILON_RANGE,
+    "simulated_population": (1, MAX_SIMULATED_POPULATION),
+}
+
+
+def _range(name: str) -> str:
+    low, high = RANGES[name]
+    return f"[{low:g}, {high:g}]" if high < 1e6 else f"[{low:g}, {high:,}]"
 
 
 def add_privacy_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -23,7 +48,8 @@ def add_privacy_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
         "--dp-clip",
         type=float,
         default=None,
-        help=f"DP-FedAvg: clip each update to this L2 norm (e.g. {dp.clip_norm})",
+        help=f"DP-FedAvg: clip each update to this L2 norm (e.g. {dp.clip_norm}; "
+        f"range {_range('dp_clip')})",
     )
     group.add_argument(
         "--adaptive-clip",
@@ -38,14 +64,15 @@ def add_privacy_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
         type=float,
         default=None,
         help=f"DP noise z on the sum, stddev z*C (default with --dp-clip: "
-        f"{dp.noise_multiplier})",
+        f"{dp.noise_multiplier}; range {_range('noise_multiplier')})",
     )
     noise.add_argument(
         "--target-epsilon",
         type=float,
         default=None,
-        help="choose z so that --rounds rounds spend at most this epsilon, and stop "
-        "before a round would exceed it",
+        help="choose z so that --rounds rounds spend at most this epsilon (again "
+        "before each round, within the budget left), and stop before a round would "
+        f"exceed it (range {_range('target_epsilon')})",
     )
     group.add_argument(
         "--dp-noise",
@@ -69,7 +96,8 @@ def add_privacy_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
         metavar="P",
         help="simulate a deployment of P users (with --noise-cohort-size): DP "
         "noise is that of its cohort, --target-epsilon its epsilon; labelled "
-        "simulated everywhere, beside this fleet's own (far larger) epsilon",
+        "simulated everywhere, beside this fleet's own (far larger) epsilon "
+        f"(range {_range('simulated_population')})",
     )
     group.add_argument(
         "--noise-cohort-size",
@@ -80,11 +108,25 @@ def add_privacy_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
         "while --clients-per-round phones train (pfl-research's noise_cohort_size)",
     )
     group.add_argument(
+        "--replayable-noise",
+        action="store_true",
+        help="TESTS ONLY: draw DP noise from the run's seed instead of the OS, so "
+        "that anyone with the seed can subtract it; the run is labelled "
+        "'replayable noise: no privacy' everywhere",
+    )
+    group.add_argument(
         "--attack-phones",
         type=int,
         default=privacy.attack_phones,
         help="phones whose plain updates the curious server attacks each round "
         "(default: %(default)s; 0: off)",
+    )
+    group.add_argument(
+        "--log-attack-words",
+        action="store_true",
+        help="also store the words the attack recovers in metrics.jsonl: this "
+        "writes users' words into the run log (default: only its precision and "
+        "recall; the words stay in memory for the live demo)",
     )
     group.add_argument(
         "--canaries",
@@ -114,9 +156,12 @@ def privacy_config(
     ]
     if not 0 <= args.canaries <= MAX_COUNT:
         raise UsageError(f"--canaries: must lie in [0, {MAX_COUNT}]: {args.canaries}")
+    if args.replayable_noise:
+        dp_flags.append("replayable_noise")
     if args.dp_clip is None and dp_flags:
         flags = ", ".join("--" + n.replace("_", "-") for n in dp_flags)
         raise UsageError(f"{flags}: differential privacy needs --dp-clip C")
+    check_ranges(args)
     try:
         dp = None
         if args.dp_clip is not None:
@@ -138,9 +183,23 @@ def privacy_config(
             calibrate_noise=args.target_epsilon is not None,
             delta=args.delta,
             attack_phones=args.attack_phones,
+            log_attack_words=args.log_attack_words,
             canaries=args.canaries,
             simulated_population=args.simulated_population,
             noise_cohort_size=args.noise_cohort_size,
+            replayable_noise=args.replayable_noise,
         )
     except (DPConfigError, PrivacyConfigError) as error:
         raise UsageError(str(error)) from None
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    """Refuse a DP option outside its sensible range (NaN and inf included)."""
+    for name, (low, high) in RANGES.items():
+        value = getattr(args, name)
+        if value is not None and not low <= value <= high:
+            option = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"{option} {value:g}: must lie in {_range(name)} (see "
+                "`fedtype simulate --help`)"
+            )

@@ -18,6 +18,8 @@ from models.suggest import Suggester
 
 # Most suggestions asked for at once: a keyboard shows three.
 MAX_SUGGESTIONS = 100
+# What `suggest --engine` runs: the PyTorch checkpoint or the exported ONNX graph.
+ENGINES = ("torch", "onnx")
 
 EVALUATE_HELP = "measure a run's model on held-out users and future text"
 EVALUATE_DESCRIPTION = """\
@@ -50,12 +52,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the model's suggestions for a text",
         description="Next-word suggestions after a space, completions inside a word.",
     )
-    suggest_parser.add_argument("--run", required=True, help="run directory")
+    suggest_parser.add_argument(
+        "--run", default=None, help="run directory (torch), or export directory"
+    )
     suggest_parser.add_argument(
         "--step", type=int, default=None, help="checkpoint step (default: latest)"
     )
     suggest_parser.add_argument(
         "-k", type=int, default=3, help="number of suggestions (default: 3)"
+    )
+    suggest_parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="torch",
+        help="torch: the run's checkpoint; onnx: a `fedtype export` directory, "
+        "given as --run or as the first word (default: %(default)s)",
     )
     suggest_parser.add_argument(
         "text",
@@ -112,12 +123,33 @@ def run_suggest(args: argparse.Namespace) -> int:
     """Print the suggestions for the given text, one per line."""
     if not 1 <= args.k <= MAX_SUGGESTIONS:
         raise UsageError(f"-k must lie in [1, {MAX_SUGGESTIONS}], not {args.k}")
-    run = RunDir(args.run)
-    model, _ = run.load_model(args.step)
-    suggester = Suggester(model, run.load_tokenizer())
-    text = " ".join(args.text)
-    if args.text[-1].endswith(" "):
+    words = list(args.text)
+    if args.engine == "onnx":
+        directory = args.run
+        if directory is None:
+            if len(words) < 2:
+                raise UsageError("--engine onnx needs an export directory: DIR TEXT")
+            directory, *words = words
+        if args.step is not None:
+            raise UsageError("--step picks a run's checkpoint; an export has one")
+        suggester = _onnx_suggester(directory)
+    else:
+        if args.run is None:
+            raise UsageError("--run is required with --engine torch")
+        run = RunDir(args.run)
+        model, _ = run.load_model(args.step)
+        suggester = Suggester(model, run.load_tokenizer())
+    text = " ".join(words)
+    if words[-1].endswith(" "):
         text += " "
     for word in suggester.suggest(text, k=args.k):
         print(word)
     return 0
+
+
+def _onnx_suggester(directory: str) -> Suggester:
+    """The strip of an export directory's graph under onnxruntime."""
+    from models.onnx_engine import load_exported
+
+    exported = load_exported(directory)
+    return Suggester(exported.model, exported.tokenizer)

@@ -47,9 +47,12 @@ def add_robustness_options(group: argparse._ArgumentGroup) -> None:
         "faulty_fraction": "share of phones that send a corrupted or hostile report",
         "fault_kind": "what a faulty phone sends: a NaN or Inf value, its update "
         "scaled (scale) or flipped and scaled (sign), an inflated example count "
-        "(count), a wrong shape or dtype (default: %(default)s)",
-        "fault_scale": "factor of scale, sign and count faults (default: 1000 for "
-        "scale, 5 for sign, 100 for count)",
+        "(count), a wrong shape or dtype; under --secure-aggregation the hostile "
+        "kinds skip the clip and the range, and two more lie inside the mask: "
+        "every coordinate at the top of the range (range) or a weight of "
+        "--fault-scale behind an honest count (weight) (default: %(default)s)",
+        "fault_scale": "factor of scale, sign, count and weight faults (default: "
+        "1000 for scale, 5 for sign, 100 for count, 4096 for weight)",
     }
     add_field_options(group, FleetConfig(), faults, choices={"fault_kind": FAULT_KINDS})
     aggregator = {

@@ -29,7 +29,13 @@ from cli.simulate_checks import (
     prepare_run,
 )
 from coordinator.config import FederationConfig, FederationConfigError
-from coordinator.events import ClientDone, EvaluationStarted, Event, RoundStarted
+from coordinator.events import (
+    BudgetSpent,
+    ClientDone,
+    EvaluationStarted,
+    Event,
+    RoundStarted,
+)
 from coordinator.simulation import PrivacyBudgetSpent, Simulation
 from coordinator.strategies import STRATEGIES
 from device_sim.config import FleetConfig, LocalTrainingConfig
@@ -67,6 +73,9 @@ LOCAL_HELPS = {
     "full softmax",
     "softmax_sampled_rounds": "with sampled, rounds after this one train with the "
     "full softmax (default: every round samples)",
+    "update_compression": "what a phone sends up: none (float32), int8 (QSGD "
+    "8-bit, stochastic rounding) or topk:F (each tensor's largest fraction F, "
+    "error feedback on the phone) (default: %(default)s)",
 }
 FLEET_HELPS = {
     "max_users": "phones from at most this many users (default: all)",
@@ -188,14 +197,38 @@ def _summary(record: dict) -> str:
     line = f"round {record['server_round']}: "
     if record["abandoned"]:
         return line + f"[yellow]abandoned[/] ({record['abandon_reason']})"
-    line += (
-        f"{record['reported']}/{record['selected']} reported, "
-        f"{record['rejected']} rejected, loss {record['train_loss']:.3f}"
-    )
+    line += f"{record['reported']}/{record['selected']} reported"
+    # Under DP the rejections and the phones' losses are the simulation's truth,
+    # not something the server learned: the summary leaves them out.
+    if "rejected" in record:
+        line += f", {record['rejected']} rejected"
+    if record.get("train_loss") is not None:
+        line += f", loss {record['train_loss']:.3f}"
     for name in ("heldout", "future"):
         if record.get(name):
             line += f", {name} top-3 {record[name]['top3']:.2%}"
     return line
+
+
+def _budget_note(event: BudgetSpent, simulation: Simulation) -> str:
+    """Why the privacy budget stopped the run, and what to run next."""
+    path = simulation.run.path
+    evaluated = any(
+        "heldout" in r and r.get("server_round") == event.server_round
+        for r in simulation.history()
+    )
+    return (
+        f"[yellow]stopped[/] after round {event.server_round} of "
+        f"{simulation.federation.rounds}: {event.reason}.\n"
+        + (
+            f"Round {event.server_round}'s model was evaluated (metrics.jsonl); "
+            if evaluated
+            else ""
+        )
+        + f"measure it with `fedtype evaluate --run {path}` or `fedtype compare "
+        f"{path} ...`; more rounds need a new run with a larger --target-epsilon "
+        "or fewer --rounds."
+    )
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -250,15 +283,16 @@ def _run(args: argparse.Namespace, ranks: Ranks) -> int:
                 progress.update(phones, completed=event.done)
             elif isinstance(event, EvaluationStarted):
                 progress.update(phones, description="evaluating")
+            elif isinstance(event, BudgetSpent):
+                progress.console.print(_budget_note(event, simulation), highlight=False)
 
         simulation.on_event = on_event
         try:
             while simulation.server_round < target:
                 try:
                     record = simulation.run_round()
-                except PrivacyBudgetSpent as spent:
-                    progress.console.print(f"[yellow]stopped[/]: {spent}")
-                    break
+                except PrivacyBudgetSpent:
+                    break  # on_event said why (BudgetSpent)
                 progress.advance(rounds)
                 if "heldout" in record or record["abandoned"]:
                     progress.console.print(_summary(record))

@@ -7,12 +7,15 @@ rounds compose under Renyi DP (Mironov 2017, arXiv 1702.07476) with Google's
 `dp_accounting` RDP accountant; the guarantee is user-level add-or-remove-one,
 where a "user" is a phone's whole history.
 
-Sampling, honestly. DP runs must sample each phone of the WHOLE population
-independently with probability q = clients_per_round / population, eligible or
-not. A sampled phone that is ineligible, drops out or misses the deadline
-contributes nothing: that only lowers its own inclusion probability below q, and
-since availability in this simulation is drawn from a device profile independent
-of the text, accounting with q is an upper bound on what was spent. Two things
+Sampling, honestly. A DP round samples each phone ELIGIBLE when the round
+starts independently with probability q_t = clients_per_round / eligible_t
+(`coordinator.selection.poisson_select`), and round t is accounted at its own
+q_t; an ineligible phone takes no part in that round. Eligibility (idle,
+charging, Wi-Fi, the clock) comes from a device profile independent of the
+text, so the pool is fixed before any data is touched. A sampled phone that
+drops out or misses the deadline contributes nothing: that only lowers its own
+inclusion probability below q_t, so accounting with q_t is an upper bound on
+what was spent. Two things
 would break the bound: a rule under which one phone's inclusion depends on
 another's (keeping only the first `clients_per_round` reports, say), and
 participation that depends on the data itself. Production fleets cannot promise
@@ -239,21 +242,26 @@ def epsilon_for(
 
 
 def noise_for_epsilon(
-    target_epsilon: float, delta: float, *, sampling_probability: float, rounds: int
+    target_epsilon: float,
+    delta: float,
+    *,
+    sampling_probability: float,
+    rounds: int,
+    spent: PrivacyAccountant | None = None,
 ) -> float:
-    """The smallest z (to 1e-4 relative) whose `rounds` rounds fit the target.
+    """The smallest z (to 1e-4 relative) whose `rounds` rounds, after the rounds
+    `spent` already recorded, keep epsilon at or under the target.
 
     Bisection; the z returned always fits (epsilon <= target_epsilon).
+
+    Raises:
+        ValueError: no z up to 1e6 fits (the spent rounds alone may exceed it).
     """
+    base = spent._rdp if spent is not None else np.zeros_like(_ORDERS, np.float64)
 
     def fits(z: float) -> bool:
-        epsilon = epsilon_for(
-            sampling_probability=sampling_probability,
-            noise_multiplier=z,
-            rounds=rounds,
-            delta=delta,
-        )
-        return epsilon <= target_epsilon
+        curve = _round_rdp(float(sampling_probability), z)
+        return _epsilon(base + rounds * curve, delta) <= target_epsilon
 
     low, high = 0.0, 1.0
     while not fits(high):

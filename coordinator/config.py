@@ -7,10 +7,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from coordinator.privacy_config import PrivacyConfig, PrivacyConfigError
-from coordinator.robust import MIN_COSINE, NORM_FACTOR
+from coordinator.robust import MIN_COSINE, MIN_FOR_MEDIAN, NORM_FACTOR
 from coordinator.robust_aggregation import AGGREGATORS
 from coordinator.strategies import STRATEGIES, StrategyConfig, default_server_lr
 from device_sim.config import FleetConfig, FleetConfigError, LocalTrainingConfig
+from device_sim.faults import MASKED_ONLY_KINDS
 from models.config import check_choice
 from models.evaluation_sets import (
     FUTURE_MESSAGES,
@@ -73,8 +74,10 @@ class FederationConfig:
     # accepted in recent rounds and this one is rejected (coordinator.robust: 5
     # stops the sign-flipped x5 attack that 10 let through).
     norm_factor: float = NORM_FACTOR
-    # The norm check needs at least this many reports to have a median to trust.
-    min_for_norm_check: int = 3
+    # The screen's relative rules need at least this many values to have a
+    # median to trust (coordinator.robust; below it they rely on the history
+    # and the absolute bounds).
+    min_for_norm_check: int = MIN_FOR_MEDIAN
     # An update whose cosine with the round's coordinate-wise median update is
     # below this is rejected (coordinator.robust's direction rule, which stops
     # sign-flipped updates); -1 turns the rule off.
@@ -144,10 +147,23 @@ class FederationConfig:
     def _check_privacy(self) -> None:
         """Protections that conflict with the aggregator or the cohort size."""
         privacy = self.privacy
+        if privacy.dp is not None and self.aggregator != "mean":
+            raise FederationConfigError(
+                f"aggregator {self.aggregator!r} lets each user's update decide how "
+                "the others' are counted, and its sensitivity under DP is not "
+                "analysed: DP accepts only the mean"
+            )
         if privacy.protected and self.aggregator != "mean":
             raise FederationConfigError(
                 f"aggregator {self.aggregator!r} needs every plain update; secure "
                 "aggregation and DP only release sums (use the mean)"
+            )
+        fleet = self.fleet
+        masked_only = fleet.fault_kind in MASKED_ONLY_KINDS
+        if masked_only and fleet.faulty_fraction > 0 and not privacy.secure_aggregation:
+            raise FederationConfigError(
+                f"fault_kind {fleet.fault_kind!r} lies inside a masked sum: it needs "
+                "secure aggregation (without it the server weights each update)"
             )
         if privacy.secure_aggregation and privacy.dp is None:
             local = self.local
@@ -156,6 +172,18 @@ class FederationConfig:
                     "secure aggregation needs a bound on each update: a local step "
                     "cap and a local clip norm, or a DP clip norm"
                 )
+        compression = self.local.update_compression
+        if compression != "none" and privacy.secure_aggregation:
+            raise FederationConfigError(
+                f"update_compression {compression} does not compose with secure "
+                "aggregation: a masked update is dense in SecAgg's own fixed-point "
+                "width, and top-k would show the server the indices"
+            )
+        if compression.startswith("topk") and self.workers > 1:
+            raise FederationConfigError(
+                "update_compression topk keeps each phone's error feedback in the "
+                "process that trains it: use one worker"
+            )
         dp = privacy.dp
         if dp is not None and dp.expected_clients != self.clients_per_round:
             raise FederationConfigError(

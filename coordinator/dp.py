@@ -20,20 +20,33 @@ Where the noise is added:
     expected cohort over-provisions noise against dropouts.
 
 Adaptive clipping to a quantile (Andrew et al. 2021, arXiv 1905.03871): each phone
-also reports b_i = [norm_i <= C]; the server forms the noisy fraction
-b̄ = (Σ b_i + N(0, σ_b²)) / m and moves the bound geometrically,
-C ← C·exp(−η_C (b̄ − γ)), so C tracks the γ-quantile of the update norms. The bits
-are a second Gaussian release; the two together are accounted as one Gaussian
-mechanism with z_eff = (z^-2 + (2σ_b)^-2)^(-1/2) (`effective_noise_multiplier`).
+also reports its CENTRED clip bit b_i − ½, b_i = [norm_i <= C]
+(`device_sim.clipping.clip_bit`); the server forms the noisy fraction
+b̄ = (Σ (b_i − ½) + N(0, σ_b²)) / m + ½ and moves the bound geometrically,
+C ← C·exp(−η_C (b̄ − γ)), so C tracks the γ-quantile of the update norms.
 
-All noise is drawn from a `numpy.random.Generator` the caller passes; in a
-simulation it comes from `(seed, server_round, "dp-noise")` (`noise_rng`) so a
-round replays, which a deployment must never do.
+The guarantee, in this one place: adding or removing one phone moves the
+update sum by at most C (its clipped norm) and the centred bits' sum by at most
+½ (`CLIP_BIT_SENSITIVITY`; an uncentred bit in {0, 1} would move it by 1). The
+two Gaussian releases, of multipliers z and σ_b / ½ = 2σ_b, are together one
+Gaussian mechanism of z_eff = (z^-2 + (2σ_b)^-2)^(-1/2)
+(`effective_noise_multiplier`), which is what the accountant is given and what
+`--target-epsilon` inverts (`update_noise_multiplier`). The centring is exact
+under SecAgg (±½ is a signed fixed-point value at SecAgg's power-of-two scales)
+and with distributed noise (each phone adds its share to its centred bit).
+
+Where the noise comes from: by default the operating system's randomness
+(`os_noise_rng`), never stored, so nobody can regenerate it from the run's seed
+and subtract it. A replayable stream `(seed, server_round, "dp-noise")`
+(`noise_rng`) exists only for tests and benchmarks behind
+`PrivacyConfig.replayable_noise`, and a run using it is labelled as having no
+privacy (`NOISE_SOURCES`).
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +55,22 @@ from models.seeding import numpy_rng
 
 # Where the update noise is added (see the module docstring).
 NOISE_PLACEMENTS: tuple[str, ...] = ("central", "distributed")
+# The sensible ranges of the DP settings (`fedtype simulate --help` shows them).
+# z below 0.1 spends epsilon near 100 in one round; above 100 the noise on a
+# mean of 20 phones is 5 clip bounds a coordinate, more than anything it hides.
+NOISE_MULTIPLIER_RANGE = (0.1, 100.0)
+# C on a whole update: the default model's median update norm is 0.32 and no
+# honest update exceeds the local bound (16 at the defaults); a bound far above
+# it clips nothing while the noise z·C grows with it.
+CLIP_NORM_RANGE = (1e-4, 100.0)
+# A phone's centred clip bit b − ½ lies in {−½, +½}: one phone moves the bits'
+# sum by at most this (see the module docstring).
+CLIP_BIT_SENSITIVITY = 0.5
+# The `noise_source` label of a DP round's metrics line: OS randomness, or the
+# replayable stream (`PrivacyConfig.replayable_noise`), which gives no privacy.
+NOISE_SOURCES: dict[bool, str] = {False: "os", True: "replayable (no privacy)"}
+# How `fedtype compare` and the TUI label a run whose noise was replayable.
+NO_PRIVACY_LABEL = "replayable noise: no privacy"
 
 
 class DPConfigError(ValueError):
@@ -77,12 +106,15 @@ class DPConfig:
     noise_shares: int | None = None
 
     def __post_init__(self) -> None:
-        if not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
-            raise DPConfigError(f"clip_norm must be positive, not {self.clip_norm}")
-        if not (self.noise_multiplier >= 0 and math.isfinite(self.noise_multiplier)):
-            raise DPConfigError(
-                f"noise_multiplier must be >= 0, not {self.noise_multiplier}"
-            )
+        for name, (low, high) in (
+            ("clip_norm", CLIP_NORM_RANGE),
+            ("noise_multiplier", NOISE_MULTIPLIER_RANGE),
+        ):
+            value = getattr(self, name)
+            if not low <= value <= high:  # NaN too
+                raise DPConfigError(
+                    f"{name} must lie in [{low:g}, {high:g}], not {value:g}"
+                )
         if self.expected_clients < 1:
             raise DPConfigError("expected_clients must be >= 1")
         quantile = self.adaptive_clip_quantile
@@ -143,8 +175,23 @@ class DPConfig:
 
 
 def noise_rng(seed: int, server_round: int) -> np.random.Generator:
-    """The server's noise stream of a round, `(seed, server_round, "dp-noise")`."""
+    """The REPLAYABLE server noise stream `(seed, server_round, "dp-noise")`.
+
+    Anyone with the seed can regenerate it and subtract it: tests and benchmarks
+    only (`PrivacyConfig.replayable_noise`), never a private run.
+    """
     return numpy_rng(seed, server_round, "dp-noise")
+
+
+def os_noise_seed() -> int:
+    """128 bits of the operating system's randomness, kept nowhere."""
+    return secrets.randbits(128)
+
+
+def os_noise_rng(entropy: int | None = None) -> np.random.Generator:
+    """A noise stream seeded from the OS (or from `entropy`, itself from
+    `os_noise_seed`, when several ranks must add the same noise)."""
+    return np.random.default_rng(os_noise_seed() if entropy is None else entropy)
 
 
 def noisy_mean(
@@ -176,21 +223,21 @@ def noisy_mean(
 
 
 def noisy_clip_fraction(
-    clipped_count: int | float,
+    centred_sum: float,
     *,
     expected_clients: int,
     count_stddev: float,
     rng: np.random.Generator,
 ) -> float:
-    """b̄ = (Σ b_i + N(0, σ_b²)) / m: the noisy share of updates within the bound.
+    """b̄ = (Σ (b_i − ½) + N(0, σ_b²)) / m + ½: the noisy share within the bound.
 
     Args:
-        clipped_count: Σ b_i, the (unmasked) sum of the phones' clip bits; with
-            distributed noise it already carries the phones' shares, and
-            `count_stddev` should then be 0.
+        centred_sum: Σ (b_i − ½), the (unmasked) sum of the phones' centred clip
+            bits (`device_sim.clipping.clip_bit`); with distributed noise it
+            already carries the phones' shares, and `count_stddev` is then 0.
     """
     noise = rng.normal(0.0, count_stddev) if count_stddev > 0 else 0.0
-    return (float(clipped_count) + noise) / expected_clients
+    return (float(centred_sum) + noise) / expected_clients + 0.5
 
 
 def adapt_clip_norm(
@@ -203,30 +250,39 @@ def adapt_clip_norm(
     return clip_norm * math.exp(-clip_lr * (clip_fraction - target_quantile))
 
 
-def effective_noise_multiplier(noise_multiplier: float, count_stddev: float) -> float:
-    """z_eff = (z^-2 + (2σ_b)^-2)^(-1/2) of the update and clip-bit releases.
+def effective_noise_multiplier(
+    noise_multiplier: float,
+    count_stddev: float,
+    *,
+    bit_sensitivity: float = CLIP_BIT_SENSITIVITY,
+) -> float:
+    """z_eff = (z^-2 + (σ_b / Δ_b)^-2)^(-1/2) of the update and clip-bit releases.
 
-    The bits are centred at 1/2 in Andrew et al. 2021, so their sum has
-    sensitivity 1/2 and noise multiplier 2σ_b. Either noise being 0 gives 0:
-    a release without noise has no privacy.
+    Δ_b is the bits' sensitivity: ½ for the centred bits fedtype's phones send
+    (z_eff = (z^-2 + (2σ_b)^-2)^(-1/2)); 1 would be uncentred bits in {0, 1}.
+    Either noise being 0 gives 0: a release without noise has no privacy.
     """
     if noise_multiplier <= 0 or count_stddev <= 0:
         return 0.0
-    return (noise_multiplier**-2 + (2 * count_stddev) ** -2) ** -0.5
+    bits = count_stddev / bit_sensitivity
+    return (noise_multiplier**-2 + bits**-2) ** -0.5
 
 
 def update_noise_multiplier(target: float, count_stddev: float) -> float:
-    """The z on the updates that makes z_eff equal `target` (the inverse).
+    """The z on the updates that makes z_eff equal `target` (the inverse of
+    `effective_noise_multiplier` with centred bits).
 
     Raises:
-        ValueError: when 2σ_b <= target: the bits alone would spend the budget.
+        ValueError: when σ_b / Δ_b <= target: the bits alone would spend the
+            budget.
     """
-    if 2 * count_stddev <= target:
+    bits = count_stddev / CLIP_BIT_SENSITIVITY
+    if bits <= target:
         raise ValueError(
             f"count_stddev {count_stddev} is too small for a combined noise "
             f"multiplier of {target} (needs 2·sigma_b > z)"
         )
-    return (target**-2 - (2 * count_stddev) ** -2) ** -0.5
+    return (target**-2 - bits**-2) ** -0.5
 
 
 def realised_noise_multiplier(

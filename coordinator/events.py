@@ -23,14 +23,18 @@ class RoundStarted:
 
 @dataclass(frozen=True)
 class ClientDone:
-    """One phone finished its local training (`done` of `total` this round)."""
+    """One phone finished its local training (`done` of `total` this round).
+
+    Its count and loss are None under secure aggregation: the server learns
+    them only inside the round's masked sum.
+    """
 
     server_round: int
     client_id: str
     done: int
     total: int
-    num_examples: int
-    train_loss: float
+    num_examples: int | None
+    train_loss: float | None
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,15 @@ class RoundFinished:
     metrics: dict[str, Any]
 
 
-Event = RoundStarted | ClientDone | EvaluationStarted | RoundFinished
+@dataclass(frozen=True)
+class BudgetSpent:
+    """The privacy budget stops the run after `server_round`; `reason` says why."""
+
+    server_round: int
+    reason: str
+
+
+Event = RoundStarted | ClientDone | EvaluationStarted | RoundFinished | BudgetSpent
 EventCallback = Callable[[Event], None]
 
 

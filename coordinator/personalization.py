@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.evaluation import FutureCohort, future_cohort
+from coordinator.personal_gains import GainSummary, gain_summary
 from corpora.corpus import load_corpus
 from corpora.tokenizer import WordTokenizer
 from device_sim.fleet import Fleet
-from device_sim.personalize import (
-    PersonalizationConfig,
-    PhoneOutcome,
-    personalize_phone,
-)
+from device_sim.personal_model import VARIANTS
+from device_sim.personal_outcome import PhoneOutcome, personalize_phone
+from device_sim.personalize import PersonalizationConfig
 from models.metrics import EvalCounts, EvalMetrics, combine
 from models.model import NextWordModel
 from models.rundir import RunDir, RunDirError, RunKind, write_json_atomic
@@ -37,8 +35,9 @@ from models.weights import parameters_of
 
 # The report's file in the run directory.
 REPORT_NAME = "personalization.json"
-# The models a phone may end up using, besides the global one.
-VARIANTS = ("personal", "gated")
+# A phone's future text is "long" from this many messages: the subgroup whose
+# per-phone figures mean more (issue 26).
+LONG_FUTURE_MESSAGES = 30
 
 # Called after each cohort phone with (phones done, cohort size, its outcome).
 PhoneCallback = Callable[[int, int, PhoneOutcome | None], None]
@@ -126,69 +125,9 @@ def personalize_cohort(
     return outcomes
 
 
-def relative_gain(new: float, base: float) -> float:
-    """(new - base) / base: 0.25 from 0.20 to 0.25; nan when base is 0."""
-    return (new - base) / base if base else math.nan
-
-
-@dataclass(frozen=True)
-class GainSummary:
-    """How one variant did against the global model, phone by phone."""
-
-    mean_top1: float  # mean over phones of the relative top-1 gain
-    median_top1: float
-    mean_top3: float  # the same for top-3
-    median_top3: float
-    hurt_share: float  # phones whose top-1 fell, of those with word targets
-    helped_share: float  # phones whose top-1 rose
-    phones: int  # phones with word targets in their future text
-    no_baseline: int  # of them, phones the global model got no top-1 hit on
-
-
-def _mean(values: list[float]) -> float:
-    return statistics.fmean(values) if values else math.nan
-
-
-def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else math.nan
-
-
-def gain_summary(pairs: Sequence[tuple[EvalCounts, EvalCounts]]) -> GainSummary:
-    """The relative gains of `(variant, global)` counts on each phone's one text.
-
-    A phone without word targets counts nowhere; one where the global model had
-    no top-1 (or top-3) hit has no relative gain there and is left out of that
-    mean and median, but still counts as hurt or helped.
-    """
-    pairs = [(new, base) for new, base in pairs if base.word_targets]
-    top1 = [relative_gain(n.top1_hits, b.top1_hits) for n, b in pairs]
-    top3 = [relative_gain(n.top3_hits, b.top3_hits) for n, b in pairs]
-    top1 = [g for g in top1 if not math.isnan(g)]
-    top3 = [g for g in top3 if not math.isnan(g)]
-    phones = len(pairs)
-    hurt = sum(n.top1_hits < b.top1_hits for n, b in pairs)
-    helped = sum(n.top1_hits > b.top1_hits for n, b in pairs)
-    return GainSummary(
-        mean_top1=_mean(top1),
-        median_top1=_median(top1),
-        mean_top3=_mean(top3),
-        median_top3=_median(top3),
-        hurt_share=hurt / phones if phones else math.nan,
-        helped_share=helped / phones if phones else math.nan,
-        phones=phones,
-        no_baseline=sum(not b.top1_hits for _, b in pairs),
-    )
-
-
 def variant_counts(outcome: PhoneOutcome, variant: str) -> EvalCounts:
-    """A phone's future counts under "global", "personal" or "gated"."""
-    if variant == "global":
-        return outcome.future_global
-    if variant == "personal":
-        return outcome.future_personal
-    if variant == "gated":
-        return outcome.future_gated
-    raise ValueError(f"unknown variant {variant!r} (global, {', '.join(VARIANTS)})")
+    """A phone's future counts under "global" or one of `VARIANTS`."""
+    return outcome.future(variant)
 
 
 def _json_ready(value: Any) -> Any:
@@ -205,19 +144,39 @@ def _json_ready(value: Any) -> Any:
 def _phone_row(outcome: PhoneOutcome) -> dict[str, Any]:
     validation = outcome.validation_global
     personal = outcome.validation_personal
-    return {
+    row: dict[str, Any] = {
         "client_id": outcome.client_id,
         "client_lr": outcome.client_lr,
         "steps": outcome.steps,
         "kept": outcome.kept,
+        "memory_global": asdict(outcome.mixing_global),
+        "memory_gated": asdict(outcome.mixing_gated),
+        "future_messages": outcome.future_global.num_messages,
         "word_targets": outcome.future_global.word_targets,
-        "global_top1_hits": outcome.future_global.top1_hits,
-        "personal_top1_hits": outcome.future_personal.top1_hits,
-        "global_top3_hits": outcome.future_global.top3_hits,
-        "personal_top3_hits": outcome.future_personal.top3_hits,
         "validation_targets": validation.word_targets if validation else 0,
         "validation_global_top1_hits": validation.top1_hits if validation else 0,
         "validation_personal_top1_hits": personal.top1_hits if personal else 0,
+    }
+    for name in ("global", *VARIANTS):
+        counts = outcome.future(name)
+        row[f"{name}_top1_hits"] = counts.top1_hits
+        row[f"{name}_top3_hits"] = counts.top3_hits
+        paired = outcome.paired_of(name)
+        if paired is not None:
+            row[f"{name}_wins"], row[f"{name}_losses"] = paired.wins, paired.losses
+    return row
+
+
+def _gains(outcomes: Sequence[PhoneOutcome]) -> dict[str, Any]:
+    """Each variant's `GainSummary` over `outcomes`, JSON-ready."""
+    return {
+        name: asdict(
+            gain_summary(
+                [(o.future(name), o.future_global) for o in outcomes],
+                [o.paired_of(name) for o in outcomes],
+            )
+        )
+        for name in VARIANTS
     }
 
 
@@ -228,17 +187,16 @@ def build_report(
     *,
     wall_seconds: float,
 ) -> dict[str, Any]:
-    """The JSON-ready report: settings, pooled metrics, gains, per-phone rows."""
+    """The JSON-ready report: settings, pooled metrics, gains, per-phone rows.
+
+    `gain_long_future` repeats the gains on the phones measured on at least
+    `LONG_FUTURE_MESSAGES` future messages, whose per-phone figures mean more.
+    """
     pooled = {
-        name: combine([variant_counts(o, name) for o in outcomes]).as_dict()
+        name: combine([o.future(name) for o in outcomes]).as_dict()
         for name in ("global", *VARIANTS)
     }
-    gains = {
-        name: asdict(
-            gain_summary([(variant_counts(o, name), o.future_global) for o in outcomes])
-        )
-        for name in VARIANTS
-    }
+    long = [o for o in outcomes if o.future_global.num_messages >= LONG_FUTURE_MESSAGES]
     trained = [o for o in outcomes if o.steps]
     report = {
         "run": str(run.run.path),
@@ -251,8 +209,14 @@ def build_report(
         "kept_share": sum(o.kept for o in outcomes) / len(outcomes)
         if outcomes
         else math.nan,
+        "memory_share": sum(o.mixing_gated.weight > 0 for o in outcomes) / len(outcomes)
+        if outcomes
+        else math.nan,
         "future": pooled,
-        "gain": gains,
+        "gain": _gains(outcomes),
+        "long_future_messages": LONG_FUTURE_MESSAGES,
+        "long_future_phones": len(long),
+        "gain_long_future": _gains(long),
         "wall_seconds": wall_seconds,
         "per_phone": [_phone_row(o) for o in outcomes],
     }
@@ -296,11 +260,12 @@ def _count(value: Any) -> int:
 def _fields_of(cls: type[Any], data: dict[str, Any]) -> Any:
     """`cls` (a dataclass of ints and floats) from the JSON object `data`."""
     # A field's type is the string "int" where its module postpones annotations.
+    # Fields with a default (added later) may be missing from an older report.
     return cls(
         **{
             f.name: _count(data[f.name])
             if f.type in ("int", int)
-            else _number(data[f.name])
+            else _number(data.get(f.name) if f.default is not MISSING else data[f.name])
             for f in fields(cls)
         }
     )
@@ -328,9 +293,12 @@ def read_report(run: RunDir) -> PersonalizationReport | None:
             future={
                 name: _fields_of(EvalMetrics, data["future"][name])
                 for name in ("global", *VARIANTS)
+                if name in data["future"] or name in ("global", "personal", "gated")
             },
             gain={
-                name: _fields_of(GainSummary, data["gain"][name]) for name in VARIANTS
+                name: _fields_of(GainSummary, data["gain"][name])
+                for name in VARIANTS
+                if name in data["gain"] or name in ("personal", "gated")
             },
         )
     except KeyError as error:

@@ -16,8 +16,21 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from coordinator.accountant import noise_for_epsilon
-from coordinator.dp import DPConfig, DPConfigError, update_noise_multiplier
+from coordinator.accountant import PrivacyAccountant, noise_for_epsilon
+from coordinator.dp import (
+    NOISE_MULTIPLIER_RANGE,
+    NOISE_SOURCES,
+    DPConfig,
+    DPConfigError,
+    update_noise_multiplier,
+)
+
+# Sensible targets: below 0.05 no noise multiplier in range fits even a short
+# run; above 100 an (epsilon, delta) guarantee promises nothing.
+TARGET_EPSILON_RANGE = (0.05, 100.0)
+# A simulated deployment of at most a billion users: more than any keyboard's,
+# and q = cohort / population stays where dp_accounting's series converge.
+MAX_SIMULATED_POPULATION = 10**9
 
 
 class PrivacyConfigError(ValueError):
@@ -37,14 +50,21 @@ class PrivacyConfig:
     # Stop before a round would take epsilon past this (None: no budget). Given
     # without a noise multiplier, z is chosen so that `rounds` rounds fit it.
     target_epsilon: float | None = None
-    # With a target epsilon: choose z at creation so that the planned rounds fit
-    # the budget (the resolved config then holds that z and False here).
+    # With a target epsilon: choose z so that the planned rounds fit the budget.
+    # A simulated deployment's z is chosen once at creation (the resolved config
+    # holds it and False here); the run's own z is chosen again before each
+    # round, within the budget left at that round's q (`coordinator.budget`),
+    # and the resolved config holds the z a typical pool would get.
     calibrate_noise: bool = False
     # The delta epsilon is reported at; None resolves from the population.
     delta: float | None = None
     # Phones whose plain updates the curious server attacks each round (only
     # without SecAgg, which never shows it one); 0 turns the probe off.
     attack_phones: int = 3
+    # Store the words the probe recovers in metrics.jsonl. Off: the log keeps
+    # only the attack's figures and the words stay in memory (the live TUI);
+    # on, the run log becomes a store of users' words.
+    log_attack_words: bool = False
     # Secret Sharer canaries planted at creation (0: none).
     canaries: int = 0
     # A simulated deployment (pfl-research's `noise_cohort_size`): DP noise on
@@ -55,6 +75,11 @@ class PrivacyConfig:
     # and the deployment's figures go under `simulated_privacy`, never mixed.
     simulated_population: int | None = None
     noise_cohort_size: int | None = None
+    # DP noise (the server's and the phones' shares) from the replayable stream
+    # `(seed, server_round, "dp-noise")` instead of the operating system: anyone
+    # with the seed can subtract it, so such a run has NO privacy and says so
+    # (`noise_source`). For tests and benchmarks that compare DP numbers exactly.
+    replayable_noise: bool = False
 
     def __post_init__(self) -> None:
         if self.attack_phones < 0 or self.canaries < 0:
@@ -66,9 +91,11 @@ class PrivacyConfig:
         if self.target_epsilon is not None:
             if self.dp is None:
                 raise PrivacyConfigError("a target epsilon needs DP (a clip norm)")
-            if not (self.target_epsilon > 0 and math.isfinite(self.target_epsilon)):
+            low, high = TARGET_EPSILON_RANGE
+            if not low <= self.target_epsilon <= high:
                 raise PrivacyConfigError(
-                    f"target_epsilon must be positive, not {self.target_epsilon}"
+                    f"target_epsilon must lie in [{low:g}, {high:g}], not "
+                    f"{self.target_epsilon:g}"
                 )
         if self.delta is not None and not 0 < self.delta < 1:
             raise PrivacyConfigError(f"delta must lie in (0, 1), not {self.delta}")
@@ -97,6 +124,11 @@ class PrivacyConfig:
             )
         if self.dp is None:
             raise PrivacyConfigError("a simulated deployment needs DP (a clip norm)")
+        if not 1 <= population <= MAX_SIMULATED_POPULATION:
+            raise PrivacyConfigError(
+                f"simulated_population must lie in [1, {MAX_SIMULATED_POPULATION:,}]"
+                f", not {population:,}"
+            )
         if self.dp.placement != "central":
             raise PrivacyConfigError(
                 "a simulated deployment scales the server's noise: it needs "
@@ -108,6 +140,11 @@ class PrivacyConfig:
                 f"trains ({self.dp.expected_clients}) and at most "
                 f"simulated_population {population}"
             )
+
+    @property
+    def noise_source(self) -> str:
+        """Where DP noise comes from, as labelled in every DP metrics line."""
+        return NOISE_SOURCES[self.replayable_noise]
 
     @property
     def simulated(self) -> bool:
@@ -145,11 +182,14 @@ class PrivacyConfig:
         clients_per_round: int,
         rounds: int,
         pool: int | None = None,
+        shares_fraction: float = 1.0,
     ) -> PrivacyConfig:
         """This config with delta (and a calibrated z) filled in and checked.
 
         `pool`: the phones a round typically samples from (the eligible ones),
         which sets the q z is calibrated at; None: the whole population.
+        `shares_fraction`: distributed noise only, sqrt(k/n) for the fewest k
+        shares a round applies with (`calibrated_noise`).
         """
         if self.dp is None:
             return self
@@ -172,9 +212,10 @@ class PrivacyConfig:
                     else min(1.0, clients_per_round / (pool or population))
                 ),
                 rounds=rounds,
+                shares_fraction=1.0 if self.simulated else shares_fraction,
             )
             dp = replace(self.dp, noise_multiplier=z)
-            resolved = replace(resolved, dp=dp, calibrate_noise=False)
+            resolved = replace(resolved, dp=dp, calibrate_noise=not self.simulated)
         return resolved
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,21 +241,45 @@ def calibrated_noise(
     delta: float,
     sampling_probability: float,
     rounds: int,
+    spent: PrivacyAccountant | None = None,
+    shares_fraction: float = 1.0,
 ) -> float:
-    """The update noise z whose `rounds` rounds spend at most `target_epsilon`.
+    """The update noise z whose `rounds` rounds, after those `spent` recorded,
+    keep epsilon at or under `target_epsilon`.
 
-    With adaptive clipping the accountant is given z_eff, which the clip bits'
-    noise lowers, so z is raised until z_eff meets the calibrated figure.
+    The accountant is given z as released (`DPConfig.accounting_noise_multiplier`):
+    with adaptive clipping z_eff, which the clip bits' noise lowers, so z is
+    raised until z_eff meets the calibrated figure; with distributed noise the z
+    of the fewest shares a round applies with, `shares_fraction` = sqrt(k/n) of
+    it. The result lies in `NOISE_MULTIPLIER_RANGE` (raised to its floor).
+
+    Raises:
+        PrivacyConfigError: no z in range fits the budget left.
     """
-    z_accounted = noise_for_epsilon(
-        target_epsilon, delta, sampling_probability=sampling_probability, rounds=rounds
-    )
-    if not dp.adaptive:
-        return z_accounted
     try:
-        return update_noise_multiplier(z_accounted, dp.resolved_count_stddev)
+        z_accounted = noise_for_epsilon(
+            target_epsilon,
+            delta,
+            sampling_probability=sampling_probability,
+            rounds=rounds,
+            spent=spent,
+        )
+        z = z_accounted / shares_fraction
+        if dp.adaptive:
+            z = update_noise_multiplier(z, dp.resolved_count_stddev)
     except ValueError as error:
-        raise PrivacyConfigError(str(error)) from None
+        raise PrivacyConfigError(
+            f"no noise multiplier fits target epsilon {target_epsilon:g} over "
+            f"{rounds} more round(s) ({error})"
+        ) from None
+    low, high = NOISE_MULTIPLIER_RANGE
+    if z > high:
+        raise PrivacyConfigError(
+            f"target epsilon {target_epsilon:g} over {rounds} more round(s) at q "
+            f"{sampling_probability:.3g} needs a noise multiplier of {z:.3g}, above "
+            f"{high:g}: raise the target or run fewer rounds"
+        )
+    return max(z, low)
 
 
 def default_delta(population: int) -> float:

@@ -5,22 +5,28 @@ protects anything. Its steps, each a pure function called where its data lives:
 
   on the phone (inside `TrainedRound.reduce_vectors`' `build`, on the rank that
   holds the update): clip the update to C (`device_sim.clipping.clip_update`);
-  weight it, `num_examples × clipped` with the count appended (SecAgg alone) or
-  weight 1 with the clip bit appended when clipping adapts (DP-FedAvg);
+  weight it, `num_examples × clipped` with its weighted losses and the count
+  appended (SecAgg alone, `device_sim.masked_figures`: the server learns the
+  round's counts and losses only from the sum) or weight 1 with the clip bit
+  appended when clipping adapts (DP-FedAvg);
   quantise and mask it (SecAgg+, `device_sim.secagg`), so what leaves the rank
   is an int64 vector in [0, 2^b);
 
   on the server: one all-reduce sums the vectors (exact in int64), SecAgg
   unmasks the sum, and the server divides: by the summed count (the weighted
   mean) or by the expected cohort m after adding N(0, (zC)²) (DP's noisy mean,
-  noise from `(seed, server_round, "dp-noise")`, identical on every rank).
+  noise from the operating system's randomness, rank 0's entropy broadcast so
+  that every rank adds the same noise, and kept nowhere).
 
 With distributed noise (`DPConfig.placement == "distributed"`, SecAgg required)
 each phone adds its share N(0, (zC)²/n) to its contribution before masking
-(`device_sim.clipping.phone_noise`, stream `(seed, server_round, client_id,
-"dp-noise")`), the server adds none, and the accountant is given the z that the
+(`device_sim.clipping.phone_noise`, from the OS's randomness on the phone's
+rank), the server adds none, and the accountant is given the z that the
 survivors' shares really carry (`DPConfig.accounting_noise_multiplier`): the
 server never holds a noiseless sum, so it need not be trusted to add noise.
+Only `PrivacyConfig.replayable_noise` (tests, benchmarks) draws both from
+`(seed, server_round[, client_id], "dp-noise")` instead, and every DP metrics
+line then says `noise_source: "replayable (no privacy)"`.
 
 C is DP's clip bound (adapting to a quantile of the norms, Andrew et al. 2021,
 when asked), or under SecAgg alone the bound honest local training already
@@ -46,7 +52,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -60,9 +66,13 @@ from coordinator.dp import (
     noise_rng,
     noisy_clip_fraction,
     noisy_mean,
+    os_noise_rng,
+    os_noise_seed,
 )
 from coordinator.robust import ScreenConfig, UpdateStats
+from coordinator.secagg_round import SecAggRound, start_secagg
 from coordinator.secagg_server import SecAggSession
+from coordinator.sum_checks import check_round_sum
 from device_sim.clipping import (
     clip_bit,
     clip_update,
@@ -71,8 +81,10 @@ from device_sim.clipping import (
     unflatten,
 )
 from device_sim.executor import ClientSummary, TrainedRound
+from device_sim.faults import hostile_contribution
+from device_sim.masked_figures import loss_scale, mean_losses, weighted_losses
 from device_sim.phone import ClientReport, Parameters
-from device_sim.secagg import SecAggConfig
+from device_sim.ranks import Ranks
 from models.seeding import numpy_rng
 
 # Bytes of a phone's SecAgg+ messages besides its masked vector: two public
@@ -80,6 +92,9 @@ from models.seeding import numpy_rng
 # answer (docs/secagg.md, "Bytes up per phone").
 _KEY_BYTES = 64
 _NEIGHBOUR_BYTES = 172
+# Values SecAgg alone appends to a phone's weighted update: three weighted
+# losses and the count.
+_FIGURES = 4
 
 
 @dataclass(frozen=True)
@@ -118,6 +133,9 @@ class PrivateResult:
     metrics: dict[str, Any]  # merged into the round's metrics line
     exact_sum: Parameters  # the sum the server sees after unmasking (before noise)
     noisy_mean: Parameters | None  # DP's released mean; None without DP
+    # The phones whose contributions are in the sum (SecAgg's survivors); None:
+    # every accepted phone.
+    included: frozenset[str] | None = None
 
 
 def blind(summaries: Sequence[ClientSummary]) -> list[UpdateStats]:
@@ -175,62 +193,133 @@ def private_delta(
     metrics: dict[str, Any] = {"secure_aggregation": privacy.secure_aggregation}
     metrics["clip_norm"] = clip
     started = time.perf_counter()
-    session = None
+    secagg: SecAggRound | None = None
     shares = dp is not None and dp.placement == "distributed"
+    included = sorted(accepted)
     if privacy.secure_aggregation:
         # Six standard deviations of a phone's noise share fit in the range.
         spread = 6 * _share_stddev(dp, clip) if shares else 0.0
-        session = SecAggSession.setup(
-            sorted(accepted),
-            config=SecAggConfig(bits=privacy.secagg_bits),
-            seed=config.seed,
+        secagg = start_secagg(
+            included,
+            config=config,
             server_round=server_round,
             max_abs=max_examples * max(clip, 1.0) + spread,
         )
+        included = secagg.survivors
+    session = None if secagg is None else secagg.session
     mask_seconds = [0.0]
 
     def build(report: ClientReport) -> np.ndarray:
+        # A hostile phone masks what it likes (device_sim.faults); the server
+        # can only check the sum (coordinator.sum_checks).
         x = contribution(report, clip_norm=clip, weighted=weighted, clip_bit_=bit)
+        fault = trained.faults.get(report.client_id)
+        hostile = session is not None and fault is not None
+        if hostile:
+            assert session is not None and fault is not None
+            update = hostile_contribution(
+                report.update,
+                report.num_examples,
+                fault=fault,
+                clip_norm=clip,
+                weighted=weighted,
+                max_abs=session.parameters.spec.max_abs,
+            )
+            x[: update.shape[0]] = update  # its figures after it as reported
         if shares:
             assert dp is not None
             x = x + noise_share(
                 dp,
                 size=x.shape[0],
                 clip_norm=clip,
-                rng=numpy_rng(config.seed, server_round, report.client_id, "dp-noise"),
+                rng=_phone_noise_rng(config, server_round, report.client_id),
             )
         if session is None:
             return x
         begun = time.perf_counter()
-        vector = session.maskers[report.client_id].mask(x).vector
+        vector = session.maskers[report.client_id].mask(x, clip=not hostile).vector
         mask_seconds[0] += time.perf_counter() - begun
         return vector
 
     dtype = torch.int64 if session is not None else torch.float64
-    total = trained.reduce_vectors(accepted, build, dtype=dtype)
-    if session is not None:
-        summed = session.unmask(total, survivors=sorted(accepted))
-        metrics["secagg"] = _secagg_metrics(
-            session, started, mask_seconds[0], size=total.shape[0]
+    # The length when nobody is included: a DP round still releases its noise.
+    appended = _FIGURES if weighted else int(bit)
+    size = sum(t.numel() for t in trained.reference) + appended
+    total = trained.reduce_vectors(included, build, dtype=dtype, size=size)
+    if secagg is not None:
+        summed = secagg.unmask(total)
+        check_round_sum(
+            summed,
+            [s.num_examples for s in trained.summaries if s.client_id in included],
+            config=config,
+            spec=secagg.session.parameters.spec,
+            clip_norm=clip,
+            size=size - appended,
+            noise_stddev=_share_stddev(dp, clip) if shares else 0.0,
         )
+        metrics["secagg"] = {
+            **_secagg_metrics(secagg.session, started, mask_seconds[0], size=size),
+            **secagg.counts(),
+        }
     else:
         summed = total
     like = [t.to(torch.float64) for t in trained.reference]
     if weighted:
-        exact = unflatten(summed[:-1].copy(), like)
-        mean = summed[:-1] / summed[-1]
-        return PrivateResult(unflatten(mean, like), state, metrics, exact, None)
-    return _dp_release(
-        summed,
-        like,
-        config,
-        state,
-        clip,
-        server_round,
-        pool,
-        metrics,
-        shares_survived=len(accepted) if shares else None,
-    )
+        result = _weighted_release(summed, like, state, metrics, clip)
+    else:
+        result = _dp_release(
+            summed,
+            like,
+            config,
+            state,
+            clip,
+            pool,
+            metrics,
+            rng=server_noise_rng(config, server_round, trained.ranks),
+            shares_survived=len(included) if shares else None,
+        )
+    return replace(result, included=frozenset(included))
+
+
+def _weighted_release(
+    summed: np.ndarray,
+    like: list[torch.Tensor],
+    state: PrivacyState,
+    metrics: dict[str, Any],
+    clip: float,
+) -> PrivateResult:
+    """SecAgg alone: the weighted mean, and the round's count and mean losses
+    from the sum's appended totals (the line's `masked_sum`)."""
+    update, losses, count = summed[:-_FIGURES], summed[-_FIGURES:-1], summed[-1]
+    exact = unflatten(update.copy(), like)
+    metrics["masked_sum"] = {
+        "num_examples": int(round(count)),
+        **mean_losses(losses, count, scale=loss_scale(clip)),
+    }
+    mean = unflatten(update / count, like)
+    return PrivateResult(mean, state, metrics, exact, None)
+
+
+def server_noise_rng(
+    config: FederationConfig, server_round: int, ranks: Ranks
+) -> np.random.Generator:
+    """The server's DP noise stream of a round: the OS's randomness, rank 0's
+    entropy given to every rank so that all ranks add the same noise (called on
+    every rank); the replayable stream only with `replayable_noise`."""
+    if config.privacy.replayable_noise:
+        return noise_rng(config.seed, server_round)
+    entropy = ranks.broadcast_object(os_noise_seed())
+    assert isinstance(entropy, int)
+    return os_noise_rng(entropy)
+
+
+def _phone_noise_rng(
+    config: FederationConfig, server_round: int, client_id: str
+) -> np.random.Generator:
+    """A phone's noise-share stream: its own OS randomness, unless replayable."""
+    if config.privacy.replayable_noise:
+        return numpy_rng(config.seed, server_round, client_id, "dp-noise")
+    return os_noise_rng()
 
 
 def _share_stddev(dp: DPConfig | None, clip_norm: float) -> float:
@@ -273,15 +362,18 @@ def contribution(
 ) -> np.ndarray:
     """The phone's float64 vector before masking: clipped, weighted, appended.
 
-    (D,) clipped update times `num_examples` with the count appended when
-    `weighted`; weight 1 with [norm <= C] appended when `clip_bit_`.
+    (D,) clipped update times `num_examples`, then its three weighted losses
+    and the count, when `weighted`; weight 1 with the centred bit [norm <= C] − ½
+    appended when `clip_bit_` (`device_sim.clipping.clip_bit`).
     """
     clipped, norm = clip_update(report.update, clip_norm)
     x = flatten(clipped)
     if weighted:
-        return np.append(x * report.num_examples, float(report.num_examples))
+        n = report.num_examples
+        losses = weighted_losses(report.metrics, n, scale=loss_scale(clip_norm))
+        return np.concatenate([x * n, losses, [float(n)]])
     if clip_bit_:
-        return np.append(x, float(clip_bit(norm, clip_norm)))
+        return np.append(x, clip_bit(norm, clip_norm))
     return x
 
 
@@ -291,10 +383,10 @@ def _dp_release(
     config: FederationConfig,
     state: PrivacyState,
     clip: float,
-    server_round: int,
     pool: int,
     metrics: dict[str, Any],
     *,
+    rng: np.random.Generator,
     shares_survived: int | None = None,
 ) -> PrivateResult:
     """DP-FedAvg's noisy mean, the clip step and the accountant's record.
@@ -309,7 +401,6 @@ def _dp_release(
     # A simulated deployment's noise is its large cohort's, scaled to this one.
     scale = config.privacy.noise_scale
     vector = summed[:-1] if dp.adaptive else summed
-    rng = noise_rng(config.seed, server_round)
     released = noisy_mean(
         vector,
         expected_clients=dp.expected_clients,
@@ -358,6 +449,7 @@ def _spent(accountant: PrivacyAccountant, config: FederationConfig) -> dict[str,
     figures: dict[str, Any] = {
         "epsilon": accountant.epsilon(privacy.delta),
         "delta": privacy.delta,
+        "noise_source": privacy.noise_source,
     }
     if privacy.simulated:
         assert privacy.simulated_population and privacy.noise_cohort_size
@@ -400,10 +492,11 @@ def charge_unreleased(
 ) -> tuple[PrivacyState, dict[str, Any]]:
     """A DP round that sampled phones and then released nothing, charged anyway.
 
-    Whether a round is abandoned (too few reports in time, SecAgg short of its
-    threshold, a non-finite aggregate) depends on who was sampled, so the
-    accountant records it as a full round of (q, z): epsilon only ever grows,
-    and an abandoned round never makes a run look more private than it was.
+    Whether a round is abandoned (SecAgg short of its threshold, a non-finite
+    aggregate; too few valid reports never abandon a DP round, see
+    `coordinator.rounds`) depends on who was sampled, so the accountant records
+    it as a full round of (q, z): epsilon only ever grows, and an abandoned
+    round never makes a run look more private than it was.
     """
     dp = config.privacy.dp
     assert dp is not None

@@ -18,12 +18,16 @@ report from a few statistics (its norm, whether it is finite, its claimed
    lr on gradients clipped to `clip_norm` cannot move further than
    S * lr * clip_norm, whatever its data; S is what the claimed count allows,
    `min(max_local_steps, local_epochs * ceil(num_examples / batch_size))`;
-5. the relative norm rule: an update whose L2 norm exceeds `norm_factor` times a
-   robust reference is dropped. The reference is the median of the norms accepted
-   in the last rounds (`ScreenHistory`) pooled with this round's survivors, so
-   that half a round of hostile reports cannot drag it up, in the spirit of the
-   norm-bounding defences studied by Sun et al. 2019 ("Can You Really Backdoor
-   Federated Learning?", arXiv 1911.07963);
+5. the relative norm rule: an update that moved more than `norm_factor` times a
+   robust reference is dropped. It judges the pace, the norm per claimed local
+   step (the norm itself when the local settings are unknown), since an honest
+   heavy typist's 16 steps move ten times further than a light typist's one: on
+   raw norms the rule rejected 4 of 24 honest reports at 6 a round and 13 of
+   300 at 20 (docs/robustness.md). The reference is the median of the paces
+   accepted in the last rounds (`ScreenHistory`) pooled with this round's
+   survivors, so that half a round of hostile reports cannot drag it up, in the
+   spirit of the norm-bounding defences studied by Sun et al. 2019 ("Can You
+   Really Backdoor Federated Learning?", arXiv 1911.07963);
 6. the progress rule: an update whose norm per claimed local step is below
    1 / `norm_factor` of the median per-step norm (recent rounds' and this
    round's) is dropped. A phone that claims more examples than it trained on
@@ -38,12 +42,23 @@ report from a few statistics (its norm, whether it is finite, its claimed
    coordinate-wise median is Yin et al.'s (2018, arXiv 1803.01498) robust
    reference, which half a round of hostile updates cannot move.
 
+Rules 5 to 7 live in `coordinator.relative_rules`. A median of a few values
+means little: rules 5 and 6 need `min_for_norm_check` values (history and this
+round together), and rule 7, which has no history, that many survivors in the
+round. Below that a round relies on the absolute bounds, and on the history
+once it holds enough.
+
 The bounds in 3 and 4 hold for honest phones exactly (FedAvg's ClientUpdate with
 the shared training loop: plain SGD, one global clip per step, FedProx's term
 inside the clip). Without the local settings (`ScreenConfig`'s defaults) the
 screen applies rules 1, 2, 5 and 7 only. Rules 5 to 7 compare reports with each
 other, so they need each report's norm and sketch: under secure aggregation,
-which hides both, `relative` is off and only rules 1 to 4 apply.
+which hides both, `relative` is off and only rules 1 to 4 apply. Under
+differential privacy they are off too (`compares_users`), and no history is
+kept: a rule that judges one phone against the others lets one user decide
+whether another user's update is counted, in this round through the median and
+in later ones through the history, so the sensitivity would no longer be the
+clip bound C and amplification by sampling would no longer hold.
 
 Everything here is pure: no I/O, no logging, inputs left unchanged.
 """
@@ -52,15 +67,14 @@ from __future__ import annotations
 
 import math
 import numbers
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from coordinator.relative_rules import RULES, remember
 from device_sim.config import LocalTrainingConfig
-from device_sim.sketch import cosine
 
 # The relative rule's default factor. On 120 phones, 10 reports a round (20
 # rounds, docs/robustness.md) an honest update was at most 4.8 times the pooled
@@ -72,9 +86,22 @@ NORM_FACTOR = 5.0
 # honest updates point slightly away (docs/robustness.md has the cosines), so the
 # bound leaves them a margin.
 MIN_COSINE = -0.2
+# The fewest values a median is taken from (rules 5 to 7). In 20 clean rounds
+# of 5 reports, an honest update's sketched cosine with the median of its round
+# fell to -0.21; with 10 it stayed above 0.06 (docs/robustness.md).
+MIN_FOR_MEDIAN = 6
 # Rounding slack of the absolute bound: the clip scales a gradient to clip_norm
 # up to 1e-6, and float32 subtraction of the weights adds a little more.
 BOUND_SLACK = 1.001
+
+
+def compares_users(*, secure_aggregation: bool, differential_privacy: bool) -> bool:
+    """Whether rules 5 to 7, which judge each phone against the others, may run.
+
+    Not under secure aggregation (the server sees no single norm or sketch), and
+    not under DP, where each phone's inclusion may depend on its own report only.
+    """
+    return not (secure_aggregation or differential_privacy)
 
 
 @dataclass(frozen=True)
@@ -132,9 +159,10 @@ class ScreenConfig:
 
     # Reject an update whose norm exceeds this times the robust reference norm.
     norm_factor: float = NORM_FACTOR
-    # The relative rule applies only with at least this many norms to take the
-    # median of (history and this round together).
-    min_for_norm_check: int = 3
+    # Rules 5 and 6 apply only with at least this many values to take the
+    # median of (history and this round together); rule 7 with this many
+    # survivors in the round.
+    min_for_norm_check: int = MIN_FOR_MEDIAN
     # The phones' local training behind the absolute bounds; None leaves those
     # bounds out (`for_training` takes the run's).
     local: LocalTrainingConfig | None = None
@@ -258,7 +286,7 @@ def screen_stats(
             reason = _bound_reason(s, config)
         reasons.append(reason)
     if config.relative:
-        for rule in (_norm_rule, _progress_rule, _direction_rule):
+        for rule in RULES:
             rule(stats, reasons, config, history)
     accepted = [s.client_id for s, why in zip(stats, reasons, strict=True) if not why]
     rejected = [
@@ -269,98 +297,4 @@ def screen_stats(
     if not config.relative:
         return accepted, rejected, history  # it saw no norms to remember
     kept = [s for s, why in zip(stats, reasons, strict=True) if why is None]
-    return accepted, rejected, _remember(history, kept, config)
-
-
-def _survivors(
-    stats: Sequence[StatsLike], reasons: list[str | None]
-) -> list[tuple[int, StatsLike]]:
-    return [(i, s) for i, s in enumerate(stats) if reasons[i] is None]
-
-
-def _norm_rule(
-    stats: Sequence[StatsLike],
-    reasons: list[str | None],
-    config: ScreenConfig,
-    history: ScreenHistory,
-) -> None:
-    """Rule 5: no norm above `norm_factor` x the pooled median norm."""
-    survivors = _survivors(stats, reasons)
-    pooled = [*history.norms, *(s.norm for _, s in survivors)]
-    if len(pooled) < config.min_for_norm_check:
-        return
-    median = statistics.median(pooled)
-    for index, s in survivors:
-        if s.norm > config.norm_factor * median:
-            reasons[index] = (
-                f"norm {s.norm:.4g} > {config.norm_factor:g} x median {median:.4g}"
-            )
-
-
-def _step_norm(s: StatsLike, config: ScreenConfig) -> float | None:
-    steps = config.steps(s.num_examples)
-    return None if not steps else s.norm / steps
-
-
-def _progress_rule(
-    stats: Sequence[StatsLike],
-    reasons: list[str | None],
-    config: ScreenConfig,
-    history: ScreenHistory,
-) -> None:
-    """Rule 6: no norm per claimed step below 1 / `norm_factor` of the median."""
-    survivors = [
-        (i, s, per_step)
-        for i, s in _survivors(stats, reasons)
-        if (per_step := _step_norm(s, config)) is not None
-    ]
-    pooled = [*history.step_norms, *(per_step for _, _, per_step in survivors)]
-    if len(pooled) < config.min_for_norm_check:
-        return
-    median = statistics.median(pooled)
-    for index, s, per_step in survivors:
-        if per_step * config.norm_factor < median:
-            reasons[index] = (
-                f"norm {s.norm:.4g} over {config.steps(s.num_examples)} steps for "
-                f"{s.num_examples} examples < 1/{config.norm_factor:g} of the "
-                f"median per step {median:.4g}"
-            )
-
-
-def _direction_rule(
-    stats: Sequence[StatsLike],
-    reasons: list[str | None],
-    config: ScreenConfig,
-    history: ScreenHistory,
-) -> None:
-    """Rule 7: no cosine with the survivors' coordinate-wise median below the
-    threshold (estimated from sketches; reports without one are not judged)."""
-    if config.min_cosine <= -1.0:
-        return
-    sketched = [
-        (i, s.sketch) for i, s in _survivors(stats, reasons) if s.sketch is not None
-    ]
-    if len(sketched) < config.min_for_norm_check:
-        return
-    median = np.median(np.stack([sketch for _, sketch in sketched]), axis=0)
-    for index, sketch in sketched:
-        similarity = cosine(sketch, median)
-        if similarity < config.min_cosine:
-            reasons[index] = (
-                f"direction: cosine {similarity:.3f} with the round's median "
-                f"update < {config.min_cosine:g}"
-            )
-
-
-def _remember(
-    history: ScreenHistory, kept: Sequence[StatsLike], config: ScreenConfig
-) -> ScreenHistory:
-    """The history with the accepted reports' norms, the newest `history_size`."""
-    size = config.history_size
-    norms = (*history.norms, *(s.norm for s in kept))
-    per_step = [_step_norm(s, config) for s in kept]
-    step_norms = (*history.step_norms, *(n for n in per_step if n is not None))
-    return ScreenHistory(
-        norms=norms[max(0, len(norms) - size) :],
-        step_norms=step_norms[max(0, len(step_norms) - size) :],
-    )
+    return accepted, rejected, ScreenHistory(*remember(history, kept, config))

@@ -6,12 +6,16 @@ reporting until `clients_per_round` reports arrived or the deadline passed, then
 screening (`coordinator.robust`) and aggregation (`coordinator.strategies`, FedAvg
 of McMahan et al. 2017 and its server-optimizer variants). A round with too few
 valid reports is abandoned: the global model stays as it was and the reason is
-recorded. Nothing here does I/O; `coordinator.simulation` saves the results.
+recorded. Under DP it is not: whether a round is released must not depend on
+how many valid reports arrived, so the noisy sum over the fixed denominator is
+released whatever arrived (docs/privacy.md, "Sampling and accounting"). Nothing
+here does I/O; `coordinator.simulation` saves the results.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -27,15 +31,22 @@ from coordinator.private_round import (
     private_delta,
     sampling_probability,
 )
-from coordinator.robust import ScreenConfig, ScreenHistory, screen_stats
+from coordinator.robust import (
+    ScreenConfig,
+    ScreenHistory,
+    compares_users,
+    screen_stats,
+)
 from coordinator.robust_aggregation import aggregate_updates
 from coordinator.selection import Arrival, plan_round, poisson_select, select_clients
 from coordinator.strategies import Parameters, StrategyState, server_step
+from coordinator.sum_checks import SumCheckFailed
 from corpora.tokenizer import WordTokenizer
 from device_sim.executor import ClientExecutor, ClientSummary, TrainedRound
 from device_sim.fleet import Fleet
 from device_sim.profile import drops_out, work_seconds
 from device_sim.secagg import SecAggAbort
+from device_sim.truth import with_phone_figures
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,6 +197,8 @@ def run_round(
     def on_report(report: ClientSummary) -> None:
         done = len(finished) + 1
         finished.append(report.client_id)
+        # Under SecAgg the phone's count and loss reach the server only summed.
+        shown = report.metrics
         emit(
             on_event,
             ClientDone(
@@ -193,8 +206,8 @@ def run_round(
                 report.client_id,
                 done,
                 len(plan.on_time),
-                report.num_examples,
-                report.metrics.train_loss,
+                None if shown is None else report.num_examples,
+                None if shown is None else shown.train_loss,
             ),
         )
 
@@ -214,12 +227,17 @@ def run_round(
             norm_factor=config.norm_factor,
             min_for_norm_check=config.min_for_norm_check,
             min_cosine=config.min_cosine,
-            relative=not secure,
+            relative=compares_users(
+                secure_aggregation=secure,
+                differential_privacy=config.privacy.dp is not None,
+            ),
         ),
         history=state.screen,
     )
     kept_ids = set(accepted)
-    reports = trained.summaries
+    # The simulation's record; under SecAgg the phones' figures come from the
+    # measurement harness, and the line files them as its truth (coordinator.released).
+    reports = with_phone_figures(trained) if secure else trained.summaries
     kept = [r for r in reports if r.client_id in kept_ids]
     metrics = replace(
         base,
@@ -233,23 +251,27 @@ def run_round(
         train_loss=_weighted(kept, "train_loss"),
         loss_before=_weighted(kept, "loss_before"),
         loss_after=_weighted(kept, "loss_after"),
-        tokens=sum(r.metrics.num_tokens for r in reports),
+        tokens=sum(r.metrics.num_tokens for r in reports if r.metrics),
         bytes_down=len(selected) * size,
-        bytes_up=len(reports) * size,
+        bytes_up=sum(size if r.bytes_up is None else r.bytes_up for r in reports),
         simulated_seconds=plan.closes_after,
     )
 
-    def abandon(reason: str) -> tuple[ServerState, RoundMetrics]:
-        abandoned = replace(metrics, abandoned=True, abandon_reason=reason)
+    def abandon(
+        reason: str, fault: dict[str, Any] | None = None
+    ) -> tuple[ServerState, RoundMetrics]:
+        abandoned = replace(
+            metrics, abandoned=True, abandon_reason=reason, privacy=fault or {}
+        )
         if config.privacy.dp is None:
             return _finish(state, abandoned, config, started, screen=screen)
         charged, figures = charge_unreleased(state.privacy, config, len(eligible))
-        abandoned = replace(abandoned, privacy=figures)
+        abandoned = replace(abandoned, privacy={**figures, **(fault or {})})
         return _finish(
             state, abandoned, config, started, screen=screen, privacy=charged
         )
 
-    if len(kept) < needed:
+    if len(kept) < needed and config.privacy.dp is None:
         return abandon(
             f"only {len(kept)} valid reports of {len(selected)} selected "
             f"({len(plan.dropped)} dropped, {len(plan.late)} late, "
@@ -260,7 +282,9 @@ def run_round(
             trained, kept_ids, config, state, env, server_round, pool=len(eligible)
         )
     except SecAggAbort as abort:
-        return abandon(f"secure aggregation abandoned the round: {abort.reason}")
+        # A sum no honest cohort could send is a hostile phone's: counted.
+        fault = {"sum_check_failed": 1} if isinstance(abort, SumCheckFailed) else None
+        return abandon(f"secure aggregation abandoned the round: {abort.reason}", fault)
     if "secagg" in figures:
         per_phone = figures["secagg"]["bytes_up_per_phone"]
         metrics = replace(metrics, bytes_up=len(reports) * per_phone)
@@ -323,6 +347,7 @@ def _protected_delta(
     `pool`: the phones eligible this round, which DP sampled from."""
     noisy: Parameters | None = None
     aggregate: Parameters | None
+    probed: Collection[str] = accepted
     if config.privacy.protected:
         result = private_delta(
             trained,
@@ -334,6 +359,8 @@ def _protected_delta(
         )
         delta, privacy, figures = result.delta, result.state, dict(result.metrics)
         aggregate, noisy = result.exact_sum, result.noisy_mean
+        # The probe's truth is the phones whose updates are in the sum.
+        probed = accepted if result.included is None else result.included
     else:
         delta, privacy, figures = (
             _aggregate_delta(trained, accepted, config),
@@ -345,7 +372,7 @@ def _protected_delta(
     if config.privacy.attack_phones > 0:
         figures["attack"] = probe_round(
             trained,
-            accepted,
+            probed,
             config=config,
             fleet=env.fleet,
             tokenizer=env.tokenizer,

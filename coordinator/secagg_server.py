@@ -66,11 +66,13 @@ def modular_sum(vectors: Iterable[np.ndarray], bits: int) -> np.ndarray:
 class SecAggServer:
     """The coordinator in one round: keys, graph, relay, unmasking."""
 
-    __slots__ = ("parameters", "graph", "_keys", "_shared", "_done")
+    __slots__ = ("parameters", "graph", "recovered", "_keys", "_shared", "_done")
 
     def __init__(self, *, parameters: RoundParameters) -> None:
         self.parameters = parameters
         self.graph: Graph = {}
+        # The phones that shared but never uploaded whose masks were removed.
+        self.recovered: tuple[str, ...] = ()
         self._keys: dict[str, PublicKeys] = {}
         self._shared: frozenset[str] = frozenset()  # U2: phones that sent shares
         self._done = False
@@ -156,6 +158,7 @@ class SecAggServer:
         total64 = np.asarray(total).astype(np.int64, copy=False)
         acc = np.bitwise_and(total64, spec.modulus_mask).astype(lane_dtype(spec.bits))
         apply_masks(acc, masks)
+        self.recovered = tuple(recover)
         return dequantize(acc, spec)
 
     def _gather(

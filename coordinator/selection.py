@@ -66,12 +66,15 @@ def poisson_select(
     seed: int,
     server_round: int,
 ) -> list[str]:
-    """DP's sampling: each phone of the WHOLE population in with probability q.
+    """DP's sampling: each ELIGIBLE phone in, independently, with probability q.
 
-    One uniform draw per phone of the sorted population from the stream
-    `(seed, server_round, "poisson")`, so a phone's inclusion depends on no other
-    phone's, as the accountant assumes; a sampled phone that is not eligible
-    then contributes nothing, which only lowers its own inclusion probability.
+    q is the round's q_t = clients_per_round / eligible_t, which the accountant
+    charges the round at. One uniform draw per phone of the sorted population
+    from the stream `(seed, server_round, "poisson")` (so that a phone's draw
+    does not shift with who else is eligible); only eligible phones' draws
+    count, and a phone's inclusion depends on no other phone's, as the
+    accountant assumes. Eligibility comes from profiles and the clock, never
+    from the text.
     """
     rng = numpy_rng(seed, server_round, "poisson")
     everyone = sorted(population)

@@ -15,11 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from coordinator import store
+from coordinator.budget import budget_stop, shares_fraction
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.evaluation import Evaluator, future_cohort
-from coordinator.events import EvaluationStarted, EventCallback, RoundFinished, emit
+from coordinator.events import (
+    BudgetSpent,
+    EvaluationStarted,
+    EventCallback,
+    RoundFinished,
+    emit,
+)
 from coordinator.joined import JoinedPhones
-from coordinator.private_round import PrivacyState, epsilon_budget_left
+from coordinator.ledger import PrivacyLedger, resumed_privacy, round_event
+from coordinator.released import logged_line, released_line
 from coordinator.rounds import RoundEnvironment, ServerState, run_round
 from coordinator.strategies import initial_state
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
@@ -78,6 +86,7 @@ class Simulation:
             run, fleet_config=federation.fleet, seed=federation.seed
         )
         self._scratch = NextWordModel(model)
+        self._ledger = PrivacyLedger(run.path)
         self.executor: ClientExecutor = executor or FleetExecutor(
             model_config=model,
             tokenizer=tokenizer,
@@ -85,6 +94,7 @@ class Simulation:
             fault_kind=federation.fleet.fault_kind,
             fault_scale=federation.fleet.fault_scale,
             ranks=ranks or SingleRank(),
+            seed=federation.seed,
         )
         # Rank 0 alone writes the run directory and measures held-out text.
         self.is_leader = self.executor.ranks.rank == 0
@@ -178,6 +188,8 @@ class Simulation:
             },
             tokenizer,
         )
+        if federation.privacy.dp is not None:
+            PrivacyLedger(run.path).start()
         parameters = parameters_of(initial_model(model, federation.seed, tokenizer))
         state = ServerState(
             server_round=0,
@@ -261,7 +273,12 @@ class Simulation:
             strategy=store.load_server_state(run, server_round),
             clock=clock,
             screen=store.read_screen_history(run),
-            privacy=PrivacyState.from_dict(store.read_privacy_state(run)),
+            privacy=resumed_privacy(
+                run,
+                dp=federation.privacy.dp is not None,
+                server_round=server_round,
+                write=ranks.rank == 0,
+            ),
         )
         if ranks.rank == 0:
             run.rewrite_metrics(
@@ -347,9 +364,15 @@ class Simulation:
         return every > 0 and (server_round % every == 0 or last)
 
     def run_round(self) -> dict[str, Any]:
-        """Run, evaluate (on schedule) and save one round; its metrics line."""
+        """Run, evaluate (on schedule, and when the privacy budget ends the run)
+        and save one round; its metrics line.
+
+        Raises:
+            PrivacyBudgetSpent: the round would pass the target epsilon (a
+                `BudgetSpent` event says why first); nothing ran.
+        """
         self._joined.apply(self._fleet)
-        self._check_budget()
+        config = self._round_config(self._state, announce=True)
         env = RoundEnvironment(
             fleet=self._fleet,
             executor=self.executor,
@@ -357,9 +380,10 @@ class Simulation:
             max_len=self.model_config.max_len,
             pinned=tuple(self._joined.pinned),
         )
-        state, metrics = run_round(
-            self._state, env, self.federation, on_event=self.on_event
-        )
+        state, metrics = run_round(self._state, env, config, on_event=self.on_event)
+        event = round_event(state.server_round, metrics.privacy)
+        if event is not None and self.is_leader:
+            self._ledger.append(event)  # before anything of the round is released
         totals = store.Totals(
             self._totals.tokens_total + metrics.tokens,
             self._totals.bytes_total + metrics.bytes_down + metrics.bytes_up,
@@ -367,7 +391,7 @@ class Simulation:
         )
         record = {**metrics.as_dict(), **asdict(totals)}
         record["eligible_share"] = metrics.eligible / max(1, len(self._fleet))
-        if self._should_evaluate(state.server_round):
+        if self._should_evaluate(state.server_round) or self._budget_ends(state):
             emit(self.on_event, EvaluationStarted(state.server_round))
             started = time.perf_counter()
             load_parameters(self._scratch, state.parameters)
@@ -382,30 +406,41 @@ class Simulation:
                 )
             record["eval_seconds"] = time.perf_counter() - started
         self._totals = totals
+        record = released_line(record, self.federation.privacy)
         self._save(state, record)
         self._state = state
         emit(self.on_event, RoundFinished(state.server_round, record))
         return record
 
-    def _check_budget(self) -> None:
-        """Refuse a round that would take epsilon past the run's target."""
-        pool = self._fleet.eligible(self._state.clock, self.server_round + 1)
-        left = epsilon_budget_left(self.federation, self._state.privacy, pool=len(pool))
-        if left == 0:
-            privacy = self.federation.privacy
-            spent = self._state.privacy.load_accountant().epsilon(privacy.delta or 0)
-            whose, delta = "epsilon", privacy.delta
-            if privacy.simulated:
-                whose, delta = (
-                    "the simulated deployment's epsilon",
-                    privacy.simulated_delta,
-                )
-            raise PrivacyBudgetSpent(
-                f"round {self.server_round + 1} would take {whose} past the target "
-                f"{privacy.target_epsilon:g} (delta {delta:g}, after "
-                f"{self.server_round} rounds; this fleet's own epsilon is "
-                f"{spent:.3f} at delta {privacy.delta:g}); the run stops here"
-            )
+    def _round_config(
+        self, state: ServerState, *, announce: bool = False
+    ) -> FederationConfig:
+        """The config of the round after `state` (`coordinator.budget`: a
+        target epsilon's z, chosen again); PrivacyBudgetSpent when it may not
+        run, announced through a `BudgetSpent` event when `announce`."""
+        server_round = state.server_round + 1
+        pool = self._fleet.eligible(state.clock, server_round)
+        config, reason = budget_stop(
+            self.federation, state.privacy, pool=len(pool), server_round=server_round
+        )
+        if reason is None:
+            return config
+        if announce:
+            emit(self.on_event, BudgetSpent(state.server_round, reason))
+        raise PrivacyBudgetSpent(reason)
+
+    def _budget_ends(self, state: ServerState) -> bool:
+        """Whether the privacy budget stops the run after `state`'s round (so
+        that its model is evaluated before the run stops)."""
+        if self.federation.eval_every <= 0 or self.federation.privacy.dp is None:
+            return False
+        if self.federation.privacy.target_epsilon is None:
+            return False
+        try:
+            self._round_config(state)
+        except PrivacyBudgetSpent:
+            return True
+        return False
 
     def _save(self, state: ServerState, record: dict[str, Any] | None) -> None:
         """Persist a round in crash-safe order (see `coordinator.store`), on rank 0."""
@@ -415,7 +450,7 @@ class Simulation:
         store.save_global(self.run, r, self._scratch, state.parameters, self.tokenizer)
         store.save_server_state(self.run, r, state.strategy)
         if record is not None:
-            self.run.append_metrics(record)
+            self.run.append_metrics(logged_line(record, self.federation.privacy))
         store.write_progress(
             self.run,
             server_round=r,
@@ -444,29 +479,6 @@ class Simulation:
         """
         self._joined.add(self._fleet, client_id, texts, pinned=pinned)
 
-    def personalize(
-        self, texts: list[str], *, max_local_steps: int | None = None
-    ) -> NextWordModel:
-        """The global model fine-tuned on `texts` on this device; nothing is sent.
-
-        One round of the fleet's local training (`federation.local`), with
-        `max_local_steps` overriding its step cap when given.
-        """
-        model = self.global_model
-        if not texts:
-            return model
-        local = self.federation.local
-        if max_local_steps is not None:
-            local = replace(local, max_local_steps=max_local_steps)
-        phone = self._joined.new_phone("personal", texts)
-        phone.fit(
-            model,
-            tokenizer=self.tokenizer,
-            config=local,
-            server_round=self.server_round,
-        )
-        return model.eval()
-
     def close(self) -> None:
         """Release the executor (and leave the ranks' group)."""
         self.executor.close()
@@ -489,6 +501,7 @@ def _resolve_privacy(
             clients_per_round=federation.clients_per_round,
             rounds=federation.rounds,
             pool=typical_pool(fleet),
+            shares_fraction=shares_fraction(federation),
         )
     except ValueError as error:
         raise FederationConfigError(str(error)) from None
@@ -522,9 +535,9 @@ def _leader_first(
 
 def typical_pool(fleet: Fleet) -> int:
     """The phones a DP round typically samples from: the mean eligible count at
-    each hour of one simulated day (rounds 1 to 24). `--target-epsilon` calibrates
-    z at it; a round at a quieter hour samples from fewer phones at a higher q,
-    and the budget check still stops the run before the target is passed."""
+    each hour of one simulated day (rounds 1 to 24). The z a `--target-epsilon`
+    run's config shows is calibrated at it; each round's own z is chosen again
+    at that round's pool (`coordinator.budget`)."""
     hours = range(24)
     shares = [fleet.eligible_share(3600.0 * h, h + 1) for h in hours]
     return max(1, round(len(fleet) * sum(shares) / len(shares)))

@@ -18,6 +18,12 @@ moved aside and the run falls back to the last intact round; a lost state.json i
 rebuilt from the checkpoints and metrics; a damaged metrics.jsonl is moved aside
 and rewritten with its readable lines; a run killed before round 0 was saved is
 reported as unstarted, so that the caller starts it again from its config.
+
+No repair touches a DP run's privacy ledger (`coordinator.ledger`): a fallback
+rewrites state.json without the accountant, and the resume rebuilds it from the
+ledger's every event, so epsilon after a repair is at least epsilon before it.
+A fallback keeps the screen's memory of the state.json it replaces, when that
+was readable.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from coordinator.released import figure
 from coordinator.robust import ScreenHistory
 from coordinator.strategies import StrategyState, state_from_tensors, state_to_tensors
 from corpora.tokenizer import WordTokenizer
@@ -280,7 +287,7 @@ def _progress_at(
             clock = float(records[server_round + 1]["started_at"])
             line = records[server_round]
             totals = Totals(
-                int(line["tokens_total"]),
+                int(figure(line, "tokens_total")),  # the truth's, when protected
                 int(line["bytes_total"]),
                 float(line["wall_seconds_total"]),
             )
@@ -295,11 +302,14 @@ def _fall_back(
     latest: int | None,
     tokenizer: WordTokenizer,
     start_clock: float,
+    screen: ScreenHistory | None = None,
 ) -> tuple[int, list[str]]:
     """Rewrite state.json for the last intact round at or before `latest`.
 
-    `latest` is state.json's round (None: state.json is lost). Damaged files are
-    moved aside. Returns the round resumed from and notes.
+    `latest` is state.json's round (None: state.json is lost); `screen` the
+    screen's memory to keep. The privacy state is left out: the resume rebuilds
+    it from the privacy ledger. Damaged files are moved aside. Returns the round
+    resumed from and notes.
     """
     notes: list[str] = []
     records = _last_records(run.read_metrics())
@@ -328,7 +338,9 @@ def _fall_back(
         if progress is None:
             continue  # its clock is unknown: an earlier round replays this one
         clock, totals = progress
-        write_progress(run, server_round=server_round, clock=clock, totals=totals)
+        write_progress(
+            run, server_round=server_round, clock=clock, totals=totals, screen=screen
+        )
         return server_round, notes
     raise RunDirError(
         f"{run.path}: no saved round can be resumed from "
@@ -359,6 +371,16 @@ def _repair_metrics(run: RunDir, server_round: int) -> list[str]:
             f"saved rounds (first: round {missing[0]}); the run continues without them"
         )
     return notes
+
+
+def _screen_of(state: dict[str, Any] | None) -> ScreenHistory | None:
+    """The screen's memory a readable state.json holds (None: none readable)."""
+    if state is None or state.get("screen") is None:
+        return None
+    try:
+        return ScreenHistory.from_dict(state["screen"])
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 def repair_for_resume(run: RunDir, *, start_clock: float | None = None) -> Repair:
@@ -398,7 +420,11 @@ def repair_for_resume(run: RunDir, *, start_clock: float | None = None) -> Repai
     if latest is not None and _damage(run, latest, tokenizer) is None:
         return Repair(tuple(notes + _repair_metrics(run, latest)))
     resumed, more = _fall_back(
-        run, latest=latest, tokenizer=tokenizer, start_clock=start_clock
+        run,
+        latest=latest,
+        tokenizer=tokenizer,
+        start_clock=start_clock,
+        screen=_screen_of(state),
     )
     notes += more
     if latest is None:

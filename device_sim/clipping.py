@@ -4,15 +4,19 @@ DP-FedAvg (McMahan et al. 2018, arXiv 1710.06963) bounds each phone's influence 
 scaling its whole update to a global L2 norm of at most `clip_norm` before it
 leaves the device; the server then adds Gaussian noise calibrated to that bound
 (`coordinator.dp`). Adaptive clipping (Andrew et al. 2021, arXiv 1905.03871) also
-needs one bit per phone, whether its update was within the bound.
+needs one bit per phone, whether its update was within the bound, sent centred
+(b − ½) so that one phone moves the bits' sum by at most ½, the sensitivity the
+accountant is given (`coordinator.dp`, where the guarantee is stated).
 
 With distributed noise each phone adds its share of the noise itself, before its
 contribution is masked for secure aggregation, so that the server never has to be
 trusted to add it: n shares of variance (z·C)²/n sum to the central mechanism's
 (z·C)². The share here is continuous Gaussian; a deployment over SecAgg's modular
 integers would use the distributed discrete Gaussian (Kairouz et al. 2021, arXiv
-2102.06387). In this simulation the share's random stream is replayable from
-`(seed, server_round, client_id, "dp-noise")`; on a real phone it must be secret.
+2102.06387). The share's random stream is the caller's: by default seeded from
+the operating system and kept nowhere; a replayable `(seed, server_round,
+client_id, "dp-noise")` stream only when a run opts into replayable noise, which
+then has no privacy.
 
 `flatten` and `unflatten` are the one place where an update becomes a vector and
 back, for clipping, noise and secure aggregation alike.
@@ -96,9 +100,10 @@ def clip_update(
     return clipped, norm
 
 
-def clip_bit(norm: float, clip_norm: float) -> int:
-    """Andrew et al.'s bit b = [norm <= C]: 1 when the update was not scaled down."""
-    return int(norm <= clip_norm)
+def clip_bit(norm: float, clip_norm: float) -> float:
+    """Andrew et al.'s centred bit b − ½ with b = [norm <= C]: +½ when the update
+    was not scaled down, −½ when it was (sensitivity ½ of the bits' sum)."""
+    return 0.5 if norm <= clip_norm else -0.5
 
 
 def phone_noise(
@@ -123,8 +128,7 @@ def phone_noise(
         noise_shares: n, the number of phones whose shares are meant to sum to
             the full noise; choosing it below the expected cohort over-provisions
             noise against dropouts.
-        rng: The phone's stream for the round, `(seed, server_round, client_id,
-            "dp-noise")`.
+        rng: The phone's secret stream for the round (OS randomness).
     """
     if noise_shares < 1:
         raise ValueError(f"noise_shares must be >= 1, not {noise_shares}")

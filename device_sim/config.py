@@ -67,9 +67,16 @@ class LocalTrainingConfig:
     # With "sampled", rounds after this one train with the full softmax: a
     # schedule from sampled to full over the run (None: every round samples).
     softmax_sampled_rounds: int | None = None
+    # What a phone sends up (device_sim.compression): "none" (float32), "int8"
+    # (QSGD 8-bit, a scale per tensor) or "topk:F" (the fraction F of each
+    # tensor's largest values, with error feedback on the phone).
+    update_compression: str = "none"
 
     def __post_init__(self) -> None:
         check_choice("precision", self.precision, PRECISIONS, FleetConfigError)
+        from device_sim.compression import parse_compression
+
+        parse_compression(self.update_compression)
         check_choice(
             "train_softmax", self.train_softmax, TRAIN_SOFTMAXES, FleetConfigError
         )

@@ -5,8 +5,9 @@ weights. Each rank (`device_sim.ranks`) trains its share of them, longest first 
 the least-loaded rank, one after another on ONE resident model, so a round's
 memory does not grow with its phones. The updates stay on the rank that trained
 them; what crosses to the coordinator is a `ClientSummary` per phone (its count,
-the update's norm, health and sketch, its loss figures), gathered from every rank, and
-later the round's sums, through one all-reduce:
+the update's norm, health and sketch, its loss figures; under secure aggregation
+only its claimed count and health), gathered from every rank, and later the
+round's sums, through one all-reduce:
 
 - `TrainedRound.weighted_sum(accepted)`: the `num_examples`-weighted sum of the
   accepted updates and their total count (FedAvg and its server optimizers);
@@ -31,7 +32,9 @@ import torch
 
 from corpora.tokenizer import WordTokenizer
 from device_sim.clipping import flatten, unflatten
+from device_sim.compression import Uplink
 from device_sim.config import LocalTrainingConfig
+from device_sim.faults import HOSTILE_KINDS, Fault, fault_of
 from device_sim.phone import ClientMetrics, ClientReport, Phone
 from device_sim.ranks import Ranks, SingleRank, assign_shares
 from device_sim.sketch import sketch_update
@@ -53,10 +56,14 @@ class ClientSummary:
     norm: float  # L2 norm of the update (nan when not finite)
     finite: bool  # every value of the update is finite
     problem: str | None  # a structural defect (shape, dtype), or None
-    metrics: ClientMetrics
+    # Its losses on its own data and its work; None under secure aggregation,
+    # where they travel only inside the masked sum (`coordinator.private_round`).
+    metrics: ClientMetrics | None
     # The update's count sketch (`device_sim.sketch`): its direction, for the
     # screen; None under secure aggregation or for a malformed update.
     sketch: np.ndarray | None = None
+    # Bytes the phone sent, when it compressed its update (else None: whole).
+    bytes_up: int | None = None
 
 
 def summarise(
@@ -67,8 +74,9 @@ def summarise(
     A float32 update's norm is finite exactly when all its values are, since the
     squares of finite float32 values cannot overflow the float64 sum. Without
     `with_norm` (secure aggregation) the phone checks its own update but the
-    norm it sends is nan and it sends no sketch: the server must not learn a
-    single update's size or direction.
+    norm it sends is nan and it sends no sketch and no loss figures: the server
+    must not learn a single update's size or direction, nor how well the model
+    fits one phone's text (a membership signal).
     """
     problem = _structure_problem(report.update, reference)
     squares = 0.0
@@ -86,8 +94,9 @@ def summarise(
         float(np.sqrt(squares)) if revealed else float("nan"),
         finite,
         problem,
-        report.metrics,
+        report.metrics if with_norm else None,
         sketch_update(report.update) if revealed else None,
+        report.bytes_up,
     )
 
 
@@ -111,6 +120,9 @@ class TrainedRound:
     reference: Parameters  # the global parameters the phones started from
     ranks: Ranks
     local: dict[str, ClientReport] = field(default_factory=dict)  # this rank's
+    # This rank's hostile phones and what they do inside a masked sum: known on
+    # the phone only (device_sim.faults), never gathered.
+    faults: dict[str, Fault] = field(default_factory=dict)
 
     def reduce_vectors(
         self,
@@ -118,12 +130,14 @@ class TrainedRound:
         build: Callable[[ClientReport], np.ndarray],
         *,
         dtype: torch.dtype = torch.float64,
+        size: int | None = None,
     ) -> np.ndarray:
         """The sum over every rank of `build(report)` for the accepted phones.
 
         Each rank adds up its own phones' vectors, in summary order, and one
         all-reduce adds the ranks' sums. `build` must return vectors of one
-        length on every rank; integer dtypes sum exactly.
+        length on every rank; integer dtypes sum exactly. With `size` given, no
+        accepted phone at all sums to zeros of that length (else it is an error).
         """
         total: np.ndarray | None = None
         for summary in self.summaries:
@@ -132,14 +146,16 @@ class TrainedRound:
                 continue
             vector = build(report)
             total = vector.copy() if total is None else total + vector
-        size = self._broadcast_size(None if total is None else total.shape[0])
+        size = self._broadcast_size(None if total is None else total.shape[0], size)
         numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
         mine = np.zeros(size, dtype=numpy_dtype) if total is None else total
         summed = self.ranks.all_reduce_sum(torch.from_numpy(mine.astype(numpy_dtype)))
         return summed.numpy()
 
-    def _broadcast_size(self, size: int | None) -> int:
+    def _broadcast_size(self, size: int | None, default: int | None = None) -> int:
         sizes = [s for s in self.ranks.all_gather_objects(size) if s is not None]
+        if not sizes and default is not None:
+            return default
         if not sizes:
             raise ValueError("nothing to reduce: no accepted phone on any rank")
         if len(set(sizes)) != 1:
@@ -185,6 +201,7 @@ class FleetExecutor:
         fault_kind: str = "nan",
         fault_scale: float | None = None,
         ranks: Ranks | None = None,
+        seed: int = 0,
     ) -> None:
         self.tokenizer = tokenizer
         self.local = local
@@ -193,6 +210,8 @@ class FleetExecutor:
         self.ranks: Ranks = ranks or SingleRank()
         self._model = NextWordModel(model_config)
         self._max_len = model_config.max_len
+        # Compression of the phones' updates (and top-k's error feedback).
+        self.uplink = Uplink(local.update_compression, seed=seed)
 
     def _mine(self, phones: Sequence[Phone]) -> list[Phone]:
         """This rank's share of `phones`, balanced by their local steps."""
@@ -217,7 +236,7 @@ class FleetExecutor:
         """Train this rank's share; summaries of every phone, updates kept here.
 
         With `reveal_norms` off (secure aggregation) no summary carries its
-        update's norm across ranks.
+        update's norm, sketch or loss figures across ranks.
         """
         trained = TrainedRound([], list(global_parameters), self.ranks)
         for phone in self._mine(phones):
@@ -230,7 +249,13 @@ class FleetExecutor:
                 fault_kind=self.fault_kind,
                 fault_scale=self.fault_scale,
             )
+            # The phone compresses; the server decompresses before screening.
+            report = self.uplink.send(report, server_round=server_round)
             trained.local[report.client_id] = report
+            if phone.profile.faulty and self.fault_kind in HOSTILE_KINDS:
+                trained.faults[phone.client_id] = fault_of(
+                    self.fault_kind, self.fault_scale
+                )
             summary = summarise(report, trained.reference, with_norm=reveal_norms)
             trained.summaries.append(summary)
             if on_report is not None:

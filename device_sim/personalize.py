@@ -25,13 +25,12 @@ import contextlib
 import functools
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from corpora.corpus import chronological_split
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import MAX_CLIENT_LR, FleetConfigError, LocalTrainingConfig
-from device_sim.phone import Phone
-from models.batching import encode_messages
+from device_sim.memory_config import MemoryConfig
 from models.config import DEFAULT_PRECISION, PRECISIONS, TrainingConfig
 from models.metrics import EvalCounts, count_metrics
 from models.model import NextWordModel
@@ -72,6 +71,8 @@ class PersonalizationConfig:
     precision: str = DEFAULT_PRECISION
     # Which weights fine-tune (`TRAINED`); the others stay the global model's.
     trained: str = "all"
+    # The phone's memory mixed into the (gated) model (`device_sim.memory`).
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     def __post_init__(self) -> None:
         if not self.client_lrs or not all(
@@ -108,6 +109,7 @@ class PersonalizationConfig:
         steps: Sequence[int] | None = None,
         validation_fraction: float | None = None,
         trained: str | None = None,
+        memory: MemoryConfig | None = None,
     ) -> PersonalizationConfig:
         """The grid (or the given settings) with the fleet's batch, clip, precision."""
         defaults = cls()
@@ -119,6 +121,7 @@ class PersonalizationConfig:
             clip_norm=local.clip_norm,
             precision=local.precision,
             trained=trained or defaults.trained,
+            memory=memory or defaults.memory,
         )
 
     def training_config(self, client_lr: float, epochs: int) -> TrainingConfig:
@@ -132,25 +135,6 @@ class PersonalizationConfig:
             clip_norm=self.clip_norm,
             precision=self.precision,
         )
-
-
-@dataclass(frozen=True)
-class PhoneOutcome:
-    """What a phone reports after personalising: counts and settings, no text."""
-
-    client_id: str
-    client_lr: float | None  # the chosen step size; None when it could not train
-    steps: int  # the chosen step count; 0 when it could not train
-    kept: bool  # the gate kept the personal model (it beat the global on validation)
-    validation_global: EvalCounts | None  # None when the phone has no slice
-    validation_personal: EvalCounts | None
-    future_global: EvalCounts
-    future_personal: EvalCounts
-
-    @property
-    def future_gated(self) -> EvalCounts:
-        """The gated model's future counts: the personal one's where kept."""
-        return self.future_personal if self.kept else self.future_global
 
 
 def validation_score(counts: EvalCounts) -> tuple[int, float]:
@@ -194,14 +178,16 @@ def trainable_only(model: NextWordModel, trained: str) -> Iterator[None]:
 
 
 @dataclass(frozen=True, eq=False)
-class _Candidate:
+class FineTune:
+    """The grid's best fine-tune of a phone: its settings, weights and score."""
+
     client_lr: float
     steps: int
-    counts: EvalCounts
+    counts: EvalCounts  # on the validation slice
     parameters: Parameters
 
 
-def _search(
+def search_fine_tune(
     model: NextWordModel,
     global_parameters: Parameters,
     sequences: list[list[int]],
@@ -211,7 +197,7 @@ def _search(
     config: PersonalizationConfig,
     seed: int,
     client_id: str,
-) -> _Candidate:
+) -> FineTune:
     """The grid's best (client_lr, steps) on the validation slice, and its weights.
 
     Every trajectory draws its batches from the stream `(seed, "personalize",
@@ -222,7 +208,7 @@ def _search(
     batches = -(-len(sequences) // config.batch_size)
     epochs = -(-max(config.steps) // batches)
     scored = set(config.steps)
-    best: list[_Candidate] = []
+    best: list[FineTune] = []
 
     def score(client_lr: float, step: int, _loss: float) -> None:
         if step not in scored:
@@ -236,7 +222,7 @@ def _search(
         )
         model.train()
         if not best or beats(counts, best[0].counts):
-            best[:] = [_Candidate(client_lr, step, counts, parameters_of(model))]
+            best[:] = [FineTune(client_lr, step, counts, parameters_of(model))]
 
     with trainable_only(model, config.trained):
         for client_lr in config.client_lrs:
@@ -250,77 +236,3 @@ def _search(
                 on_step=functools.partial(score, client_lr),
             )
     return best[0]
-
-
-def personalize_phone(
-    phone: Phone,
-    global_parameters: Parameters,
-    *,
-    model: NextWordModel,
-    tokenizer: WordTokenizer,
-    config: PersonalizationConfig,
-    seed: int,
-    max_messages: int,
-    keystroke_texts: int,
-) -> PhoneOutcome | None:
-    """Fine-tune the global model on `phone`'s own history and measure it there.
-
-    Args:
-        phone: The phone; its text stays in this function.
-        global_parameters: The global model's weights, every trajectory's start.
-        model: A scratch model of the global model's shape, overwritten.
-        seed: The run's seed; with the client_id it names the phone's stream.
-        max_messages: Future messages measured on (the federated evaluation's).
-        keystroke_texts: Of them, messages whose keystrokes are simulated.
-
-    Returns:
-        The outcome, or None when the phone has no future text to measure on.
-        A phone with no validation slice or nothing left to train on keeps the
-        global model (`steps` 0, `kept` False).
-    """
-    load_parameters(model, global_parameters)
-    max_len = model.config.max_len
-
-    def future() -> EvalCounts | None:
-        return phone.evaluate_counts(
-            model,
-            tokenizer=tokenizer,
-            max_messages=max_messages,
-            keystroke_texts=keystroke_texts,
-        )
-
-    future_global = future()
-    if future_global is None:
-        return None
-    fit, validation = split_train(phone.train_texts(), config.validation_fraction)
-    sequences = encode_messages(tokenizer, fit, max_len)
-    validation_global = count_metrics(
-        model, tokenizer, validation, max_len=max_len, keystroke_texts=0
-    )
-    if not sequences or not validation_global.word_targets:
-        return PhoneOutcome(
-            phone.client_id, None, 0, False, None, None, future_global, future_global
-        )
-    best = _search(
-        model,
-        global_parameters,
-        sequences,
-        validation,
-        tokenizer=tokenizer,
-        config=config,
-        seed=seed,
-        client_id=phone.client_id,
-    )
-    load_parameters(model, best.parameters)
-    future_personal = future()
-    assert future_personal is not None  # the same future text as above
-    return PhoneOutcome(
-        client_id=phone.client_id,
-        client_lr=best.client_lr,
-        steps=best.steps,
-        kept=beats(best.counts, validation_global),
-        validation_global=validation_global,
-        validation_personal=best.counts,
-        future_global=future_global,
-        future_personal=future_personal,
-    )

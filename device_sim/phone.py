@@ -21,7 +21,7 @@ import torch
 
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import LocalTrainingConfig
-from device_sim.faults import corrupt_report, default_fault_scale
+from device_sim.faults import corrupt_report, fault_of
 from device_sim.profile import DeviceProfile
 from models.batching import PackedSequences, encode_messages
 from models.checkpoint import atomic_path
@@ -53,6 +53,9 @@ class ClientReport:
     update: Parameters  # local weights - global weights, in parameter order
     num_examples: int  # sequences trained on (each counted once)
     metrics: ClientMetrics
+    # Bytes the phone sent when it compressed its update (device_sim.compression);
+    # None: the update went up whole, 4 bytes a float32 weight.
+    bytes_up: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,11 +206,9 @@ class Phone:
             ]
         num_examples = result.num_examples
         if self.profile.faulty:
-            scale = (
-                default_fault_scale(fault_kind) if fault_scale is None else fault_scale
-            )
+            fault = fault_of(fault_kind, fault_scale)
             update, num_examples = corrupt_report(
-                update, num_examples, kind=fault_kind, scale=scale
+                update, num_examples, kind=fault.kind, scale=fault.scale
             )
         return ClientReport(self.client_id, update, num_examples, metrics)
 
@@ -225,7 +226,7 @@ class Phone:
         future messages, the same ones every time, and simulates keystrokes on
         `keystroke_texts` of them. Federated evaluation pools these counts.
         """
-        texts = list(self._future[:max_messages])
+        texts = self.future_texts(max_messages)
         if not texts:
             return None
         return count_metrics(
@@ -256,6 +257,11 @@ class Phone:
     def train_texts(self) -> tuple[str, ...]:
         """The train text, oldest first. Device side only (on-phone fine-tuning)."""
         return self._train
+
+    def future_texts(self, max_messages: int) -> list[str]:
+        """The future messages evaluation uses: the `max_messages` oldest. Device
+        side only (a phone measures itself on them and reports counts)."""
+        return list(self._future[:max_messages])
 
     def future_size(self, max_messages: int) -> int:
         """How many future messages `evaluate` would use."""

@@ -121,11 +121,32 @@ class AvailabilityTable:
         return (charging & unmetered & idle) | self.always
 
 
-def drops_out(seed: int, server_round: int, client_id: str, rate: float) -> bool:
-    """Whether a selected phone drops out of round `server_round`."""
+# Where in a round a phone can drop out: before training (the phone never
+# reports), or inside secure aggregation after advertising its keys (it never
+# sends its shares) or after masking (its masked input never arrives).
+DROPOUT_STAGES = ("training", "secagg-keys", "secagg-masking")
+
+
+def drops_out(
+    seed: int,
+    server_round: int,
+    client_id: str,
+    rate: float,
+    *,
+    stage: str = "training",
+) -> bool:
+    """Whether a selected phone drops out of round `server_round` at `stage`.
+
+    Each stage has its own stream `(seed, server_round, client_id, stage)`, so a
+    phone's fate at one stage does not depend on the others'.
+    """
+    if stage not in DROPOUT_STAGES:
+        raise ValueError(f"unknown dropout stage {stage!r}")
     if rate <= 0:
         return False
-    return bool(numpy_rng(seed, server_round, client_id, "dropout").random() < rate)
+    # The training stage keeps the stream it always had (runs replay unchanged).
+    key = "dropout" if stage == "training" else f"dropout/{stage}"
+    return bool(numpy_rng(seed, server_round, client_id, key).random() < rate)
 
 
 def work_seconds(

@@ -7,7 +7,8 @@ of words drawn uniformly from the same vocabulary as the canary was (see
 
     exposure = log2(N + 1) − log2(r),
 
-so a canary the model never saw has exposure about 1 on average, and one it
+so a canary the model never saw (its rank uniform on 1..N+1) has exposure
+log2(N + 1) − E[log2 r] ≈ log2 e ≈ 1.44 on average for large N, and one it
 memorised reaches the ceiling log2(N + 1). The ceiling is lifted by the
 extrapolated exposure: fit a skew-normal to the candidates' log-perplexities and
 take −log2 of the fitted CDF at the canary's, the probability that a random

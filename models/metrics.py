@@ -90,8 +90,7 @@ def accuracy_and_loss(
 ) -> tuple[int, int, int, float, int]:
     """Top-1 hits, top-3 hits, word targets, summed cross-entropy, loss targets."""
     pad = tokenizer.pad_id
-    is_word = torch.zeros(tokenizer.vocab_size, dtype=torch.bool)
-    is_word[tokenizer.word_ids] = True
+    is_word = _word_mask(tokenizer)
     top1 = top3 = words = 0
     loss_sum, loss_count = 0.0, 0
     for batch in make_batches(sequences, batch_size, pad_id=pad):
@@ -106,14 +105,53 @@ def accuracy_and_loss(
             )
         )
         loss_count += int((targets != pad).sum())
-        counted = is_word[targets]  # (B, L)
-        best = logits[counted].masked_fill(~is_word, -torch.inf)  # (N, V)
-        best = best.topk(STRIP_SIZE, dim=-1).indices  # (N, 3)
-        hits = best == targets[counted].unsqueeze(-1)  # (N, 3)
+        hits = _strip_hits(logits, targets, is_word)  # (N, 2)
         top1 += int(hits[:, 0].sum())
-        top3 += int(hits.any(dim=-1).sum())
-        words += int(counted.sum())
+        top3 += int(hits[:, 1].sum())
+        words += hits.shape[0]
     return top1, top3, words, loss_sum, loss_count
+
+
+def _word_mask(tokenizer: WordTokenizer) -> torch.Tensor:
+    """(V,) True where a token is a suggestible word."""
+    is_word = torch.zeros(tokenizer.vocab_size, dtype=torch.bool)
+    is_word[tokenizer.word_ids] = True
+    return is_word
+
+
+def _strip_hits(
+    logits: torch.Tensor, targets: torch.Tensor, is_word: torch.Tensor
+) -> torch.Tensor:
+    """(N, 2) booleans of each word target, in row-major order: top-1, top-3."""
+    counted = is_word[targets]  # (B, L)
+    best = logits[counted].masked_fill(~is_word, -torch.inf)  # (N, V)
+    best = best.topk(STRIP_SIZE, dim=-1).indices  # (N, 3)
+    hits = best == targets[counted].unsqueeze(-1)  # (N, 3)
+    return torch.stack([hits[:, 0], hits.any(dim=-1)], dim=-1)
+
+
+@torch.inference_mode()
+def word_hits(
+    model: nn.Module,
+    tokenizer: WordTokenizer,
+    texts: list[str],
+    *,
+    max_len: int,
+    batch_size: int = 128,
+) -> torch.Tensor:
+    """(N, 2) booleans, top-1 and top-3, for every word target of `texts`.
+
+    The targets come in a fixed order that depends on the texts alone, so two
+    models' rows pair target by target (a paired test of two models).
+    """
+    model.eval()
+    is_word = _word_mask(tokenizer)
+    sequences = encode_messages(tokenizer, texts, max_len)
+    rows = [torch.zeros(0, 2, dtype=torch.bool)]
+    for batch in make_batches(sequences, batch_size, pad_id=tokenizer.pad_id):
+        logits, _ = model(batch[:, :-1])  # (B, L, V)
+        rows.append(_strip_hits(logits, batch[:, 1:], is_word))
+    return torch.cat(rows)
 
 
 def message_keystrokes(

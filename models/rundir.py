@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -62,6 +63,22 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     sync_file(temporary)
     os.replace(temporary, path)
+
+
+def metrics_line(record: dict[str, Any]) -> str:
+    """One metrics.jsonl line, strict JSON: a non-finite number (an infinite
+    epsilon, a NaN loss) is written as null, never as a bare `Infinity`."""
+    return json.dumps(_finite_or_null(record), sort_keys=True, allow_nan=False) + "\n"
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def _alive(pid: int) -> bool:
@@ -237,7 +254,7 @@ class RunDir:
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one line to metrics.jsonl and flush it to disk."""
         with open(self.metrics_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.write(metrics_line(record))
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -283,9 +300,7 @@ class RunDir:
         if damaged:
             aside = move_aside(self.metrics_path)
         temporary = atomic_path(self.metrics_path)
-        temporary.write_text(
-            "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-        )
+        temporary.write_text("".join(metrics_line(r) for r in records))
         sync_file(temporary)
         os.replace(temporary, self.metrics_path)
         return aside

@@ -87,9 +87,9 @@ def test_clip_update_bad_bound_raises(clip_norm: float) -> None:
         clip_update([torch.ones(2)], clip_norm=clip_norm)
 
 
-def test_clip_bit_is_one_at_or_under_the_bound() -> None:
-    # Prepare / Execute / Assert
-    assert [clip_bit(n, 1.0) for n in (0.5, 1.0, 1.5)] == [1, 1, 0]
+def test_clip_bit_is_centred_plus_half_at_or_under_the_bound() -> None:
+    # Prepare / Execute / Assert: b − ½ with b = [norm <= C] (Andrew et al.).
+    assert [clip_bit(n, 1.0) for n in (0.5, 1.0, 1.5)] == [0.5, 0.5, -0.5]
 
 
 def test_flatten_then_unflatten_round_trips() -> None:

@@ -231,10 +231,10 @@ def test_table_rows_put_the_personalised_row_beside_the_federated_one(
     # Assert: 12/100 top-1, 25/100 top-3; mean gain (1 + 0 + 0 - 0.5) / 4, 1 of 4
     # phones hurt; the central and local-only runs have no such row.
     assert [cells[1] for cells in rows] == [
-        "federated", "federated + personalised (gated)", "central", "local-only",
+        "federated", "federated + personalised", "central", "local-only",
     ]  # fmt: skip
     assert rows[1] == [
-        "fed + personalised (gated)", "federated + personalised (gated)",
+        "fed + personalised (gated)", "federated + personalised",
         *["—"] * 4, "12.00%", "25.00%", "140.0", "45.00%", "+12.50% / 25.00%",
         *["—"] * 3, "2 / 4 phones", *["—"] * 7,
     ]  # fmt: skip
@@ -313,3 +313,25 @@ def test_cli_compare_bad_personalisation_report_one_note_and_no_row(
     assert len(notes) == 1 and notes[0].startswith(f"note: {path}")
     assert message in notes[0] and "left out" in notes[0]
     assert "Traceback" not in captured.err
+
+
+def test_compare_labels_a_replayable_noise_run_as_without_privacy(
+    tmp_path: Path,
+) -> None:
+    # Prepare: two DP runs, one with noise from the seed.
+    config = {"kind": "federated", "federation": {"strategy": "fedavg", "rounds": 1}}
+    line = metrics(0.2, 200, server_round=1, reported=4, epsilon=2.0, delta=1e-5)
+    os_run = write_run(tmp_path / "os", config, [{**line, "noise_source": "os"}])
+    seeded = write_run(
+        tmp_path / "seeded",
+        config,
+        [{**line, "noise_source": "replayable (no privacy)"}],
+    )
+
+    # Execute
+    rows = table_rows(load_runs([os_run, seeded]))
+
+    # Assert: the label and the epsilon cell say so, for that run only.
+    assert rows[0][0] == "os" and "no privacy" not in " ".join(rows[0])
+    assert rows[1][0] == "seeded (replayable noise: no privacy)"
+    assert any(cell.endswith("; replayable noise: no privacy") for cell in rows[1])

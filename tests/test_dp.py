@@ -97,11 +97,11 @@ def test_adapt_clip_norm_moves_toward_the_quantile() -> None:
 
 
 def test_noisy_clip_fraction_exact_without_noise() -> None:
-    # Prepare: 3 bits set among an expected 4.
+    # Prepare: 3 bits set among 4 phones, centred: 3 x ½ − 1 x ½ = 1.
     rng = np.random.default_rng(0)
 
-    # Execute
-    fraction = noisy_clip_fraction(3, expected_clients=4, count_stddev=0.0, rng=rng)
+    # Execute: 1 / 4 + ½.
+    fraction = noisy_clip_fraction(1.0, expected_clients=4, count_stddev=0.0, rng=rng)
 
     # Assert
     assert fraction == 0.75
@@ -114,7 +114,7 @@ def test_adaptive_clipping_tracks_the_median_norm() -> None:
 
     # Execute: 100 rounds of 100 phones, sigma_b = 100 / 20 = 5.
     for _ in range(100):
-        bits = int((rng.uniform(0, 2, size=100) <= clip_norm).sum())
+        bits = float((rng.uniform(0, 2, size=100) <= clip_norm).sum()) - 50
         fraction = noisy_clip_fraction(
             bits, expected_clients=100, count_stddev=5.0, rng=rng
         )
@@ -135,6 +135,19 @@ def test_effective_noise_multiplier_follows_andrew_et_al() -> None:
     assert update_noise_multiplier(z_eff, 0.5) == pytest.approx(1.0)
     assert effective_noise_multiplier(0.0, 0.5) == 0.0
     assert effective_noise_multiplier(1.0, 0.0) == 0.0
+
+
+def test_effective_noise_multiplier_counts_the_clip_bits_sensitivity() -> None:
+    # Prepare / Execute: z = 1, sigma_b = 1; centred bits (sensitivity ½) and
+    # uncentred ones (sensitivity 1).
+    centred = effective_noise_multiplier(1.0, 1.0)
+    uncentred = effective_noise_multiplier(1.0, 1.0, bit_sensitivity=1.0)
+
+    # Assert: (1 + 1/4)^(-1/2) = 0.8944 and (1 + 1)^(-1/2) = 0.7071; the inverse
+    # `--target-epsilon` uses is the centred one.
+    assert centred == pytest.approx(1 / math.sqrt(1.25))
+    assert uncentred == pytest.approx(0.70710678)
+    assert update_noise_multiplier(centred, 1.0) == pytest.approx(1.0)
 
 
 def test_update_noise_multiplier_rejects_a_too_small_count_noise() -> None:
@@ -180,7 +193,11 @@ def test_dp_config_distributed_accounts_for_lost_shares() -> None:
     "settings",
     [
         {"clip_norm": 0.0},
+        {"clip_norm": 1e300},
+        {"clip_norm": float("nan")},
         {"noise_multiplier": -1.0},
+        {"noise_multiplier": 0.0},
+        {"noise_multiplier": 1e300},
         {"expected_clients": 0},
         {"adaptive_clip_quantile": 1.0},
         {"clip_lr": 0.0},

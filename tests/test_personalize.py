@@ -10,12 +10,12 @@ import pytest
 from helpers import SMALL_RUN, NewSimulation, make_phone, seeded_parameters
 
 from cli.main import main
-from coordinator.personalization import gain_summary, relative_gain
+from coordinator.personal_gains import gain_summary, relative_gain
 from corpora.tokenizer import WordTokenizer
+from device_sim.personal_model import VARIANTS
+from device_sim.personal_outcome import PhoneOutcome, personalize_phone
 from device_sim.personalize import (
     PersonalizationConfig,
-    PhoneOutcome,
-    personalize_phone,
     split_train,
     trainable_only,
 )
@@ -170,7 +170,7 @@ def test_cli_personalize_writes_report_and_plot(tiny_run: Path) -> None:
     assert status == 0
     report = json.loads((tiny_run / "personalization.json").read_text())
     assert report["phones"] > 0
-    assert set(report["gain"]) == {"personal", "gated"}
+    assert set(report["gain"]) == set(VARIANTS)
     assert report["settings"]["steps"] == [2]
     assert (tiny_run / "personalization.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -53,13 +53,17 @@ def dp_federation(
 
 
 def test_private_delta_secagg_equals_the_plaintext_weighted_mean() -> None:
-    # Prepare: the local bound is 16 steps x client_lr 1 x clip 1 = 16, above
-    # both norms (3.74 and 7.07), so the clip changes nothing.
+    # Prepare: with a local clip of 8 one step moves at most 8, above both
+    # norms (3.74 and 7.07), so the clip (C = 16 x 8) changes nothing and the
+    # server's check of the sum (coordinator.sum_checks) passes.
     trained = two_phone_round()
     crossed: list[np.ndarray] = []
     record_sums(trained, crossed)
     config = FederationConfig(
-        clients_per_round=2, privacy=PrivacyConfig(secure_aggregation=True)
+        clients_per_round=2,
+        fleet=EVERY_PHONE_ONLINE,
+        local=LocalTrainingConfig(clip_norm=8.0),
+        privacy=PrivacyConfig(secure_aggregation=True),
     )
 
     # Execute
@@ -67,23 +71,31 @@ def test_private_delta_secagg_equals_the_plaintext_weighted_mean() -> None:
         trained, {"a", "b"}, config, PrivacyState(), server_round=1, pool=2
     )
 
-    # Assert: (1*[1,2,3] + 3*[3,4,5]) / 4 = [2.5, 3.5, 4.5], within quantisation.
+    # Assert: (1*[1,2,3] + 3*[3,4,5]) / 4 = [2.5, 3.5, 4.5], within quantisation;
+    # the count 4 and the mean losses (1.0 on both phones) come from the sum.
     assert result.delta[0].tolist() == pytest.approx([2.5, 3.5, 4.5], abs=1e-4)
     assert result.exact_sum[0].tolist() == pytest.approx([10.0, 14.0, 18.0], abs=1e-3)
     assert result.noisy_mean is None
     assert result.metrics["secagg"]["degree"] == 1
+    masked = result.metrics["masked_sum"]
+    assert masked["num_examples"] == 4
+    for name in ("train_loss", "loss_before", "loss_after"):
+        assert masked[name] == pytest.approx(1.0, abs=1e-4)
     (total,) = crossed
-    assert total.dtype == np.int64 and total.shape == (4,)
+    # 3 coordinates, 3 weighted losses, the count: all masked uint32 values.
+    assert total.dtype == np.int64 and total.shape == (7,)
     assert 0 <= total.min() and total.max() < 2 * 2**32  # two masked uint32 values
-    plain = np.array([10.0, 14.0, 18.0, 4.0])
+    scaled = 4 * 16 / 64  # 4 examples x loss 1 x loss_scale(16)
+    plain = np.array([10.0, 14.0, 18.0, scaled, scaled, scaled, 4.0])
     assert not np.allclose(total % 2**32, plain)  # masked, not the sum itself
 
 
 def test_private_delta_dp_is_the_noisy_fixed_denominator_mean() -> None:
-    # Prepare: clip to C = 1, z = 1, m = 2; weight 1 per phone (DP-FedAvg).
+    # Prepare: clip to C = 1, z = 1, m = 2; weight 1 per phone (DP-FedAvg); the
+    # replayable noise stream, so that the noise can be compared exactly.
     trained = two_phone_round()
     dp = DPConfig(clip_norm=1.0, noise_multiplier=1.0, expected_clients=2)
-    privacy = PrivacyConfig(dp=dp, delta=1e-5)
+    privacy = PrivacyConfig(dp=dp, delta=1e-5, replayable_noise=True)
     config = FederationConfig(clients_per_round=2, seed=7, privacy=privacy)
 
     # Execute
@@ -100,6 +112,74 @@ def test_private_delta_dp_is_the_noisy_fixed_denominator_mean() -> None:
     expected = dp_epsilon(0.2, 1.0, rounds=1, delta=1e-5)
     assert result.metrics["epsilon"] == pytest.approx(expected, rel=1e-9)
     assert result.metrics["sampling_probability"] == 0.2
+    assert result.metrics["noise_source"] == "replayable (no privacy)"
+
+
+def test_private_delta_dp_noise_comes_from_the_os_by_default() -> None:
+    # Prepare: the same round twice, with the default (OS) noise.
+    dp = DPConfig(clip_norm=1.0, noise_multiplier=1.0, expected_clients=2)
+    config = FederationConfig(
+        clients_per_round=2, seed=7, privacy=PrivacyConfig(dp=dp, delta=1e-5)
+    )
+
+    # Execute
+    first, second = (
+        private_delta(
+            two_phone_round(),
+            {"a", "b"},
+            config,
+            PrivacyState(),
+            server_round=3,
+            pool=10,
+        )  # fmt: skip
+        for _ in range(2)
+    )
+
+    # Assert: neither is the seed's replayable stream, and they differ.
+    clipped = np.array([1, 2, 3]) / math.sqrt(14) + np.array([3, 4, 5]) / math.sqrt(50)
+    replayable = (clipped + noise_rng(7, 3).normal(0.0, 1.0, size=3)) / 2
+    for result in (first, second):
+        assert not np.allclose(result.delta[0].numpy(), replayable)
+        assert result.metrics["noise_source"] == "os"
+    assert not np.allclose(first.delta[0].numpy(), second.delta[0].numpy())
+
+
+def test_private_delta_adaptive_clip_sends_centred_bits() -> None:
+    # Prepare: C = 1, z = 1, sigma_b = 1, m = 2: both norms (3.74, 7.07) exceed
+    # C, so each phone's bit is b − ½ = −½ and their sum −1.
+    trained = two_phone_round()
+    crossed: list[np.ndarray] = []
+    record_sums(trained, crossed)
+    dp = DPConfig(
+        clip_norm=1.0,
+        noise_multiplier=1.0,
+        expected_clients=2,
+        adaptive_clip_quantile=0.5,
+        count_stddev=1.0,
+    )
+    privacy = PrivacyConfig(dp=dp, delta=1e-5, replayable_noise=True)
+    config = FederationConfig(clients_per_round=2, seed=7, privacy=privacy)
+
+    # Execute
+    result = private_delta(
+        trained, {"a", "b"}, config, PrivacyState(), server_round=3, pool=10
+    )
+
+    # Assert: the server adds ½ back after the noisy mean with m = 2, and the
+    # accountant gets z_eff = (1 + (2 x 1)^-2)^(-1/2) = 0.8944, not the 0.7071
+    # of uncentred bits.
+    (total,) = crossed
+    assert total[-1] == -1.0
+    rng = noise_rng(7, 3)
+    rng.normal(0.0, 1.0, size=3)  # the update's noise comes first
+    fraction = (-1.0 + rng.normal(0.0, 1.0)) / 2 + 0.5
+    assert result.metrics["next_clip_norm"] == pytest.approx(
+        math.exp(-0.2 * (fraction - 0.5))
+    )
+    z_eff = 1 / math.sqrt(1.25)
+    assert result.metrics["noise_multiplier"] == pytest.approx(z_eff)
+    expected = dp_epsilon(0.2, z_eff, rounds=1, delta=1e-5)
+    assert result.metrics["epsilon"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_privacy_config_refuses_conflicts_and_resolves_delta() -> None:
@@ -210,27 +290,40 @@ def test_simulate_cli_secagg_two_workers_match_one_and_conflicts_exit_2(
     assert all(r["attack"]["sum"]["recall"] > 0.5 for r in a if not r["abandoned"])
 
 
-def test_dp_round_that_samples_nobody_is_abandoned_and_still_charged(
+def test_dp_round_short_of_min_reports_is_released_and_charged_once(
     tmp_path: Path, new_simulation: NewSimulation
 ) -> None:
-    # Prepare: q = 1/30, so most rounds' Poisson draw holds no phone at all.
+    # Prepare: q = 1/30 and min_reports 1, so most rounds' Poisson draw holds
+    # fewer valid reports (none) than a round needs.
     federation = dp_federation(1, rounds=4)
     simulation = new_simulation(tmp_path / "run", federation)
+    before = [p.clone() for p in simulation.global_model.parameters()]
 
     # Execute
     for _ in range(4):
         simulation.run_round()
     simulation.close()
 
-    # Assert: the empty rounds say why; every round, released or not, is charged.
+    # Assert: the short rounds are released like any other (the noisy sum over
+    # the fixed denominator m = 1), not abandoned, and each round is charged
+    # exactly once: epsilon after round k is k rounds of (1/30, 1).
     records = RunDir(tmp_path / "run").read_metrics()
-    empty = [r for r in records if r["selected"] == 0]
-    assert empty and all(r["abandoned"] for r in empty)
-    assert all("0 valid reports of 0 selected" in r["abandon_reason"] for r in empty)
+    short = [r for r in records if r["selected"] < federation.min_reports]
+    assert short
+    assert not any(r["abandoned"] or r["abandon_reason"] for r in records)
     q = 1 / len(simulation.fleet)
     for server_round, record in enumerate(records, start=1):
         expected = dp_epsilon(q, 1.0, rounds=server_round, delta=1e-5)
         assert record["epsilon"] == pytest.approx(expected, rel=1e-9)
+        assert "charged_unreleased" not in record
+    assert (
+        PrivacyState.from_dict(RunDir(tmp_path / "run").read_state()["privacy"])
+        .load_accountant()
+        .rounds
+        == 4
+    )
+    after = list(simulation.global_model.parameters())
+    assert any(not (a == b).all() for a, b in zip(before, after, strict=True))
 
 
 def test_target_epsilon_stops_before_the_round_that_would_exceed_it(
@@ -306,7 +399,9 @@ def test_private_delta_distributed_noise_comes_from_the_phones_shares() -> None:
     dp = DPConfig(
         clip_norm=1.0, noise_multiplier=1.0, expected_clients=2, placement="distributed"
     )
-    privacy = PrivacyConfig(secure_aggregation=True, dp=dp, delta=1e-5)
+    privacy = PrivacyConfig(
+        secure_aggregation=True, dp=dp, delta=1e-5, replayable_noise=True
+    )
     config = FederationConfig(clients_per_round=2, seed=7, privacy=privacy)
 
     # Execute
@@ -379,3 +474,29 @@ def test_distributed_noise_without_secure_aggregation_is_refused(
     assert code == 2
     assert "secure aggregation" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_dp_adaptive_clip_run_epsilon_is_dp_accounting_at_the_centred_z_eff(
+    tmp_path: Path, new_simulation: NewSimulation
+) -> None:
+    # Prepare: z = 1, sigma_b = 1, the clip bound following the median; q = 6/30.
+    federation = dp_federation(6, rounds=2, attack_phones=0)
+    privacy = federation.privacy
+    assert privacy.dp is not None
+    dp = replace(privacy.dp, adaptive_clip_quantile=0.5, count_stddev=1.0)
+    federation = replace(federation, privacy=replace(privacy, dp=dp))
+    simulation = new_simulation(tmp_path / "run", federation)
+
+    # Execute
+    records = [simulation.run_round() for _ in range(2)]
+    simulation.close()
+
+    # Assert: centred bits (sensitivity 1/2) give z_eff = (1 + 1/4)^(-1/2), and
+    # the logged epsilon is dp_accounting's at that z_eff; the clip bound moved.
+    z_eff = 1 / math.sqrt(1.25)
+    q = 6 / len(simulation.fleet)
+    for server_round, record in enumerate(records, start=1):
+        assert record["noise_multiplier"] == pytest.approx(z_eff)
+        expected = dp_epsilon(q, z_eff, rounds=server_round, delta=1e-5)
+        assert record["epsilon"] == pytest.approx(expected, rel=1e-9)
+    assert any(r.get("next_clip_norm", 0.5) != 0.5 for r in records)

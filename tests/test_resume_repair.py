@@ -313,3 +313,19 @@ def test_state_json_keeps_the_screen_history(tmp_path: Path) -> None:
     assert found == history
     assert store.read_screen_history(run) == ScreenHistory()
     assert store.read_progress(run)[:2] == (3, 60.0)
+
+
+def test_progress_at_reads_a_protected_lines_totals_from_its_truth() -> None:
+    # Prepare: a protected run files tokens_total as the simulation's truth.
+    line = {
+        "bytes_total": 300,
+        "wall_seconds_total": 2.5,
+        "simulation_truth": {"tokens_total": 1234},
+    }
+    records = {1: line, 2: {"started_at": 3600.0}}
+
+    # Execute
+    progress = store._progress_at(1, records, 0.0)
+
+    # Assert
+    assert progress == (3600.0, store.Totals(1234, 300, 2.5))

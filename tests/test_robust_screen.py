@@ -4,6 +4,7 @@ reference kept across rounds, and every hostile kind of report rejected."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -103,24 +104,25 @@ def test_screen_stats_history_holds_when_half_a_round_is_hostile() -> None:
     assert after.norms == (*history.norms, 1.0, 1.0, 1.0)
 
 
-def test_screen_stats_default_factor_stops_a_flipped_heavy_typist() -> None:
-    # Prepare: the measured case (docs/robustness.md): earlier rounds accepted
-    # one-step norms of 1; an honest heavy typist (256 sequences, 16 steps) moved
-    # 4.8, a sign-flipped x5 one 8.3, both under the absolute bound of 16
-    history = ScreenHistory(norms=(1.0,) * 8)
-    round_ = [stats("one-step", 10, 1.0), stats("heavy", 256, 4.8)]
-    round_ += [stats("flipped", 256, 8.3)]
-    old = ScreenConfig.for_training(LocalTrainingConfig(), norm_factor=10.0)
+def test_screen_stats_norm_rule_judges_the_pace_not_the_norm() -> None:
+    # Prepare: earlier rounds accepted paces (norm per step) of 0.1; an honest
+    # heavy typist (256 sequences, 16 steps) moved 4.8, a one-step phone 0.9
+    history = ScreenHistory(norms=(0.1,) * 8, step_norms=(0.1,) * 8)
+    round_ = [stats("heavy", 256, 4.8), stats("fast", 16, 0.9)]
+    raw = ScreenConfig()  # no local settings: the norms themselves
 
     # Execute
     accepted, rejected, _ = screen_stats(round_, config=DEFAULT, history=history)
-    accepted_old, _, _ = screen_stats(round_, config=old, history=history)
+    accepted_raw, _, _ = screen_stats(round_, config=raw, history=history)
 
-    # Assert: the pooled median of eight 1s, 1, 4.8 and 8.3 is 1; 4.8 <= 5 x 1,
-    # 8.3 > 5 x 1, and the old factor 10 accepted all three
-    assert accepted == ["one-step", "heavy"]
-    assert rejected == [Rejection("flipped", "norm 8.3 > 5 x median 1")]
-    assert accepted_old == ["one-step", "heavy", "flipped"]
+    # Assert: paces 4.8 / 16 = 0.3 and 0.9; the pooled median of eight 0.1s,
+    # 0.3 and 0.9 is 0.1, so 0.3 <= 5 x 0.1 < 0.9. On raw norms the median is
+    # also 0.1 and the heavy typist's 4.8 was rejected too.
+    assert accepted == ["heavy"]
+    assert rejected == [
+        Rejection("fast", "norm 0.9 over 1 steps > 5 x median per step 0.1")
+    ]
+    assert accepted_raw == []
 
 
 def test_screen_stats_history_keeps_the_newest() -> None:
@@ -258,12 +260,12 @@ def test_screen_stats_progress_rule_stops_an_inflated_count() -> None:
 
     # Execute
     accepted, rejected, history = screen_stats(
-        round_, config=DEFAULT, history=ScreenHistory()
+        round_, config=replace(DEFAULT, min_for_norm_check=3), history=ScreenHistory()
     )
 
     # Assert: per step 1.0, 0.8, 0.8 and 0.9 / 13 = 0.069; the median is 0.8 and
-    # 0.069 x 5 < 0.8. Every norm is within its absolute bound and 5 x the
-    # median norm 1.3
+    # 0.069 x 5 < 0.8. Every norm is within its absolute bound and every pace
+    # within 5 x the median
     assert accepted == ["a", "b", "c"]
     assert rejected == [
         Rejection("liar", "norm 0.9 over 13 steps for 200 examples < 1/5 of the "
@@ -287,10 +289,12 @@ def test_screen_stats_direction_rule_stops_a_flipped_update() -> None:
 
     # Execute
     accepted, rejected, _ = screen_stats(
-        round_, config=RELATIVE, history=ScreenHistory()
+        round_, config=ScreenConfig(min_for_norm_check=3), history=ScreenHistory()
     )
     off, _, _ = screen_stats(
-        round_, config=ScreenConfig(min_cosine=-1.0), history=ScreenHistory()
+        round_,
+        config=ScreenConfig(min_cosine=-1.0, min_for_norm_check=3),
+        history=ScreenHistory(),
     )
 
     # Assert: the coordinate-wise median is (0.707, 0, 0) (medians of

@@ -14,12 +14,10 @@ from helpers import SMALL_RUN, NewSimulation
 from cli.main import main
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.events import ClientDone, Event, RoundFinished, RoundStarted
+from coordinator.released import logged_line
 from coordinator.simulation import Simulation
 from corpora.corpus import CorpusSplits
-from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig
-from models.config import ModelConfig
-from models.metrics import evaluate
 from models.rundir import RunDir, RunDirError
 
 # Fields that measure the machine, not the run.
@@ -46,7 +44,10 @@ def test_simulation_run_dir_follows_the_contract(
     assert config["model"]["hidden_dim"] == 32
     assert config["federation"]["server_lr"] == 1.0  # resolved for FedAvgM
     assert config["federation"]["local"]["max_local_steps"] == 2
-    assert run.read_metrics() == records == simulation.history()
+    # The log is the returned lines less the attack's words (kept in memory).
+    logged = [logged_line(r, SMALL_RUN.privacy) for r in records]
+    assert run.read_metrics() == logged == simulation.history()
+    assert all("words" in r["attack"]["sum"] for r in records)
     required = {
         "server_round", "selected", "reported", "dropped", "rejected", "rejections",
         "abandoned", "abandon_reason", "num_examples", "train_loss", "tokens",
@@ -189,31 +190,6 @@ def test_simulation_added_phone_trains_and_survives_resume(
     assert index == {
         "phones": [{"client_id": "me", "file": "phone_000.json", "pinned": True}]
     }
-
-
-def test_simulation_personalize_fits_the_texts_and_leaves_global(
-    tmp_path: Path,
-    new_simulation: NewSimulation,
-    tokenizer: WordTokenizer,
-    tiny_model_config: ModelConfig,
-) -> None:
-    # Prepare
-    simulation = new_simulation(tmp_path / "run", SMALL_RUN)
-    texts = ["the blue train leaves at noon", "the blue train is late"] * 8
-    max_len = tiny_model_config.max_len
-    before = [p.detach().clone() for p in simulation.global_model.parameters()]
-
-    # Execute
-    personal = simulation.personalize(texts, max_local_steps=4)
-
-    # Assert
-    mine = evaluate(personal, tokenizer, texts, max_len=max_len, keystroke_texts=0)
-    fleet = evaluate(
-        simulation.global_model, tokenizer, texts, max_len=max_len, keystroke_texts=0
-    )
-    assert mine.perplexity < fleet.perplexity
-    for a, b in zip(before, simulation.global_model.parameters(), strict=True):
-        assert torch.equal(a, b)
 
 
 def test_simulation_create_refuses_an_existing_run(

@@ -320,3 +320,49 @@ def test_server_saw_prefers_the_noisy_sum_under_dp_and_nothing_without_probe():
         "no single update; from the noisy sum (DP)\n(nothing)\nprecision –, recall 0%"
     )
     assert server_saw({"server_round": 1}) is None
+
+
+def test_privacy_line_labels_replayable_noise_as_no_privacy():
+    # Prepare: a DP round whose noise came from the seed.
+    record = {"epsilon": 1.5, "delta": 1e-5, "noise_source": "replayable (no privacy)"}
+
+    # Execute
+    text = privacy_line(record).plain
+
+    # Assert
+    assert text == "ε 1.5 (δ 1e-05)\nthis fleet's phones\nreplayable noise: no privacy"
+    assert "no privacy" not in privacy_line({**record, "noise_source": "os"}).plain
+
+
+def test_server_saw_a_logged_round_gives_scores_and_says_words_are_not_kept():
+    # Prepare: lines read back from metrics.jsonl, which keeps no words.
+    plain = {"attack": {"update": {"precision": 1.0, "recall": 0.5, "phones": 3.0}}}
+    secure = {"attack": {"sum": {"precision": 0.5, "recall": 0.75}}}
+
+    # Execute
+    texts = [server_saw(plain).plain, server_saw(secure).plain]
+
+    # Assert
+    assert texts == [
+        "from single phones' updates\n(the words are not kept in the run log)\n"
+        "precision 100%, recall 50%",
+        "no single update; from the round's sum\n"
+        "(the words are not kept in the run log)\nprecision 50%, recall 75%",
+    ]
+
+
+def test_round_lines_under_dp_says_rejections_are_not_released():
+    # Prepare: a DP line files the screen's verdicts as the simulation's truth.
+    record = {
+        "server_round": 2,
+        "selected": 5,
+        "reported": 4,
+        "dropped": 1,
+        "simulation_truth": {"rejected": 1},
+    }
+
+    # Execute
+    text = round_lines(record).plain
+
+    # Assert
+    assert "1 dropped, rejections not released" in text

@@ -29,6 +29,8 @@ from torch import nn
 
 from coordinator import store
 from corpora.corpus import CorpusSplits, load_corpus
+from device_sim.memory import MemoryMixture, PhoneMemory
+from device_sim.memory_config import Mixing
 from models.config import ModelConfig
 from models.model import NextWordModel
 from models.rundir import RunDir, RunKind
@@ -48,19 +50,35 @@ class TrainerError(RuntimeError):
 
 
 # A model as it crosses the pipe: its ModelConfig as a dict, and its weights.
-ModelPayload = tuple[dict[str, Any], dict[str, torch.Tensor]]
+# A model over the pipe: its shape, its weights and, for a phone's personal
+# model, its memory (keys, values) and mixing.
+ModelPayload = tuple[
+    dict[str, Any],
+    dict[str, torch.Tensor],
+    tuple[torch.Tensor, torch.Tensor, dict[str, Any]] | None,
+]
 
 
-def _model_payload(model: NextWordModel) -> ModelPayload:
+def _model_payload(model: nn.Module) -> ModelPayload:
+    memory = None
+    if isinstance(model, MemoryMixture):
+        memory = (model.memory.keys, model.memory.values, asdict(model.mixing))
+        model = model.model
+    assert isinstance(model, NextWordModel)
     tensors = {k: v.detach() for k, v in model.state_dict().items()}
-    return asdict(model.config), tensors
+    return asdict(model.config), tensors, memory
 
 
 def _model_from(payload: ModelPayload) -> nn.Module:
-    config, tensors = payload
+    config, tensors, memory = payload
     model = NextWordModel(ModelConfig(**config))
     model.load_state_dict(tensors)
-    return model.eval()
+    if memory is None:
+        return model.eval()
+    keys, values, mixing = memory
+    return MemoryMixture(
+        model=model, memory=PhoneMemory(keys, values), mixing=Mixing(**mixing)
+    ).eval()
 
 
 def _handle(fleet: Any, method: str, args: tuple[Any, ...]) -> Any:

@@ -16,6 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
+from coordinator.released import TRUTH
 from tui.charts import MARK_STYLE, FixedChart, block
 from tui.live_central import CentralView
 from tui.privacy_panel import ServerSawPanel, privacy_line
@@ -71,7 +72,10 @@ def round_lines(record: dict[str, Any]) -> Text:
     picked, reported = _count(record.get("selected")), _count(record.get("reported"))
     dropped, rejected = _count(record.get("dropped")), _count(record.get("rejected"))
     text.append(f"\n{picked} phones picked, {reported} in")
-    text.append(f"\n{dropped} dropped, {rejected} rejected")
+    # Under DP the screen's verdicts are the simulation's truth, not released.
+    released = "rejected" in record or TRUTH not in record
+    text.append(f"\n{dropped} dropped, ")
+    text.append(f"{rejected} rejected" if released else "rejections not released")
     down = human_bytes(record.get("bytes_down", 0))
     up = human_bytes(record.get("bytes_up", 0))
     text.append(f"\n↓{down} ↑{up}")

@@ -4,7 +4,9 @@ Both read a round's metrics.jsonl line as the coordinator writes it: `epsilon`,
 `delta`, `sampling_probability` from the private round, and `attack` from the
 curious-server probe (coordinator.attack_probe), whose "words" are the server's
 own view: recovered from one phone's update without secure aggregation, from the
-round's sum with it, from the noisy sum under DP.
+round's sum with it, from the noisy sum under DP. The words live only in the
+line the round returns (metrics.jsonl keeps the scores, `coordinator.released`),
+so a line read back from the log shows the scores alone.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from rich.text import Text
 
+from coordinator.dp import NO_PRIVACY_LABEL, NOISE_SOURCES
 from tui.fleet import THIS_PHONE
 from tui.panel import Panel
 
@@ -35,6 +38,8 @@ def privacy_line(record: dict[str, Any], *, target: float | None = None) -> Text
     text.append(f"{epsilon:.3g}", "bold")
     text.append(_extras(record.get("delta"), None if simulated else target))
     text.append("\nthis fleet's phones", "dim")
+    if record.get("noise_source") == NOISE_SOURCES[True]:
+        text.append(f"\n{NO_PRIVACY_LABEL}", "bold red")
     if simulated:
         assert isinstance(deployment, dict)
         text.append("\nε ", "dim")
@@ -56,6 +61,10 @@ def _extras(delta: Any, target: float | None) -> str:
     if target is not None:
         extras.append(f"target {target:g}")
     return f" ({', '.join(extras)})" if extras else ""
+
+
+# A round read back from metrics.jsonl, which keeps no words.
+_NOT_LOGGED = "(the words are not kept in the run log)"
 
 
 def _score(part: dict[str, Any]) -> str:
@@ -85,11 +94,20 @@ def server_saw(record: dict[str, Any], *, client_id: str = THIS_PHONE) -> Text |
         text.append(" ".join(words[phone]) or "(nothing)", "bold")
         text.append(f"\n{_score(update)}", "dim")
         return text
+    if isinstance(update, dict):
+        text.append("from single phones' updates\n", "dim")
+        text.append(_NOT_LOGGED, "dim italic")
+        text.append(f"\n{_score(update)}", "dim")
+        return text
     for name, label in (("noisy", "the noisy sum (DP)"), ("sum", "the round's sum")):
         part = attack.get(name)
         if isinstance(part, dict):
             text.append(f"no single update; from {label}\n", "dim")
-            text.append(" ".join(part.get("words") or []) or "(nothing)", "bold")
+            words = part.get("words")
+            if words is None:
+                text.append(_NOT_LOGGED, "dim italic")
+            else:
+                text.append(" ".join(words) or "(nothing)", "bold")
             text.append(f"\n{_score(part)}", "dim")
             return text
     return None

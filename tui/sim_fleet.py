@@ -15,10 +15,14 @@ from torch import nn
 
 from central.paced import PacedCentral
 from coordinator.joined import joined_history
+from coordinator.released import figure
 from coordinator.simulation import Simulation
+from device_sim.personal_model import model_of, personalize_texts
+from device_sim.personalize import PersonalizationConfig
 from device_sim.profile import DeviceProfile
 from models.metrics import EvalMetrics
 from models.rundir import RunDir
+from models.weights import parameters_of
 from tui.fleet import THIS_PHONE, PhoneFacts
 from tui.live_central import CentralView, read_central
 
@@ -26,10 +30,6 @@ from tui.live_central import CentralView, read_central
 # share of them: enough for a stable figure in well under a second.
 PHONE_EVAL_MESSAGES = 50
 PHONE_KEYSTROKE_TEXTS = 20
-# Local steps of this phone's fine-tuning. A handful of messages would give one
-# step, too little to show, so the history is repeated to fill this many batches
-# (several shuffled epochs over it).
-PERSONAL_STEPS = 8
 
 
 def this_phone_messages(run: RunDir) -> list[str]:
@@ -99,7 +99,8 @@ class SimulationFleet:
         record = self.simulation.run_round()
         if self.central is not None:
             self.central.catch_up(
-                int(record["tokens_total"]), server_round=int(record["server_round"])
+                int(figure(record, "tokens_total")),
+                server_round=int(record["server_round"]),
             )
         return record
 
@@ -130,16 +131,23 @@ class SimulationFleet:
         return self.my_messages()
 
     def personalize(self) -> tuple[nn.Module, int, int] | None:
+        """This phone's personal model: exactly what `fedtype personalize`
+        measures on every phone (the gated fine-tune, then its memory)."""
         texts = self.my_messages()
         if not texts:
             return None
-        server_round = self.simulation.server_round
-        wanted = PERSONAL_STEPS * self.simulation.federation.local.batch_size
-        repeats = max(1, -(-wanted // len(texts)))
-        model = self.simulation.personalize(
-            texts * repeats, max_local_steps=PERSONAL_STEPS
+        simulation = self.simulation
+        model = simulation.global_model
+        personal = personalize_texts(
+            texts,
+            parameters_of(model),
+            model=model,
+            tokenizer=self.tokenizer,
+            config=PersonalizationConfig.from_local(simulation.federation.local),
+            seed=simulation.federation.seed,
+            client_id=THIS_PHONE,
         )
-        return model, server_round, len(texts)
+        return model_of(personal, model).eval(), simulation.server_round, len(texts)
 
     def phone_ids(self) -> list[str]:
         ids = self.simulation.fleet.client_ids

@@ -55,9 +55,10 @@ class Masker:
     self_seed: bytes  # b_u
     pairwise: tuple[tuple[bytes, int], ...]  # (s_uv, sign(u, v)) per neighbour
 
-    def mask(self, x: np.ndarray) -> MaskedInput:
-        """The masked, quantised update of the float64 vector `x`, (D,)."""
-        acc = quantize(x, self.spec)
+    def mask(self, x: np.ndarray, *, clip: bool = True) -> MaskedInput:
+        """The masked, quantised update of the float64 vector `x`, (D,); a
+        hostile phone masks without `clip`ping to the range."""
+        acc = quantize(x, self.spec, clip=clip)
         apply_masks(acc, [(self.self_seed, 1), *self.pairwise])
         if self.spec.bits < 8 * acc.itemsize:
             np.bitwise_and(acc, self.spec.modulus_mask, out=acc)

@@ -60,11 +60,13 @@ def lane_dtype(bits: int) -> type[np.unsignedinteger]:
     return np.uint32 if bits <= 32 else np.uint64
 
 
-def quantize(x: np.ndarray, spec: QuantizationSpec) -> np.ndarray:
+def quantize(x: np.ndarray, spec: QuantizationSpec, *, clip: bool = True) -> np.ndarray:
     """round(clip(x) * scale) mod 2^bits, in `lane_dtype(bits)` lanes.
 
     Args:
         x: a finite float64 vector, (D,).
+        clip: clip to the public range; a hostile phone (`device_sim.faults`)
+            skips it, and its values wrap modulo 2^bits.
     Returns:
         (D,) unsigned integers; values above 2^bits - 1 only in the high bits
         that wrapping lanes discard (the caller masks with `modulus_mask`).
@@ -74,12 +76,15 @@ def quantize(x: np.ndarray, spec: QuantizationSpec) -> np.ndarray:
     if not np.isfinite(x).all():
         raise ValueError("the update has NaN or Inf values")
     scaled = np.multiply(x, spec.scale, dtype=np.float64)
+    lanes = lane_dtype(spec.bits)
+    if not clip:
+        np.rint(np.fmod(scaled, 2.0**spec.bits, out=scaled), out=scaled)
+        return (scaled.astype(np.int64) & spec.modulus_mask).astype(lanes)
     limit = spec.max_abs * spec.scale
     np.clip(scaled, -limit, limit, out=scaled)
     np.rint(scaled, out=scaled)
     # Through the signed twin of the lane (|q| < 2^(b-1) fits it): a negative
     # float cast straight to unsigned is undefined; the view is two's complement.
-    lanes = lane_dtype(spec.bits)
     signed = np.int32 if lanes is np.uint32 else np.int64
     return scaled.astype(signed).view(lanes)
 

@@ -1,0 +1,63 @@
+"""The settings of a phone's memory (`device_sim.memory`), free of torch so that
+the command line's help and argument checks load no model code."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mixing:
+    """How a memory is mixed into the model: λ, k and the temperature T."""
+
+    weight: float  # λ, the memory's share of the probability; 0 is the model
+    neighbours: int  # k, the nearest keys that vote
+    temperature: float  # T in softmax(-d / T) over squared L2 distances
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.weight < 1:
+            raise ValueError(f"weight must lie in [0, 1), not {self.weight}")
+        if self.neighbours < 1:
+            raise ValueError(f"neighbours must be >= 1, not {self.neighbours}")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError(f"temperature must be positive, not {self.temperature}")
+
+
+# The global model alone.
+NO_MEMORY = Mixing(weight=0.0, neighbours=1, temperature=1.0)
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """How big a phone's memory is and which mixings its gate tries."""
+
+    # Newest entries kept: a word and the end of each message are one entry each,
+    # so this holds the whole 4,000-word capped history of the heaviest typist.
+    capacity: int = 4096
+    # λ tried besides 0 (the global model, which the gate starts from).
+    weights: tuple[float, ...] = (0.1, 0.25, 0.5)
+    # k tried: few neighbours copy the last context's word; more smooth it.
+    neighbours: tuple[int, ...] = (8, 32)
+    # T tried, in squared feature distance. On the default model at round 25
+    # the median squared distance from a phone's validation positions to the
+    # nearest key of its older text was 0.03-0.20, to the 8th 0.10-2.5 (15
+    # phones): 0.1 lets the nearest keys outvote the rest, 1.0 counts k evenly.
+    temperatures: tuple[float, ...] = (0.1, 1.0)
+    # What a phone with too little history for a validation slice uses (the
+    # demo's phone after its first messages): a middling mixing.
+    prior: Mixing = Mixing(weight=0.25, neighbours=8, temperature=0.1)
+
+    def __post_init__(self) -> None:
+        if self.capacity < 1:
+            raise ValueError(f"capacity must be >= 1, not {self.capacity}")
+        self.grid()  # each Mixing checks its own values
+
+    def grid(self) -> list[Mixing]:
+        """Every mixing the gate tries besides λ = 0, in a fixed order."""
+        return [
+            Mixing(weight, k, temperature)
+            for weight in self.weights
+            for k in self.neighbours
+            for temperature in self.temperatures
+        ]

@@ -1,0 +1,202 @@
+"""A phone's personal model: the gated fine-tune, then its own memory mixed in.
+
+The fine-tune (`device_sim.personalize`) helps some phones and hurts others, so
+the phone keeps it only where it beat the global weights on its validation slice
+(its newest train messages). Mixing a per-phone memory into the model's softmax
+(`device_sim.memory`, kNN-LM as kNN-Per uses it, Marfoq et al. 2022) leaves the
+weights as they are and falls back to them with λ = 0; its λ, k and T are chosen
+on the same slice. `fedtype personalize` measures exactly `personalize_texts`'
+result, and the demo's phone suggests with it (`model_of`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from corpora.tokenizer import WordTokenizer
+from device_sim.memory import MemoryMixture, PhoneMemory, build_memory
+from device_sim.memory_config import NO_MEMORY, MemoryConfig, Mixing
+from device_sim.personalize import (
+    FineTune,
+    PersonalizationConfig,
+    beats,
+    search_fine_tune,
+    split_train,
+)
+from models.batching import encode_messages
+from models.metrics import EvalCounts, count_metrics
+from models.model import NextWordModel
+from models.weights import Parameters, load_parameters
+
+# The personal models measured against the global one: the fine-tune everywhere,
+# the fine-tune where the gate kept it, the global model with the phone's memory,
+# and the gated fine-tune with its memory (the phone's personal model).
+VARIANTS = ("personal", "gated", "memory", "gated+memory")
+
+
+@dataclass(frozen=True, eq=False)
+class Personalized:
+    """A phone's personal model: the gated fine-tune, then its memory mixed in.
+
+    `fedtype personalize` measures exactly this, and the demo's phone suggests
+    with it (`model_of`).
+    """
+
+    base: Parameters  # the global weights it started from
+    fine_tune: FineTune | None  # the grid's best on validation; None: no slice
+    kept: bool  # the gate kept the fine-tuned weights (they beat the global ones)
+    validation_global: EvalCounts | None  # None when the phone has no slice
+    gated: Parameters  # the fine-tuned weights where kept, else the global ones
+    memory_global: PhoneMemory  # all train text under the global weights
+    memory_gated: PhoneMemory  # ... under the gated weights
+    mixing_global: Mixing  # the gate's λ, k, T for the memory on the global model
+    mixing_gated: Mixing  # ... on the gated model
+
+
+def choose_mixing(
+    model: NextWordModel,
+    *,
+    tokenizer: WordTokenizer,
+    fit: Sequence[str],
+    validation: Sequence[str],
+    baseline: EvalCounts,
+    config: MemoryConfig,
+) -> Mixing:
+    """λ, k and T of the memory, chosen on the validation slice.
+
+    The memory then holds only the older `fit` messages, so the slice measures
+    what it would add to text it has not seen. λ = 0 (the model alone, scored
+    `baseline`) stays unless a mixing beats it strictly, so the choice is never
+    worse on the slice than the model. A phone without a slice (or with nothing
+    older to remember) takes the configured prior.
+    """
+    memory = build_memory(model, tokenizer, fit, capacity=config.capacity)
+    if not baseline.word_targets or not len(memory):
+        return config.prior
+    best, best_counts = NO_MEMORY, baseline
+    for mixing in config.grid():
+        mixed = MemoryMixture(model=model, memory=memory, mixing=mixing)
+        counts = count_metrics(
+            mixed,
+            tokenizer,
+            list(validation),
+            max_len=model.config.max_len,
+            keystroke_texts=0,
+        )
+        if beats(counts, best_counts):
+            best, best_counts = mixing, counts
+    return best
+
+
+def personalize_texts(
+    texts: Sequence[str],
+    global_parameters: Parameters,
+    *,
+    model: NextWordModel,
+    tokenizer: WordTokenizer,
+    config: PersonalizationConfig,
+    seed: int,
+    client_id: str,
+) -> Personalized:
+    """The personal model of a phone whose train text is `texts` (oldest first).
+
+    Fine-tune on the older messages, keep the result only where it beats the
+    global weights on the newest ones (the validation slice), then choose the
+    memory's mixing on the same slice, for the global and for the gated weights.
+    `model` is a scratch model of the global model's shape, overwritten.
+    """
+    max_len = model.config.max_len
+    fit, validation = split_train(texts, config.validation_fraction)
+    load_parameters(model, global_parameters)
+    baseline = count_metrics(
+        model, tokenizer, validation, max_len=max_len, keystroke_texts=0
+    )
+    sequences = encode_messages(tokenizer, fit, max_len)
+    best = None
+    if sequences and baseline.word_targets:
+        best = search_fine_tune(
+            model,
+            global_parameters,
+            sequences,
+            validation,
+            tokenizer=tokenizer,
+            config=config,
+            seed=seed,
+            client_id=client_id,
+        )
+    kept = best is not None and beats(best.counts, baseline)
+    choose = functools.partial(
+        choose_mixing,
+        tokenizer=tokenizer,
+        fit=fit,
+        validation=validation,
+        config=config.memory,
+    )
+    capacity = config.memory.capacity
+    load_parameters(model, global_parameters)
+    mixing_global = choose(model, baseline=baseline)
+    memory_global = build_memory(model, tokenizer, texts, capacity=capacity)
+    gated = best.parameters if kept and best is not None else global_parameters
+    mixing_gated, memory_gated = mixing_global, memory_global
+    if kept and best is not None:
+        load_parameters(model, gated)
+        mixing_gated = choose(model, baseline=best.counts)
+        memory_gated = build_memory(model, tokenizer, texts, capacity=capacity)
+    return Personalized(
+        base=global_parameters,
+        fine_tune=best,
+        kept=kept,
+        validation_global=baseline if baseline.word_targets else None,
+        gated=gated,
+        memory_global=memory_global,
+        memory_gated=memory_gated,
+        mixing_global=mixing_global,
+        mixing_gated=mixing_gated,
+    )
+
+
+def variant_key(personal: Personalized, variant: str) -> tuple[int, Mixing]:
+    """Equal for two variants that are the same model on this phone."""
+    fine = personal.fine_tune
+    weights = {
+        "personal": fine.parameters if fine is not None else personal.base,
+        "gated": personal.gated,
+        "gated+memory": personal.gated,
+    }.get(variant, personal.base)
+    mixing = {
+        "memory": personal.mixing_global,
+        "gated+memory": personal.mixing_gated,
+    }.get(variant, NO_MEMORY)
+    return id(weights), mixing if mixing.weight > 0 else NO_MEMORY
+
+
+def model_of(
+    personal: Personalized, model: NextWordModel, variant: str = "gated+memory"
+) -> torch.nn.Module:
+    """The suggesting model of one `VARIANTS` entry (or "global"), on `model`.
+
+    "personal" is the fine-tune even where the gate dropped it; "gated+memory"
+    is the personal model of the demo and of `fedtype personalize`'s report.
+    """
+    fine = personal.fine_tune
+    weights = {
+        "global": personal.base,
+        "personal": fine.parameters if fine is not None else personal.base,
+        "gated": personal.gated,
+        "memory": personal.base,
+        "gated+memory": personal.gated,
+    }
+    if variant not in weights:
+        raise ValueError(f"unknown variant {variant!r} ({', '.join(weights)})")
+    load_parameters(model, weights[variant])
+    if variant == "memory":
+        memory, mixing = personal.memory_global, personal.mixing_global
+    elif variant == "gated+memory":
+        memory, mixing = personal.memory_gated, personal.mixing_gated
+    else:
+        return model
+    return MemoryMixture(model=model, memory=memory, mixing=mixing)
