@@ -42,7 +42,7 @@ from coordinator.events import (
 )
 from coordinator.server_choices import STRATEGIES
 from device_sim.config import FleetConfig, LocalTrainingConfig
-from models.config import PRECISIONS, ModelConfig
+from models.config import PRECISIONS, TRAIN_SOFTMAXES, ModelConfig
 from models.launch import launch_local
 from models.run_lock import RunLock
 
@@ -72,6 +72,14 @@ LOCAL_HELPS = {
     "prox_mu": "FedProx proximal weight, 0 for none",
     "precision": "arithmetic of the phones' training: bf16 matmuls under autocast "
     "(fp32 weights and loss) or plain fp32 (default: %(default)s)",
+    "train_softmax": "phones' output layer in training: every word, or each target "
+    "and --softmax-samples words from the public unigram distribution with the "
+    "log-Q correction (evaluation always uses every word) (default: %(default)s)",
+    "softmax_samples": "words drawn per sampled step",
+    "softmax_full_steps": "with sampled, each phone's last N local steps use the "
+    "full softmax",
+    "softmax_sampled_rounds": "with sampled, rounds after this one train with the "
+    "full softmax (default: every round samples)",
     "update_compression": "what a phone sends up: none (float32), int8 (QSGD "
     "8-bit, stochastic rounding) or topk:F (each tensor's largest fraction F, "
     "error feedback on the phone) (default: %(default)s)",
@@ -104,7 +112,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = parser.add_argument_group("federation (new runs only)")
     add_field_options(group, fed, FEDERATION_HELPS, choices={"strategy": STRATEGIES})
     add_field_options(
-        group, LocalTrainingConfig(), LOCAL_HELPS, choices={"precision": PRECISIONS}
+        group,
+        LocalTrainingConfig(),
+        LOCAL_HELPS,
+        choices={"precision": PRECISIONS, "train_softmax": TRAIN_SOFTMAXES},
     )
     add_field_options(group, FleetConfig(), FLEET_HELPS)
     group.add_argument(

@@ -23,9 +23,11 @@ from device_sim.config import LocalTrainingConfig
 from device_sim.faults import corrupt_report, fault_of
 from device_sim.profile import DeviceProfile
 from models.batching import PackedSequences, encode_messages
+from models.config import TrainingConfig
 from models.files import atomic_write_text
 from models.metrics import EvalCounts, EvalMetrics, combine, count_metrics
 from models.model import NextWordModel
+from models.sampled_softmax import public_proposal
 from models.seeding import numpy_rng
 from models.training import TrainResult, batch_mean_loss, train_local
 from models.weights import Parameters, load_parameters
@@ -147,12 +149,14 @@ class Phone:
             max_len=model.config.max_len,
             server_round=server_round,
         )
+        training = config.training_config(server_round)
         result = train_local(
             model,
             data.sequences,
-            config.training_config(),
+            training,
             pad_id=tokenizer.pad_id,
             rng=data.rng,
+            proposal=proposal(tokenizer, training),
         )
         # The first step's loss is the received weights' loss on the first batch,
         # so one forward pass over that batch after training measures the change.
@@ -301,6 +305,11 @@ class Phone:
             )
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise PhoneStoreError(f"{path}: not a phone's history ({error})") from None
+
+
+def proposal(tokenizer: WordTokenizer, config: TrainingConfig) -> torch.Tensor | None:
+    """The sampled softmax's public proposal when `config` samples, else None."""
+    return public_proposal(tokenizer) if config.train_softmax == "sampled" else None
 
 
 class PhoneStoreError(ValueError):

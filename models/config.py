@@ -33,6 +33,9 @@ def native_bf16() -> bool:
 
 # The phones' default arithmetic: bf16 where the CPU has it, else fp32.
 DEFAULT_PRECISION = "bf16" if native_bf16() else "fp32"
+# How local training scores the output layer (`TrainingConfig.train_softmax`):
+# every word, or each row's target and shared samples (`models.sampled_softmax`).
+TRAIN_SOFTMAXES: tuple[str, ...] = ("full", "sampled")
 # How the round-0 output bias is set (`ModelConfig.output_bias_init`).
 OUTPUT_BIAS_INITS: tuple[str, ...] = ("zeros", "unigram")
 
@@ -93,6 +96,22 @@ class TrainingConfig:
     # model's matmuls under `torch.autocast`, fp32 master weights and fp32 loss).
     # `benchmarks/model.py` and `benchmarks/fleet.py` measure the difference.
     precision: str = "fp32"
+    # How a step scores the output layer: "full" (all V words) or "sampled" (each
+    # target and `softmax_samples` words drawn from a public proposal, with the
+    # log-Q correction: `models.sampled_softmax`). Training only: evaluation
+    # always uses the full softmax.
+    train_softmax: str = "full"
+    # Words drawn per sampled step, shared by the batch's rows (Jean et al. 2015).
+    softmax_samples: int = 1024
+    # With "sampled", the last this many steps of each call use the full softmax,
+    # so the unsampled words' normalisation is still learnt (0: none).
+    softmax_full_steps: int = 0
 
     def __post_init__(self) -> None:
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("train_softmax", self.train_softmax, TRAIN_SOFTMAXES)
+        if self.softmax_samples < 1 or self.softmax_full_steps < 0:
+            raise ValueError(
+                "softmax_samples must be >= 1 and softmax_full_steps >= 0, got "
+                f"{self.softmax_samples} and {self.softmax_full_steps}"
+            )

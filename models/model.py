@@ -73,6 +73,24 @@ class NextWordModel(nn.Module):
         """The tied output layer: features (..., E) to logits (..., V)."""
         return features @ self.embedding.weight.T + self.output_bias
 
+    def candidate_logits(
+        self, features: torch.Tensor, targets: torch.Tensor, samples: torch.Tensor
+    ) -> torch.Tensor:
+        """The tied output layer over each row's target and shared samples only.
+
+        Args:
+            features: (N, E).
+            targets: (N,) each row's own word.
+            samples: (S,) words every row is scored against.
+
+        Returns:
+            (N, 1 + S): column 0 the target's logit, then the samples'.
+        """
+        weight, bias = self.embedding.weight, self.output_bias
+        own = (features * weight[targets]).sum(-1) + bias[targets]  # (N,)
+        shared = features @ weight[samples].T + bias[samples]  # (N, S)
+        return torch.cat([own[:, None].to(shared.dtype), shared], dim=1)
+
     def forward(
         self,
         tokens: torch.Tensor,
@@ -80,6 +98,7 @@ class NextWordModel(nn.Module):
         *,
         at: torch.Tensor | None = None,
         row_multiple: int = 1,
+        candidates: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, LSTMState]:
         """Logits of the next token at every position, or at the positions `at`.
 
@@ -92,6 +111,9 @@ class NextWordModel(nn.Module):
                 output layer, which holds most of the model's arithmetic.
             row_multiple: with `at`, zero rows are appended so that N is a
                 multiple of this (their logits are the output bias alone).
+            candidates: with `at`, (targets (N',), samples (S,)): logits only of
+                each packed row's target and of the shared samples, (N', 1 + S),
+                as the sampled softmax of training needs (`candidate_logits`).
 
         Returns:
             Logits of shape (B, T, V), or (N, V) with `at`, and the LSTM state
@@ -108,6 +130,8 @@ class NextWordModel(nn.Module):
                         features.new_zeros(extra, 1).expand(extra, features.shape[1]),
                     ]
                 )
+            if candidates is not None:
+                return self.candidate_logits(features, *candidates), state
         return self.output_logits(features), state
 
 

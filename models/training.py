@@ -14,6 +14,7 @@ from torch import nn
 from models.batching import count_targets, make_batches
 from models.config import TrainingConfig
 from models.model import NextWordModel
+from models.sampled_softmax import WordSampler, sampled_cross_entropy
 
 # Rows of the packed output layer are a multiple of this: bf16 matmul kernels are
 # generated and kept for each row count they meet, so rounding the count bounds how
@@ -83,6 +84,7 @@ def batch_loss(
     precision: str = "fp32",
     *,
     reduction: str = "mean",
+    sampler: WordSampler | None = None,
 ) -> torch.Tensor:
     """Next-token cross-entropy over a (B, L+1) batch, padding ignored.
 
@@ -92,10 +94,14 @@ def batch_loss(
 
     Args:
         reduction: "mean" over the real targets, or "sum".
+        sampler: training only: the sampled softmax's shared words are drawn
+            from it (`models.sampled_softmax`); None scores every word.
     """
     batch = bucketed(batch, pad_id)
     targets = batch[:, 1:]  # (B, L)
     real = targets != pad_id
+    if sampler is not None:
+        return _sampled_loss(model, batch, real, sampler, precision, reduction)
     with autocast(precision):
         # (N', V): N real targets, then zero rows up to a multiple of 16.
         logits, _ = model(batch[:, :-1], at=real, row_multiple=_ROW_MULTIPLE)
@@ -104,6 +110,32 @@ def batch_loss(
     return F.cross_entropy(
         logits.float(), wanted, reduction=reduction, ignore_index=_IGNORED
     )
+
+
+def _sampled_loss(
+    model: nn.Module,
+    batch: torch.Tensor,
+    real: torch.Tensor,
+    sampler: WordSampler,
+    precision: str,
+    reduction: str,
+) -> torch.Tensor:
+    """`batch_loss` with the sampled softmax over a bucketed batch."""
+    samples, log_expected = sampler.draw()  # (S,), (S,)
+    wanted = batch[:, 1:][real]  # (N,)
+    count = wanted.shape[0]
+    # The zero rows up to a multiple of 16 score word 0; their losses are dropped.
+    padded = wanted.new_zeros(count + -count % _ROW_MULTIPLE)
+    padded[:count] = wanted
+    with autocast(precision):
+        logits, _ = model(  # (N', 1 + S)
+            batch[:, :-1],
+            at=real,
+            row_multiple=_ROW_MULTIPLE,
+            candidates=(padded, samples),
+        )
+    losses = sampled_cross_entropy(logits[:count], wanted, samples, log_expected)
+    return losses.mean() if reduction == "mean" else losses.sum()
 
 
 def proximal_term(model: nn.Module, anchor: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -121,10 +153,15 @@ def train_step(
     *,
     pad_id: int,
     anchor: Sequence[torch.Tensor] | None = None,
+    sampler: WordSampler | None = None,
 ) -> float:
-    """One optimizer step on one batch; returns the batch's loss."""
+    """One optimizer step on one batch; returns the batch's loss.
+
+    With `sampler` the step uses the sampled softmax, and the loss returned is
+    its estimate of the cross-entropy.
+    """
     optimizer.zero_grad(set_to_none=True)
-    loss = batch_loss(model, batch, pad_id, config.precision)
+    loss = batch_loss(model, batch, pad_id, config.precision, sampler=sampler)
     objective = loss
     if anchor is not None and config.prox_mu > 0:
         objective = loss + 0.5 * config.prox_mu * proximal_term(model, anchor)
@@ -159,6 +196,26 @@ def local_batches(
             yield batch
 
 
+def step_samplers(
+    config: TrainingConfig,
+    steps: int,
+    *,
+    rng: np.random.Generator,
+    proposal: torch.Tensor | None,
+) -> list[WordSampler | None]:
+    """Each step's sampler: None for a full-softmax step.
+
+    Under "sampled" every step but the last `softmax_full_steps` samples.
+    """
+    if config.train_softmax == "full":
+        return [None] * steps
+    if proposal is None:
+        raise ValueError("train_softmax 'sampled' needs a proposal distribution")
+    sampler = WordSampler(proposal, samples=config.softmax_samples, rng=rng.spawn(1)[0])
+    sampled = max(0, steps - config.softmax_full_steps)
+    return [sampler] * sampled + [None] * (steps - sampled)
+
+
 def train_local(
     model: NextWordModel,
     sequences: list[list[int]],
@@ -167,10 +224,17 @@ def train_local(
     pad_id: int,
     rng: np.random.Generator,
     on_step: StepCallback | None = None,
+    proposal: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train `model` in place on `sequences` for `config.epochs` (or `max_steps`).
 
     With `config.prox_mu > 0` the starting weights are the FedProx anchor.
+
+    Args:
+        rng: the batches' stream; a sampled softmax draws its words from a
+            child stream spawned from it, which leaves the batches unchanged.
+        proposal: with `config.train_softmax == "sampled"`, the log-probabilities
+            (V,) the shared words are drawn from (`models.sampled_softmax`).
     """
     model.train()
     optimizer = make_optimizer(model, config)
@@ -179,8 +243,18 @@ def train_local(
         anchor = [p.detach().clone() for p in model.parameters()]
     steps, tokens, total, first_loss = 0, 0, 0.0, float("nan")
     first_batch = None
-    for batch in local_batches(sequences, config, pad_id=pad_id, rng=rng):
-        loss = train_step(model, optimizer, batch, config, pad_id=pad_id, anchor=anchor)
+    batches = list(local_batches(sequences, config, pad_id=pad_id, rng=rng))
+    samplers = step_samplers(config, len(batches), rng=rng, proposal=proposal)
+    for batch, sampler in zip(batches, samplers, strict=True):
+        loss = train_step(
+            model,
+            optimizer,
+            batch,
+            config,
+            pad_id=pad_id,
+            anchor=anchor,
+            sampler=sampler,
+        )
         if steps == 0:
             first_loss, first_batch = loss, batch
         steps += 1

@@ -188,6 +188,9 @@ def test_corpus_fingerprint_and_absolute_path_in_the_run(
         (["--fault-scale", "0"], "fault_scale must be positive and finite"),
         (["--fault-kind", "melted"], "invalid choice: 'melted'"),
         (["--aggregator", "mode"], "invalid choice: 'mode'"),
+        (["--train-softmax", "tree"], "invalid choice: 'tree'"),
+        (["--softmax-samples", "0"], "softmax_samples must be >= 1"),
+        (["--softmax-full-steps", "-1"], "softmax_full_steps must be >= 0"),
         (["--corpus", "/dev/zero"], "is a character device, not a regular file"),
     ],
 )
