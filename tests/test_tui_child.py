@@ -113,8 +113,9 @@ async def test_child_fleet_drives_the_app(small_run, small_splits):
     app = FedtypeApp(fleet, max_rounds=2)
 
     async with app.run_test(size=(100, 40)) as pilot:
-        # Execute
-        for _ in range(400):
+        # Execute: up to 120 s for two rounds in the child (it returns as soon as
+        # they are in; a busy machine or `pytest -n 2` starves the child for long)
+        for _ in range(2400):
             if app.server_round == 2:
                 break
             await pilot.pause(0.05)
