@@ -29,42 +29,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from device_sim.config import FleetConfigError
+from device_sim.compression_spec import COMPRESSIONS as COMPRESSIONS
+from device_sim.compression_spec import Compression as Compression
+from device_sim.compression_spec import parse_compression as parse_compression
 from models.seeding import numpy_rng
 from models.weights import Parameters
 
 if TYPE_CHECKING:
     from device_sim.phone import ClientReport
 
-# What `LocalTrainingConfig.update_compression` accepts (F in (0, 1]).
-COMPRESSIONS = ("none", "int8", "topk:F")
 INT8_LEVELS = 127  # int8 values lie in [-127, 127]: symmetric around 0
 SCALE_BYTES = 4  # a float32 scale per int8 tensor
 SPARSE_ENTRY_BYTES = 8  # an int32 index and a float32 value
-
-
-@dataclass(frozen=True)
-class Compression:
-    """A parsed `update_compression` setting."""
-
-    kind: str  # "none", "int8" or "topk"
-    fraction: float = 1.0  # topk's share of each tensor's values sent
-
-
-def parse_compression(spec: str) -> Compression:
-    """`none`, `int8` or `topk:F` with F in (0, 1]; a `FleetConfigError` else."""
-    if spec in ("none", "int8"):
-        return Compression(spec)
-    kind, _, value = spec.partition(":")
-    try:
-        fraction = float(value)
-    except ValueError:
-        fraction = float("nan")
-    if kind != "topk" or not 0 < fraction <= 1:
-        raise FleetConfigError(
-            f"update_compression {spec!r}: one of none, int8, topk:F with F in (0, 1]"
-        )
-    return Compression("topk", fraction)
 
 
 @dataclass(frozen=True, eq=False)

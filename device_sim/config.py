@@ -108,7 +108,7 @@ class LocalTrainingConfig:
 
     def __post_init__(self) -> None:
         check_choice("precision", self.precision, PRECISIONS, FleetConfigError)
-        from device_sim.compression import parse_compression
+        from device_sim.compression_spec import parse_compression
 
         parse_compression(self.update_compression)
         check_choice(
