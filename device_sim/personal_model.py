@@ -11,7 +11,6 @@ result, and the demo's phone suggests with it (`model_of`).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -88,6 +87,36 @@ def choose_mixing(
     return best
 
 
+def _memories(
+    texts: Sequence[str],
+    model: NextWordModel,
+    *,
+    tokenizer: WordTokenizer,
+    config: MemoryConfig,
+    split: tuple[list[str], list[str]],
+    weights: tuple[Parameters, EvalCounts],
+    gated: tuple[Parameters, EvalCounts] | None,
+) -> tuple[tuple[PhoneMemory, Mixing], tuple[PhoneMemory, Mixing]]:
+    """(memory, mixing) under the global weights and under the gated ones (the
+    same pair when the gate dropped the fine-tune); each weights' (parameters,
+    validation counts) given."""
+    fit, validation = split
+    pairs = []
+    for parameters, baseline in (weights, gated) if gated else (weights,):
+        load_parameters(model, parameters)
+        mixing = choose_mixing(
+            model,
+            tokenizer=tokenizer,
+            fit=fit,
+            validation=validation,
+            baseline=baseline,
+            config=config,
+        )
+        memory = build_memory(model, tokenizer, texts, capacity=config.capacity)
+        pairs.append((memory, mixing))
+    return pairs[0], pairs[-1]
+
+
 def personalize_texts(
     texts: Sequence[str],
     global_parameters: Parameters,
@@ -125,33 +154,26 @@ def personalize_texts(
             client_id=client_id,
         )
     kept = best is not None and beats(best.counts, baseline)
-    choose = functools.partial(
-        choose_mixing,
-        tokenizer=tokenizer,
-        fit=fit,
-        validation=validation,
-        config=config.memory,
-    )
-    capacity = config.memory.capacity
-    load_parameters(model, global_parameters)
-    mixing_global = choose(model, baseline=baseline)
-    memory_global = build_memory(model, tokenizer, texts, capacity=capacity)
     gated = best.parameters if kept and best is not None else global_parameters
-    mixing_gated, memory_gated = mixing_global, memory_global
-    if kept and best is not None:
-        load_parameters(model, gated)
-        mixing_gated = choose(model, baseline=best.counts)
-        memory_gated = build_memory(model, tokenizer, texts, capacity=capacity)
+    memories = _memories(
+        texts,
+        model,
+        tokenizer=tokenizer,
+        config=config.memory,
+        split=(fit, validation),
+        weights=(global_parameters, baseline),
+        gated=(gated, best.counts) if kept and best is not None else None,
+    )
     return Personalized(
         base=global_parameters,
         fine_tune=best,
         kept=kept,
         validation_global=baseline if baseline.word_targets else None,
         gated=gated,
-        memory_global=memory_global,
-        memory_gated=memory_gated,
-        mixing_global=mixing_global,
-        mixing_gated=mixing_gated,
+        memory_global=memories[0][0],
+        memory_gated=memories[1][0],
+        mixing_global=memories[0][1],
+        mixing_gated=memories[1][1],
     )
 
 

@@ -19,6 +19,7 @@ from corpora.tokenizer import WordTokenizer
 from device_sim.memory_config import NO_MEMORY, Mixing
 from device_sim.personal_model import (
     VARIANTS,
+    Personalized,
     model_of,
     personalize_texts,
     variant_key,
@@ -97,6 +98,32 @@ def _measure(
     return counts, hits
 
 
+def _measure_variants(
+    personal: Personalized,
+    model: NextWordModel,
+    texts: list[str],
+    *,
+    tokenizer: WordTokenizer,
+    keystroke_texts: int,
+) -> dict[str, tuple[EvalCounts, torch.Tensor]]:
+    """Counts and top-1 hits of "global" and every variant on `texts`; a variant
+    that is the same model as one already measured is not measured again."""
+    measured: dict[str, tuple[EvalCounts, torch.Tensor]] = {}
+    done: dict[tuple[int, Mixing], tuple[EvalCounts, torch.Tensor]] = {}
+    for variant in ("global", *VARIANTS):
+        key = variant_key(personal, variant)
+        if key not in done:
+            done[key] = _measure(
+                model_of(personal, model, variant),
+                texts,
+                tokenizer=tokenizer,
+                max_len=model.config.max_len,
+                keystroke_texts=keystroke_texts,
+            )
+        measured[variant] = done[key]
+    return measured
+
+
 def personalize_phone(
     phone: Phone,
     global_parameters: Parameters,
@@ -135,19 +162,9 @@ def personalize_phone(
         seed=seed,
         client_id=phone.client_id,
     )
-    measured: dict[str, tuple[EvalCounts, torch.Tensor]] = {}
-    done: dict[tuple[int, Mixing], tuple[EvalCounts, torch.Tensor]] = {}
-    for variant in ("global", *VARIANTS):
-        key = variant_key(personal, variant)  # a variant equal to one measured
-        if key not in done:
-            done[key] = _measure(
-                model_of(personal, model, variant),
-                texts,
-                tokenizer=tokenizer,
-                max_len=model.config.max_len,
-                keystroke_texts=keystroke_texts,
-            )
-        measured[variant] = done[key]
+    measured = _measure_variants(
+        personal, model, texts, tokenizer=tokenizer, keystroke_texts=keystroke_texts
+    )
     base = measured["global"][1]
     paired = tuple(
         (v, Paired(int((hits & ~base).sum()), int((~hits & base).sum())))

@@ -177,10 +177,12 @@ def test_corrupt_report_each_kind() -> None:
     assert reports["count"][1] == 700 and reports["count"][0][0] is update[0]
     assert tuple(reports["shape"][0][0].shape) == (2, 2)
     assert reports["dtype"][0][0].dtype == torch.float64
+    # range and weight lie only inside the mask: their plain report is honest.
     assert {kind: n for kind, (_, n) in reports.items()} == {
         "nan": 7, "inf": 7, "scale": 7, "sign": 7, "count": 700, "shape": 7,
-        "dtype": 7,
+        "dtype": 7, "range": 7, "weight": 7,
     }  # fmt: skip
+    assert torch.equal(reports["weight"][0][0], update[0])
     assert torch.equal(update[0], torch.ones(3, 2))  # the input is untouched
 
 
