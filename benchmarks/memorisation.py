@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from benchmarks.privacy_audit import fresh_simulation
 from coordinator.audit_run import first_users
 from coordinator.config import FederationConfig
 from coordinator.dp import DPConfig
@@ -52,7 +51,6 @@ from corpora.canaries import (
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig
-from models.config import ModelConfig
 from models.exposure import exposures
 from models.run_canaries import CANDIDATES
 
@@ -123,20 +121,12 @@ def run_row(
     canaries: list[Canary],
 ) -> Simulation:
     """Train the row's run from scratch in OUT/<slug>."""
-    run_dir = Path(args.out) / slug
-    shutil.rmtree(run_dir, ignore_errors=True)
-    model = ModelConfig(
-        vocab_size=tokenizer.vocab_size,
-        embed_dim=args.embed_dim,
-        hidden_dim=args.hidden_dim,
-    )
-    simulation = Simulation.create(
-        run_dir,
+    simulation = fresh_simulation(
+        slug,
+        args,
         federation=federation_for(slug, args),
-        corpus=CorpusConfig(),
-        model=model,
-        tokenizer=tokenizer,
         splits=plant(splits, [c for c in canaries if c.planted], seed=args.seed),
+        tokenizer=tokenizer,
     )
     while simulation.server_round < args.rounds:
         record: dict[str, Any] = simulation.run_round()

@@ -115,6 +115,33 @@ def federation_for(row: Row, args: argparse.Namespace) -> FederationConfig:
     return config
 
 
+def fresh_simulation(
+    slug: str,
+    args: argparse.Namespace,
+    *,
+    federation: FederationConfig,
+    splits: CorpusSplits,
+    tokenizer: WordTokenizer,
+) -> Simulation:
+    """A new run in OUT/<slug> (an earlier one there removed) of the model size
+    `args` names, on `splits`."""
+    run_dir = Path(args.out) / slug
+    shutil.rmtree(run_dir, ignore_errors=True)
+    model = ModelConfig(
+        vocab_size=tokenizer.vocab_size,
+        embed_dim=args.embed_dim,
+        hidden_dim=args.hidden_dim,
+    )
+    return Simulation.create(
+        run_dir,
+        federation=federation,
+        corpus=CorpusConfig(),
+        model=model,
+        tokenizer=tokenizer,
+        splits=splits,
+    )
+
+
 def audit_row(
     row: Row,
     args: argparse.Namespace,
@@ -124,20 +151,12 @@ def audit_row(
     users: CanaryUsers,
 ) -> AuditReport:
     """Train the row's run from scratch in OUT/<slug> and audit it."""
-    run_dir = Path(args.out) / row.slug
-    shutil.rmtree(run_dir, ignore_errors=True)
-    model = ModelConfig(
-        vocab_size=tokenizer.vocab_size,
-        embed_dim=args.embed_dim,
-        hidden_dim=args.hidden_dim,
-    )
-    simulation = Simulation.create(
-        run_dir,
+    simulation = fresh_simulation(
+        row.slug,
+        args,
         federation=federation_for(row, args),
-        corpus=CorpusConfig(),
-        model=model,
-        tokenizer=tokenizer,
         splits=users.add_to(splits),
+        tokenizer=tokenizer,
     )
 
     def progress(server_round: int, record: dict[str, Any]) -> None:
