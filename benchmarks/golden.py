@@ -49,14 +49,17 @@ def _is_wall_clock(key: str) -> bool:
     return timed and key != "simulated_seconds"
 
 
-def strip_wall_clock(value: Any) -> Any:
-    """The metrics line without its wall-clock fields, at any depth."""
+def strip_wall_clock(value: Any, ignored: frozenset[str] = frozenset()) -> Any:
+    """The metrics line without its wall-clock fields (and the `ignored` keys),
+    at any depth."""
     if isinstance(value, dict):
         return {
-            k: strip_wall_clock(v) for k, v in value.items() if not _is_wall_clock(k)
+            k: strip_wall_clock(v, ignored)
+            for k, v in value.items()
+            if not _is_wall_clock(k) and k not in ignored
         }
     if isinstance(value, list):
-        return [strip_wall_clock(v) for v in value]
+        return [strip_wall_clock(v, ignored) for v in value]
     return value
 
 
@@ -129,6 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     record.add_argument("--out", type=Path, required=True)
     check = sub.add_parser("check", help="run them again and compare")
     check.add_argument("--against", type=Path, required=True)
+    check.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        help="a key to leave out on both sides, at any depth (a field a change "
+        "removed on purpose, e.g. words: the attack's words left the log)",
+    )
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="golden-"))
     try:
@@ -145,8 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     changed = 0
     for name, lines in results.items():
         path = args.against / f"{name}.jsonl"
-        before = [json.loads(x) for x in path.read_text().splitlines() if x]
-        found = first_difference(before, lines)
+        ignored = frozenset(args.ignore)
+        before = [
+            strip_wall_clock(json.loads(x), ignored)
+            for x in path.read_text().splitlines()
+            if x
+        ]
+        found = first_difference(before, strip_wall_clock(lines, ignored))
         print(f"{name}: {'identical' if found is None else 'differs at ' + found}")
         changed += found is not None
     return 1 if changed else 0
