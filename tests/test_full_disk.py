@@ -24,7 +24,6 @@ from safetensors import SafetensorError
 
 import models.checkpoint
 from cli.main import main
-from corpora.messages import Message
 from models.files import (
     StorageError,
     append_jsonl,
@@ -102,18 +101,11 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def finished(
-    tmp_path_factory: pytest.TempPathFactory, small_messages: list[Message]
+    tmp_path_factory: pytest.TempPathFactory, corpus_file: str
 ) -> tuple[Path, Path]:
     """(corpus, run): a JSONL of the small slice and a 1-round run on 12 users."""
     folder = tmp_path_factory.mktemp("disk")
-    corpus = folder / "slice.jsonl"
-    corpus.write_text(
-        "".join(
-            json.dumps({"user": m.user, "text": m.text, "timestamp": m.timestamp})
-            + "\n"
-            for m in small_messages
-        )
-    )
+    corpus = Path(corpus_file)
     run = folder / "run"
     argv = ["simulate", "--out", str(run), "--corpus", str(corpus), "--rounds", "1"]
     assert main([*argv, *TINY]) == 0

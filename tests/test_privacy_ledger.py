@@ -8,7 +8,6 @@ it had logged before the damage.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from test_resume_repair import TINY, run_cli
 
 from cli.main import main
 from coordinator.ledger import LedgerError, LedgerEvent, PrivacyLedger
-from corpora.messages import Message
 from models.rundir import RunDir
 
 DP = ["--secure-aggregation", "--dp-clip", "0.5", "--noise-multiplier", "0.8"]
@@ -31,19 +29,10 @@ def event(server_round: int, q: float = 0.1, z: float = 1.0) -> LedgerEvent:
 
 
 @pytest.fixture(scope="module")
-def dp_run(
-    tmp_path_factory: pytest.TempPathFactory, small_messages: list[Message]
-) -> Path:
+def dp_run(tmp_path_factory: pytest.TempPathFactory, corpus_file: str) -> Path:
     """A 4-round SecAgg + DP run (C 0.5, z 0.8) on the small slice's 20 users."""
     folder = tmp_path_factory.mktemp("dp")
-    corpus = folder / "slice.jsonl"
-    corpus.write_text(
-        "".join(
-            json.dumps({"user": m.user, "text": m.text, "timestamp": m.timestamp})
-            + "\n"
-            for m in small_messages
-        )
-    )
+    corpus = Path(corpus_file)
     run = folder / "run"
     argv = ["simulate", "--out", str(run), "--corpus", str(corpus), "--rounds", "4"]
     assert main([*argv, "--max-users", "20", *TINY, *DP]) == 0
