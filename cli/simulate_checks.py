@@ -9,7 +9,7 @@ option is one line and exit status 2, and leaves nothing behind:
 - `--rounds` below the rounds a resumed run already completed;
 - `--out`: empty, a file, under a file or unwritable; a directory holding a run
   killed before round 0 was saved is reused;
-- `--resume` repairs what a kill or a damaged disk left (`coordinator.store.
+- `--resume` repairs what a kill or a damaged disk left (`coordinator.repair.
   repair_for_resume`) and says what it did; a run that never saved round 0 is
   started again from its own config.json;
 - more `--clients-per-round` than the fleet has phones.
@@ -131,10 +131,11 @@ def prepare_resume(args: argparse.Namespace, console: Console) -> RunSettings | 
     Refuses a --rounds below the rounds already completed.
     """
     from coordinator import store
+    from coordinator.repair import clear_unstarted, repair_for_resume
     from models.rundir import RunDir
 
     run = RunDir(args.resume)
-    repair = store.repair_for_resume(run)
+    repair = repair_for_resume(run)
     for note in repair.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     if repair.unstarted:
@@ -142,7 +143,7 @@ def prepare_resume(args: argparse.Namespace, console: Console) -> RunSettings | 
         if args.rounds is not None:
             federation = replace(restart.federation, rounds=args.rounds)
             restart = replace(restart, federation=federation)
-        store.clear_unstarted(run)
+        clear_unstarted(run)
         console.print(
             f"{run.path}: round 0 was never saved; starting the run again",
             highlight=False,
@@ -159,13 +160,13 @@ def prepare_resume(args: argparse.Namespace, console: Console) -> RunSettings | 
 
 def prepare_out(args: argparse.Namespace, console: Console) -> None:
     """Reuse an --out directory that holds only a run killed before round 0."""
-    from coordinator import store
+    from coordinator.repair import clear_unstarted, is_unstarted
     from models.rundir import RunDir
 
     run = RunDir(args.out)
-    if store.is_unstarted(run):
+    if is_unstarted(run):
         run.remove_stale_temporaries()
-        store.clear_unstarted(run)
+        clear_unstarted(run)
         console.print(
             f"{run.path}: held a run stopped before round 0 was saved; starting "
             "afresh there",

@@ -302,7 +302,7 @@ def run_rank(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, ranks: Ranks) -> int:
-    from coordinator.simulation import PrivacyBudgetSpent
+    from coordinator.budget import PrivacyBudgetSpent
 
     console = Console(quiet=ranks.rank != 0)
     simulation = _open(args, console, ranks)

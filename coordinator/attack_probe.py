@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from coordinator.attack import bias_tokens, recover_tokens, score, update_parts
 from coordinator.config import FederationConfig
+from coordinator.rounds import HeldRound
 from corpora.tokenizer import WordTokenizer
 from device_sim.executor import TrainedRound
 from device_sim.fleet import Fleet
@@ -35,6 +37,38 @@ from device_sim.truth import trained_tokens
 
 # How many recovered words a round records per attacked input.
 TOP_WORDS = 12
+
+
+@dataclass(frozen=True)
+class AttackProbe:
+    """The curious server, observing each aggregated round (measurement only).
+
+    `Simulation` adds it to `RoundEnvironment.observers` when the run asks for
+    `attack_phones`; it scores what the server held (`HeldRound`) against the
+    truth of what the phones trained on (`device_sim.truth`).
+    """
+
+    config: FederationConfig
+    fleet: Fleet
+    tokenizer: WordTokenizer
+    max_len: int
+
+    def __call__(self, held: HeldRound) -> dict[str, Any]:
+        """The line's `attack` figures of one round."""
+        release = held.release
+        return {
+            "attack": probe_round(
+                held.trained,
+                release.included,
+                config=self.config,
+                fleet=self.fleet,
+                tokenizer=self.tokenizer,
+                max_len=self.max_len,
+                server_round=held.server_round,
+                aggregate=release.exact_sum,
+                noisy=release.noisy_mean,
+            )
+        }
 
 
 def probe_round(

@@ -41,8 +41,9 @@ import numpy as np
 import torch
 
 from coordinator.audit import BETA, AuditError, AuditResult, audit
+from coordinator.budget import PrivacyBudgetSpent
 from coordinator.privacy_config import default_delta
-from coordinator.simulation import PrivacyBudgetSpent, Simulation
+from coordinator.simulation import Simulation
 from corpora.canaries import Canary, CanaryConfig, make_canaries, vocabulary_words
 from corpora.corpus import CorpusSplits, UserHistory
 from corpora.tokenizer import WordTokenizer

@@ -26,11 +26,8 @@ from dataclasses import replace
 from coordinator.config import FederationConfig
 from coordinator.dp import realised_noise_multiplier
 from coordinator.privacy_config import PrivacyConfigError, calibrated_noise
-from coordinator.private_round import (
-    PrivacyState,
-    epsilon_budget_left,
-    sampling_probability,
-)
+from coordinator.protections.charge import epsilon_budget_left, sampling_probability
+from coordinator.protections.state import PrivacyState
 
 
 def shares_fraction(config: FederationConfig) -> float:
@@ -73,6 +70,43 @@ def round_config(
     )
     dp = replace(dp, noise_multiplier=z)
     return replace(config, privacy=replace(privacy, dp=dp))
+
+
+class PrivacyBudgetSpent(RuntimeError):
+    """The next round would spend more epsilon than the run's target allows."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def next_round_config(
+    config: FederationConfig, state: PrivacyState, next_round: tuple[int, int]
+) -> FederationConfig:
+    """The config of the next round, `next_round` = (its number, the phones
+    eligible when it starts).
+
+    Raises:
+        PrivacyBudgetSpent: it may not run (the reason says why).
+    """
+    server_round, pool = next_round
+    config, reason = budget_stop(config, state, pool=pool, server_round=server_round)
+    if reason is not None:
+        raise PrivacyBudgetSpent(reason)
+    return config
+
+
+def budget_ends(
+    config: FederationConfig, state: PrivacyState, next_round: tuple[int, int]
+) -> bool:
+    """Whether a target epsilon stops the run before `next_round`."""
+    if config.privacy.dp is None or config.privacy.target_epsilon is None:
+        return False
+    try:
+        next_round_config(config, state, next_round)
+    except PrivacyBudgetSpent:
+        return True
+    return False
 
 
 def budget_stop(

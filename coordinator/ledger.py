@@ -7,7 +7,7 @@
 
 one per Poisson-subsampled Gaussian event the accountant was charged:
 `released` (a noisy mean), `unreleased` (a round that sampled phones and
-released nothing, `coordinator.private_round.charge_unreleased`) or `carried`
+released nothing, `coordinator.protections.charge.charge_unreleased`) or `carried`
 (a run made before the ledger existed: its state.json accountant's rounds,
 copied once). `clip_norm` is the clip bound after the round (adaptive clipping
 moves it; None when the round left it as it was).
@@ -44,7 +44,7 @@ from typing import Any
 
 from coordinator import store
 from coordinator.accountant import PrivacyAccountant
-from coordinator.private_round import PrivacyState
+from coordinator.protections.state import PrivacyState
 from models.rundir import RunDir, RunDirError
 
 LEDGER_NAME = "privacy_ledger.jsonl"

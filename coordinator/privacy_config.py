@@ -2,7 +2,7 @@
 
 `PrivacyConfig` sits in `FederationConfig.privacy` and in config.json. A run made
 before it existed loads with the default: no protection, the attack measured on
-three phones. What each protection does is in `coordinator.private_round`.
+three phones. What each protection does is in `coordinator.protections`.
 
 The delta of (epsilon, delta)-DP must lie below 1/population, or a mechanism that
 publishes one random user's whole history would meet it. Left unset it resolves,

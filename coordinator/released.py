@@ -9,8 +9,8 @@ the server learned (docs/privacy.md, "What the server sees"):
 
 - no protection: everything stays (the server sees each plain summary);
 - secure aggregation: the phones' example counts and losses only as the masked
-  sum's totals (`private_round` files them under `masked_sum`, lifted here to
-  the top); their tokens the server never learns;
+  sum's totals (`coordinator.protections.releases` files them under
+  `masked_sum`, lifted here to the top); their tokens the server never learns;
 - differential privacy: only released or accounted figures, so neither the
   phones' counts, losses and tokens, nor the screen's per-phone verdicts, nor
   the phones' evaluation on their own future text (none of them noised).

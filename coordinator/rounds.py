@@ -1,50 +1,38 @@
 """One federated round as one call: `run_round(state, env, config) -> (state, metrics)`.
 
-The round follows Bonawitz et al. 2019 (arXiv 1902.01046): selection among the
-eligible phones with over-selection, configuration (the global weights go down),
-reporting until `clients_per_round` reports arrived or the deadline passed, then
-screening (`coordinator.robust`) and aggregation (`coordinator.strategies`, FedAvg
-of McMahan et al. 2017 and its server-optimizer variants). A round with too few
-valid reports is abandoned: the global model stays as it was and the reason is
-recorded. Under DP it is not: whether a round is released must not depend on
-how many valid reports arrived, so the noisy sum over the fixed denominator is
-released whatever arrived (docs/privacy.md, "Sampling and accounting"). Nothing
-here does I/O; `coordinator.simulation` saves the results.
+The round follows Bonawitz et al. 2019 (arXiv 1902.01046) and reads as its
+algorithm: select among the eligible phones, send the global weights, train on
+the phones until enough reports arrived or the deadline passed, screen
+(`coordinator.robust`), aggregate under the run's protection
+(`coordinator.protections`: none, SecAgg, DP or both, chosen once per run),
+step the server optimizer (`coordinator.strategies`, FedAvg of McMahan et al.
+2017 and its variants), charge the budget. A round with too few valid reports
+is abandoned, the global model unchanged and the reason recorded, unless the
+protection must release whatever arrived (DP). Measurement (the attack probe)
+observes what the server held through `RoundEnvironment.observers`; it is not a
+step of the round. Nothing here does I/O; `coordinator.simulation` saves.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
-from coordinator.attack_probe import probe_round
 from coordinator.config import FederationConfig
 from coordinator.events import ClientDone, EventCallback, RoundStarted, emit
-from coordinator.private_round import (
-    PrivacyState,
-    blind,
-    charge_unreleased,
-    private_delta,
-    sampling_probability,
-)
-from coordinator.robust import (
-    ScreenConfig,
-    ScreenHistory,
-    compares_users,
-    screen_stats,
-)
-from coordinator.robust_aggregation import aggregate_updates
-from coordinator.selection import Arrival, plan_round, poisson_select, select_clients
+from coordinator.protections import PrivacyState, Protection, Release, protection_for
+from coordinator.robust import Rejection, ScreenHistory
+from coordinator.selection import Arrival, RoundPlan, plan_round
 from coordinator.strategies import Parameters, StrategyState, server_step
 from coordinator.sum_checks import SumCheckFailed
 from corpora.tokenizer import WordTokenizer
 from device_sim.executor import ClientExecutor, ClientSummary, TrainedRound
 from device_sim.fleet import Fleet
-from device_sim.profile import drops_out, work_seconds
+from device_sim.profile import drops_out
 from device_sim.secagg import SecAggAbort
 from device_sim.truth import with_phone_figures
 
@@ -62,6 +50,19 @@ class ServerState:
 
 
 @dataclass(frozen=True)
+class HeldRound:
+    """What the server held after aggregating a round, for observers."""
+
+    server_round: int
+    trained: TrainedRound  # the harness's record of the phones' work
+    release: Release  # the delta, the sum the server saw, DP's noisy mean
+
+
+# Measurement: called with each aggregated round, returns figures for its line.
+RoundObserver = Callable[[HeldRound], dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class RoundEnvironment:
     """What a round works with besides the state: phones and their executor."""
 
@@ -70,6 +71,7 @@ class RoundEnvironment:
     tokenizer: WordTokenizer
     max_len: int  # the model's window, for the phones' step counts
     pinned: tuple[str, ...] = ()  # phones always selected when eligible
+    observers: tuple[RoundObserver, ...] = ()  # measurement (the attack probe)
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ class RoundMetrics:
     bytes_up: int = 0
     simulated_seconds: float = 0.0  # from the round's start to its close
     wall_seconds: float = 0.0
-    # The protections' and the attack probe's figures (coordinator.private_round,
+    # The protections' and the attack probe's figures (coordinator.protections,
     # coordinator.attack_probe), merged into the line: epsilon, attack, ...
     privacy: dict[str, Any] = field(default_factory=dict)
 
@@ -112,136 +114,235 @@ def model_bytes(parameters: Parameters) -> int:
     return sum(t.numel() * t.element_size() for t in parameters)
 
 
-def _weighted(reports: list[ClientSummary], name: str) -> float | None:
-    total = sum(r.num_examples for r in reports)
-    if not total:
-        return None
-    return sum(getattr(r.metrics, name) * r.num_examples for r in reports) / total
-
-
-def _arrivals(
-    selected: list[str],
-    env: RoundEnvironment,
-    config: FederationConfig,
-    *,
-    server_round: int,
-    size: int,
-) -> list[Arrival]:
-    """When each selected phone would report, from its profile and its step count."""
-    arrivals = []
-    for client_id in selected:
-        phone = env.fleet.phone(client_id)
-        steps = phone.local_steps(env.tokenizer, config.local, env.max_len)
-        seconds = work_seconds(
-            phone.profile,
-            steps=steps,
-            model_bytes=size,
-            step_seconds=config.fleet.step_seconds,
-        )
-        dropped = drops_out(
-            config.seed, server_round, client_id, config.fleet.dropout_rate
-        )
-        arrivals.append(Arrival(client_id, seconds, dropped))
-    return arrivals
-
-
-def _finish(
-    state: ServerState,
-    metrics: RoundMetrics,
-    config: FederationConfig,
-    started: float,
-    **changes: Any,
-) -> tuple[ServerState, RoundMetrics]:
-    """The next state (clock advanced) and the round's metrics with wall time."""
-    step = max(metrics.simulated_seconds, config.round_interval_s)
-    new_state = replace(
-        state,
-        server_round=metrics.server_round,
-        clock=state.clock + step,
-        **changes,
-    )
-    return new_state, replace(metrics, wall_seconds=time.perf_counter() - started)
-
-
 def run_round(
     state: ServerState,
     env: RoundEnvironment,
     config: FederationConfig,
     *,
+    protection: Protection | None = None,
     on_event: EventCallback | None = None,
 ) -> tuple[ServerState, RoundMetrics]:
-    """Run round `state.server_round + 1`; returns the new state and its metrics."""
-    started = time.perf_counter()
-    server_round = state.server_round + 1
-    needed = config.min_reports
-    eligible = env.fleet.eligible(state.clock, server_round)
-    base = RoundMetrics(server_round, state.clock, len(eligible), 0, 0, 0, 0, 0)
-    if len(eligible) < needed:
-        reason = f"only {len(eligible)} phones eligible, {needed} reports needed"
-        emit(on_event, RoundStarted(server_round, len(eligible), 0, 0))
-        abandoned = replace(base, abandoned=True, abandon_reason=reason)
-        return _finish(state, abandoned, config, started)
+    """Run round `state.server_round + 1`; returns the new state and its metrics.
 
-    selected = _select(eligible, env, config, server_round)
-    size = model_bytes(state.parameters)
-    arrivals = _arrivals(selected, env, config, server_round=server_round, size=size)
-    # DP accounts for Poisson sampling: every sampled report that arrives in time
-    # is used, since keeping only the first few would couple the phones.
-    goal = len(selected) if config.privacy.dp is not None else config.clients_per_round
-    plan = plan_round(arrivals, goal=goal, deadline=config.report_deadline_s)
-    emit(
-        on_event,
-        RoundStarted(server_round, len(eligible), len(selected), len(plan.on_time)),
+    `protection` is the run's (`protection_for(config)` when not given).
+    """
+    protection = protection or protection_for(config)
+    round_ = _Round(state, env, config, protection, on_event)
+    if round_.pool < config.min_reports:
+        return round_.skip()
+    plan = round_.select()
+    trained = round_.train(plan)
+    accepted = round_.screen(trained, plan)
+    if len(accepted) < config.min_reports and not protection.must_release:
+        return round_.abandon(round_.too_few(accepted, plan))
+    try:
+        release = protection.aggregate(
+            trained,
+            accepted,
+            config=config,
+            state=state.privacy,
+            server_round=round_.server_round,
+            pool=round_.pool,
+        )
+    except SecAggAbort as abort:
+        return round_.abandon(*_aborted(abort))
+    round_.observe(HeldRound(round_.server_round, trained, release))
+    parameters, strategy = server_step(
+        config.strategy_config(), state.parameters, release.delta, state.strategy
     )
+    if not all(bool(torch.isfinite(p).all()) for p in parameters):
+        return round_.abandon(NON_FINITE)
+    return round_.apply(parameters, strategy, release.state)
 
-    def on_report(report: ClientSummary) -> None:
-        done = len(finished) + 1
-        finished.append(report.client_id)
-        # Under SecAgg the phone's count and loss reach the server only summed.
-        shown = report.metrics
-        emit(
-            on_event,
-            ClientDone(
-                server_round,
+
+NON_FINITE = "the aggregate would leave the model non-finite; not applied"
+
+
+def _aborted(abort: SecAggAbort) -> tuple[str, dict[str, Any]]:
+    """The reason and figures of a round SecAgg abandoned; a sum no honest
+    cohort could send is a hostile phone's, and is counted."""
+    fault = {"sum_check_failed": 1} if isinstance(abort, SumCheckFailed) else {}
+    return f"secure aggregation abandoned the round: {abort.reason}", fault
+
+
+class _Round:
+    """One round's stages and its line so far; how it ends: skipped, abandoned
+    (the protection charges it), or applied."""
+
+    def __init__(
+        self,
+        state: ServerState,
+        env: RoundEnvironment,
+        config: FederationConfig,
+        protection: Protection,
+        on_event: EventCallback | None,
+    ) -> None:
+        self.started = time.perf_counter()
+        self.state, self.env, self.config = state, env, config
+        self.protection, self.on_event = protection, on_event
+        self.server_round = state.server_round + 1
+        self.eligible = env.fleet.eligible(state.clock, self.server_round)
+        self.pool = len(self.eligible)
+        self.line = RoundMetrics(
+            self.server_round, state.clock, self.pool, 0, 0, 0, 0, 0
+        )
+        self.screen_history = state.screen
+
+    def select(self) -> RoundPlan:
+        """The protection's sampler picks; each phone's own time to report and
+        its dropout decide who reports in time."""
+        sampler, config = self.protection.sampler, self.config
+        selected = sampler.select(
+            self.eligible,
+            client_ids=self.env.fleet.client_ids,
+            pinned=self.env.pinned,
+            config=config,
+            server_round=self.server_round,
+        )
+        size = model_bytes(self.state.parameters)
+        arrivals = [
+            Arrival(
+                client_id,
+                self.env.executor.report_seconds(
+                    self.env.fleet.phone(client_id),
+                    model_bytes=size,
+                    step_seconds=config.fleet.step_seconds,
+                ),
+                drops_out(
+                    config.seed, self.server_round, client_id, config.fleet.dropout_rate
+                ),
+            )
+            for client_id in selected
+        ]
+        goal = sampler.goal(selected, config)
+        plan = plan_round(arrivals, goal=goal, deadline=config.report_deadline_s)
+        self.line = replace(self.line, selected=len(selected))
+        started = RoundStarted(
+            self.server_round, self.pool, len(selected), len(plan.on_time)
+        )
+        emit(self.on_event, started)
+        return plan
+
+    def train(self, plan: RoundPlan) -> TrainedRound:
+        """The global weights go down; the phones that report in time train,
+        each report announced as it comes."""
+        finished: list[str] = []
+
+        def on_report(report: ClientSummary) -> None:
+            finished.append(report.client_id)
+            # Without revealed norms the phone's count and loss reach the
+            # server only summed.
+            shown = report.metrics
+            done = ClientDone(
+                self.server_round,
                 report.client_id,
-                done,
+                len(finished),
                 len(plan.on_time),
                 None if shown is None else report.num_examples,
                 None if shown is None else shown.train_loss,
-            ),
+            )
+            emit(self.on_event, done)
+
+        return self.env.executor.train(
+            [self.env.fleet.phone(c) for c in plan.on_time],
+            self.state.parameters,
+            server_round=self.server_round,
+            on_report=on_report,
+            reveal_norms=self.protection.reveals_norms,
         )
 
-    finished: list[str] = []
-    secure = config.privacy.secure_aggregation
-    trained = env.executor.train(
-        [env.fleet.phone(c) for c in plan.on_time],
-        state.parameters,
-        server_round=server_round,
-        on_report=on_report,
-        reveal_norms=not secure,
-    )
-    accepted, rejections, screen = screen_stats(
-        blind(trained.summaries) if secure else trained.summaries,
-        config=ScreenConfig.for_training(
-            config.local,
-            norm_factor=config.norm_factor,
-            min_for_norm_check=config.min_for_norm_check,
-            min_cosine=config.min_cosine,
-            relative=compares_users(
-                secure_aggregation=secure,
-                differential_privacy=config.privacy.dp is not None,
-            ),
-        ),
-        history=state.screen,
-    )
+    def screen(self, trained: TrainedRound, plan: RoundPlan) -> list[str]:
+        """The accepted phones, by the protection's screen; the line records
+        the round from the phones' own reports."""
+        accepted, rejections, self.screen_history = self.protection.screen(
+            trained.summaries, config=self.config, history=self.state.screen
+        )
+        self.rejections = rejections
+        self.line = _line(self.line, plan, trained, accepted, rejections)
+        return accepted
+
+    def too_few(self, accepted: list[str], plan: RoundPlan) -> str:
+        """Why a round short of valid reports is abandoned."""
+        return (
+            f"only {len(accepted)} valid reports of {self.line.selected} selected "
+            f"({len(plan.dropped)} dropped, {len(plan.late)} late, "
+            f"{len(self.rejections)} rejected), {self.config.min_reports} needed"
+        )
+
+    def observe(self, held: HeldRound) -> None:
+        """The protection's figures and the observers' measurements, in the line."""
+        figures = dict(held.release.figures)
+        for observer in self.env.observers:
+            figures.update(observer(held))
+        bytes_up, per_phone = self.line.bytes_up, held.release.bytes_up_per_phone
+        if per_phone is not None:
+            bytes_up = self.line.reported * per_phone
+        self.line = replace(self.line, privacy=figures, bytes_up=bytes_up)
+
+    def skip(self) -> tuple[ServerState, RoundMetrics]:
+        """Too few phones eligible: nobody is asked, nothing screened or charged."""
+        emit(self.on_event, RoundStarted(self.server_round, self.pool, 0, 0))
+        needed = self.config.min_reports
+        reason = f"only {self.pool} phones eligible, {needed} reports needed"
+        return self._finish(replace(self.line, abandoned=True, abandon_reason=reason))
+
+    def abandon(
+        self, reason: str, fault: dict[str, Any] | None = None
+    ) -> tuple[ServerState, RoundMetrics]:
+        """Phones were asked and nothing is applied; the protection charges it."""
+        privacy, figures = self.protection.charge_abandoned(
+            self.state.privacy, self.config, self.pool
+        )
+        line = replace(
+            self.line,
+            abandoned=True,
+            abandon_reason=reason,
+            privacy={**figures, **(fault or {})},
+        )
+        return self._finish(line, screen=self.screen_history, privacy=privacy)
+
+    def apply(
+        self, parameters: Parameters, strategy: StrategyState, privacy: PrivacyState
+    ) -> tuple[ServerState, RoundMetrics]:
+        """The server stepped: the new weights, buffers, screen and budget."""
+        return self._finish(
+            self.line,
+            parameters=parameters,
+            strategy=strategy,
+            screen=self.screen_history,
+            privacy=privacy,
+        )
+
+    def _finish(
+        self, line: RoundMetrics, **changes: Any
+    ) -> tuple[ServerState, RoundMetrics]:
+        """The next state (clock advanced) and the round's line with wall time."""
+        step = max(line.simulated_seconds, self.config.round_interval_s)
+        new_state = replace(
+            self.state,
+            server_round=line.server_round,
+            clock=self.state.clock + step,
+            **changes,
+        )
+        wall = time.perf_counter() - self.started
+        return new_state, replace(line, wall_seconds=wall)
+
+
+def _line(
+    line: RoundMetrics,
+    plan: RoundPlan,
+    trained: TrainedRound,
+    accepted: list[str],
+    rejections: list[Rejection],
+) -> RoundMetrics:
+    """The round's record from the phones' own reports: the simulation's truth,
+    which `coordinator.released` files by what the server may see."""
+    reports = with_phone_figures(trained)
     kept_ids = set(accepted)
-    # The simulation's record; under SecAgg the phones' figures come from the
-    # measurement harness, and the line files them as its truth (coordinator.released).
-    reports = with_phone_figures(trained) if secure else trained.summaries
     kept = [r for r in reports if r.client_id in kept_ids]
-    metrics = replace(
-        base,
-        selected=len(selected),
+    size = model_bytes(trained.reference)
+    return replace(
+        line,
         reported=len(reports),
         dropped=len(plan.dropped),
         late=len(plan.late),
@@ -252,155 +353,14 @@ def run_round(
         loss_before=_weighted(kept, "loss_before"),
         loss_after=_weighted(kept, "loss_after"),
         tokens=sum(r.metrics.num_tokens for r in reports if r.metrics),
-        bytes_down=len(selected) * size,
+        bytes_down=line.selected * size,
         bytes_up=sum(size if r.bytes_up is None else r.bytes_up for r in reports),
         simulated_seconds=plan.closes_after,
     )
 
-    def abandon(
-        reason: str, fault: dict[str, Any] | None = None
-    ) -> tuple[ServerState, RoundMetrics]:
-        abandoned = replace(
-            metrics, abandoned=True, abandon_reason=reason, privacy=fault or {}
-        )
-        if config.privacy.dp is None:
-            return _finish(state, abandoned, config, started, screen=screen)
-        charged, figures = charge_unreleased(state.privacy, config, len(eligible))
-        abandoned = replace(abandoned, privacy={**figures, **(fault or {})})
-        return _finish(
-            state, abandoned, config, started, screen=screen, privacy=charged
-        )
 
-    if len(kept) < needed and config.privacy.dp is None:
-        return abandon(
-            f"only {len(kept)} valid reports of {len(selected)} selected "
-            f"({len(plan.dropped)} dropped, {len(plan.late)} late, "
-            f"{len(rejections)} rejected), {needed} needed"
-        )
-    try:
-        delta, privacy, figures = _protected_delta(
-            trained, kept_ids, config, state, env, server_round, pool=len(eligible)
-        )
-    except SecAggAbort as abort:
-        # A sum no honest cohort could send is a hostile phone's: counted.
-        fault = {"sum_check_failed": 1} if isinstance(abort, SumCheckFailed) else None
-        return abandon(f"secure aggregation abandoned the round: {abort.reason}", fault)
-    if "secagg" in figures:
-        per_phone = figures["secagg"]["bytes_up_per_phone"]
-        metrics = replace(metrics, bytes_up=len(reports) * per_phone)
-    metrics = replace(metrics, privacy=figures)
-    parameters, strategy = server_step(
-        config.strategy_config(), state.parameters, delta, state.strategy
-    )
-    if not all(bool(torch.isfinite(p).all()) for p in parameters):
-        return abandon("the aggregate would leave the model non-finite; not applied")
-    return _finish(
-        state,
-        metrics,
-        config,
-        started,
-        parameters=parameters,
-        strategy=strategy,
-        screen=screen,
-        privacy=privacy,
-    )
-
-
-def _select(
-    eligible: list[str],
-    env: RoundEnvironment,
-    config: FederationConfig,
-    server_round: int,
-) -> list[str]:
-    """The round's phones: Poisson sampling under DP, else a fixed-size draw.
-
-    DP ignores pinned phones: always selecting one would break its accounting.
-    """
-    if config.privacy.dp is not None:
-        return poisson_select(
-            env.fleet.client_ids,
-            eligible,
-            sampling_probability=sampling_probability(config, len(eligible)),
-            seed=config.seed,
-            server_round=server_round,
-        )
-    return select_clients(
-        eligible,
-        count=config.selection_size,
-        seed=config.seed,
-        server_round=server_round,
-        pinned=env.pinned,
-    )
-
-
-def _protected_delta(
-    trained: TrainedRound,
-    accepted: set[str],
-    config: FederationConfig,
-    state: ServerState,
-    env: RoundEnvironment,
-    server_round: int,
-    *,
-    pool: int,
-) -> tuple[Parameters, PrivacyState, dict[str, Any]]:
-    """The delta, wrapped by the run's protections, and the attack's figures;
-    `pool`: the phones eligible this round, which DP sampled from."""
-    noisy: Parameters | None = None
-    aggregate: Parameters | None
-    probed: Collection[str] = accepted
-    if config.privacy.protected:
-        result = private_delta(
-            trained,
-            accepted,
-            config,
-            state.privacy,
-            server_round=server_round,
-            pool=pool,
-        )
-        delta, privacy, figures = result.delta, result.state, dict(result.metrics)
-        aggregate, noisy = result.exact_sum, result.noisy_mean
-        # The probe's truth is the phones whose updates are in the sum.
-        probed = accepted if result.included is None else result.included
-    else:
-        delta, privacy, figures = (
-            _aggregate_delta(trained, accepted, config),
-            state.privacy,
-            {},
-        )
-        # The weighted mean is a positive multiple of the sum: the same attack.
-        aggregate = delta if config.aggregator == "mean" else None
-    if config.privacy.attack_phones > 0:
-        figures["attack"] = probe_round(
-            trained,
-            probed,
-            config=config,
-            fleet=env.fleet,
-            tokenizer=env.tokenizer,
-            max_len=env.max_len,
-            server_round=server_round,
-            aggregate=aggregate,
-            noisy=noisy,
-        )
-    return delta, privacy, figures
-
-
-def _aggregate_delta(
-    trained: TrainedRound, accepted: set[str], config: FederationConfig
-) -> Parameters:
-    """The round's pseudo-gradient from the accepted updates.
-
-    FedAvg's example-weighted mean needs only sums: one all-reduce over the
-    ranks. A robust aggregator (a median, Krum) needs every update, so those are
-    gathered from the ranks.
-    """
-    if config.aggregator == "mean":
-        total, num_examples = trained.weighted_sum(accepted)
-        return [t / num_examples for t in total]
-    pairs = trained.gather_updates(accepted)
-    return aggregate_updates(
-        config.aggregator,
-        [u for u, _ in pairs],
-        [n for _, n in pairs],
-        trim_fraction=config.trim_fraction,
-        byzantine_fraction=config.byzantine_fraction,
-    )
+def _weighted(reports: list[ClientSummary], name: str) -> float | None:
+    total = sum(r.num_examples for r in reports)
+    if not total:
+        return None
+    return sum(getattr(r.metrics, name) * r.num_examples for r in reports) / total

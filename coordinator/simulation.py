@@ -9,13 +9,13 @@ metrics line it appended. Progress goes out through `on_event`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from coordinator import store
-from coordinator.budget import budget_stop, shares_fraction
+from coordinator.attack_probe import AttackProbe
+from coordinator.budget import PrivacyBudgetSpent, budget_ends, next_round_config
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.evaluation import Evaluator, future_cohort
 from coordinator.events import (
@@ -26,11 +26,12 @@ from coordinator.events import (
     emit,
 )
 from coordinator.joined import JoinedPhones
-from coordinator.ledger import PrivacyLedger, resumed_privacy, round_event
+from coordinator.ledger import PrivacyLedger, round_event
+from coordinator.opening import OpenedRun, create_run, leader_first, read_run
+from coordinator.protections import protection_for
 from coordinator.released import logged_line, released_line
-from coordinator.rounds import RoundEnvironment, ServerState, run_round
-from coordinator.strategies import initial_state
-from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
+from coordinator.rounds import RoundEnvironment, RoundObserver, ServerState, run_round
+from corpora.corpus import CorpusConfig, CorpusSplits
 from corpora.samples import heldout_sample
 from corpora.tokenizer import WordTokenizer
 from device_sim.executor import ClientExecutor, FleetExecutor
@@ -39,8 +40,8 @@ from device_sim.ranks import Ranks, SingleRank
 from models.config import ModelConfig
 from models.model import NextWordModel
 from models.run_canaries import run_canaries
-from models.rundir import RunDir, RunDirError, RunKind, write_json_atomic
-from models.weights import initial_model, load_parameters, parameters_of
+from models.rundir import RunDir, RunDirError, write_json_atomic
+from models.weights import load_parameters
 
 
 class Simulation:
@@ -87,6 +88,8 @@ class Simulation:
         )
         self._scratch = NextWordModel(model)
         self._ledger = PrivacyLedger(run.path)
+        # The run's protection, chosen once: none, SecAgg, DP or both.
+        self.protection = protection_for(federation)
         self.executor: ClientExecutor = executor or FleetExecutor(
             model_config=model,
             tokenizer=tokenizer,
@@ -127,91 +130,29 @@ class Simulation:
         rank 0 alone writes, and the others then follow its run directory.
         """
         ranks = executor.ranks if executor is not None else (ranks or SingleRank())
-        return _leader_first(
-            ranks,
-            lead=lambda: cls._create_here(
+        joins: dict[str, Any] = {
+            "on_event": on_event,
+            "executor": executor,
+            "ranks": ranks,
+        }
+
+        def lead() -> Simulation:
+            opened = create_run(
                 run_dir,
                 federation=federation,
                 corpus=corpus,
                 model=model,
                 tokenizer=tokenizer,
                 splits=splits,
-                on_event=on_event,
-                executor=executor,
-                ranks=ranks,
-            ),
-            follow=lambda: cls._resume_here(
-                run_dir,
-                splits=splits,
-                on_event=on_event,
-                executor=executor,
-                ranks=ranks,
-            ),
-        )
+            )
+            simulation = cls(**opened.settings(), **joins)
+            simulation._save(opened.state, None)
+            return simulation
 
-    @classmethod
-    def _create_here(
-        cls,
-        run_dir: str | Path,
-        *,
-        federation: FederationConfig,
-        corpus: CorpusConfig,
-        model: ModelConfig,
-        tokenizer: WordTokenizer | None,
-        splits: CorpusSplits | None,
-        on_event: EventCallback | None,
-        executor: ClientExecutor | None,
-        ranks: Ranks,
-    ) -> Simulation:
-        run = RunDir(run_dir)
-        if run.config_path.exists():
-            raise RunDirError(
-                f"{run.path}: already holds a run; resume it or choose another --out"
-            )
-        federation = federation.resolved()
-        tokenizer = tokenizer or WordTokenizer.public()
-        if model.vocab_size != tokenizer.vocab_size:
-            raise FederationConfigError(
-                f"model vocab_size {model.vocab_size} != the tokenizer's "
-                f"{tokenizer.vocab_size}"
-            )
-        splits = splits if splits is not None else load_corpus(corpus)
-        if not splits.training_users:
-            raise FederationConfigError("the corpus has no training users")
-        federation = _resolve_privacy(federation, splits)
-        run.create(
-            {
-                "kind": RunKind.FEDERATED.value,
-                "corpus": asdict(corpus),
-                "model": asdict(model),
-                "federation": federation.to_dict(),
-            },
-            tokenizer,
-        )
-        if federation.privacy.dp is not None:
-            PrivacyLedger(run.path).start()
-        parameters = parameters_of(initial_model(model, federation.seed, tokenizer))
-        state = ServerState(
-            server_round=0,
-            parameters=parameters,
-            strategy=initial_state(federation.strategy_config(), parameters),
-            clock=federation.fleet.start_hour_utc * 3600.0,
-        )
-        simulation = cls(
-            run=run,
-            federation=federation,
-            corpus=corpus,
-            model=model,
-            tokenizer=tokenizer,
-            splits=splits,
-            state=state,
-            totals=store.Totals(),
-            on_event=on_event,
-            executor=executor,
-            ranks=ranks,
-        )
-        simulation._save(state, None)
-        return simulation
+        def follow() -> Simulation:
+            return cls._opened(read_run(run_dir, splits=splits, leader=False), joins)
+
+        return leader_first(ranks, lead=lead, follow=follow)
 
     @classmethod
     def resume(
@@ -229,79 +170,22 @@ class Simulation:
         the run directory first, then the others read it.
         """
         ranks = executor.ranks if executor is not None else (ranks or SingleRank())
+        joins: dict[str, Any] = {
+            "on_event": on_event,
+            "executor": executor,
+            "ranks": ranks,
+        }
 
         def here() -> Simulation:
-            return cls._resume_here(
-                run_dir,
-                splits=splits,
-                on_event=on_event,
-                executor=executor,
-                ranks=ranks,
-            )
+            opened = read_run(run_dir, splits=splits, leader=ranks.rank == 0)
+            return cls._opened(opened, joins)
 
-        return _leader_first(ranks, lead=here, follow=here)
+        return leader_first(ranks, lead=here, follow=here)
 
     @classmethod
-    def _resume_here(
-        cls,
-        run_dir: str | Path,
-        *,
-        splits: CorpusSplits | None,
-        on_event: EventCallback | None,
-        executor: ClientExecutor | None,
-        ranks: Ranks,
-    ) -> Simulation:
-        run = RunDir(run_dir)
-        config = run.config_of(RunKind.FEDERATED)
-        try:
-            federation = FederationConfig.from_dict(config["federation"])
-            model = ModelConfig(**config["model"])
-        except (KeyError, TypeError) as error:
-            raise RunDirError(f"{run.config_path}: incomplete ({error})") from None
-        corpus = run.corpus_config()
-        tokenizer = run.load_tokenizer()
-        server_round, clock, totals = store.read_progress(run)
-        if clock is None:
-            raise RunDirError(
-                f"{run.path}: the run was stopped before round 0 was saved; "
-                "start it again"
-            )
-        parameters = store.load_global(run, server_round, tokenizer)
-        state = ServerState(
-            server_round=server_round,
-            parameters=parameters,
-            strategy=store.load_server_state(run, server_round),
-            clock=clock,
-            screen=store.read_screen_history(run),
-            privacy=resumed_privacy(
-                run,
-                dp=federation.privacy.dp is not None,
-                server_round=server_round,
-                write=ranks.rank == 0,
-            ),
-        )
-        if ranks.rank == 0:
-            run.rewrite_metrics(
-                [
-                    r
-                    for r in run.read_metrics()
-                    if r.get("server_round", 0) <= server_round
-                ]
-            )
-        splits = splits if splits is not None else load_corpus(corpus)
-        simulation = cls(
-            run=run,
-            federation=federation,
-            corpus=corpus,
-            model=model,
-            tokenizer=tokenizer,
-            splits=splits,
-            state=state,
-            totals=totals,
-            on_event=on_event,
-            executor=executor,
-            ranks=ranks,
-        )
+    def _opened(cls, opened: OpenedRun, joins: dict[str, Any]) -> Simulation:
+        """The simulation of a run read back, its joined phones restored."""
+        simulation = cls(**opened.settings(), **joins)
         simulation._joined.load(simulation._fleet)
         return simulation
 
@@ -379,8 +263,15 @@ class Simulation:
             tokenizer=self.tokenizer,
             max_len=self.model_config.max_len,
             pinned=tuple(self._joined.pinned),
+            observers=self._observers(config),
         )
-        state, metrics = run_round(self._state, env, config, on_event=self.on_event)
+        state, metrics = run_round(
+            self._state,
+            env,
+            config,
+            protection=self.protection,
+            on_event=self.on_event,
+        )
         event = round_event(state.server_round, metrics.privacy)
         if event is not None and self.is_leader:
             self._ledger.append(event)  # before anything of the round is released
@@ -392,19 +283,7 @@ class Simulation:
         record = {**metrics.as_dict(), **asdict(totals)}
         record["eligible_share"] = metrics.eligible / max(1, len(self._fleet))
         if self._should_evaluate(state.server_round) or self._budget_ends(state):
-            emit(self.on_event, EvaluationStarted(state.server_round))
-            started = time.perf_counter()
-            load_parameters(self._scratch, state.parameters)
-            record.update(
-                self._evaluator.run(
-                    self._scratch, self._fleet, self.executor, heldout=self.is_leader
-                )
-            )
-            if self._canaries is not None and self.is_leader:
-                record["exposure"] = self._canaries.measure(
-                    self._scratch, self.tokenizer
-                )
-            record["eval_seconds"] = time.perf_counter() - started
+            record.update(self._evaluate(state))
         self._totals = totals
         record = released_line(record, self.federation.privacy)
         self._save(state, record)
@@ -412,57 +291,63 @@ class Simulation:
         emit(self.on_event, RoundFinished(state.server_round, record))
         return record
 
+    def _evaluate(self, state: ServerState) -> dict[str, Any]:
+        """The new global model measured: held-out and future text, canaries."""
+        emit(self.on_event, EvaluationStarted(state.server_round))
+        started = time.perf_counter()
+        load_parameters(self._scratch, state.parameters)
+        figures = self._evaluator.run(
+            self._scratch, self._fleet, self.executor, heldout=self.is_leader
+        )
+        if self._canaries is not None and self.is_leader:
+            figures["exposure"] = self._canaries.measure(self._scratch, self.tokenizer)
+        figures["eval_seconds"] = time.perf_counter() - started
+        return figures
+
+    def _observers(self, config: FederationConfig) -> tuple[RoundObserver, ...]:
+        """Measurement of each round: the curious server's probe when asked."""
+        if config.privacy.attack_phones <= 0:
+            return ()
+        max_len = self.model_config.max_len
+        return (AttackProbe(config, self._fleet, self.tokenizer, max_len),)
+
     def _round_config(
         self, state: ServerState, *, announce: bool = False
     ) -> FederationConfig:
-        """The config of the round after `state` (`coordinator.budget`: a
-        target epsilon's z, chosen again); PrivacyBudgetSpent when it may not
-        run, announced through a `BudgetSpent` event when `announce`."""
-        server_round = state.server_round + 1
-        pool = self._fleet.eligible(state.clock, server_round)
-        config, reason = budget_stop(
-            self.federation, state.privacy, pool=len(pool), server_round=server_round
-        )
-        if reason is None:
-            return config
-        if announce:
-            emit(self.on_event, BudgetSpent(state.server_round, reason))
-        raise PrivacyBudgetSpent(reason)
+        """The config of the round after `state`; PrivacyBudgetSpent when it may
+        not run, announced through a `BudgetSpent` event when `announce`."""
+        try:
+            return next_round_config(self.federation, state.privacy, self._pool(state))
+        except PrivacyBudgetSpent as spent:
+            if announce:
+                emit(self.on_event, BudgetSpent(state.server_round, spent.reason))
+            raise
 
     def _budget_ends(self, state: ServerState) -> bool:
         """Whether the privacy budget stops the run after `state`'s round (so
         that its model is evaluated before the run stops)."""
-        if self.federation.eval_every <= 0 or self.federation.privacy.dp is None:
+        if self.federation.eval_every <= 0:
             return False
-        if self.federation.privacy.target_epsilon is None:
-            return False
-        try:
-            self._round_config(state)
-        except PrivacyBudgetSpent:
-            return True
-        return False
+        return budget_ends(self.federation, state.privacy, self._pool(state))
+
+    def _pool(self, state: ServerState) -> tuple[int, int]:
+        """(the next round, the phones eligible when it starts)."""
+        server_round = state.server_round + 1
+        return server_round, len(self._fleet.eligible(state.clock, server_round))
 
     def _save(self, state: ServerState, record: dict[str, Any] | None) -> None:
         """Persist a round in crash-safe order (see `coordinator.store`), on rank 0."""
         if not self.is_leader:
             return
-        r = state.server_round
-        store.save_global(self.run, r, self._scratch, state.parameters, self.tokenizer)
-        store.save_server_state(self.run, r, state.strategy)
-        if record is not None:
-            self.run.append_metrics(logged_line(record, self.federation.privacy))
-        store.write_progress(
+        line = None if record is None else logged_line(record, self.federation.privacy)
+        store.save_round(
             self.run,
-            server_round=r,
-            clock=state.clock,
+            state,
+            line,
             totals=self._totals,
-            screen=state.screen,
-            privacy=state.privacy.to_dict(),
-        )
-        store.prune(
-            self.run,
-            keep_last=self.federation.keep_last,
-            keep_every=self.federation.checkpoint_every,
+            federation=self.federation,
+            scratch=self._scratch,
+            tokenizer=self.tokenizer,
         )
 
     # The demo's own phone.
@@ -482,62 +367,3 @@ class Simulation:
     def close(self) -> None:
         """Release the executor (and leave the ranks' group)."""
         self.executor.close()
-
-
-class PrivacyBudgetSpent(RuntimeError):
-    """The next round would spend more epsilon than the run's target allows."""
-
-
-def _resolve_privacy(
-    federation: FederationConfig, splits: CorpusSplits
-) -> FederationConfig:
-    """The privacy settings resolved for the fleet: delta, a calibrated z."""
-    if federation.privacy.dp is None:
-        return federation
-    fleet = Fleet.from_splits(splits, federation.fleet, seed=federation.seed)
-    try:
-        privacy = federation.privacy.resolved(
-            population=len(fleet),
-            clients_per_round=federation.clients_per_round,
-            rounds=federation.rounds,
-            pool=typical_pool(fleet),
-            shares_fraction=shares_fraction(federation),
-        )
-    except ValueError as error:
-        raise FederationConfigError(str(error)) from None
-    return replace(federation, privacy=privacy)
-
-
-def _leader_first(
-    ranks: Ranks,
-    *,
-    lead: Callable[[], Simulation],
-    follow: Callable[[], Simulation],
-) -> Simulation:
-    """`lead()` on rank 0, then `follow()` on the others once rank 0 is done.
-
-    Rank 0 alone writes the run directory; a failure there is sent to the other
-    ranks, which raise it too instead of waiting in a collective.
-    """
-    if ranks.rank != 0:
-        failure = ranks.broadcast_object(None)
-        if failure is not None:
-            raise RunDirError(f"rank 0 could not start the run: {failure}")
-        return follow()
-    try:
-        simulation = lead()
-    except Exception as error:
-        ranks.broadcast_object(f"{error}")
-        raise
-    ranks.broadcast_object(None)
-    return simulation
-
-
-def typical_pool(fleet: Fleet) -> int:
-    """The phones a DP round typically samples from: the mean eligible count at
-    each hour of one simulated day (rounds 1 to 24). The z a `--target-epsilon`
-    run's config shows is calibrated at it; each round's own z is chosen again
-    at that round's pool (`coordinator.budget`)."""
-    hours = range(24)
-    shares = [fleet.eligible_share(3600.0 * h, h + 1) for h in hours]
-    return max(1, round(len(fleet) * sum(shares) / len(shares)))

@@ -36,6 +36,7 @@ from device_sim.compression import Uplink
 from device_sim.config import HOSTILE_KINDS, LocalTrainingConfig
 from device_sim.faults import Fault, fault_of
 from device_sim.phone import ClientMetrics, ClientReport, Phone
+from device_sim.profile import work_seconds
 from device_sim.ranks import Ranks, SingleRank, assign_shares
 from device_sim.sketch import sketch_update
 from models.config import ModelConfig
@@ -57,7 +58,7 @@ class ClientSummary:
     finite: bool  # every value of the update is finite
     problem: str | None  # a structural defect (shape, dtype), or None
     # Its losses on its own data and its work; None under secure aggregation,
-    # where they travel only inside the masked sum (`coordinator.private_round`).
+    # where they travel only inside the masked sum (`coordinator.protections`).
     metrics: ClientMetrics | None
     # The update's count sketch (`device_sim.sketch`): its direction, for the
     # screen; None under secure aggregation or for a malformed update.
@@ -223,6 +224,19 @@ class FleetExecutor:
         ]
         owner = assign_shares(work, self.ranks.world_size)
         return [p for p, r in zip(phones, owner, strict=True) if r == self.ranks.rank]
+
+    def report_seconds(
+        self, phone: Phone, *, model_bytes: int, step_seconds: float
+    ) -> float:
+        """Simulated seconds from the task to `phone`'s report, from its own step
+        count: its history is read on the phone's side only."""
+        steps = phone.local_steps(self.tokenizer, self.local, self._max_len)
+        return work_seconds(
+            phone.profile,
+            steps=steps,
+            model_bytes=model_bytes,
+            step_seconds=step_seconds,
+        )
 
     def train(
         self,

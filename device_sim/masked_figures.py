@@ -4,7 +4,7 @@ Under SecAgg the server must not see one phone's losses on its own data: how
 well the global model fits one phone's text is a membership signal. What the
 server uses are example-weighted means over the round, which need only sums, so
 each phone appends n × loss (train, before and after) to the vector it masks,
-beside n × update and n (`coordinator.private_round.contribution`), and the
+beside n × update and n (`device_sim.contribution`), and the
 server divides the unmasked sums by the summed count.
 
 Every coordinate of the masked vector must lie within the round's public bound

@@ -7,6 +7,7 @@ so any round of any run can be replayed alone and two runs with one seed agree.
 from __future__ import annotations
 
 import hashlib
+import secrets
 
 import numpy as np
 
@@ -20,3 +21,15 @@ def derive_seed(seed: int, *keys: object) -> int:
 def numpy_rng(seed: int, *keys: object) -> np.random.Generator:
     """A NumPy generator for the stream `(seed, *keys)`."""
     return np.random.default_rng(derive_seed(seed, *keys))
+
+
+def os_entropy() -> int:
+    """128 bits of the operating system's randomness, kept nowhere."""
+    return secrets.randbits(128)
+
+
+def os_rng(entropy: int | None = None) -> np.random.Generator:
+    """A stream seeded from the OS (or from `entropy`, itself from `os_entropy`,
+    when several ranks must draw the same values): secrets and DP noise, which
+    never replay."""
+    return np.random.default_rng(os_entropy() if entropy is None else entropy)

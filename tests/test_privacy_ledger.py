@@ -1,7 +1,7 @@
 """The privacy ledger: epsilon never goes down, whatever a kill or a repair does.
 
 A DP run is broken as a kill or a bad disk would break it (each fallback path of
-`coordinator.store.repair_for_resume`) and resumed; the accountant is rebuilt
+`coordinator.repair.repair_for_resume`) and resumed; the accountant is rebuilt
 from `privacy_ledger.jsonl`, so the resumed run's epsilon is above the epsilon
 it had logged before the damage.
 """

@@ -19,12 +19,11 @@ from test_private_round import dp_federation
 
 from cli.main import main
 from coordinator.accountant import PrivacyAccountant
-from coordinator.budget import round_config
+from coordinator.budget import PrivacyBudgetSpent, round_config
 from coordinator.dp import DPConfig
 from coordinator.events import BudgetSpent, Event
 from coordinator.privacy_config import PrivacyConfigError, calibrated_noise
-from coordinator.private_round import PrivacyState
-from coordinator.simulation import PrivacyBudgetSpent
+from coordinator.protections import PrivacyState
 from models.rundir import RunDir
 
 TINY = ["--hidden-dim", "8", "--embed-dim", "8", "--threads", "1"]

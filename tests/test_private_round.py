@@ -20,16 +20,38 @@ from helpers import (
 )
 
 from cli.main import main
+from coordinator.budget import PrivacyBudgetSpent
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.dp import DPConfig, noise_rng
 from coordinator.privacy_config import PrivacyConfig, default_delta
-from coordinator.private_round import PrivacyState, private_delta
+from coordinator.protections import PrivacyState, Release, protection_for
 from coordinator.selection import poisson_select
-from coordinator.simulation import PrivacyBudgetSpent, Simulation
+from coordinator.simulation import Simulation
 from corpora.corpus import CorpusSplits
 from device_sim.config import FleetConfig, LocalTrainingConfig
+from device_sim.executor import TrainedRound
 from models.rundir import RunDir
 from models.seeding import numpy_rng
+
+
+def private_delta(
+    trained: TrainedRound,
+    accepted: set[str],
+    config: FederationConfig,
+    state: PrivacyState,
+    *,
+    server_round: int,
+    pool: int,
+) -> Release:
+    """The run's protection aggregating one round, as `run_round` calls it."""
+    return protection_for(config).aggregate(
+        trained,
+        accepted,
+        config=config,
+        state=state,
+        server_round=server_round,
+        pool=pool,
+    )
 
 
 def dp_federation(
@@ -76,8 +98,8 @@ def test_private_delta_secagg_equals_the_plaintext_weighted_mean() -> None:
     assert result.delta[0].tolist() == pytest.approx([2.5, 3.5, 4.5], abs=1e-4)
     assert result.exact_sum[0].tolist() == pytest.approx([10.0, 14.0, 18.0], abs=1e-3)
     assert result.noisy_mean is None
-    assert result.metrics["secagg"]["degree"] == 1
-    masked = result.metrics["masked_sum"]
+    assert result.figures["secagg"]["degree"] == 1
+    masked = result.figures["masked_sum"]
     assert masked["num_examples"] == 4
     for name in ("train_loss", "loss_before", "loss_after"):
         assert masked[name] == pytest.approx(1.0, abs=1e-4)
@@ -110,9 +132,9 @@ def test_private_delta_dp_is_the_noisy_fixed_denominator_mean() -> None:
     assert result.delta[0].numpy() == pytest.approx((clipped + noise) / 2)
     assert result.exact_sum[0].numpy() == pytest.approx(clipped)
     expected = dp_epsilon(0.2, 1.0, rounds=1, delta=1e-5)
-    assert result.metrics["epsilon"] == pytest.approx(expected, rel=1e-9)
-    assert result.metrics["sampling_probability"] == 0.2
-    assert result.metrics["noise_source"] == "replayable (no privacy)"
+    assert result.figures["epsilon"] == pytest.approx(expected, rel=1e-9)
+    assert result.figures["sampling_probability"] == 0.2
+    assert result.figures["noise_source"] == "replayable (no privacy)"
 
 
 def test_private_delta_dp_noise_comes_from_the_os_by_default() -> None:
@@ -140,7 +162,7 @@ def test_private_delta_dp_noise_comes_from_the_os_by_default() -> None:
     replayable = (clipped + noise_rng(7, 3).normal(0.0, 1.0, size=3)) / 2
     for result in (first, second):
         assert not np.allclose(result.delta[0].numpy(), replayable)
-        assert result.metrics["noise_source"] == "os"
+        assert result.figures["noise_source"] == "os"
     assert not np.allclose(first.delta[0].numpy(), second.delta[0].numpy())
 
 
@@ -173,13 +195,13 @@ def test_private_delta_adaptive_clip_sends_centred_bits() -> None:
     rng = noise_rng(7, 3)
     rng.normal(0.0, 1.0, size=3)  # the update's noise comes first
     fraction = (-1.0 + rng.normal(0.0, 1.0)) / 2 + 0.5
-    assert result.metrics["next_clip_norm"] == pytest.approx(
+    assert result.figures["next_clip_norm"] == pytest.approx(
         math.exp(-0.2 * (fraction - 0.5))
     )
     z_eff = 1 / math.sqrt(1.25)
-    assert result.metrics["noise_multiplier"] == pytest.approx(z_eff)
+    assert result.figures["noise_multiplier"] == pytest.approx(z_eff)
     expected = dp_epsilon(0.2, z_eff, rounds=1, delta=1e-5)
-    assert result.metrics["epsilon"] == pytest.approx(expected, rel=1e-9)
+    assert result.figures["epsilon"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_privacy_config_refuses_conflicts_and_resolves_delta() -> None:
@@ -419,10 +441,10 @@ def test_private_delta_distributed_noise_comes_from_the_phones_shares() -> None:
     noisy = clipped + shares
     assert result.exact_sum[0].numpy() == pytest.approx(noisy, abs=1e-4)
     assert result.delta[0].numpy() == pytest.approx(noisy / 2, abs=1e-4)
-    assert result.metrics["noise_placement"] == "distributed"
-    assert result.metrics["noise_multiplier"] == pytest.approx(1.0)
+    assert result.figures["noise_placement"] == "distributed"
+    assert result.figures["noise_multiplier"] == pytest.approx(1.0)
     expected = dp_epsilon(0.2, 1.0, rounds=1, delta=1e-5)
-    assert result.metrics["epsilon"] == pytest.approx(expected, rel=1e-9)
+    assert result.figures["epsilon"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_private_delta_distributed_noise_accounts_for_lost_shares() -> None:
@@ -444,9 +466,9 @@ def test_private_delta_distributed_noise_accounts_for_lost_shares() -> None:
     )
 
     # Assert: two shares of variance 1/4 carry stddev sqrt(1/2): z = 0.7071.
-    assert result.metrics["noise_multiplier"] == pytest.approx(math.sqrt(0.5))
+    assert result.figures["noise_multiplier"] == pytest.approx(math.sqrt(0.5))
     expected = dp_epsilon(0.2, math.sqrt(0.5), rounds=1, delta=1e-5)
-    assert result.metrics["epsilon"] == pytest.approx(expected, rel=1e-9)
+    assert result.figures["epsilon"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_distributed_noise_without_secure_aggregation_is_refused(

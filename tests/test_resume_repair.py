@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cli.main import main
-from coordinator import store
+from coordinator import repair, store
 from coordinator.robust import ScreenHistory
 from corpora.messages import Message
 from models.checkpoint import CheckpointError, load_checkpoint
@@ -325,7 +325,7 @@ def test_progress_at_reads_a_protected_lines_totals_from_its_truth() -> None:
     records = {1: line, 2: {"started_at": 3600.0}}
 
     # Execute
-    progress = store._progress_at(1, records, 0.0)
+    progress = repair._progress_at(1, records, 0.0)
 
     # Assert
     assert progress == (3600.0, store.Totals(1234, 300, 2.5))

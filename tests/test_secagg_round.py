@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import EVERY_PHONE_ONLINE, METRICS, NewSimulation, small_federation
+from test_private_round import private_delta
 
 from coordinator.config import FederationConfig
 from coordinator.events import ClientDone, Event
 from coordinator.privacy_config import PrivacyConfig
-from coordinator.private_round import PrivacyState, private_delta
+from coordinator.protections import PrivacyState
 from device_sim.config import LocalTrainingConfig
 from device_sim.executor import ClientSummary, TrainedRound
 from device_sim.masked_figures import loss_scale, mean_losses, weighted_losses
@@ -75,8 +76,8 @@ def test_secagg_phone_dropping_after_masking_is_recovered_exactly() -> None:
     assert result.included == {"b", "c", "d", "f"}
     assert result.exact_sum[0].tolist() == pytest.approx([3.0, 2.0, 2.0], abs=1e-4)
     assert result.delta[0].tolist() == pytest.approx([0.75, 0.5, 0.5], abs=1e-4)
-    assert result.metrics["masked_sum"]["num_examples"] == 4
-    secagg = result.metrics["secagg"]
+    assert result.figures["masked_sum"]["num_examples"] == 4
+    secagg = result.figures["secagg"]
     assert secagg["dropped_after_keys"] == 1
     assert secagg["dropped_after_masking"] == 1
     assert secagg["recovered"] == 1

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import dp_epsilon, two_phone_round
+from test_private_round import private_delta
 
 from cli.main import main
 from coordinator.config import FederationConfig
 from coordinator.dp import DPConfig, noise_rng
 from coordinator.privacy_config import PrivacyConfig, PrivacyConfigError
-from coordinator.private_round import PrivacyState, epsilon_budget_left, private_delta
+from coordinator.protections import PrivacyState
+from coordinator.protections.charge import epsilon_budget_left
 
 
 def simulated_config(**privacy: object) -> FederationConfig:
@@ -45,18 +47,18 @@ def test_simulated_noise_is_the_large_cohorts_and_both_epsilons_are_reported() -
     noise = noise_rng(7, 3).normal(0.0, 0.25, size=3)
     assert result.delta[0].numpy() == pytest.approx((clipped + noise) / 2)
     # This fleet's own epsilon, at the z it really got: 0.25 at q = 2/10.
-    assert result.metrics["noise_multiplier"] == 0.25
+    assert result.figures["noise_multiplier"] == 0.25
     own = dp_epsilon(0.2, 0.25, rounds=1, delta=1e-5)
-    assert result.metrics["epsilon"] == pytest.approx(own, rel=1e-9)
+    assert result.figures["epsilon"] == pytest.approx(own, rel=1e-9)
     # The deployment's, labelled apart: z = 1 at q = 8 / 1e6, delta 1e-7.
-    simulated = result.metrics["simulated_privacy"]
+    simulated = result.figures["simulated_privacy"]
     assert simulated["simulated"] is True
     assert (simulated["population"], simulated["cohort_size"]) == (1_000_000, 8)
     assert simulated["delta"] == 1e-7 and simulated["noise_multiplier"] == 1.0
     deployment = dp_epsilon(8e-6, 1.0, rounds=1, delta=1e-7)
     assert simulated["epsilon"] == pytest.approx(deployment, rel=1e-9)
-    assert simulated["epsilon"] < result.metrics["epsilon"]
-    assert "target_epsilon" not in result.metrics
+    assert simulated["epsilon"] < result.figures["epsilon"]
+    assert "target_epsilon" not in result.figures
 
 
 def test_a_simulated_target_calibrates_and_checks_the_deployments_epsilon() -> None:

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 from helpers import METRICS, two_phone_round
+from test_private_round import private_delta
 
 from cli.main import main
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.privacy_config import PrivacyConfig
-from coordinator.private_round import PrivacyState, private_delta
+from coordinator.protections import PrivacyState
 from coordinator.robust import ScreenConfig
 from coordinator.sum_checks import (
     SumCheckFailed,

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from coordinator import store
+from coordinator.repair import repair_for_resume
 from corpora.corpus import CorpusSplits, load_corpus
 from device_sim.memory import MemoryMixture, PhoneMemory
 from device_sim.memory_config import Mixing
@@ -178,7 +179,7 @@ def _locked(lock: threading.Lock, function: Any) -> Any:
 
 def repair_run(run: RunDir) -> tuple[str, ...]:
     """Mend what a kill or a damaged disk left, as `fedtype simulate --resume`
-    does (`coordinator.store.repair_for_resume`); what was done, in sentences.
+    does (`coordinator.repair.repair_for_resume`); what was done, in sentences.
 
     The write lock is held for the repair only; the child takes it for good.
 
@@ -188,7 +189,7 @@ def repair_run(run: RunDir) -> tuple[str, ...]:
             saved.
     """
     with RunLock(run.path):
-        repair = store.repair_for_resume(run)
+        repair = repair_for_resume(run)
     if repair.unstarted:
         raise RunDirError(
             f"{run.path}: the run was stopped before round 0 was saved; start it "

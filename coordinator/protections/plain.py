@@ -1,0 +1,86 @@
+"""No protection: FedAvg's weighted mean, or a robust aggregator, in the clear.
+
+FedAvg's example-weighted mean (McMahan et al. 2017, arXiv 1602.05629) needs
+only sums: one all-reduce over the ranks. A robust aggregator (a median, Krum)
+needs every update, so those are gathered from the ranks. The screen sees each
+phone's norm and sketch, and may compare phones with each other
+(`coordinator.robust`, rules 5 to 7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from coordinator.config import FederationConfig
+from coordinator.protections.sampling import FixedSize
+from coordinator.protections.state import PrivacyState, Release
+from coordinator.robust import Rejection, ScreenConfig, ScreenHistory, screen_stats
+from coordinator.robust_aggregation import aggregate_updates
+from device_sim.executor import ClientSummary, TrainedRound
+
+
+def screen_config(config: FederationConfig, *, relative: bool) -> ScreenConfig:
+    """The run's screen: every absolute bound, the relative rules if allowed."""
+    return ScreenConfig.for_training(
+        config.local,
+        norm_factor=config.norm_factor,
+        min_for_norm_check=config.min_for_norm_check,
+        min_cosine=config.min_cosine,
+        relative=relative,
+    )
+
+
+@dataclass(frozen=True)
+class Plain:
+    """No protection: the server sees every summary and every sum."""
+
+    name: str = "none"
+    sampler: FixedSize = FixedSize()
+    reveals_norms: bool = True  # summaries carry norms, sketches, losses
+    must_release: bool = False  # too few valid reports abandon the round
+
+    def screen(
+        self,
+        summaries: Sequence[ClientSummary],
+        *,
+        config: FederationConfig,
+        history: ScreenHistory,
+    ) -> tuple[list[str], list[Rejection], ScreenHistory]:
+        """Every rule of `coordinator.robust`, with its history."""
+        return screen_stats(
+            summaries, config=screen_config(config, relative=True), history=history
+        )
+
+    def aggregate(
+        self,
+        trained: TrainedRound,
+        accepted: Collection[str],
+        *,
+        config: FederationConfig,
+        state: PrivacyState,
+        server_round: int,
+        pool: int,
+    ) -> Release:
+        """The round's pseudo-gradient from the accepted updates."""
+        if config.aggregator == "mean":
+            total, num_examples = trained.weighted_sum(accepted)
+            mean = [t / num_examples for t in total]
+            # The weighted mean is a positive multiple of the sum: the same attack.
+            return Release(mean, state, {}, mean, included=frozenset(accepted))
+        pairs = trained.gather_updates(accepted)
+        delta = aggregate_updates(
+            config.aggregator,
+            [u for u, _ in pairs],
+            [n for _, n in pairs],
+            trim_fraction=config.trim_fraction,
+            byzantine_fraction=config.byzantine_fraction,
+        )
+        return Release(delta, state, {}, None, included=frozenset(accepted))
+
+    def charge_abandoned(
+        self, state: PrivacyState, config: FederationConfig, pool: int
+    ) -> tuple[PrivacyState, dict[str, Any]]:
+        """Nothing to charge."""
+        return state, {}
