@@ -46,15 +46,10 @@ from rich.console import Console
 from rich.table import Table
 
 from coordinator.secagg_server import SecAggServer, SecAggSession, modular_sum
-from device_sim.secagg import (
-    EncryptedShare,
-    Masker,
-    PublicKeys,
-    SecAggClient,
-    SecAggConfig,
-    round_parameters,
-)
-from device_sim.secagg.shamir import Share
+from device_sim.secagg_client import SecAggClient
+from device_sim.secagg_phones import SecAggPhones
+from secagg import EncryptedShare, PublicKeys, SecAggConfig, round_parameters
+from secagg.shamir import Share
 
 SIZE = 1_360_661
 SEED = 0
@@ -119,12 +114,12 @@ def timed_setup(
     started = time.perf_counter()
     inbox = server.relay(sent)
     server_s += since(started)
-    maskers: dict[str, Masker] = {}
+    phones = SecAggPhones(clients)
     for u in ids:
         started = time.perf_counter()
-        maskers[u] = clients[u].receive(inbox[u])
+        phones.receive_one(u, inbox[u])
         phone[u] += since(started)
-    return SecAggSession(parameters, server, clients, maskers), phone, server_s
+    return SecAggSession(parameters, server, phones), phone, server_s
 
 
 def run_cohort(

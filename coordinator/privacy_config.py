@@ -45,7 +45,7 @@ class PrivacyConfig:
 
     # SecAgg+ (Bell et al. 2020): the server learns only the round's sum.
     secure_aggregation: bool = False
-    # Bits b of SecAgg's modulus (`device_sim.secagg.SecAggConfig.bits`).
+    # Bits b of SecAgg's modulus (`secagg.SecAggConfig.bits`).
     secagg_bits: int = 32
     # DP-FedAvg's settings (McMahan et al. 2018); None: no differential privacy.
     dp: DPConfig | None = None

@@ -33,8 +33,8 @@ from corpora.tokenizer import WordTokenizer
 from device_sim.executor import ClientExecutor, ClientSummary, TrainedRound
 from device_sim.fleet import Fleet
 from device_sim.profile import drops_out
-from device_sim.secagg import SecAggAbort
 from device_sim.truth import with_phone_figures
+from secagg import SecAggAbort
 
 
 @dataclass(frozen=True, eq=False)

@@ -22,24 +22,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from device_sim.secagg.client import Masker, SecAggClient
-from device_sim.secagg.config import (
+from secagg.config import (
     RoundParameters,
     SecAggAbort,
     SecAggConfig,
     round_parameters,
 )
-from device_sim.secagg.graph import Graph, neighbour_graph
-from device_sim.secagg.keys import KeyPair, mask_seed
-from device_sim.secagg.messages import (
+from secagg.graph import Graph, neighbour_graph
+from secagg.keys import KeyPair, mask_seed
+from secagg.messages import (
     EncryptedShare,
     PublicKeys,
     UnmaskRequest,
     UnmaskResponse,
 )
-from device_sim.secagg.prg import apply_masks
-from device_sim.secagg.quantize import dequantize, lane_dtype
-from device_sim.secagg.shamir import Share, reconstruct_secret
+from secagg.phones import MaskerLike, PhonesFactory, PhoneSide
+from secagg.prg import apply_masks
+from secagg.quantize import dequantize, lane_dtype
+from secagg.shamir import Share, reconstruct_secret
 
 
 def modular_sum(vectors: Iterable[np.ndarray], bits: int) -> np.ndarray:
@@ -219,24 +219,26 @@ class SecAggServer:
 
 @dataclass
 class SecAggSession:
-    """One simulated round: both sides built together, transport in memory.
+    """One round driven by the server against the round's phones (in memory).
 
-    `setup` runs rounds 0 and 1 (keys and shares) for the cohort; `maskers`
-    are the phones' picklable masking states; `unmask` runs round 3 against a
-    sum the caller formed. Deterministic given `(seed, server_round)`, so every
-    rank of a distributed simulation can build the same session.
+    `setup` runs rounds 0 and 1 (keys and shares) for the cohort, the phones
+    built by `phones` (a `secagg.PhonesFactory`: the simulation's
+    `device_sim.secagg_phones.SecAggPhones.for_round`); `unmask` runs round 3
+    against a sum the caller formed. Only messages cross between the two
+    sides. Deterministic given `(seed, server_round)`, so every rank of a
+    distributed simulation can build the same session.
     """
 
     parameters: RoundParameters
     server: SecAggServer
-    clients: dict[str, SecAggClient]
-    maskers: dict[str, Masker]  # the phones that shared (U2)
+    phones: PhoneSide
 
     @classmethod
     def setup(
         cls,
         client_ids: Collection[str],
         *,
+        phones: PhonesFactory,
         config: SecAggConfig,
         seed: int,
         server_round: int,
@@ -248,6 +250,7 @@ class SecAggSession:
         Args:
             client_ids: the phones that advertise keys (U1); one that dropped
                 before the key exchange is simply left out.
+            phones: builds the round's phones from its public parameters.
             max_abs: the public bound on |x_i| of every phone's input.
             shared: the phones that go on to send their shares (default all);
                 the others drop after advertising.
@@ -259,22 +262,23 @@ class SecAggSession:
             seed=seed,
             server_round=server_round,
         )
-        clients = {
-            u: SecAggClient(client_id=u, parameters=parameters)
-            for u in sorted(client_ids)
-        }
+        cohort = phones(parameters, client_ids)
         server = SecAggServer(parameters=parameters)
-        neighbours = server.collect_keys([c.advertise() for c in clients.values()])
-        sharing = sorted(clients if shared is None else shared)
-        sent = [m for u in sharing for m in clients[u].share(neighbours[u])]
-        inbox = server.relay(sent)
-        maskers = {u: clients[u].receive(inbox[u]) for u in inbox}
-        return cls(parameters, server, clients, maskers)
+        neighbours = server.collect_keys(cohort.advertise())
+        sharing = sorted(client_ids if shared is None else shared)
+        inbox = server.relay(cohort.share(neighbours, sharing))
+        cohort.receive(inbox)
+        return cls(parameters, server, cohort)
 
     @property
     def bits(self) -> int:
         """b: masked values and sums are taken mod 2^b."""
         return self.parameters.spec.bits
+
+    @property
+    def maskers(self) -> dict[str, MaskerLike]:
+        """The phones that shared (U2) and their maskers."""
+        return {u: self.phones.masker(u) for u in sorted(self.phones.masking())}
 
     def unmask(
         self,
@@ -292,5 +296,5 @@ class SecAggSession:
         """
         request = self.server.unmask_request(survivors)
         answering = survivors if responders is None else responders
-        responses = [self.clients[v].respond(request) for v in sorted(answering)]
+        responses = self.phones.respond(request, sorted(answering))
         return self.server.unmask(total, request=request, responses=responses)

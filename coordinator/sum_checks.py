@@ -36,8 +36,8 @@ import numpy as np
 
 from coordinator.config import FederationConfig
 from coordinator.robust import BOUND_SLACK, ScreenConfig
-from device_sim.secagg import SecAggAbort
-from device_sim.secagg.quantize import QuantizationSpec
+from secagg import SecAggAbort
+from secagg.quantize import QuantizationSpec
 
 # Standard deviations of noise allowed beyond its expected norm (sqrt(D) sigma).
 NOISE_MARGIN = 10.0

@@ -16,7 +16,7 @@ The server decompresses each message before screening it.
 
 Neither composes with secure aggregation, which the CLI refuses: a masked
 coordinate is a dense random field element of SecAgg's own fixed-point width
-(`device_sim.secagg.quantize`, whose `bits` is the knob that shrinks it), so an
+(`secagg.quantize`, whose `bits` is the knob that shrinks it), so an
 8-bit grid per phone saves nothing, and a sparse update would show the server
 its indices.
 """

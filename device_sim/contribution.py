@@ -8,7 +8,7 @@ update lives (on the rank that trained it), in the order of DP-FedAvg
   clipped` with its weighted losses and count appended (SecAgg alone:
   `device_sim.masked_figures`), or weight 1 with the centred clip bit appended
   (DP with an adaptive clip) → add the phone's noise share (distributed DP) →
-  quantise and mask (`device_sim.secagg`).
+  quantise and mask (`secagg`).
 
 A hostile phone under SecAgg skips the honest pipeline and masks what it likes
 (`device_sim.faults`); the server can only check the sum. The server's side
@@ -18,79 +18,14 @@ settings and never sees a phone's vector before it is summed.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 
-from device_sim.clipping import clip_bit, clip_update, flatten, phone_noise
+from device_sim.clipping import clip_bit, clip_update, flatten
 from device_sim.faults import Fault, hostile_contribution
 from device_sim.masked_figures import loss_scale, weighted_losses
 from device_sim.phone import ClientReport
-from device_sim.secagg import Masker
-from models.seeding import numpy_rng, os_rng
-
-# Values SecAgg alone appends to a phone's weighted update: three weighted
-# losses and the count.
-FIGURES = 4
-
-
-@dataclass(frozen=True)
-class NoiseShare:
-    """Distributed DP: each phone's share of the round's Gaussian noise."""
-
-    noise_multiplier: float  # z, as for the central mechanism
-    noise_shares: int  # n: the shares meant to sum to the full noise
-    # σ_b: the clip bit's noise, drawn when the clip adapts; the quantisation
-    # range leaves room for it either way.
-    bit_stddev: float
-    # A replayable stream `(replay_seed, server_round, client_id, "dp-noise")`
-    # (tests and benchmarks: no privacy); None: the OS's randomness.
-    replay_seed: int | None = None
-
-    def rng(self, server_round: int, client_id: str) -> np.random.Generator:
-        """The phone's noise stream for the round."""
-        if self.replay_seed is None:
-            return os_rng()
-        return numpy_rng(self.replay_seed, server_round, client_id, "dp-noise")
-
-    def draw(
-        self, size: int, *, clip_norm: float, bit: bool, rng: np.random.Generator
-    ) -> np.ndarray:
-        """N(0, (zC)²/n) on the update's coordinates and, with a clip `bit`, N(0,
-        σ_b²/n) on the appended bit: n shares sum to the central mechanism's."""
-        coordinates = size - 1 if bit else size
-        noise = phone_noise(
-            coordinates,
-            clip_norm=clip_norm,
-            noise_multiplier=self.noise_multiplier,
-            noise_shares=self.noise_shares,
-            rng=rng,
-        )
-        if not bit:
-            return noise
-        share = rng.normal(0.0, self.bit_stddev / math.sqrt(self.noise_shares))
-        return np.append(noise, share)
-
-    def largest_stddev(self, clip_norm: float) -> float:
-        """The largest stddev of one share's values (update or clip bit)."""
-        widest = max(self.noise_multiplier * clip_norm, self.bit_stddev)
-        return widest / math.sqrt(self.noise_shares)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """What every phone of a round does to its update: public, the same for all."""
-
-    clip_norm: float  # C
-    weighted: bool  # SecAgg alone: n × update, its losses and count appended
-    clip_bit: bool  # DP with an adaptive clip: the centred bit appended
-    noise: NoiseShare | None = None  # distributed DP's share, else None
-
-    @property
-    def appended(self) -> int:
-        """Values after the update in every contribution."""
-        return FIGURES if self.weighted else int(self.clip_bit)
+from device_sim.recipe import Recipe
+from secagg import MaskerLike
 
 
 def contribution(report: ClientReport, recipe: Recipe) -> np.ndarray:
@@ -118,7 +53,7 @@ def protect(
     recipe: Recipe,
     *,
     server_round: int,
-    masker: Masker | None = None,
+    masker: MaskerLike | None = None,
     fault: Fault | None = None,
 ) -> np.ndarray:
     """What leaves the phone: its contribution with its noise share, masked

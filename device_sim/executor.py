@@ -24,6 +24,7 @@ the one model implementation. With one rank nothing leaves the process.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -34,15 +35,19 @@ from corpora.tokenizer import WordTokenizer
 from device_sim.clipping import flatten, unflatten
 from device_sim.compression import Uplink
 from device_sim.config import HOSTILE_KINDS, LocalTrainingConfig
+from device_sim.contribution import protect
 from device_sim.faults import Fault, fault_of
 from device_sim.phone import ClientMetrics, ClientReport, Phone
 from device_sim.profile import work_seconds
 from device_sim.ranks import Ranks, SingleRank, assign_shares
+from device_sim.recipe import Recipe
+from device_sim.secagg_phones import SecAggPhones
 from device_sim.sketch import sketch_update
 from models.config import ModelConfig
 from models.metrics import EvalCounts
 from models.model import NextWordModel
 from models.weights import Parameters, load_parameters
+from secagg import MaskerLike, RoundParameters
 
 # Called with each summary as soon as its phone (on this rank) has finished.
 ReportCallback = Callable[["ClientSummary"], None]
@@ -162,6 +167,45 @@ class TrainedRound:
         if len(set(sizes)) != 1:
             raise ValueError(f"ranks built vectors of different lengths {sizes}")
         return int(sizes[0])  # type: ignore[call-overload]
+
+    def protected_sum(
+        self,
+        included: Collection[str],
+        recipe: Recipe,
+        *,
+        server_round: int,
+        maskers: Callable[[str], MaskerLike | None],
+        dtype: torch.dtype,
+    ) -> tuple[np.ndarray, float]:
+        """The sum of what the included phones send under `recipe`, each phone's
+        `device_sim.contribution.protect` run on the rank that holds its update
+        (masked with `maskers(client_id)` under SecAgg); and this rank's seconds
+        spent protecting. Nobody included sums to zeros."""
+        seconds = [0.0]
+
+        def send(report: ClientReport) -> np.ndarray:
+            begun = time.perf_counter()
+            vector = protect(
+                report,
+                recipe,
+                server_round=server_round,
+                masker=maskers(report.client_id),
+                fault=self.faults.get(report.client_id),
+            )
+            seconds[0] += time.perf_counter() - begun
+            return vector
+
+        size = sum(t.numel() for t in self.reference) + recipe.appended
+        total = self.reduce_vectors(included, send, dtype=dtype, size=size)
+        return total, seconds[0]
+
+    @staticmethod
+    def secagg_phones(
+        parameters: RoundParameters, cohort: Collection[str]
+    ) -> SecAggPhones:
+        """The round's phones as secure aggregation's server talks to them
+        (a `secagg.PhonesFactory`)."""
+        return SecAggPhones.for_round(parameters, cohort)
 
     def weighted_sum(self, accepted: Collection[str]) -> tuple[Parameters, int]:
         """sum_i n_i * update_i over the accepted phones (float64), and sum_i n_i.

@@ -15,7 +15,7 @@ public range) either: `hostile_contribution` is what it puts into its masked
 vector instead. scale, sign and count skip the clip; `range` sets every
 coordinate at the top of the quantisation range; `weight` reports its honest
 count but weights its update by `scale` (4096) inside the mask; and none of
-them clips to the range, so a sum may wrap (`device_sim.secagg.quantize`, with
+them clips to the range, so a sum may wrap (`secagg.quantize`, with
 `clip=False`). The last two act only inside a masked sum: without secure
 aggregation the server weights each plain update itself.
 """

@@ -8,7 +8,7 @@ beside n × update and n (`device_sim.contribution`), and the
 server divides the unmasked sums by the summed count.
 
 Every coordinate of the masked vector must lie within the round's public bound
-max_abs = max_examples × max(C, 1) (`device_sim.secagg.quantize`). A loss is
+max_abs = max_examples × max(C, 1) (`secagg.quantize`). A loss is
 clamped to [0, LOSS_CAP] and scaled by `loss_scale(C)` = max(C, 1) / LOSS_CAP,
 so n × the scaled loss fits the bound too; the server undoes the scale.
 """

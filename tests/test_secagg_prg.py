@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from device_sim.secagg.graph import neighbour_graph
-from device_sim.secagg.prg import CHUNK_BYTES, apply_masks, expand
+from secagg.graph import neighbour_graph
+from secagg.prg import CHUNK_BYTES, apply_masks, expand
 
 SEED_A = hashlib.sha256(b"a").digest()
 SEED_B = hashlib.sha256(b"b").digest()

@@ -9,14 +9,15 @@ import pytest
 
 import coordinator.secagg_server as server_module
 from coordinator.secagg_server import SecAggSession, modular_sum
-from device_sim.secagg import (
+from device_sim.secagg_phones import SecAggPhones
+from secagg import (
     EncryptedShare,
     MaskedInput,
     SecAggAbort,
     SecAggConfig,
     UnmaskRequest,
 )
-from device_sim.secagg.quantize import quantize
+from secagg.quantize import quantize
 
 IDS = [f"phone-{i}" for i in range(10)]
 SIZE = 1_000
@@ -33,7 +34,13 @@ def grid_inputs(ids: list[str], seed: int = 0) -> dict[str, np.ndarray]:
 def setup(ids: list[str] = IDS, *, shared: list[str] | None = None) -> SecAggSession:
     """The default config's round 3 of seed 7 with |x_i| <= 1."""
     return SecAggSession.setup(
-        ids, config=SecAggConfig(), seed=7, server_round=3, max_abs=1.0, shared=shared
+        ids,
+        phones=SecAggPhones.for_round,
+        config=SecAggConfig(),
+        seed=7,
+        server_round=3,
+        max_abs=1.0,
+        shared=shared,
     )
 
 
@@ -52,7 +59,12 @@ def test_session_hand_computed_three_phones() -> None:
         "c": np.array([-3.0, 0.0001, 3.0]),
     }
     session = SecAggSession.setup(
-        list(xs), config=SecAggConfig(bits=16), seed=0, server_round=1, max_abs=4.0
+        list(xs),
+        phones=SecAggPhones.for_round,
+        config=SecAggConfig(bits=16),
+        seed=0,
+        server_round=1,
+        max_abs=4.0,
     )
 
     # Execute: q = [1024, -512, 2048] + [3072, 1536, 4096] + [-6144, 0, 6144]
@@ -178,7 +190,12 @@ def test_dropout_leaving_fewer_than_t_neighbours_aborts() -> None:
     # Prepare: n = 3 so k = 2 and t = 2; c drops after sharing
     xs = grid_inputs(["a", "b", "c"])
     session = SecAggSession.setup(
-        list(xs), config=SecAggConfig(), seed=0, server_round=0, max_abs=1.0
+        list(xs),
+        phones=SecAggPhones.for_round,
+        config=SecAggConfig(),
+        seed=0,
+        server_round=0,
+        max_abs=1.0,
     )
     total = masked_total(session, xs, ["a", "b"])
 
@@ -201,7 +218,7 @@ def test_too_few_survivors_abort() -> None:
 def test_phone_never_reveals_both_secrets_of_a_neighbour() -> None:
     # Prepare
     session = setup()
-    phone = session.clients["phone-5"]
+    phone = session.phones.clients["phone-5"]
     first = UnmaskRequest(frozenset(IDS[1:]))
 
     # Execute
@@ -222,7 +239,12 @@ def test_session_is_deterministic_given_the_seed() -> None:
     first = setup().maskers["phone-3"].mask(x).vector
     second = setup().maskers["phone-3"].mask(x).vector
     other = SecAggSession.setup(
-        IDS, config=SecAggConfig(), seed=8, server_round=3, max_abs=1.0
+        IDS,
+        phones=SecAggPhones.for_round,
+        config=SecAggConfig(),
+        seed=8,
+        server_round=3,
+        max_abs=1.0,
     )
 
     # Assert
@@ -233,11 +255,11 @@ def test_session_is_deterministic_given_the_seed() -> None:
 def test_tampered_share_fails_to_open() -> None:
     # Prepare: a relayed share with one bit flipped
     session = setup()
-    keys = {u: c.advertise() for u, c in session.clients.items()}
-    sender = session.clients["phone-2"]
+    keys = {u: c.advertise() for u, c in session.phones.clients.items()}
+    sender = session.phones.clients["phone-2"]
     neighbours = [keys[v] for v in session.server.graph["phone-2"]]
     honest = sender.share(neighbours)
-    client = session.clients["phone-1"]
+    client = session.phones.clients["phone-1"]
     to_one = next(m for m in honest if m.recipient == "phone-1")
     flipped = bytes([to_one.ciphertext[0] ^ 1]) + to_one.ciphertext[1:]
 
@@ -267,7 +289,12 @@ def test_session_at_the_real_model_size() -> None:
 
     # Execute: d masks but never uploads
     session = SecAggSession.setup(
-        ids, config=SecAggConfig(), seed=0, server_round=0, max_abs=1.0
+        ids,
+        phones=SecAggPhones.for_round,
+        config=SecAggConfig(),
+        seed=0,
+        server_round=0,
+        max_abs=1.0,
     )
     total = masked_total(session, xs, ["a", "b", "c"])
     result = session.unmask(total, survivors=["a", "b", "c"])

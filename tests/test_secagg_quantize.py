@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device_sim.secagg.quantize import (
+from secagg.quantize import (
     QuantizationSpec,
     centred,
     choose_spec,

@@ -20,8 +20,8 @@ from device_sim.masked_figures import loss_scale, mean_losses, weighted_losses
 from device_sim.phone import ClientMetrics, ClientReport
 from device_sim.profile import drops_out
 from device_sim.ranks import SingleRank
-from device_sim.secagg import SecAggAbort
 from models.rundir import RunDir
+from secagg import SecAggAbort
 
 # One example each; e and a are the phones seed 1 drops (see the test).
 UPDATES = {

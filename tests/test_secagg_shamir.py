@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from device_sim.secagg.shamir import (
+from secagg.shamir import (
     PRIME,
     Share,
     interpolate_at_zero,

@@ -27,8 +27,8 @@ from device_sim.config import FleetConfig, LocalTrainingConfig
 from device_sim.executor import TrainedRound
 from device_sim.faults import Fault, hostile_contribution
 from device_sim.phone import ClientReport
-from device_sim.secagg.quantize import QuantizationSpec, quantize
 from models.rundir import RunDir
+from secagg.quantize import QuantizationSpec, quantize
 
 # 16 steps of lr 1 on gradients clipped to 8: one step moves at most 8, so the
 # textbook pair ([1, 2, 3] and [3, 4, 5], norms 3.74 and 7.07) is honest.

@@ -18,12 +18,10 @@ flag), never its norm.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import torch
 
 from coordinator.config import FederationConfig
@@ -31,11 +29,10 @@ from coordinator.protections.plain import screen_config
 from coordinator.protections.releases import NoisyMean, SumRelease, WeightedMean
 from coordinator.protections.sampling import Sampler
 from coordinator.protections.state import PrivacyState, Release
-from coordinator.protections.transport import ClearSum, SecureSum, SumShape, Transport
+from coordinator.protections.transport import SumShape, Transport
 from coordinator.robust import Rejection, ScreenConfig, ScreenHistory, screen_stats
-from device_sim.contribution import NoiseShare, Recipe, protect
 from device_sim.executor import ClientSummary, TrainedRound
-from device_sim.phone import ClientReport
+from device_sim.recipe import NoiseShare, Recipe
 
 # A phone's noise share fits the quantisation range up to this many stddevs.
 _SHARE_SPREAD = 6
@@ -142,11 +139,15 @@ class Private:
             config=config,
             server_round=server_round,
             max_abs=_max_abs(config, recipe),
+            phones=trained.secagg_phones,
         )
         size = sum(t.numel() for t in trained.reference)
-        send = _sender(trained, recipe, opened, server_round)
-        total = trained.reduce_vectors(
-            opened.survivors, send, dtype=opened.dtype, size=size + recipe.appended
+        total, opened.mask_seconds = trained.protected_sum(
+            opened.survivors,
+            recipe,
+            server_round=server_round,
+            maskers=opened.masker,
+            dtype=opened.dtype,
         )
         included = set(opened.survivors)
         shape = SumShape(
@@ -181,26 +182,3 @@ class Private:
     ) -> tuple[PrivacyState, dict[str, Any]]:
         """A DP round that sampled and released nothing is charged anyway."""
         return self.release.charge_abandoned(state, config, pool)
-
-
-def _sender(
-    trained: TrainedRound,
-    recipe: Recipe,
-    opened: ClearSum | SecureSum,
-    server_round: int,
-) -> Callable[[ClientReport], np.ndarray]:
-    """What each phone on this rank sends (run where its update lives)."""
-
-    def send(report: ClientReport) -> np.ndarray:
-        begun = time.perf_counter()
-        vector = protect(
-            report,
-            recipe,
-            server_round=server_round,
-            masker=opened.masker(report.client_id),
-            fault=trained.faults.get(report.client_id),
-        )
-        opened.mask_seconds += time.perf_counter() - begun
-        return vector
-
-    return send

@@ -28,9 +28,9 @@ from coordinator.dp import DPConfig, adapt_clip_norm, noisy_clip_fraction, noisy
 from coordinator.protections.charge import charge, charge_unreleased
 from coordinator.protections.state import PrivacyState, Release
 from device_sim.clipping import unflatten
-from device_sim.contribution import FIGURES
 from device_sim.masked_figures import loss_scale, mean_losses
 from device_sim.ranks import Ranks
+from device_sim.recipe import FIGURES
 from models.seeding import numpy_rng, os_entropy, os_rng
 
 

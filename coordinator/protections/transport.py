@@ -41,7 +41,7 @@ from coordinator.secagg_server import SecAggSession
 from coordinator.sum_checks import check_round_sum
 from device_sim.executor import ClientSummary
 from device_sim.profile import drops_out
-from device_sim.secagg import Masker, SecAggAbort, SecAggConfig
+from secagg import MaskerLike, PhonesFactory, SecAggAbort, SecAggConfig
 
 # Bytes of a phone's SecAgg+ messages besides its masked vector: two public
 # keys, and per neighbour a sealed pair of shares and one share in the unmask
@@ -83,11 +83,12 @@ class ClearSum:
         config: FederationConfig,
         server_round: int,
         max_abs: float,
+        phones: PhonesFactory,
     ) -> ClearSum:
-        """Every accepted phone sends its vector (`max_abs` unused)."""
+        """Every accepted phone sends its vector (`max_abs`, `phones` unused)."""
         return cls(sorted(cohort))
 
-    def masker(self, client_id: str) -> Masker | None:
+    def masker(self, client_id: str) -> MaskerLike | None:
         """No mask in the clear."""
         return None
 
@@ -123,6 +124,7 @@ class SecureSum:
         config: FederationConfig,
         server_round: int,
         max_abs: float,
+        phones: PhonesFactory,
     ) -> SecureSum:
         """Key exchange and shares for `cohort`, with the stage dropouts drawn.
 
@@ -131,7 +133,11 @@ class SecureSum:
         """
         begun = time.perf_counter()
         opened = start_secagg(
-            cohort, config=config, server_round=server_round, max_abs=max_abs
+            cohort,
+            config=config,
+            server_round=server_round,
+            max_abs=max_abs,
+            phones=phones,
         )
         opened.started = begun
         return opened
@@ -144,9 +150,9 @@ class SecureSum:
             for s in summaries
         ]
 
-    def masker(self, client_id: str) -> Masker:
+    def masker(self, client_id: str) -> MaskerLike:
         """The phone's masking state (its pairwise and self masks)."""
-        return self.session.maskers[client_id]
+        return self.session.phones.masker(client_id)
 
     def close(
         self, total: np.ndarray, *, shape: SumShape, config: FederationConfig
@@ -215,6 +221,7 @@ def start_secagg(
     config: FederationConfig,
     server_round: int,
     max_abs: float,
+    phones: PhonesFactory,
 ) -> SecureSum:
     """Key exchange and shares for `cohort`, with the stage dropouts drawn.
 
@@ -233,6 +240,7 @@ def start_secagg(
     try:
         session = SecAggSession.setup(
             cohort,
+            phones=phones,
             config=SecAggConfig(bits=config.privacy.secagg_bits),
             seed=config.seed,
             server_round=server_round,

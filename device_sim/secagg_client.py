@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from cryptography.exceptions import InvalidTag
 
-from device_sim.secagg.config import RoundParameters, SecAggAbort
-from device_sim.secagg.keys import (
+from secagg.config import RoundParameters, SecAggAbort
+from secagg.keys import (
     KeyPair,
     mask_seed,
     seal,
@@ -31,16 +31,16 @@ from device_sim.secagg.keys import (
     simulated_secret,
     unseal,
 )
-from device_sim.secagg.messages import (
+from secagg.messages import (
     EncryptedShare,
     MaskedInput,
     PublicKeys,
     UnmaskRequest,
     UnmaskResponse,
 )
-from device_sim.secagg.prg import apply_masks
-from device_sim.secagg.quantize import QuantizationSpec, quantize
-from device_sim.secagg.shamir import Share, split_secret
+from secagg.prg import apply_masks
+from secagg.quantize import QuantizationSpec, quantize
+from secagg.shamir import Share, split_secret
 
 # Bytes of one serialised share of a 32-byte secret (x, then 3 field values).
 _SHARE_BYTES = 4 + 3 * 16

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from device_sim.secagg.quantize import QuantizationSpec, choose_spec
+from secagg.quantize import QuantizationSpec, choose_spec
 
 # Widest modulus: a centred sum below 2^53 converts to float64 exactly.
 MAX_BITS = 53

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from device_sim.secagg.shamir import Share
+from secagg.shamir import Share
 
 
 @dataclass(frozen=True)
