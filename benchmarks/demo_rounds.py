@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from cli.demo_cmd import create_run, demo_federation
-from coordinator.simulation import Simulation
+from coordinator.run.simulation import Simulation
 from tui.live_central import open_live_central
 from tui.sim_fleet import SimulationFleet
 

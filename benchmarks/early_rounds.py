@@ -29,8 +29,8 @@ import torch
 
 from cli.demo_cmd import demo_federation
 from coordinator.config import FederationConfig
-from coordinator.simulation import Simulation
-from coordinator.strategies import STRATEGIES
+from coordinator.round.strategies import STRATEGIES
+from coordinator.run.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.samples import heldout_sample
 from corpora.tokenizer import WordTokenizer

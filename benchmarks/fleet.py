@@ -41,7 +41,7 @@ from rich.table import Table
 
 from benchmarks.fleet_meters import peak_rss_bytes, pss_bytes
 from coordinator.config import FederationConfig
-from coordinator.simulation import Simulation
+from coordinator.run.simulation import Simulation
 from corpora.corpus import CorpusConfig, load_corpus
 from device_sim.config import FleetConfig, LocalTrainingConfig
 from device_sim.phone import Phone

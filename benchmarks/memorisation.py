@@ -36,11 +36,11 @@ import numpy as np
 import torch
 
 from benchmarks.privacy_audit import fresh_simulation
-from coordinator.audit_run import first_users
 from coordinator.config import FederationConfig
-from coordinator.dp import DPConfig
-from coordinator.privacy_config import PrivacyConfig
-from coordinator.simulation import Simulation
+from coordinator.measure.audit_run import first_users
+from coordinator.privacy.dp import DPConfig
+from coordinator.privacy.privacy_config import PrivacyConfig
+from coordinator.run.simulation import Simulation
 from corpora.canaries import (
     Canary,
     CanaryConfig,

@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.model import _load_average
 from coordinator.config import FederationConfig
-from coordinator.rounds import model_bytes
+from coordinator.round.rounds import model_bytes
 from corpora.corpus import CorpusConfig, load_corpus
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig

@@ -6,11 +6,11 @@
 
 For each row, one federated run (`Simulation.create` then `run_round` to the
 end) of the first `--max-users` Chit-Chat training users plus the canary users
-whose coin came up (`coordinator.audit_run`: each of `--canaries` users holds
+whose coin came up (`coordinator.measure.audit_run`: each of `--canaries` users holds
 only its own random phrase, `--repeats` times, and joins with probability ½).
 After every round the adversary scores each phrase on the released global
 model; the guesses are turned into a lower bound on epsilon at the run's delta
-with 95 % confidence (Steinke, Nasr and Jagielski 2023, `coordinator.audit`).
+with 95 % confidence (Steinke, Nasr and Jagielski 2023, `coordinator.measure.audit`).
 Every phone is eligible every round (q = clients_per_round / phones).
 
 Rows: no protection; DP at epsilon about 8 and about 1 (`--target-epsilon`
@@ -37,17 +37,17 @@ from typing import Any
 
 import torch
 
-from coordinator.audit_run import (
+from coordinator.config import FederationConfig
+from coordinator.measure.audit_run import (
     SCORES,
     AuditReport,
     CanaryUsers,
     audit_simulation,
     first_users,
 )
-from coordinator.config import FederationConfig
-from coordinator.dp import DPConfig
-from coordinator.privacy_config import PrivacyConfig
-from coordinator.simulation import Simulation
+from coordinator.privacy.dp import DPConfig
+from coordinator.privacy.privacy_config import PrivacyConfig
+from coordinator.run.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig

@@ -6,20 +6,19 @@
         [--protections plain,secagg]
         [--max-users N] [--clients-per-round 10] [--out results.jsonl]
 
-For every seed, every share of hostile phones, every attack and every aggregator,
-one federated run (`Simulation.create(...)` then `run_round()` up to `--rounds`)
-on the same corpus cut, with the run's default screen, and the held-out top-3
-accuracy and perplexity after the last round. A share of 0 is the clean run of
-each aggregator (the attack does not matter there). The attacks are the fault
-kinds of `device_sim.faults` at their default strength: scale (update x 1000),
-sign (update x -5), count (num_examples x 100) and nan. The `secagg` protection
-adds a column: the mean under secure aggregation, where the hostile kinds skip
-the phone-side clip and range and the server checks only the unmasked sum
-(`coordinator.sum_checks`); there the attacks `range` (every coordinate at the
-top of the quantisation range) and `weight` (weight 4096 behind an honest
-count) act too. The table gives each cell's mean over seeds and its difference
-from the clean run of the same column; the issue's goal is a difference under
-1 point at 30 %.
+For every seed, every share of hostile phones, every attack and every aggregator, one
+federated run (`Simulation.create(...)` then `run_round()` up to `--rounds`) on the
+same corpus cut, with the run's default screen, and the held-out top-3 accuracy and
+perplexity after the last round. A share of 0 is the clean run of each aggregator (the
+attack does not matter there). The attacks are the fault kinds of `device_sim.faults`
+at their default strength: scale (update x 1000), sign (update x -5), count
+(num_examples x 100) and nan. The `secagg` protection adds a column: the mean under
+secure aggregation, where the hostile kinds skip the phone-side clip and range and the
+server checks only the unmasked sum (`coordinator.protections.sum_checks`); there the
+attacks `range` (every coordinate at the top of the quantisation range) and `weight`
+(weight 4096 behind an honest count) act too. The table gives each cell's mean over
+seeds and its difference from the clean run of the same column; the issue's goal is a
+difference under 1 point at 30 %.
 
 Every run's result is appended to `--out` as a JSON line as soon as it is known,
 and a rerun skips the runs already there, so the full grid (3 seeds x 4 attacks
@@ -43,9 +42,9 @@ from rich.console import Console
 from rich.table import Table
 
 from coordinator.config import FederationConfig
-from coordinator.privacy_config import PrivacyConfig
-from coordinator.robust_aggregation import AGGREGATORS
-from coordinator.simulation import Simulation
+from coordinator.privacy.privacy_config import PrivacyConfig
+from coordinator.round.robust_aggregation import AGGREGATORS
+from coordinator.run.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, LocalTrainingConfig

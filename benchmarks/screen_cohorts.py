@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from coordinator.config import FederationConfig
-from coordinator.simulation import Simulation
+from coordinator.run.simulation import Simulation
 from corpora.corpus import CorpusConfig, load_corpus
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig

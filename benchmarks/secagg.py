@@ -45,7 +45,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from coordinator.secagg_server import SecAggServer, SecAggSession, modular_sum
+from coordinator.protections.secagg_server import (
+    SecAggServer,
+    SecAggSession,
+    modular_sum,
+)
 from device_sim.secagg_client import SecAggClient
 from device_sim.secagg_phones import SecAggPhones
 from secagg import EncryptedShare, PublicKeys, SecAggConfig, round_parameters

@@ -45,8 +45,8 @@ from benchmarks.time_to_accuracy_report import (
     stored_results,
 )
 from coordinator.config import FederationConfig
-from coordinator.simulation import Simulation
-from coordinator.strategies import STRATEGIES
+from coordinator.round.strategies import STRATEGIES
+from coordinator.run.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig

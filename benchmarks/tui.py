@@ -40,7 +40,7 @@ from textual.events import Key
 from textual.widgets import Input
 
 from cli.demo_cmd import create_run, demo_federation
-from coordinator.simulation import Simulation
+from coordinator.run.simulation import Simulation
 from corpora.corpus import CorpusSplits
 from corpora.samples import heldout_sample
 from tui.app import FedtypeApp

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coordinator.personalization import (
+from coordinator.run.personalization import (
     REPORT_NAME,
     PersonalizationReport,
     read_report,

@@ -20,10 +20,10 @@ from cli.compare_personalized import (
     personalized_report,
     personalized_setting,
 )
-from coordinator.dp import NO_PRIVACY_LABEL as NO_PRIVACY
-from coordinator.dp import NOISE_SOURCES
-from coordinator.personalization import PersonalizationReport
-from coordinator.released import TRUTH, with_truth
+from coordinator.privacy.dp import NO_PRIVACY_LABEL as NO_PRIVACY
+from coordinator.privacy.dp import NOISE_SOURCES
+from coordinator.privacy.released import TRUTH, with_truth
+from coordinator.run.personalization import PersonalizationReport
 from models.rundir import POOLED_KINDS, RunDir, RunDirError, RunKind
 
 # Columns of the table: header and how a summary fills it.

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from cli.errors import UsageError
 from cli.privacy_options import add_privacy_options, privacy_config
 from coordinator.config import FederationConfig, FederationConfigError
-from coordinator.privacy_config import PrivacyConfig
+from coordinator.privacy.privacy_config import PrivacyConfig
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
@@ -196,7 +196,7 @@ def create_run(
 ) -> CorpusSplits:
     """Create a fresh demo fleet's run in `path` (with its live central baseline
     in `path`/central unless `live_central` is False); returns the corpus."""
-    from coordinator.simulation import Simulation
+    from coordinator.run.simulation import Simulation
     from tui.live_central import start_live_central
 
     tokenizer = WordTokenizer.public()

@@ -31,7 +31,7 @@ from models.run_lock import RunLock
 if TYPE_CHECKING:  # torch: imported by the run, so --help stays instant
     from device_sim.personal_outcome import PhoneOutcome
 
-# The sign test's level (coordinator.personal_gains.SIGNIFICANCE, which imports
+# The sign test's level (coordinator.run.personal_gains.SIGNIFICANCE, which imports
 # the phone's code): a phone is helped or hurt below this p-value.
 SIGNIFICANCE = 0.05
 
@@ -211,7 +211,7 @@ def gain_cells(gain: dict[str, Any]) -> list[str]:
 
 def _tables(report: dict[str, Any]) -> tuple[Table, ...]:
     """The pooled metrics and the per-phone gains, for the terminal."""
-    from coordinator.personalization import VARIANTS
+    from coordinator.run.personalization import VARIANTS
 
     pooled = Table(
         title=escape(
@@ -262,7 +262,7 @@ def plot_gains(report: dict[str, Any], path: Path) -> None:
     """A histogram of the per-phone relative top-1 gains of each variant."""
     import matplotlib
 
-    from coordinator.personalization import VARIANTS
+    from coordinator.run.personalization import VARIANTS
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -329,7 +329,7 @@ def run_personalize(args: argparse.Namespace) -> int:
 def _personalize(args: argparse.Namespace) -> int:
     import torch
 
-    from coordinator.personalization import (
+    from coordinator.run.personalization import (
         build_report,
         open_federated_run,
         personalize_cohort,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 
 from cli.errors import UsageError
-from coordinator.dp import (
+from coordinator.privacy.dp import (
     CLIP_NORM_RANGE,
     NOISE_MULTIPLIER_RANGE,
     NOISE_PLACEMENTS,
     DPConfig,
     DPConfigError,
 )
-from coordinator.privacy_config import (
+from coordinator.privacy.privacy_config import (
     MAX_SIMULATED_POPULATION,
     TARGET_EPSILON_RANGE,
     PrivacyConfig,

@@ -9,7 +9,7 @@ option is one line and exit status 2, and leaves nothing behind:
 - `--rounds` below the rounds a resumed run already completed;
 - `--out`: empty, a file, under a file or unwritable; a directory holding a run
   killed before round 0 was saved is reused;
-- `--resume` repairs what a kill or a damaged disk left (`coordinator.repair.
+- `--resume` repairs what a kill or a damaged disk left (`coordinator.run.repair.
   repair_for_resume`) and says what it did; a run that never saved round 0 is
   started again from its own config.json;
 - more `--clients-per-round` than the fleet has phones.
@@ -32,7 +32,7 @@ from cli.options import (
     check_workers,
 )
 from coordinator.config import FederationConfig
-from coordinator.server_choices import AGGREGATORS
+from coordinator.round.server_choices import AGGREGATORS
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from device_sim.config import FAULT_KINDS, FleetConfig
 from models.config import ModelConfig
@@ -130,8 +130,8 @@ def prepare_resume(args: argparse.Namespace, console: Console) -> RunSettings | 
 
     Refuses a --rounds below the rounds already completed.
     """
-    from coordinator import store
-    from coordinator.repair import clear_unstarted, repair_for_resume
+    from coordinator.run import store
+    from coordinator.run.repair import clear_unstarted, repair_for_resume
     from models.rundir import RunDir
 
     run = RunDir(args.resume)
@@ -160,7 +160,7 @@ def prepare_resume(args: argparse.Namespace, console: Console) -> RunSettings | 
 
 def prepare_out(args: argparse.Namespace, console: Console) -> None:
     """Reuse an --out directory that holds only a run killed before round 0."""
-    from coordinator.repair import clear_unstarted, is_unstarted
+    from coordinator.run.repair import clear_unstarted, is_unstarted
     from models.rundir import RunDir
 
     run = RunDir(args.out)

@@ -40,14 +40,14 @@ from coordinator.events import (
     Event,
     RoundStarted,
 )
-from coordinator.server_choices import STRATEGIES
+from coordinator.round.server_choices import STRATEGIES
 from device_sim.config import FleetConfig, LocalTrainingConfig
 from models.config import PRECISIONS, TRAIN_SOFTMAXES, ModelConfig
 from models.launch import launch_local
 from models.run_lock import RunLock
 
 if TYPE_CHECKING:  # torch: imported when a run starts, so --help stays instant
-    from coordinator.simulation import Simulation
+    from coordinator.run.simulation import Simulation
     from device_sim.ranks import Ranks
 
 # The new-run options, by the config whose field each sets (cli.options).
@@ -171,7 +171,7 @@ def _world_size(args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace, console: Console, ranks: Ranks) -> Simulation:
-    from coordinator.simulation import Simulation
+    from coordinator.run.simulation import Simulation
 
     restart = getattr(args, "restart", None)
     if args.resume and restart is None:
@@ -302,7 +302,7 @@ def run_rank(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, ranks: Ranks) -> int:
-    from coordinator.budget import PrivacyBudgetSpent
+    from coordinator.privacy.budget import PrivacyBudgetSpent
 
     console = Console(quiet=ranks.rank != 0)
     simulation = _open(args, console, ranks)

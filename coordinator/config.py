@@ -6,9 +6,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from coordinator.privacy_config import PrivacyConfig, PrivacyConfigError
-from coordinator.robust import MIN_COSINE, MIN_FOR_MEDIAN, NORM_FACTOR
-from coordinator.server_choices import (
+from coordinator.privacy.privacy_config import PrivacyConfig, PrivacyConfigError
+from coordinator.round.robust import MIN_COSINE, MIN_FOR_MEDIAN, NORM_FACTOR
+from coordinator.round.server_choices import (
     AGGREGATORS,
     STRATEGIES,
     StrategyConfig,
@@ -66,11 +66,11 @@ class FederationConfig:
     # FedAvgM momentum (Hsu et al. 2019).
     server_momentum: float = StrategyConfig.server_momentum
     # Server warm-up: the first this many aggregations step with a server_lr
-    # rising linearly to its value (coordinator.strategies). 0 (none) stays the
+    # rising linearly to its value (coordinator.round.strategies). 0 (none) stays the
     # default: docs/learning.md has the measurements.
     server_warmup_rounds: int = StrategyConfig.warmup_rounds
     # FedAvgM's momentum rises linearly from 0 to server_momentum over this many
-    # aggregations (coordinator.strategies), which stops the first rounds'
+    # aggregations (coordinator.round.strategies), which stops the first rounds'
     # overshoot on small cohorts: docs/learning.md has the measurements.
     server_momentum_warmup_rounds: int = 5
     # FedAdam/FedYogi/FedAdagrad first- and second-moment decays and adaptivity
@@ -79,18 +79,18 @@ class FederationConfig:
     beta2: float = StrategyConfig.beta2
     tau: float = StrategyConfig.tau
     # An update whose norm exceeds this multiple of the median of the norms
-    # accepted in recent rounds and this one is rejected (coordinator.robust: 5
+    # accepted in recent rounds and this one is rejected (coordinator.round.robust: 5
     # stops the sign-flipped x5 attack that 10 let through).
     norm_factor: float = NORM_FACTOR
     # The screen's relative rules need at least this many values to have a
-    # median to trust (coordinator.robust; below it they rely on the history
+    # median to trust (coordinator.round.robust; below it they rely on the history
     # and the absolute bounds).
     min_for_norm_check: int = MIN_FOR_MEDIAN
     # An update whose cosine with the round's coordinate-wise median update is
-    # below this is rejected (coordinator.robust's direction rule, which stops
+    # below this is rejected (coordinator.round.robust's direction rule, which stops
     # sign-flipped updates); -1 turns the rule off.
     min_cosine: float = MIN_COSINE
-    # How the screened updates are combined (coordinator.robust_aggregation):
+    # How the screened updates are combined (coordinator.round.robust_aggregation):
     # "mean" (FedAvg's example-weighted mean), "median" or "trimmed-mean"
     # (coordinate-wise, Yin et al. 2018), "krum" or "multi-krum" (Blanchard et al.
     # 2017). The server optimizer (`strategy`) then applies the combined update.
@@ -127,7 +127,7 @@ class FederationConfig:
     # metrics within float rounding (README, "Speed of the fleet").
     workers: int = 1
     # Secure aggregation, differential privacy and the curious-server probe
-    # (coordinator.privacy_config); the default protects nothing.
+    # (coordinator.privacy.privacy_config); the default protects nothing.
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:

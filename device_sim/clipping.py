@@ -1,12 +1,12 @@
 """The phone's side of DP-FedAvg: clip the update, report a clip bit, add a share.
 
 DP-FedAvg (McMahan et al. 2018, arXiv 1710.06963) bounds each phone's influence by
-scaling its whole update to a global L2 norm of at most `clip_norm` before it
-leaves the device; the server then adds Gaussian noise calibrated to that bound
-(`coordinator.dp`). Adaptive clipping (Andrew et al. 2021, arXiv 1905.03871) also
-needs one bit per phone, whether its update was within the bound, sent centred
-(b − ½) so that one phone moves the bits' sum by at most ½, the sensitivity the
-accountant is given (`coordinator.dp`, where the guarantee is stated).
+scaling its whole update to a global L2 norm of at most `clip_norm` before it leaves
+the device; the server then adds Gaussian noise calibrated to that bound
+(`coordinator.privacy.dp`). Adaptive clipping (Andrew et al. 2021, arXiv 1905.03871)
+also needs one bit per phone, whether its update was within the bound, sent centred (b
+− ½) so that one phone moves the bits' sum by at most ½, the sensitivity the
+accountant is given (`coordinator.privacy.dp`, where the guarantee is stated).
 
 With distributed noise each phone adds its share of the noise itself, before its
 contribution is masked for secure aggregation, so that the server never has to be
@@ -119,7 +119,7 @@ def phone_noise(
     Added to the phone's clipped (flattened) contribution before masking. When
     all `noise_shares` phones' shares reach the sum it carries N(0, (z·C)²), the
     central mechanism's noise; every share lost to a dropout lowers it (see
-    `coordinator.dp.realised_noise_multiplier`).
+    `coordinator.privacy.dp.realised_noise_multiplier`).
 
     Args:
         size: Length of the flattened update.

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -198,6 +198,21 @@ class TrainedRound:
         size = sum(t.numel() for t in self.reference) + recipe.appended
         total = self.reduce_vectors(included, send, dtype=dtype, size=size)
         return total, seconds[0]
+
+    def phone_figures(self) -> list[ClientSummary]:
+        """MEASUREMENT HARNESS ONLY: the summaries, each with its phone's own
+        loss figures and work, for the simulation's record of the round.
+
+        Under secure aggregation the summaries that crossed carry none; these
+        come from the reports on every rank (a gather of a few numbers a phone)
+        and are filed as `simulation_truth` (`coordinator.privacy.released`),
+        never as something the server learned.
+        """
+        mine = {c: r.metrics for c, r in self.local.items()}
+        figures: dict[str, ClientMetrics] = {}
+        for part in self.ranks.all_gather_objects(mine):
+            figures.update(part)  # type: ignore[call-overload]
+        return [replace(s, metrics=figures[s.client_id]) for s in self.summaries]
 
     @staticmethod
     def secagg_phones(

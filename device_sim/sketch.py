@@ -1,6 +1,6 @@
 """A count sketch of an update: a few thousand numbers that keep its direction.
 
-The screen (`coordinator.robust`) rejects an update that points away from the
+The screen (`coordinator.round.robust`) rejects an update that points away from the
 round's other updates, which a norm bound cannot see: a sign-flipped update is
 exactly as long as an honest one. Comparing directions needs every update in one
 place, and a multi-rank round keeps updates on the rank that trained them. So each

@@ -1,6 +1,6 @@
 """MEASUREMENT HARNESS ONLY: what the phones really did in a round.
 
-The curious-server attack (`coordinator.attack`) is scored against the truth,
+The curious-server attack (`coordinator.measure.attack`) is scored against the truth,
 the words in the batches the phone trained on; and a protected round's metrics
 line files the phones' own loss figures and work as `simulation_truth`. Only
 the measurement code may know them: they are computed here, on the device side,
@@ -11,12 +11,9 @@ no such functions.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import LocalTrainingConfig
-from device_sim.executor import ClientSummary, TrainedRound
-from device_sim.phone import ClientMetrics, Phone
+from device_sim.phone import Phone
 
 
 def trained_tokens(
@@ -36,17 +33,3 @@ def trained_tokens(
         tokenizer=tokenizer, config=config, max_len=max_len, server_round=server_round
     )
     return {token for sequence in data.sequences for token in sequence[1:]}
-
-
-def with_phone_figures(trained: TrainedRound) -> list[ClientSummary]:
-    """The round's summaries, each with its phone's own loss figures and work.
-
-    Under secure aggregation the summaries that crossed carry none; the
-    measurement takes them from the reports on every rank (a gather of a few
-    numbers a phone), for the simulation's truth alone.
-    """
-    mine = {c: r.metrics for c, r in trained.local.items()}
-    figures: dict[str, ClientMetrics] = {}
-    for part in trained.ranks.all_gather_objects(mine):
-        figures.update(part)  # type: ignore[call-overload]
-    return [replace(s, metrics=figures[s.client_id]) for s in trained.summaries]

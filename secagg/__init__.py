@@ -5,7 +5,7 @@ round parameters, key agreement and sealing, Shamir sharing, the PRG, the
 quantisation, the neighbour graph, the messages that cross, and `PhoneSide`,
 what the server may ask of the phones. The phone's side lives in
 `device_sim.secagg_client` and `device_sim.secagg_phones`, the server's in
-`coordinator.secagg_server`; see docs/secagg.md.
+`coordinator.protections.secagg_server`; see docs/secagg.md.
 """
 
 from secagg.config import (

@@ -1,7 +1,7 @@
 """What the server may ask of a round's phones, as messages (no phone internals).
 
-The server's side (`coordinator.secagg_server.SecAggSession`) drives the rounds
-of the protocol against any `PhoneSide`: the simulation's phones
+The server's side (`coordinator.protections.secagg_server.SecAggSession`)
+drives the rounds of the protocol against any `PhoneSide`: the simulation's phones
 (`device_sim.secagg_phones.SecAggPhones`), or a test's. Only messages cross:
 public keys, sealed shares, the unmask request and answers, and, on the phone's
 own rank, the masker each phone masks its contribution with.

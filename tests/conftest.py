@@ -16,7 +16,7 @@ import torch
 from helpers import NewSimulation
 
 from coordinator.config import FederationConfig
-from coordinator.simulation import Simulation
+from coordinator.run.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits, load_messages, split_corpus
 from corpora.messages import Message
 from corpora.tokenizer import WordTokenizer

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator.config import FederationConfig
-from coordinator.simulation import Simulation
+from coordinator.run.simulation import Simulation
 from device_sim.config import FleetConfig, LocalTrainingConfig
 from device_sim.executor import ClientSummary, TrainedRound
 from device_sim.phone import ClientMetrics, ClientReport, Phone
@@ -144,7 +144,7 @@ def record_sums(trained: TrainedRound, crossed: list[Any]) -> None:
 
 def dp_epsilon(q: float, z: float, *, rounds: int, delta: float) -> float:
     """epsilon of `rounds` Poisson-subsampled Gaussians, straight from dp_accounting
-    (independent of coordinator.accountant)."""
+    (independent of coordinator.privacy.accountant)."""
     accountant = rdp.RdpAccountant()
     event = dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z))
     accountant.compose(dp_accounting.SelfComposedDpEvent(event, rounds))

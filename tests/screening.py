@@ -12,7 +12,12 @@ from collections.abc import Sequence
 
 import torch
 
-from coordinator.robust import Rejection, ScreenConfig, ScreenHistory, screen_stats
+from coordinator.round.robust import (
+    Rejection,
+    ScreenConfig,
+    ScreenHistory,
+    screen_stats,
+)
 from device_sim.executor import summarise
 from device_sim.phone import ClientMetrics, ClientReport
 

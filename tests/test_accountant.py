@@ -8,7 +8,7 @@ import dp_accounting
 import pytest
 from dp_accounting import rdp
 
-from coordinator.accountant import (
+from coordinator.privacy.accountant import (
     PrivacyAccountant,
     RoundRecord,
     epsilon_for,

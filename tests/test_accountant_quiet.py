@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from coordinator.accountant import epsilon_for
+from coordinator.privacy.accountant import epsilon_for
 
 
 def test_epsilon_at_a_hard_order_logs_no_absl_warning(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from coordinator.attack import (
+from coordinator.measure.attack import (
     AttackScore,
     bias_tokens,
     moved_rows,
@@ -17,7 +17,7 @@ from coordinator.attack import (
     score,
     update_parts,
 )
-from coordinator.attack_probe import top_words
+from coordinator.measure.attack_probe import top_words
 from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
 from models.batching import encode_messages

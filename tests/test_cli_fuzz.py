@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from cli.main import main
-from coordinator.robust_aggregation import AGGREGATORS
+from coordinator.round.robust_aggregation import AGGREGATORS
 from device_sim.config import FAULT_KINDS
 
 INTS = ["-1", "0", "x", "1.5", "", "99999999999999999999"]

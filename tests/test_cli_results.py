@@ -140,7 +140,7 @@ def test_evaluate_texts_of_a_sharded_fleet_are_its_cohorts(
 ) -> None:
     # Prepare: a federated run of two-message shards, and its fleet
     from coordinator.config import FederationConfig
-    from coordinator.evaluation import future_cohort
+    from coordinator.run.evaluation import future_cohort
     from device_sim.config import FleetConfig
     from device_sim.fleet import Fleet
 

@@ -10,8 +10,8 @@ from test_rounds import environment, federation, start
 
 from cli.main import main
 from coordinator.config import FederationConfig, FederationConfigError
-from coordinator.privacy_config import PrivacyConfig
-from coordinator.rounds import model_bytes, run_round
+from coordinator.privacy.privacy_config import PrivacyConfig
+from coordinator.round.rounds import model_bytes, run_round
 from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
 from device_sim.compression import (

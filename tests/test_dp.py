@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from coordinator.dp import (
+from coordinator.privacy.dp import (
     DPConfig,
     DPConfigError,
     adapt_clip_norm,

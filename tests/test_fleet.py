@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from coordinator.config import FederationConfig
-from coordinator.rounds import RoundEnvironment, ServerState, run_round
-from coordinator.strategies import initial_state
+from coordinator.round.rounds import RoundEnvironment, ServerState, run_round
+from coordinator.round.strategies import initial_state
 from corpora.corpus import CorpusSplits, UserHistory
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, LocalTrainingConfig

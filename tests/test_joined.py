@@ -1,4 +1,4 @@
-"""Reading back the phones that joined a run: `coordinator.joined`."""
+"""Reading back the phones that joined a run: `coordinator.run.joined`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.joined import joined_entries, joined_history
+from coordinator.run.joined import joined_entries, joined_history
 from models.rundir import RunDir, RunDirError
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import make_phone, seeded_parameters
 
-from coordinator.personal_gains import gain_summary, sign_test
+from coordinator.run.personal_gains import gain_summary, sign_test
 from corpora.tokenizer import WordTokenizer
 from device_sim.memory import (
     MemoryMixture,

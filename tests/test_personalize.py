@@ -10,7 +10,7 @@ import pytest
 from helpers import SMALL_RUN, NewSimulation, make_phone, seeded_parameters
 
 from cli.main import main
-from coordinator.personal_gains import gain_summary, relative_gain
+from coordinator.run.personal_gains import gain_summary, relative_gain
 from corpora.tokenizer import WordTokenizer
 from device_sim.personal_model import VARIANTS
 from device_sim.personal_outcome import PhoneOutcome, personalize_phone

@@ -18,10 +18,10 @@ import pytest
 import torch
 from helpers import NewSimulation, record_sums, small_federation
 
-from coordinator.dp import DPConfig
 from coordinator.events import ClientDone
-from coordinator.privacy_config import PrivacyConfig
-from coordinator.released import logged_line
+from coordinator.privacy.dp import DPConfig
+from coordinator.privacy.privacy_config import PrivacyConfig
+from coordinator.privacy.released import logged_line
 from corpora.corpus import CorpusSplits, UserHistory
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, LocalTrainingConfig

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import NewSimulation, small_federation
 
-from coordinator.audit import (
+from coordinator.measure.audit import (
     AuditError,
     audit,
     audit_at,
@@ -18,14 +18,14 @@ from coordinator.audit import (
     guesses,
     p_value,
 )
-from coordinator.audit_run import (
+from coordinator.measure.audit_run import (
     CANARY_PREFIX,
     AuditReport,
     CanaryUsers,
     audit_simulation,
 )
-from coordinator.dp import DPConfig
-from coordinator.privacy_config import PrivacyConfig
+from coordinator.privacy.dp import DPConfig
+from coordinator.privacy.privacy_config import PrivacyConfig
 from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import LocalTrainingConfig

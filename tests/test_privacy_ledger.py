@@ -1,7 +1,7 @@
 """The privacy ledger: epsilon never goes down, whatever a kill or a repair does.
 
 A DP run is broken as a kill or a bad disk would break it (each fallback path of
-`coordinator.repair.repair_for_resume`) and resumed; the accountant is rebuilt
+`coordinator.run.repair.repair_for_resume`) and resumed; the accountant is rebuilt
 from `privacy_ledger.jsonl`, so the resumed run's epsilon is above the epsilon
 it had logged before the damage.
 """
@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from test_resume_repair import TINY, run_cli
 
 from cli.main import main
-from coordinator.ledger import LedgerError, LedgerEvent, PrivacyLedger
+from coordinator.privacy.ledger import LedgerError, LedgerEvent, PrivacyLedger
 from models.rundir import RunDir
 
 DP = ["--secure-aggregation", "--dp-clip", "0.5", "--noise-multiplier", "0.8"]

@@ -18,11 +18,11 @@ from helpers import NewSimulation, dp_epsilon
 from test_private_round import dp_federation
 
 from cli.main import main
-from coordinator.accountant import PrivacyAccountant
-from coordinator.budget import PrivacyBudgetSpent, round_config
-from coordinator.dp import DPConfig
 from coordinator.events import BudgetSpent, Event
-from coordinator.privacy_config import PrivacyConfigError, calibrated_noise
+from coordinator.privacy.accountant import PrivacyAccountant
+from coordinator.privacy.budget import PrivacyBudgetSpent, round_config
+from coordinator.privacy.dp import DPConfig
+from coordinator.privacy.privacy_config import PrivacyConfigError, calibrated_noise
 from coordinator.protections import PrivacyState
 from models.rundir import RunDir
 

@@ -20,13 +20,13 @@ from helpers import (
 )
 
 from cli.main import main
-from coordinator.budget import PrivacyBudgetSpent
 from coordinator.config import FederationConfig, FederationConfigError
-from coordinator.dp import DPConfig, noise_rng
-from coordinator.privacy_config import PrivacyConfig, default_delta
+from coordinator.privacy.budget import PrivacyBudgetSpent
+from coordinator.privacy.dp import DPConfig, noise_rng
+from coordinator.privacy.privacy_config import PrivacyConfig, default_delta
 from coordinator.protections import PrivacyState, Release, protection_for
-from coordinator.selection import poisson_select
-from coordinator.simulation import Simulation
+from coordinator.round.selection import poisson_select
+from coordinator.run.simulation import Simulation
 from corpora.corpus import CorpusSplits
 from device_sim.config import FleetConfig, LocalTrainingConfig
 from device_sim.executor import TrainedRound
@@ -77,7 +77,7 @@ def dp_federation(
 def test_private_delta_secagg_equals_the_plaintext_weighted_mean() -> None:
     # Prepare: with a local clip of 8 one step moves at most 8, above both
     # norms (3.74 and 7.07), so the clip (C = 16 x 8) changes nothing and the
-    # server's check of the sum (coordinator.sum_checks) passes.
+    # server's check of the sum (coordinator.protections.sum_checks) passes.
     trained = two_phone_round()
     crossed: list[np.ndarray] = []
     record_sums(trained, crossed)

@@ -11,8 +11,8 @@ from wordfreq import get_frequency_dict
 
 from cli.main import main
 from coordinator.config import FederationConfig, FederationConfigError
-from coordinator.simulation import initial_model
-from coordinator.strategies import StrategyConfig, initial_state, server_step
+from coordinator.round.strategies import StrategyConfig, initial_state, server_step
+from coordinator.run.simulation import initial_model
 from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
 from models.baseline import public_unigram_log_probs

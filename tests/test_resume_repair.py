@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cli.main import main
-from coordinator import repair, store
-from coordinator.robust import ScreenHistory
+from coordinator.round.robust import ScreenHistory
+from coordinator.run import repair, store
 from corpora.messages import Message
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.rundir import RunDir, RunDirError

@@ -10,7 +10,7 @@ import torch
 from helpers import f32
 from screening import screen_reports
 
-from coordinator.robust import Rejection, ScreenConfig
+from coordinator.round.robust import Rejection, ScreenConfig
 
 # The global parameters: a (2,) tensor and a (1,) tensor.
 REFERENCE = [f32(0, 0), f32(0)]

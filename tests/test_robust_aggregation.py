@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import f32
 
-from coordinator.robust_aggregation import (
+from coordinator.round.robust_aggregation import (
     AGGREGATORS,
     aggregate_updates,
     byzantine_count,

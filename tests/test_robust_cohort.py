@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from coordinator.robust import (
+from coordinator.round.robust import (
     MIN_FOR_MEDIAN,
     Rejection,
     ScreenConfig,

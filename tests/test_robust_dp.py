@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from cli.main import main
 from coordinator.config import FederationConfig, FederationConfigError
-from coordinator.dp import DPConfig
-from coordinator.privacy_config import PrivacyConfig
-from coordinator.robust import (
+from coordinator.privacy.dp import DPConfig
+from coordinator.privacy.privacy_config import PrivacyConfig
+from coordinator.round.robust import (
     Rejection,
     ScreenConfig,
     ScreenHistory,
@@ -28,7 +28,7 @@ from coordinator.robust import (
     compares_users,
     screen_stats,
 )
-from coordinator.store import read_screen_history
+from coordinator.run.store import read_screen_history
 from device_sim.config import LocalTrainingConfig
 from models.rundir import RunDir
 

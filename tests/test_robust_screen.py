@@ -11,7 +11,7 @@ import pytest
 import torch
 from screening import screen_reports
 
-from coordinator.robust import (
+from coordinator.round.robust import (
     Rejection,
     ScreenConfig,
     ScreenHistory,

@@ -11,9 +11,14 @@ from torch import nn
 
 from coordinator.config import FederationConfig
 from coordinator.events import ClientDone, Event, RoundStarted
-from coordinator.rounds import RoundEnvironment, ServerState, model_bytes, run_round
-from coordinator.selection import Arrival, plan_round, select_clients
-from coordinator.strategies import initial_state
+from coordinator.round.rounds import (
+    RoundEnvironment,
+    ServerState,
+    model_bytes,
+    run_round,
+)
+from coordinator.round.selection import Arrival, plan_round, select_clients
+from coordinator.round.strategies import initial_state
 from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, LocalTrainingConfig

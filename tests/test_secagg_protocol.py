@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-import coordinator.secagg_server as server_module
-from coordinator.secagg_server import SecAggSession, modular_sum
+import coordinator.protections.secagg_server as server_module
+from coordinator.protections.secagg_server import SecAggSession, modular_sum
 from device_sim.secagg_phones import SecAggPhones
 from secagg import (
     EncryptedShare,

@@ -12,7 +12,7 @@ from test_private_round import private_delta
 
 from coordinator.config import FederationConfig
 from coordinator.events import ClientDone, Event
-from coordinator.privacy_config import PrivacyConfig
+from coordinator.privacy.privacy_config import PrivacyConfig
 from coordinator.protections import PrivacyState
 from device_sim.config import LocalTrainingConfig
 from device_sim.executor import ClientSummary, TrainedRound
@@ -50,7 +50,8 @@ def secagg_config(seed: int, dropout_rate: float) -> FederationConfig:
         seed=seed,
         fleet=fleet,
         # One step may move 10, so that e's 8.66 is within an honest phone's
-        # reach and the server's check of the sum (coordinator.sum_checks) passes.
+        # reach and the server's check of the sum
+        # (coordinator.protections.sum_checks) passes.
         local=LocalTrainingConfig(clip_norm=10.0),
         privacy=PrivacyConfig(secure_aggregation=True),
     )

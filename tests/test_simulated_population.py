@@ -13,8 +13,8 @@ from test_private_round import private_delta
 
 from cli.main import main
 from coordinator.config import FederationConfig
-from coordinator.dp import DPConfig, noise_rng
-from coordinator.privacy_config import PrivacyConfig, PrivacyConfigError
+from coordinator.privacy.dp import DPConfig, noise_rng
+from coordinator.privacy.privacy_config import PrivacyConfig, PrivacyConfigError
 from coordinator.protections import PrivacyState
 from coordinator.protections.charge import epsilon_budget_left
 

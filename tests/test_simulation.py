@@ -14,8 +14,8 @@ from helpers import SMALL_RUN, NewSimulation
 from cli.main import main
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.events import ClientDone, Event, RoundFinished, RoundStarted
-from coordinator.released import logged_line
-from coordinator.simulation import Simulation
+from coordinator.privacy.released import logged_line
+from coordinator.run.simulation import Simulation
 from corpora.corpus import CorpusSplits
 from device_sim.config import FleetConfig
 from models.rundir import RunDir, RunDirError

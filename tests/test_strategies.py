@@ -9,7 +9,7 @@ import torch
 from helpers import f32
 from safetensors.torch import load_file, save_file
 
-from coordinator.strategies import (
+from coordinator.round.strategies import (
     STRATEGIES,
     StrategyConfig,
     StrategyState,

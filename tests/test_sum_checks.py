@@ -14,15 +14,15 @@ from test_private_round import private_delta
 
 from cli.main import main
 from coordinator.config import FederationConfig, FederationConfigError
-from coordinator.privacy_config import PrivacyConfig
+from coordinator.privacy.privacy_config import PrivacyConfig
 from coordinator.protections import PrivacyState
-from coordinator.robust import ScreenConfig
-from coordinator.sum_checks import (
+from coordinator.protections.sum_checks import (
     SumCheckFailed,
     check_sum,
     phone_bounds,
     sum_bounds,
 )
+from coordinator.round.robust import ScreenConfig
 from device_sim.config import FleetConfig, LocalTrainingConfig
 from device_sim.executor import TrainedRound
 from device_sim.faults import Fault, hostile_contribution

@@ -11,9 +11,9 @@ from textual import events
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
-from coordinator.dp import DPConfig
-from coordinator.privacy_config import PrivacyConfig
-from coordinator.simulation import Simulation
+from coordinator.privacy.dp import DPConfig
+from coordinator.privacy.privacy_config import PrivacyConfig
+from coordinator.run.simulation import Simulation
 from corpora.corpus import CorpusSplits
 from models.rundir import RunDirError
 from tui.app import CentralReference, FedtypeApp

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import NewSimulation, small_federation
 
-from coordinator import store
+from coordinator.run import store
 from models.run_lock import RunLock, RunLockedError
 from models.rundir import RunDir, RunDirError
 from tui.app import FedtypeApp

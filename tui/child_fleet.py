@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from coordinator import store
-from coordinator.repair import repair_for_resume
+from coordinator.run import store
+from coordinator.run.repair import repair_for_resume
 from corpora.corpus import CorpusSplits, load_corpus
 from device_sim.memory import MemoryMixture, PhoneMemory
 from device_sim.memory_config import Mixing
@@ -118,7 +118,7 @@ def serve(
     torch.set_num_threads(1)
     # Training yields the CPU to the keyboard, as a phone trains only when idle.
     os.nice(10)
-    from coordinator.simulation import Simulation
+    from coordinator.run.simulation import Simulation
     from tui.sim_fleet import SimulationFleet
 
     send_lock = threading.Lock()
@@ -179,7 +179,7 @@ def _locked(lock: threading.Lock, function: Any) -> Any:
 
 def repair_run(run: RunDir) -> tuple[str, ...]:
     """Mend what a kill or a damaged disk left, as `fedtype simulate --resume`
-    does (`coordinator.repair.repair_for_resume`); what was done, in sentences.
+    does (`coordinator.run.repair.repair_for_resume`); what was done, in sentences.
 
     The write lock is held for the repair only; the child takes it for good.
 

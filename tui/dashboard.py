@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from coordinator.released import TRUTH
+from coordinator.privacy.released import TRUTH
 from tui.charts import MARK_STYLE, FixedChart, block
 from tui.live_central import CentralView
 from tui.privacy_panel import ServerSawPanel, privacy_line

@@ -1,7 +1,7 @@
 """What the demo needs from a federated run, as one small interface.
 
 The app talks to a `DemoFleet` only; `tui.sim_fleet.SimulationFleet` implements it
-over `coordinator.simulation.Simulation` (in this process or in a child process),
+over `coordinator.run.simulation.Simulation` (in this process or in a child process),
 and tests may give any object with these methods.
 """
 

@@ -2,10 +2,10 @@
 
 Both read a round's metrics.jsonl line as the coordinator writes it: `epsilon`,
 `delta`, `sampling_probability` from the private round, and `attack` from the
-curious-server probe (coordinator.attack_probe), whose "words" are the server's
+curious-server probe (coordinator.measure.attack_probe), whose "words" are the server's
 own view: recovered from one phone's update without secure aggregation, from the
 round's sum with it, from the noisy sum under DP. The words live only in the
-line the round returns (metrics.jsonl keeps the scores, `coordinator.released`),
+line the round returns (metrics.jsonl keeps the scores, `coordinator.privacy.released`),
 so a line read back from the log shows the scores alone.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.text import Text
 
-from coordinator.dp import NO_PRIVACY_LABEL, NOISE_SOURCES
+from coordinator.privacy.dp import NO_PRIVACY_LABEL, NOISE_SOURCES
 from tui.fleet import THIS_PHONE
 from tui.panel import Panel
 

@@ -1,4 +1,4 @@
-"""`DemoFleet` over a `coordinator.simulation.Simulation` in this process.
+"""`DemoFleet` over a `coordinator.run.simulation.Simulation` in this process.
 
 Rounds run in the app's worker thread; everything the UI thread calls here reads
 copies (`Simulation.global_model` is a fresh model each call) or goes through the
@@ -14,9 +14,9 @@ from typing import Any
 from torch import nn
 
 from central.paced import PacedCentral
-from coordinator.joined import joined_history
-from coordinator.released import figure
-from coordinator.simulation import Simulation
+from coordinator.privacy.released import figure
+from coordinator.run.joined import joined_history
+from coordinator.run.simulation import Simulation
 from device_sim.personal_model import model_of, personalize_texts
 from device_sim.personalize import PersonalizationConfig
 from device_sim.profile import DeviceProfile

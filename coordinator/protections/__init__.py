@@ -2,22 +2,22 @@
 
 A protection wraps the round instead of branching inside it (Flower's
 `DifferentialPrivacyServerSideFixedClipping` wraps an unchanged strategy). Each
-has one interface, which `coordinator.rounds.run_round` calls in order:
+has one interface, which `coordinator.round.rounds.run_round` calls in order:
 
 - `sampler.select` / `sampler.goal`: who is asked, and how many reports the
   round waits for (`sampling`);
 - `reveals_norms`: whether a phone's summary carries its norm, sketch and
   losses, or only its claimed count and health (SecAgg);
-- `screen`: the screen on what the server may see (`coordinator.robust`);
+- `screen`: the screen on what the server may see (`coordinator.round.robust`);
 - `must_release`: whether a round short of valid reports is still released;
 - `aggregate`: the round's pseudo-gradient and what the server held
   (`plain`, `private`);
 - `charge_abandoned`: what a round that released nothing costs (`charge`).
 
 Each protection's guarantee is stated once: the sensitivity per user and the
-accountant in `coordinator.dp` and `charge`; what the server sees per phone in
-`coordinator.released`; what a hostile phone can still do in
-`coordinator.sum_checks`.
+accountant in `coordinator.privacy.dp` and `charge`; what the server sees per phone in
+`coordinator.privacy.released`; what a hostile phone can still do in
+`coordinator.protections.sum_checks`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Every DP round is recorded in the `PrivacyAccountant` as one Poisson-subsampled
 Gaussian release of (q_t, z_eff), q_t = clients_per_round / the phones eligible
 when round t starts; the selection then is Poisson among those phones
-(`coordinator.selection.poisson_select`), as accounted. Eligibility (idle,
+(`coordinator.round.selection.poisson_select`), as accounted. Eligibility (idle,
 charging, Wi-Fi, time zone) depends on a phone's profile and the clock, never on
 its text, so the pool is fixed before any data is touched. Real fleets cannot
 promise such a sampler, which is why Gboard uses DP-FTRL without amplification
@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from coordinator.accountant import PrivacyAccountant, simulated_privacy
 from coordinator.config import FederationConfig
+from coordinator.privacy.accountant import PrivacyAccountant, simulated_privacy
 from coordinator.protections.state import PrivacyState
 
 

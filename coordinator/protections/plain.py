@@ -4,7 +4,7 @@ FedAvg's example-weighted mean (McMahan et al. 2017, arXiv 1602.05629) needs
 only sums: one all-reduce over the ranks. A robust aggregator (a median, Krum)
 needs every update, so those are gathered from the ranks. The screen sees each
 phone's norm and sketch, and may compare phones with each other
-(`coordinator.robust`, rules 5 to 7).
+(`coordinator.round.robust`, rules 5 to 7).
 """
 
 from __future__ import annotations
@@ -16,8 +16,13 @@ from typing import Any
 from coordinator.config import FederationConfig
 from coordinator.protections.sampling import FixedSize
 from coordinator.protections.state import PrivacyState, Release
-from coordinator.robust import Rejection, ScreenConfig, ScreenHistory, screen_stats
-from coordinator.robust_aggregation import aggregate_updates
+from coordinator.round.robust import (
+    Rejection,
+    ScreenConfig,
+    ScreenHistory,
+    screen_stats,
+)
+from coordinator.round.robust_aggregation import aggregate_updates
 from device_sim.executor import ClientSummary, TrainedRound
 
 
@@ -48,7 +53,7 @@ class Plain:
         config: FederationConfig,
         history: ScreenHistory,
     ) -> tuple[list[str], list[Rejection], ScreenHistory]:
-        """Every rule of `coordinator.robust`, with its history."""
+        """Every rule of `coordinator.round.robust`, with its history."""
         return screen_stats(
             summaries, config=screen_config(config, relative=True), history=history
         )

@@ -30,7 +30,12 @@ from coordinator.protections.releases import NoisyMean, SumRelease, WeightedMean
 from coordinator.protections.sampling import Sampler
 from coordinator.protections.state import PrivacyState, Release
 from coordinator.protections.transport import SumShape, Transport
-from coordinator.robust import Rejection, ScreenConfig, ScreenHistory, screen_stats
+from coordinator.round.robust import (
+    Rejection,
+    ScreenConfig,
+    ScreenHistory,
+    screen_stats,
+)
 from device_sim.executor import ClientSummary, TrainedRound
 from device_sim.recipe import NoiseShare, Recipe
 

@@ -24,7 +24,12 @@ import numpy as np
 import torch
 
 from coordinator.config import FederationConfig
-from coordinator.dp import DPConfig, adapt_clip_norm, noisy_clip_fraction, noisy_mean
+from coordinator.privacy.dp import (
+    DPConfig,
+    adapt_clip_norm,
+    noisy_clip_fraction,
+    noisy_mean,
+)
 from coordinator.protections.charge import charge, charge_unreleased
 from coordinator.protections.state import PrivacyState, Release
 from device_sim.clipping import unflatten
@@ -85,7 +90,7 @@ class NoisyMean:
     """DP-FedAvg's noisy fixed-denominator mean, the clip step and the charge.
 
     The round's `DPConfig` is read from its config: a target epsilon may choose
-    z again each round (`coordinator.budget`).
+    z again each round (`coordinator.privacy.budget`).
     """
 
     # Whether a round is released must not depend on how many valid reports

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from coordinator.config import FederationConfig
 from coordinator.protections.charge import sampling_probability
-from coordinator.selection import poisson_select, select_clients
+from coordinator.round.selection import poisson_select, select_clients
 
 
 @dataclass(frozen=True)

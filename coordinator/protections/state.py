@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator.accountant import PrivacyAccountant
+from coordinator.privacy.accountant import PrivacyAccountant
 from models.weights import Parameters
 
 
@@ -41,7 +41,7 @@ class Release:
     """A round's pseudo-gradient under its protection, and what the server held.
 
     `exact_sum` and `noisy_mean` are what a curious server holds after the
-    round (the attack probe's input, `coordinator.attack_probe`).
+    round (the attack probe's input, `coordinator.measure.attack_probe`).
     """
 
     delta: Parameters  # what server_step applies

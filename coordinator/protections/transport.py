@@ -6,7 +6,7 @@ it needs (none in the clear), and closes the round on the all-reduced total:
 - `ClearSum`: float64 vectors summed as they are (DP without secure aggregation);
 - `SecureSum`: SecAgg+ (Bonawitz et al. 2017; Bell et al. 2020): int64 masked
   vectors summed exactly, unmasked by the survivors' shares and checked
-  (`coordinator.sum_checks`): the server sees the survivors' sum only.
+  (`coordinator.protections.sum_checks`): the server sees the survivors' sum only.
 
 Real phones drop out during the protocol, not only before training, and SecAgg+
 exists to survive that. The fleet's `dropout_rate` therefore applies at each
@@ -36,9 +36,9 @@ import numpy as np
 import torch
 
 from coordinator.config import FederationConfig
-from coordinator.robust import UpdateStats
-from coordinator.secagg_server import SecAggSession
-from coordinator.sum_checks import check_round_sum
+from coordinator.protections.secagg_server import SecAggSession
+from coordinator.protections.sum_checks import check_round_sum
+from coordinator.round.robust import UpdateStats
 from device_sim.executor import ClientSummary
 from device_sim.profile import drops_out
 from secagg import MaskerLike, PhonesFactory, SecAggAbort, SecAggConfig

@@ -3,14 +3,14 @@
 The round follows Bonawitz et al. 2019 (arXiv 1902.01046) and reads as its
 algorithm: select among the eligible phones, send the global weights, train on
 the phones until enough reports arrived or the deadline passed, screen
-(`coordinator.robust`), aggregate under the run's protection
+(`coordinator.round.robust`), aggregate under the run's protection
 (`coordinator.protections`: none, SecAgg, DP or both, chosen once per run),
-step the server optimizer (`coordinator.strategies`, FedAvg of McMahan et al.
+step the server optimizer (`coordinator.round.strategies`, FedAvg of McMahan et al.
 2017 and its variants), charge the budget. A round with too few valid reports
 is abandoned, the global model unchanged and the reason recorded, unless the
 protection must release whatever arrived (DP). Measurement (the attack probe)
 observes what the server held through `RoundEnvironment.observers`; it is not a
-step of the round. Nothing here does I/O; `coordinator.simulation` saves.
+step of the round. Nothing here does I/O; `coordinator.run.simulation` saves.
 """
 
 from __future__ import annotations
@@ -25,15 +25,14 @@ import torch
 from coordinator.config import FederationConfig
 from coordinator.events import ClientDone, EventCallback, RoundStarted, emit
 from coordinator.protections import PrivacyState, Protection, Release, protection_for
-from coordinator.robust import Rejection, ScreenHistory
-from coordinator.selection import Arrival, RoundPlan, plan_round
-from coordinator.strategies import Parameters, StrategyState, server_step
-from coordinator.sum_checks import SumCheckFailed
+from coordinator.protections.sum_checks import SumCheckFailed
+from coordinator.round.robust import Rejection, ScreenHistory
+from coordinator.round.selection import Arrival, RoundPlan, plan_round
+from coordinator.round.strategies import Parameters, StrategyState, server_step
 from corpora.tokenizer import WordTokenizer
 from device_sim.executor import ClientExecutor, ClientSummary, TrainedRound
 from device_sim.fleet import Fleet
 from device_sim.profile import drops_out
-from device_sim.truth import with_phone_figures
 from secagg import SecAggAbort
 
 
@@ -99,7 +98,7 @@ class RoundMetrics:
     simulated_seconds: float = 0.0  # from the round's start to its close
     wall_seconds: float = 0.0
     # The protections' and the attack probe's figures (coordinator.protections,
-    # coordinator.attack_probe), merged into the line: epsilon, attack, ...
+    # coordinator.measure.attack_probe), merged into the line: epsilon, attack, ...
     privacy: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -336,8 +335,8 @@ def _line(
     rejections: list[Rejection],
 ) -> RoundMetrics:
     """The round's record from the phones' own reports: the simulation's truth,
-    which `coordinator.released` files by what the server may see."""
-    reports = with_phone_figures(trained)
+    which `coordinator.privacy.released` files by what the server may see."""
+    reports = trained.phone_figures()
     kept_ids = set(accepted)
     kept = [r for r in reports if r.client_id in kept_ids]
     size = model_bytes(trained.reference)

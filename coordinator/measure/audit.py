@@ -14,7 +14,7 @@ guesses satisfies (their Theorem 3.1, with delta)
 so a run with v correct guesses rejects "(eps, delta)-DP" at level beta whenever
 that right-hand side, the p-value, is below beta. The audited lower bound is the
 largest such eps. Pure functions only: the canaries and the run are in
-`coordinator.audit_run`.
+`coordinator.measure.audit_run`.
 
 Choosing (k+, k−) after seeing the scores would spend the confidence several
 times over; `audit` tries a grid fixed in advance and shares beta between its

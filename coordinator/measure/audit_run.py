@@ -1,8 +1,8 @@
 """A federated run that audits its own epsilon with canary users.
 
-The one-run audit of `coordinator.audit` (Steinke, Nasr and Jagielski 2023, arXiv
-2305.08846) at the unit fedtype's DP protects, the user. Each of m canary users
-owns one secret phrase (`corpora.canaries.make_canaries`: random vocabulary
+The one-run audit of `coordinator.measure.audit` (Steinke, Nasr and Jagielski
+2023, arXiv 2305.08846) at the unit fedtype's DP protects, the user. Each of m
+canary users owns one secret phrase (`corpora.canaries.make_canaries`: random vocabulary
 words) and a history that is nothing but that phrase, `repeats` times. A coin
 from the stream `(seed, "audit-coins")` decides, independently for each, whether
 the user joins the fleet at all: add-or-remove-one-user is exactly the
@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from coordinator.audit import BETA, AuditError, AuditResult, audit
-from coordinator.budget import PrivacyBudgetSpent
-from coordinator.privacy_config import default_delta
-from coordinator.simulation import Simulation
+from coordinator.measure.audit import BETA, AuditError, AuditResult, audit
+from coordinator.privacy.budget import PrivacyBudgetSpent
+from coordinator.privacy.privacy_config import default_delta
+from coordinator.run.simulation import Simulation
 from corpora.canaries import Canary, CanaryConfig, make_canaries, vocabulary_words
 from corpora.corpus import CorpusSplits, UserHistory
 from corpora.tokenizer import WordTokenizer

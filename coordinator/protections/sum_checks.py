@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from coordinator.config import FederationConfig
-from coordinator.robust import BOUND_SLACK, ScreenConfig
+from coordinator.round.robust import BOUND_SLACK, ScreenConfig
 from secagg import SecAggAbort
 from secagg.quantize import QuantizationSpec
 

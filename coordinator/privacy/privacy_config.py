@@ -16,7 +16,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from coordinator.dp import (
+from coordinator.privacy.dp import (
     NOISE_MULTIPLIER_RANGE,
     NOISE_SOURCES,
     DPConfig,
@@ -25,7 +25,7 @@ from coordinator.dp import (
 )
 
 if TYPE_CHECKING:  # dp_accounting takes seconds to import
-    from coordinator.accountant import PrivacyAccountant
+    from coordinator.privacy.accountant import PrivacyAccountant
 
 # Sensible targets: below 0.05 no noise multiplier in range fits even a short
 # run; above 100 an (epsilon, delta) guarantee promises nothing.
@@ -55,7 +55,7 @@ class PrivacyConfig:
     # With a target epsilon: choose z so that the planned rounds fit the budget.
     # A simulated deployment's z is chosen once at creation (the resolved config
     # holds it and False here); the run's own z is chosen again before each
-    # round, within the budget left at that round's q (`coordinator.budget`),
+    # round, within the budget left at that round's q (`coordinator.privacy.budget`),
     # and the resolved config holds the z a typical pool would get.
     calibrate_noise: bool = False
     # The delta epsilon is reported at; None resolves from the population.
@@ -259,7 +259,7 @@ def calibrated_noise(
         PrivacyConfigError: no z in range fits the budget left.
     """
     # dp_accounting takes seconds to import: only when a run is calibrated
-    from coordinator.accountant import noise_for_epsilon
+    from coordinator.privacy.accountant import noise_for_epsilon
 
     try:
         z_accounted = noise_for_epsilon(

@@ -11,7 +11,7 @@ still planned after it, all at this round's q_t, keep epsilon at or under T
 after what the privacy ledger already holds. The last planned round therefore
 always fits. A round beyond the plan, a budget that no z in range can keep, or
 a fixed z whose next round would pass T stops the run (`budget_stop`), with the
-reason; `coordinator.simulation` evaluates the model of the last round first.
+reason; `coordinator.run.simulation` evaluates the model of the last round first.
 
 z_t depends only on q_t, on the rounds left and on the epsilon spent, none of
 them on the phones' text; the accountant composes the (q_t, z_t) that ran.
@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from coordinator.config import FederationConfig
-from coordinator.dp import realised_noise_multiplier
-from coordinator.privacy_config import PrivacyConfigError, calibrated_noise
+from coordinator.privacy.dp import realised_noise_multiplier
+from coordinator.privacy.privacy_config import PrivacyConfigError, calibrated_noise
 from coordinator.protections.charge import epsilon_budget_left, sampling_probability
 from coordinator.protections.state import PrivacyState
 

@@ -8,11 +8,11 @@ checkpoints and metrics; a damaged metrics.jsonl is moved aside and rewritten
 with its readable lines; a run killed before round 0 was saved is reported as
 unstarted, so that the caller starts it again from its config.
 
-No repair touches a DP run's privacy ledger (`coordinator.ledger`): a fallback
+No repair touches a DP run's privacy ledger (`coordinator.privacy.ledger`): a fallback
 rewrites state.json without the accountant, and the resume rebuilds it from the
 ledger's every event, so epsilon after a repair is at least epsilon before it.
 A fallback keeps the screen's memory of the state.json it replaces, when that
-was readable. What each round saves is `coordinator.store`.
+was readable. What each round saves is `coordinator.run.store`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator.released import figure
-from coordinator.robust import ScreenHistory
-from coordinator.store import (
+from coordinator.privacy.released import figure
+from coordinator.round.robust import ScreenHistory
+from coordinator.run.store import (
     Totals,
     load_global,
     load_server_state,

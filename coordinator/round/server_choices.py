@@ -1,7 +1,7 @@
 """What the server can be told to do, named without torch: strategies and aggregators.
 
-The server optimizers (`coordinator.strategies`, Reddi et al. 2021, arXiv
-2003.00295) and the robust aggregators (`coordinator.robust_aggregation`) are
+The server optimizers (`coordinator.round.strategies`, Reddi et al. 2021, arXiv
+2003.00295) and the robust aggregators (`coordinator.round.robust_aggregation`) are
 torch code; their names, `StrategyConfig` and the default server step live here so
 that `coordinator.config`, and with it `fedtype --help`, never import torch.
 """
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The names `FederationConfig.aggregator` accepts (coordinator.robust_aggregation).
+# The names `FederationConfig.aggregator` accepts
+# (coordinator.round.robust_aggregation).
 AGGREGATORS: tuple[str, ...] = ("mean", "median", "trimmed-mean", "krum", "multi-krum")
 
 STRATEGIES: tuple[str, ...] = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")

@@ -1,6 +1,6 @@
 """MEASUREMENT HARNESS: the curious-server attack, scored each round.
 
-The attack (`coordinator.attack.recover_tokens`) sees only what the server
+The attack (`coordinator.measure.attack.recover_tokens`) sees only what the server
 holds: a phone's plain update (without secure aggregation), the round's sum
 (the unmasked sum under SecAgg, the plain sum otherwise) and, with DP, the
 noisy mean it releases. The truth it is scored against, the words in the
@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
-from coordinator.attack import bias_tokens, recover_tokens, score, update_parts
 from coordinator.config import FederationConfig
-from coordinator.rounds import HeldRound
+from coordinator.measure.attack import bias_tokens, recover_tokens, score, update_parts
+from coordinator.round.rounds import HeldRound
 from corpora.tokenizer import WordTokenizer
 from device_sim.executor import TrainedRound
 from device_sim.fleet import Fleet

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import torch
 
-from coordinator.server_choices import AGGREGATORS as AGGREGATORS
+from coordinator.round.server_choices import AGGREGATORS as AGGREGATORS
 
 Update = list[torch.Tensor]
 

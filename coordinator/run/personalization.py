@@ -1,6 +1,6 @@
 """Personalisation measured across the fleet (Wang et al. 2019, arXiv 1910.10252).
 
-The phones of the run's future-text cohort (`coordinator.evaluation.future_cohort`,
+The phones of the run's future-text cohort (`coordinator.run.evaluation.future_cohort`,
 the phones the run's own evaluation measures) each fine-tune the global model on
 their own history and measure it on their own future text
 (`device_sim.personalize.personalize_phone`). The coordinator pools what they
@@ -20,8 +20,8 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 from coordinator.config import FederationConfig, FederationConfigError
-from coordinator.evaluation import FutureCohort, future_cohort
-from coordinator.personal_gains import GainSummary, gain_summary
+from coordinator.run.evaluation import FutureCohort, future_cohort
+from coordinator.run.personal_gains import GainSummary, gain_summary
 from corpora.corpus import load_corpus
 from corpora.tokenizer import WordTokenizer
 from device_sim.fleet import Fleet

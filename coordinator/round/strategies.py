@@ -43,9 +43,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from coordinator.server_choices import STRATEGIES as STRATEGIES
-from coordinator.server_choices import StrategyConfig as StrategyConfig
-from coordinator.server_choices import default_server_lr as default_server_lr
+from coordinator.round.server_choices import STRATEGIES as STRATEGIES
+from coordinator.round.server_choices import StrategyConfig as StrategyConfig
+from coordinator.round.server_choices import default_server_lr as default_server_lr
 
 # Float tensors in `model.parameters()` order.
 Parameters = list[torch.Tensor]

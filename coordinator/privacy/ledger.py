@@ -16,7 +16,7 @@ The rules, which make the ledger append-only and never lost:
 
 - A round's event is appended, flushed and fsync'd before anything of that round
   is saved or shown: the model, the metrics line, state.json, the TUI's events.
-- Nothing rewrites the ledger: not a resume, not `coordinator.store`'s repairs
+- Nothing rewrites the ledger: not a resume, not `coordinator.run.store`'s repairs
   (a fallback to an earlier checkpoint, a rebuilt state.json), which leave it
   alone. A resume rebuilds the accountant from the ledger's events, every one of
   them, so epsilon after any repair is at least epsilon before it.
@@ -42,9 +42,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from coordinator import store
-from coordinator.accountant import PrivacyAccountant
+from coordinator.privacy.accountant import PrivacyAccountant
 from coordinator.protections.state import PrivacyState
+from coordinator.run import store
 from models.rundir import RunDir, RunDirError
 
 LEDGER_NAME = "privacy_ledger.jsonl"

@@ -1,10 +1,10 @@
 """The screen's rules that judge a report against the others (rules 5 to 7 of
-`coordinator.robust`): the pace rule, the progress rule and the direction rule,
+`coordinator.round.robust`): the pace rule, the progress rule and the direction rule,
 and the history of accepted paces they pool with each round.
 
 Each rule reads the reports' statistics and the reasons found so far, and writes
 a reason for each survivor it rejects. They never run under secure aggregation
-or differential privacy (`coordinator.robust.compares_users`).
+or differential privacy (`coordinator.round.robust.compares_users`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from coordinator.robust import ScreenConfig, ScreenHistory, StatsLike
+    from coordinator.round.robust import ScreenConfig, ScreenHistory, StatsLike
 
 
 def _survivors(

@@ -4,14 +4,14 @@ Beside the `models.rundir.RunDir` layout a federated run keeps
 
     checkpoints/server_000042.safetensors   the server optimizer's buffers
 
-(and `phones/`, the histories of phones that joined: `coordinator.joined`).
+(and `phones/`, the histories of phones that joined: `coordinator.run.joined`).
 
 A round is saved in this order, every file atomically: the global model, the
 server state, the metrics line, then state.json, then old files are pruned. A kill
 at any moment therefore leaves state.json naming a round whose model and server
 state exist; resuming drops any metrics line past it and replays from there.
 
-What a kill or a damaged disk can still leave, `coordinator.repair` mends before
+What a kill or a damaged disk can still leave, `coordinator.run.repair` mends before
 a resume.
 """
 
@@ -25,8 +25,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from coordinator.robust import ScreenHistory
-from coordinator.strategies import StrategyState, state_from_tensors, state_to_tensors
+from coordinator.round.robust import ScreenHistory
+from coordinator.round.strategies import (
+    StrategyState,
+    state_from_tensors,
+    state_to_tensors,
+)
 from corpora.tokenizer import WordTokenizer
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.files import atomic_write
@@ -36,7 +40,7 @@ from models.weights import Parameters, load_parameters
 
 if TYPE_CHECKING:
     from coordinator.config import FederationConfig
-    from coordinator.rounds import ServerState
+    from coordinator.round.rounds import ServerState
 
 
 @dataclass(frozen=True)

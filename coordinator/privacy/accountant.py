@@ -9,7 +9,7 @@ where a "user" is a phone's whole history.
 
 Sampling, honestly. A DP round samples each phone ELIGIBLE when the round
 starts independently with probability q_t = clients_per_round / eligible_t
-(`coordinator.selection.poisson_select`), and round t is accounted at its own
+(`coordinator.round.selection.poisson_select`), and round t is accounted at its own
 q_t; an ineligible phone takes no part in that round. Eligibility (idle,
 charging, Wi-Fi, the clock) comes from a device profile independent of the
 text, so the pool is fixed before any data is touched. A sampled phone that
@@ -142,7 +142,7 @@ class PrivacyAccountant:
             sampling_probability: q, each phone's probability of being sampled.
             noise_multiplier: The round's z as released: with adaptive clipping
                 z_eff, with distributed noise the realised z after dropouts
-                (`coordinator.dp.DPConfig.accounting_noise_multiplier`).
+                (`coordinator.privacy.dp.DPConfig.accounting_noise_multiplier`).
         """
         self._add(RoundRecord(float(sampling_probability), float(noise_multiplier), 1))
 

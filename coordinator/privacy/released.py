@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coordinator.privacy_config import PrivacyConfig
+from coordinator.privacy.privacy_config import PrivacyConfig
 
 TRUTH = "simulation_truth"
 MASKED_SUM = "masked_sum"

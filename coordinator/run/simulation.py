@@ -1,8 +1,8 @@
 """A federated run you can step, save, resume and inspect: `Simulation`.
 
 The CLI (`fedtype simulate`), the TUI and the tests drive a run through this one
-class. Each `run_round()` calls `coordinator.rounds.run_round` once, evaluates the
-new global model on schedule, saves the round (`coordinator.store`) and returns the
+class. Each `run_round()` calls `coordinator.round.rounds.run_round` once, evaluates the
+new global model on schedule, saves the round (`coordinator.run.store`) and returns the
 metrics line it appended. Progress goes out through `on_event`.
 """
 
@@ -13,11 +13,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from coordinator import store
-from coordinator.attack_probe import AttackProbe
-from coordinator.budget import PrivacyBudgetSpent, budget_ends, next_round_config
 from coordinator.config import FederationConfig, FederationConfigError
-from coordinator.evaluation import Evaluator, future_cohort
 from coordinator.events import (
     BudgetSpent,
     EvaluationStarted,
@@ -25,12 +21,25 @@ from coordinator.events import (
     RoundFinished,
     emit,
 )
-from coordinator.joined import JoinedPhones
-from coordinator.ledger import PrivacyLedger, round_event
-from coordinator.opening import OpenedRun, create_run, leader_first, read_run
+from coordinator.measure.attack_probe import AttackProbe
+from coordinator.privacy.budget import (
+    PrivacyBudgetSpent,
+    budget_ends,
+    next_round_config,
+)
+from coordinator.privacy.ledger import PrivacyLedger, round_event
+from coordinator.privacy.released import logged_line, released_line
 from coordinator.protections import protection_for
-from coordinator.released import logged_line, released_line
-from coordinator.rounds import RoundEnvironment, RoundObserver, ServerState, run_round
+from coordinator.round.rounds import (
+    RoundEnvironment,
+    RoundObserver,
+    ServerState,
+    run_round,
+)
+from coordinator.run import store
+from coordinator.run.evaluation import Evaluator, future_cohort
+from coordinator.run.joined import JoinedPhones
+from coordinator.run.opening import OpenedRun, create_run, leader_first, read_run
 from corpora.corpus import CorpusConfig, CorpusSplits
 from corpora.samples import heldout_sample
 from corpora.tokenizer import WordTokenizer
@@ -336,7 +345,7 @@ class Simulation:
         return server_round, len(self._fleet.eligible(state.clock, server_round))
 
     def _save(self, state: ServerState, record: dict[str, Any] | None) -> None:
-        """Persist a round in crash-safe order (see `coordinator.store`), on rank 0."""
+        """Persist a round in crash-safe order (`coordinator.run.store`), on rank 0."""
         if not self.is_leader:
             return
         line = None if record is None else logged_line(record, self.federation.privacy)

@@ -5,7 +5,7 @@ privacy settings for the fleet (delta, a calibrated z), writes config.json and
 starts the privacy ledger; `read_run` reads a run directory back (its config,
 its last completed round's model, server state, screen and privacy state, the
 accountant rebuilt from the ledger) and drops metrics lines past that round.
-`coordinator.simulation.Simulation` is built from either; every way of opening
+`coordinator.run.simulation.Simulation` is built from either; every way of opening
 a federated run (the CLI, the TUI, benchmarks) goes through them.
 """
 
@@ -16,12 +16,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from coordinator import store
-from coordinator.budget import shares_fraction
 from coordinator.config import FederationConfig, FederationConfigError
-from coordinator.ledger import PrivacyLedger, resumed_privacy
-from coordinator.rounds import ServerState
-from coordinator.strategies import initial_state
+from coordinator.privacy.budget import shares_fraction
+from coordinator.privacy.ledger import PrivacyLedger, resumed_privacy
+from coordinator.round.rounds import ServerState
+from coordinator.round.strategies import initial_state
+from coordinator.run import store
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
 from device_sim.fleet import Fleet
@@ -174,7 +174,7 @@ def typical_pool(fleet: Fleet) -> int:
     """The phones a DP round typically samples from: the mean eligible count at
     each hour of one simulated day (rounds 1 to 24). The z a `--target-epsilon`
     run's config shows is calibrated at it; each round's own z is chosen again
-    at that round's pool (`coordinator.budget`)."""
+    at that round's pool (`coordinator.privacy.budget`)."""
     hours = range(24)
     shares = [fleet.eligible_share(3600.0 * h, h + 1) for h in hours]
     return max(1, round(len(fleet) * sum(shares) / len(shares)))

@@ -42,7 +42,7 @@ report from a few statistics (its norm, whether it is finite, its claimed
    coordinate-wise median is Yin et al.'s (2018, arXiv 1803.01498) robust
    reference, which half a round of hostile updates cannot move.
 
-Rules 5 to 7 live in `coordinator.relative_rules`. A median of a few values
+Rules 5 to 7 live in `coordinator.round.relative_rules`. A median of a few values
 means little: rules 5 and 6 need `min_for_norm_check` values (history and this
 round together), and rule 7, which has no history, that many survivors in the
 round. Below that a round relies on the absolute bounds, and on the history
@@ -73,7 +73,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from coordinator.relative_rules import RULES, remember
+from coordinator.round.relative_rules import RULES, remember
 from device_sim.config import LocalTrainingConfig
 
 # The relative rule's default factor. On 120 phones, 10 reports a round (20

@@ -1,0 +1,1 @@
+"""The round: selection, screening, aggregation math, server optimizers."""
