@@ -52,3 +52,21 @@ def initial_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init"))
         return NextWordModel(config, output_bias=bias)
+
+
+def check_like(
+    reference: Sequence[torch.Tensor], tensors: Sequence[object], what: str
+) -> None:
+    """Raise ValueError unless `tensors` match `reference` in count, shape, dtype."""
+    if len(tensors) != len(reference):
+        raise ValueError(
+            f"{what} has {len(tensors)} tensors, expected {len(reference)}"
+        )
+    for i, (t, r) in enumerate(zip(tensors, reference, strict=True)):
+        if not isinstance(t, torch.Tensor) or t.shape != r.shape:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(
+                f"{what}: tensor {i} is {shape}, expected {tuple(r.shape)}"
+            )
+        if t.dtype != r.dtype:
+            raise ValueError(f"{what}: tensor {i} is {t.dtype}, expected {r.dtype}")

@@ -12,7 +12,6 @@ from wordfreq import get_frequency_dict
 from cli.main import main
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.round.strategies import StrategyConfig, initial_state, server_step
-from coordinator.run.simulation import initial_model
 from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
 from models.baseline import public_unigram_log_probs
@@ -20,6 +19,7 @@ from models.config import ModelConfig
 from models.metrics import combine, count_metrics
 from models.model import NextWordModel
 from models.rundir import RunDir
+from models.weights import initial_model
 
 
 def test_strategy_config_warmup_rises_linearly_then_holds() -> None:

@@ -9,6 +9,7 @@ import torch
 from helpers import f32
 from safetensors.torch import load_file, save_file
 
+from coordinator.round.robust_aggregation import weighted_mean
 from coordinator.round.strategies import (
     STRATEGIES,
     StrategyConfig,
@@ -18,7 +19,6 @@ from coordinator.round.strategies import (
     initial_state,
     state_from_tensors,
     state_to_tensors,
-    weighted_average,
 )
 
 
@@ -34,43 +34,43 @@ def assert_values(actual: list[torch.Tensor], expected: list[list[float]]) -> No
         )
 
 
-def test_weighted_average_hand_computed() -> None:
+def test_weighted_mean_hand_computed() -> None:
     # Prepare
     updates = [[f32(1, 2, 3)], [f32(3, 4, 5)]]
 
     # Execute
-    average = weighted_average(updates, [1, 3])
+    average = weighted_mean(updates, [1, 3])
 
     # Assert: (1 * [1, 2, 3] + 3 * [3, 4, 5]) / 4
     assert_values(average, [[2.5, 3.5, 4.5]])
 
 
-def test_weighted_average_several_tensors_keep_shapes() -> None:
+def test_weighted_mean_several_tensors_keep_shapes() -> None:
     # Prepare
     updates = [[f32(2), torch.ones(2, 2)], [f32(6), torch.zeros(2, 2)]]
 
     # Execute
-    average = weighted_average(updates, [3, 1])
+    average = weighted_mean(updates, [3, 1])
 
     # Assert: (3 * 2 + 6) / 4 = 3 and 3 / 4 of the ones
     assert average[1].shape == (2, 2)
     assert_values([average[0], average[1].flatten()], [[3.0], [0.75] * 4])
 
 
-def test_weighted_average_rejects_bad_input() -> None:
+def test_weighted_mean_rejects_bad_input() -> None:
     # Prepare
     one = [f32(1, 2)]
 
     # Execute / Assert
     with pytest.raises(ValueError, match="no updates"):
-        weighted_average([], [])
+        weighted_mean([], [])
     with pytest.raises(ValueError, match="positive"):
-        weighted_average([one, one], [1, 0])
+        weighted_mean([one, one], [1, 0])
     with pytest.raises(ValueError, match="tensor 0"):
-        weighted_average([one, [f32(1, 2, 3)]], [1, 1])
+        weighted_mean([one, [f32(1, 2, 3)]], [1, 1])
 
 
-def test_aggregate_fedavg_is_weighted_average_of_client_models() -> None:
+def test_aggregate_fedavg_is_weighted_mean_of_client_models() -> None:
     # Prepare: clients trained [1, 1, 1] into [1, 2, 3] and [3, 4, 5]
     config = StrategyConfig(name="fedavg")
     x = [f32(1, 1, 1)]

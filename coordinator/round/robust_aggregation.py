@@ -29,11 +29,10 @@ from collections.abc import Sequence
 import torch
 
 from coordinator.round.server_choices import AGGREGATORS as AGGREGATORS
+from models.weights import Parameters, check_like
 
-Update = list[torch.Tensor]
 
-
-def _check(updates: Sequence[Update], num_examples: Sequence[int]) -> None:
+def _check(updates: Sequence[Parameters], num_examples: Sequence[int]) -> None:
     if not updates:
         raise ValueError("no updates to aggregate")
     if len(updates) != len(num_examples):
@@ -46,23 +45,40 @@ def _check(updates: Sequence[Update], num_examples: Sequence[int]) -> None:
         raise ValueError("updates differ in their number of tensors")
 
 
-def _stacked(updates: Sequence[Update], index: int) -> torch.Tensor:
+def _stacked(updates: Sequence[Parameters], index: int) -> torch.Tensor:
     """Tensor `index` of every update, stacked: (n, *shape), float64."""
     return torch.stack([u[index].to(torch.float64) for u in updates])
 
 
-def weighted_mean(updates: Sequence[Update], num_examples: Sequence[int]) -> Update:
-    """FedAvg's example-weighted mean of the updates (McMahan et al. 2017)."""
+@torch.no_grad()
+def weighted_mean(
+    updates: Sequence[Parameters], num_examples: Sequence[int]
+) -> Parameters:
+    """FedAvg's example-weighted mean of the updates (McMahan et al. 2017), one
+    new tensor per parameter, accumulated in float64: the one weighted mean.
+
+    Raises:
+        ValueError: no updates, a count that is not positive, or tensors whose
+            number or shapes differ from the first update's.
+    """
     _check(updates, num_examples)
-    total = float(sum(num_examples))
-    weights = torch.tensor([n / total for n in num_examples], dtype=torch.float64)
-    return [
-        torch.tensordot(weights, _stacked(updates, i), dims=1).to(t.dtype)
-        for i, t in enumerate(updates[0])
+    first = updates[0]
+    for update in updates[1:]:
+        check_like(first, update, "update")
+    accumulators = [
+        torch.zeros_like(t, dtype=torch.promote_types(t.dtype, torch.float64))
+        for t in first
     ]
+    for update, n in zip(updates, num_examples, strict=True):
+        for accumulator, t in zip(accumulators, update, strict=True):
+            accumulator.add_(t, alpha=n)
+    total = sum(num_examples)
+    return [a.div_(total).to(t.dtype) for a, t in zip(accumulators, first, strict=True)]
 
 
-def coordinate_median(updates: Sequence[Update], num_examples: Sequence[int]) -> Update:
+def coordinate_median(
+    updates: Sequence[Parameters], num_examples: Sequence[int]
+) -> Parameters:
     """The coordinate-wise median (of an even count: the mean of the two middle)."""
     _check(updates, num_examples)
     n = len(updates)
@@ -75,11 +91,11 @@ def coordinate_median(updates: Sequence[Update], num_examples: Sequence[int]) ->
 
 
 def trimmed_mean(
-    updates: Sequence[Update],
+    updates: Sequence[Parameters],
     num_examples: Sequence[int],
     *,
     trim_fraction: float = 0.1,
-) -> Update:
+) -> Parameters:
     """The coordinate-wise mean without the `floor(trim_fraction * n)` largest and
     as many smallest values (Yin et al.'s beta = `trim_fraction` < 1/2)."""
     _check(updates, num_examples)
@@ -94,7 +110,7 @@ def trimmed_mean(
     return result
 
 
-def krum_scores(updates: Sequence[Update], *, num_byzantine: int) -> list[float]:
+def krum_scores(updates: Sequence[Parameters], *, num_byzantine: int) -> list[float]:
     """Each update's Krum score: squared distances to its n - f - 2 nearest."""
     n = len(updates)
     flat = torch.stack(
@@ -120,12 +136,12 @@ def _check_byzantine(n: int, num_byzantine: int) -> None:
 
 
 def multi_krum(
-    updates: Sequence[Update],
+    updates: Sequence[Parameters],
     num_examples: Sequence[int],
     *,
     num_byzantine: int,
     num_selected: int | None = None,
-) -> Update:
+) -> Parameters:
     """The example-weighted mean of the `num_selected` best-scored updates.
 
     `num_selected` defaults to n - f (Blanchard et al.'s m); 1 is Krum.
@@ -146,8 +162,8 @@ def multi_krum(
 
 
 def krum(
-    updates: Sequence[Update], num_examples: Sequence[int], *, num_byzantine: int
-) -> Update:
+    updates: Sequence[Parameters], num_examples: Sequence[int], *, num_byzantine: int
+) -> Parameters:
     """The single update with the best Krum score (a copy)."""
     return multi_krum(
         updates, num_examples, num_byzantine=num_byzantine, num_selected=1
@@ -162,12 +178,12 @@ def byzantine_count(n: int, fraction: float) -> int:
 
 def aggregate_updates(
     name: str,
-    updates: Sequence[Update],
+    updates: Sequence[Parameters],
     num_examples: Sequence[int],
     *,
     trim_fraction: float = 0.1,
     byzantine_fraction: float = 0.3,
-) -> Update:
+) -> Parameters:
     """The delta of aggregator `name` (one of AGGREGATORS) with the run's settings.
 
     Krum's f is `byzantine_count(n, byzantine_fraction)`; with n < 3 Krum and

@@ -43,12 +43,13 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from coordinator.round.robust_aggregation import weighted_mean
 from coordinator.round.server_choices import STRATEGIES as STRATEGIES
 from coordinator.round.server_choices import StrategyConfig as StrategyConfig
 from coordinator.round.server_choices import default_server_lr as default_server_lr
+from models.weights import Parameters, check_like
 
 # Float tensors in `model.parameters()` order.
-Parameters = list[torch.Tensor]
 
 # The buffers each strategy keeps between rounds, in the order they are stored.
 _BUFFER_NAMES: dict[str, tuple[str, ...]] = {
@@ -69,54 +70,6 @@ class StrategyState:
     # Per-parameter buffers: {} (FedAvg), {"momentum": ...} (FedAvgM) or
     # {"m": ..., "v": ...} (adaptive), each a tuple in parameter order.
     buffers: dict[str, tuple[torch.Tensor, ...]]
-
-
-def _check_like(
-    reference: Sequence[torch.Tensor], tensors: Sequence[object], what: str
-) -> None:
-    """Raise ValueError unless `tensors` match `reference` in count, shape, dtype."""
-    if len(tensors) != len(reference):
-        raise ValueError(
-            f"{what} has {len(tensors)} tensors, expected {len(reference)}"
-        )
-    for i, (t, r) in enumerate(zip(tensors, reference, strict=True)):
-        if not isinstance(t, torch.Tensor) or t.shape != r.shape:
-            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(
-                f"{what}: tensor {i} is {shape}, expected {tuple(r.shape)}"
-            )
-        if t.dtype != r.dtype:
-            raise ValueError(f"{what}: tensor {i} is {t.dtype}, expected {r.dtype}")
-
-
-@torch.no_grad()
-def weighted_average(
-    updates: Sequence[Parameters], num_examples: Sequence[int]
-) -> Parameters:
-    """The example-weighted mean of `updates`, one new tensor per parameter.
-
-    Raises:
-        ValueError: no updates, a count that is not positive, or tensors whose
-            number or shapes differ from the first update's.
-    """
-    if not updates:
-        raise ValueError("nothing to average: no updates")
-    if len(updates) != len(num_examples):
-        raise ValueError(f"{len(updates)} updates but {len(num_examples)} counts")
-    if any(n <= 0 for n in num_examples):
-        raise ValueError(f"num_examples must be positive, got {list(num_examples)}")
-    first = updates[0]
-    for update in updates[1:]:
-        _check_like(first, update, "update")
-    accumulators = [
-        torch.zeros_like(t, dtype=torch.promote_types(t.dtype, torch.float64))
-        for t in first
-    ]
-    for update, n in zip(updates, num_examples, strict=True):
-        for accumulator, t in zip(accumulators, update, strict=True):
-            accumulator.add_(t, alpha=n)
-    total = sum(num_examples)
-    return [a.div_(total).to(t.dtype) for a, t in zip(accumulators, first, strict=True)]
 
 
 @torch.no_grad()
@@ -203,7 +156,7 @@ def _check_state(
             f"needs {sorted(expected)}"
         )
     for name in expected:
-        _check_like(parameters, state.buffers[name], f"buffer {name!r}")
+        check_like(parameters, state.buffers[name], f"buffer {name!r}")
 
 
 @torch.no_grad()
@@ -233,7 +186,7 @@ def server_step(
     """
     _check_state(config, parameters, state)
     delta = [d.to(p.dtype) for d, p in zip(delta, parameters, strict=True)]
-    _check_like(parameters, delta, "delta")
+    check_like(parameters, delta, "delta")
     stepped = replace(
         config,
         server_lr=config.lr_at(state.server_round),
@@ -254,7 +207,7 @@ def aggregate(
 ) -> tuple[Parameters, StrategyState]:
     """One server step from the round's `(update, num_examples)` results.
 
-    The example-weighted mean of the updates (`weighted_average`), then
+    The example-weighted mean of the updates (`weighted_mean`), then
     `server_step`; see there for the arguments and results.
 
     Raises:
@@ -263,9 +216,9 @@ def aggregate(
     """
     if not results:
         raise ValueError("nothing to aggregate: no results")
-    _check_like(parameters, results[0][0], "update")
+    check_like(parameters, results[0][0], "update")
     _check_state(config, parameters, state)
-    delta = weighted_average([u for u, _ in results], [n for _, n in results])
+    delta = weighted_mean([u for u, _ in results], [n for _, n in results])
     return server_step(config, parameters, delta, state)
 
 
