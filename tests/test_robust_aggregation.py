@@ -213,3 +213,14 @@ def test_fault_scale_defaults_per_kind() -> None:
     for bad in (0.0, -3.0, math.nan, math.inf):
         with pytest.raises(FleetConfigError, match="fault_scale"):
             FleetConfig(fault_scale=bad)
+
+
+def test_every_aggregator_name_has_one_implementation() -> None:
+    # Prepare: the names the CLI offers (torch-free) and the table behind them.
+    from coordinator.round import robust_aggregation
+
+    # Execute
+    implemented = set(robust_aggregation._AGGREGATORS)
+
+    # Assert
+    assert implemented == set(AGGREGATORS)

@@ -24,7 +24,8 @@ Updates are stacked per tensor, so memory is n times one update.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -176,6 +177,43 @@ def byzantine_count(n: int, fraction: float) -> int:
     return max(0, min(math.floor(fraction * n), (n - 3) // 2))
 
 
+@dataclass(frozen=True)
+class AggregatorSettings:
+    """The run's settings an aggregator may use."""
+
+    trim_fraction: float = 0.1  # trimmed mean: share cut from each end
+    byzantine_fraction: float = 0.3  # Krum: share of hostile reports tolerated
+
+
+def _krum(
+    updates: Sequence[Parameters],
+    num_examples: Sequence[int],
+    settings: AggregatorSettings,
+    *,
+    single: bool,
+) -> Parameters:
+    """Krum or Multi-Krum with f from the fraction; the median below 3 reports."""
+    if len(updates) < 3:
+        return coordinate_median(updates, num_examples)
+    f = byzantine_count(len(updates), settings.byzantine_fraction)
+    if single:
+        return krum(updates, num_examples, num_byzantine=f)
+    return multi_krum(updates, num_examples, num_byzantine=f)
+
+
+Aggregator = Callable[
+    [Sequence[Parameters], Sequence[int], AggregatorSettings], Parameters
+]
+# Every aggregator by its name in `AGGREGATORS` (one entry to add one).
+_AGGREGATORS: dict[str, Aggregator] = {
+    "mean": lambda u, n, s: weighted_mean(u, n),
+    "median": lambda u, n, s: coordinate_median(u, n),
+    "trimmed-mean": lambda u, n, s: trimmed_mean(u, n, trim_fraction=s.trim_fraction),
+    "krum": lambda u, n, s: _krum(u, n, s, single=True),
+    "multi-krum": lambda u, n, s: _krum(u, n, s, single=False),
+}
+
+
 def aggregate_updates(
     name: str,
     updates: Sequence[Parameters],
@@ -189,17 +227,9 @@ def aggregate_updates(
     Krum's f is `byzantine_count(n, byzantine_fraction)`; with n < 3 Krum and
     Multi-Krum fall back to the median, which needs no f.
     """
-    if name == "mean":
-        return weighted_mean(updates, num_examples)
-    if name == "median":
-        return coordinate_median(updates, num_examples)
-    if name == "trimmed-mean":
-        return trimmed_mean(updates, num_examples, trim_fraction=trim_fraction)
-    if name in ("krum", "multi-krum"):
-        if len(updates) < 3:
-            return coordinate_median(updates, num_examples)
-        f = byzantine_count(len(updates), byzantine_fraction)
-        if name == "krum":
-            return krum(updates, num_examples, num_byzantine=f)
-        return multi_krum(updates, num_examples, num_byzantine=f)
-    raise ValueError(f"unknown aggregator {name!r} (one of {', '.join(AGGREGATORS)})")
+    aggregate = _AGGREGATORS.get(name)
+    if aggregate is None:
+        choices = ", ".join(AGGREGATORS)
+        raise ValueError(f"unknown aggregator {name!r} (one of {choices})")
+    settings = AggregatorSettings(trim_fraction, byzantine_fraction)
+    return aggregate(updates, num_examples, settings)
