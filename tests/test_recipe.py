@@ -88,7 +88,7 @@ def test_server_step_fedavgm_momentum_warmup_damps_the_early_steps() -> None:
     # = 2.305 and x = 1, 2.45, 4.755 (without warm-up: 1, 2.9, 5.61).
     assert ms == pytest.approx([1.0, 1.45, 2.305])
     assert xs == pytest.approx([1.0, 2.45, 4.755])
-    assert state.server_round == 3
+    assert state.steps == 3
 
 
 def test_federation_config_momentum_warmup_default_and_old_runs() -> None:

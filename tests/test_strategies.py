@@ -81,7 +81,7 @@ def test_aggregate_fedavg_is_weighted_mean_of_client_models() -> None:
 
     # Assert
     assert_values(new, [[2.5, 3.5, 4.5]])
-    assert state.server_round == 1
+    assert state.steps == 1
     assert state.buffers == {}
 
 
@@ -126,7 +126,7 @@ def test_aggregate_fedavgm_two_rounds() -> None:
     assert_values(list(state1.buffers["momentum"]), [[2.0, 4.0]])
     assert_values(x2, [[1.5, 3.0]])
     assert_values(list(state2.buffers["momentum"]), [[-1.0, 4.0]])
-    assert state2.server_round == 2
+    assert state2.steps == 2
 
 
 def test_aggregate_fedavgm_without_momentum_equals_fedavg() -> None:
@@ -265,7 +265,7 @@ def test_initial_state_buffers_per_strategy() -> None:
         m, v = states[name].buffers["m"], states[name].buffers["v"]
         assert all(torch.equal(t, torch.zeros_like(t)) for t in m)
         assert all(torch.equal(t, torch.full_like(t, 1e-6)) for t in v)
-        assert states[name].server_round == 0
+        assert states[name].steps == 0
 
 
 def test_aggregate_leaves_inputs_untouched_and_unshared() -> None:
@@ -287,7 +287,7 @@ def test_aggregate_leaves_inputs_untouched_and_unshared() -> None:
         assert all(torch.equal(a, b) for a, b in zip(after, snapshot, strict=True))
         old = [t for ts in state.buffers.values() for t in ts]
         assert all(torch.equal(a, b) for a, b in zip(old, buffers, strict=True))
-        assert state.server_round == 0
+        assert state.steps == 0
         inputs = {t.data_ptr() for t in after + old}
         outputs = [t for ts in new_state.buffers.values() for t in ts] + new
         assert not inputs & {t.data_ptr() for t in outputs}
@@ -327,7 +327,7 @@ def test_state_tensors_round_trip_through_safetensors(tmp_path) -> None:
 
     # Assert
     assert sorted(tensors) == ["m.0", "m.1", "v.0", "v.1"]
-    assert restored.server_round == 1 and resumed_state.server_round == 2
+    assert restored.steps == 1 and resumed_state.steps == 2
     for a, b in zip(resumed, expected, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
@@ -343,7 +343,7 @@ def test_state_from_tensors_rejects_bad_names() -> None:
         state_from_tensors({"m.x": t}, 0)
     with pytest.raises(ValueError, match=r"indices \[0, 2\]"):
         state_from_tensors({"m.0": t, "m.2": t}, 0)
-    with pytest.raises(ValueError, match="server_round"):
+    with pytest.raises(ValueError, match="steps"):
         state_from_tensors({}, -1)
 
 
@@ -353,7 +353,7 @@ def test_state_from_tensors_empty_is_fedavg_state() -> None:
 
     # Assert
     assert isinstance(state, StrategyState)
-    assert state.server_round == 7 and state.buffers == {}
+    assert state.steps == 7 and state.buffers == {}
 
 
 def test_default_server_lr_per_strategy() -> None:

@@ -65,8 +65,9 @@ _BUFFER_NAMES: dict[str, tuple[str, ...]] = {
 class StrategyState:
     """What a strategy carries from one aggregation to the next."""
 
-    # Aggregations applied so far.
-    server_round: int
+    # Aggregations applied so far (abandoned rounds apply none, so this trails
+    # `ServerState.server_round`, the rounds run).
+    steps: int
     # Per-parameter buffers: {} (FedAvg), {"momentum": ...} (FedAvgM) or
     # {"m": ..., "v": ...} (adaptive), each a tuple in parameter order.
     buffers: dict[str, tuple[torch.Tensor, ...]]
@@ -82,7 +83,7 @@ def initial_state(config: StrategyConfig, parameters: Parameters) -> StrategySta
             buffers[name] = tuple(torch.full_like(p, config.tau**2) for p in parameters)
         else:
             buffers[name] = tuple(torch.zeros_like(p) for p in parameters)
-    return StrategyState(server_round=0, buffers=buffers)
+    return StrategyState(steps=0, buffers=buffers)
 
 
 # A server step: (config, parameters, Delta, buffers) -> (parameters, buffers).
@@ -177,7 +178,7 @@ def server_step(
         state: the strategy's state after the previous round.
 
     Returns:
-        New parameters and a new state with `server_round` one higher; neither
+        New parameters and a new state with `steps` one higher; neither
         shares storage with the inputs, which are left unchanged.
 
     Raises:
@@ -189,13 +190,13 @@ def server_step(
     check_like(parameters, delta, "delta")
     stepped = replace(
         config,
-        server_lr=config.lr_at(state.server_round),
-        server_momentum=config.momentum_at(state.server_round),
+        server_lr=config.lr_at(state.steps),
+        server_momentum=config.momentum_at(state.steps),
     )
     new_parameters, buffers = _STEPS[config.name](
         stepped, list(parameters), delta, state.buffers
     )
-    return new_parameters, StrategyState(state.server_round + 1, buffers)
+    return new_parameters, StrategyState(state.steps + 1, buffers)
 
 
 @torch.no_grad()
@@ -231,17 +232,15 @@ def state_to_tensors(state: StrategyState) -> dict[str, torch.Tensor]:
     }
 
 
-def state_from_tensors(
-    tensors: dict[str, torch.Tensor], server_round: int
-) -> StrategyState:
+def state_from_tensors(tensors: dict[str, torch.Tensor], steps: int) -> StrategyState:
     """The state `state_to_tensors` flattened, with copies of `tensors`.
 
     Raises:
         ValueError: a name not of the form "<buffer>.<index>", indices of a
-            buffer that are not 0..n-1, or a negative `server_round`.
+            buffer that are not 0..n-1, or a negative `steps`.
     """
-    if server_round < 0:
-        raise ValueError(f"server_round must be >= 0, got {server_round}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
     indexed: dict[str, dict[int, torch.Tensor]] = {}
     for key, tensor in tensors.items():
         name, _, index = key.rpartition(".")
@@ -253,4 +252,4 @@ def state_from_tensors(
         if sorted(by_index) != list(range(len(by_index))):
             raise ValueError(f"buffer {name!r} has indices {sorted(by_index)}")
         buffers[name] = tuple(by_index[i].clone() for i in range(len(by_index)))
-    return StrategyState(server_round=server_round, buffers=buffers)
+    return StrategyState(steps=steps, buffers=buffers)

@@ -79,7 +79,7 @@ def save_server_state(run: RunDir, server_round: int, state: StrategyState) -> N
     """The strategy's buffers, atomically."""
     path = server_state_path(run, server_round)
     tensors = state_to_tensors(state)
-    metadata = {"strategy_round": str(state.server_round)}
+    metadata = {"strategy_round": str(state.steps)}
     atomic_write(path, lambda out: save_file(tensors, str(out), metadata=metadata))
 
 
