@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.compare_report import corpus_warning, load_runs, run_labels, setting
+from cli.compare_runs import corpus_warning, load_runs, run_labels, setting
 from cli.main import main
 from corpora.corpus import (
     CorpusConfig,
