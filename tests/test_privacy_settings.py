@@ -14,10 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers import NewSimulation, dp_epsilon
+from helpers import NewSimulation, dp_epsilon, run_cli
 from test_private_round import dp_federation
 
-from cli.main import main
 from coordinator.accountant import PrivacyAccountant
 from coordinator.budget import round_config
 from coordinator.dp import DPConfig
@@ -32,12 +31,8 @@ TINY = ["--hidden-dim", "8", "--embed-dim", "8", "--threads", "1"]
 
 def simulate(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """Exit status and output of `fedtype simulate ARGV`, one line per message."""
-    try:
-        status = main(["simulate", *argv])
-    except SystemExit as exit_:
-        status = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return status, " ".join((captured.out + captured.err).split())
+    status, output = run_cli(["simulate", *argv], capsys, stdout=True)
+    return status, " ".join(output.split())
 
 
 @pytest.mark.parametrize(
