@@ -93,7 +93,8 @@ class GroupRanks:
         if context.distributed and not dist.is_initialized():
             raise RuntimeError("GroupRanks needs an initialised process group")
         self.context = context
-        self.device = context.device
+        self.rank = context.rank
+        self.world_size = context.world_size
 
     @classmethod
     def from_environment(cls, *, timeout_s: float = 600.0) -> GroupRanks:
@@ -104,16 +105,6 @@ class GroupRanks:
         context = context_from_env()
         init_process_group(context, timeout_s=timeout_s)
         return cls(context=context)
-
-    @property
-    def rank(self) -> int:
-        """This process's rank."""
-        return self.context.rank
-
-    @property
-    def world_size(self) -> int:
-        """Ranks in the group."""
-        return self.context.world_size
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum over the group in place (moved to the group's device for nccl)."""

@@ -98,8 +98,12 @@ def test_fleet_and_central_leave_the_group_the_same_way(
         steps.append("destroy")
         destroy()
 
+    def collecting(*_: object) -> int:
+        steps.append("collect")
+        return 0
+
     monkeypatch.setattr(dist, "destroy_process_group", destroying)
-    monkeypatch.setattr(gc, "collect", lambda *_: steps.append("collect") or 0)
+    monkeypatch.setattr(gc, "collect", collecting)
 
     # Execute
     leave(group_of_one, tmp_path)
