@@ -155,8 +155,10 @@ def two_phone_round() -> TrainedRound:
     return TrainedRound(summaries, [torch.zeros(3)], SingleRank(), reports)
 
 
-def record_sums(trained: TrainedRound, crossed: list[Any]) -> None:
-    """Make `trained.reduce_vectors` append each sum it returns to `crossed`."""
+def record_sums(trained: TrainedRound, crossed: list[Any] | None = None) -> list[Any]:
+    """Make `trained.reduce_vectors` append each sum it returns to `crossed` (a new
+    list when None); returns that list."""
+    crossed = [] if crossed is None else crossed
     reduce = trained.reduce_vectors
 
     def recorded(*args: Any, **kwargs: Any) -> Any:
@@ -165,6 +167,7 @@ def record_sums(trained: TrainedRound, crossed: list[Any]) -> None:
         return total
 
     trained.reduce_vectors = recorded  # type: ignore[method-assign]
+    return crossed
 
 
 def dp_epsilon(q: float, z: float, *, rounds: int, delta: float) -> float:
