@@ -34,18 +34,18 @@ from rich.table import Table
 from torch.nn.parallel import DistributedDataParallel
 
 from central.data import PooledStream
-from central.distributed import (
+from central.launch import launch_local
+from central.step import data_parallel_step
+from corpora.corpus import CorpusConfig, load_corpus
+from corpora.tokenizer import WordTokenizer
+from models.config import ModelConfig
+from models.distributed import (
     ByteCounter,
     WorkerContext,
     context_from_env,
     destroy_process_group,
     init_process_group,
 )
-from central.launch import launch_local
-from central.step import data_parallel_step
-from corpora.corpus import CorpusConfig, load_corpus
-from corpora.tokenizer import WordTokenizer
-from models.config import ModelConfig
 from models.model import NextWordModel
 from models.seeding import derive_seed
 

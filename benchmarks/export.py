@@ -15,7 +15,6 @@ and one `Suggester.suggest` call a key while typing held-out messages.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,8 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from benchmarks.model import _load_average, suggestion_latencies
+from benchmarks.model import suggestion_latencies
+from benchmarks.reporting import load_average, report_figures
 from corpora.corpus import load_corpus
 from corpora.samples import heldout_sample
 from corpora.tokenizer import WordTokenizer
@@ -124,7 +124,7 @@ def measure(args: argparse.Namespace, scratch: Path, console: Console) -> dict:
     report["prefixes"] = len(prefixes)
     report["messages"] = len(texts)
     report["word_targets"] = metrics.num_targets
-    report["load_average"] = _load_average()
+    report["load_average"] = load_average()
     return report
 
 
@@ -184,9 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=160)
     with tempfile.TemporaryDirectory() as scratch:
         report = measure(args, Path(scratch), console)
-    print_report(report, console)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    report_figures(report, print_report, console=console, json_path=args.json)
     return 0
 
 

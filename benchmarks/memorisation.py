@@ -29,15 +29,18 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-import torch
 
-from benchmarks.privacy_audit import fresh_simulation
-from coordinator.config import FederationConfig
-from coordinator.measure.audit_run import first_users
+from benchmarks.row_runs import (
+    add_run_options,
+    check_rows,
+    fresh_simulation,
+    real_users,
+    row_federation,
+)
 from coordinator.privacy.dp import DPConfig
 from coordinator.privacy.privacy_config import PrivacyConfig
 from coordinator.run.simulation import Simulation
@@ -48,10 +51,10 @@ from corpora.canaries import (
     plant,
     vocabulary_words,
 )
-from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
+from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
-from device_sim.config import FleetConfig
 from models.exposure import exposures
+from models.files import atomic_write_text
 from models.run_canaries import CANDIDATES
 
 # (slug, row name, privacy settings for `clients_per_round`)
@@ -74,24 +77,6 @@ def privacy_for(slug: str, clients_per_round: int) -> PrivacyConfig:
     return PrivacyConfig(attack_phones=0)
 
 
-def federation_for(slug: str, args: argparse.Namespace) -> FederationConfig:
-    """The row's run: every phone online, no evaluation, one checkpoint kept."""
-    config = FederationConfig(
-        seed=args.seed,
-        rounds=args.rounds,
-        clients_per_round=args.clients_per_round,
-        over_selection=args.over_selection,
-        eval_every=0,
-        checkpoint_every=0,
-        keep_last=1,
-        fleet=FleetConfig(eligibility=False, dropout_rate=0.0),
-        privacy=privacy_for(slug, args.clients_per_round),
-    )
-    if slug == "dp8":
-        config = replace(config, strategy="fedavg", server_lr=1.0)
-    return config
-
-
 def exposure_cells(
     simulation: Simulation, canaries: list[Canary], repeats: list[int]
 ) -> tuple[list[float], float, float | None]:
@@ -105,7 +90,7 @@ def exposure_cells(
         seed=simulation.federation.seed,
     )
     path = simulation.run.path / "exposures.json"
-    path.write_text(json.dumps([asdict(e) for e in results], indent=1))
+    atomic_write_text(path, json.dumps([asdict(e) for e in results], indent=1))
     by = [np.mean([e.exposure for e in results if e.repeats == r]) for r in repeats]
     controls = np.mean([e.exposure for e in results if e.repeats == 0])
     epsilon = simulation.history()[-1].get("epsilon")
@@ -124,7 +109,11 @@ def run_row(
     simulation = fresh_simulation(
         slug,
         args,
-        federation=federation_for(slug, args),
+        federation=row_federation(
+            args,
+            privacy_for(slug, args.clients_per_round),
+            over_selection=args.over_selection,
+        ),
         splits=plant(splits, [c for c in canaries if c.planted], seed=args.seed),
         tokenizer=tokenizer,
     )
@@ -136,28 +125,19 @@ def run_row(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="directory for the runs")
+    add_run_options(parser, rounds=20)
     parser.add_argument("--repeats", default="1,4,16,64")
     parser.add_argument("--canaries", type=int, default=5, help="per repeat count")
     parser.add_argument("--controls", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--clients-per-round", type=int, default=20)
-    parser.add_argument("--max-users", type=int, default=40, help="real users")
     parser.add_argument(
         "--over-selection",
         type=float,
         default=0.0,
         help="extra share selected; the first clients_per_round reports are used",
     )
-    parser.add_argument("--embed-dim", type=int, default=32)
-    parser.add_argument("--hidden-dim", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", default=",".join(ROWS))
     args = parser.parse_args(argv)
-    unknown = set(args.rows.split(",")) - set(ROWS)
-    if unknown:
-        parser.error(f"--rows: unknown {sorted(unknown)} (one of {sorted(ROWS)})")
+    check_rows(parser, args.rows, ROWS)
     try:
         args.repeat_counts = [int(r) for r in args.repeats.split(",")]
     except ValueError:
@@ -167,9 +147,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    tokenizer = WordTokenizer.public()
-    splits = first_users(load_corpus(CorpusConfig()), args.max_users)
+    tokenizer, splits = real_users(args)
     config = CanaryConfig(
         count=args.canaries, repeats=tuple(args.repeat_counts), controls=args.controls
     )

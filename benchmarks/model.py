@@ -21,6 +21,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.reporting import load_average
 from corpora.corpus import CorpusConfig, load_corpus
 from corpora.samples import evenly_spaced
 from corpora.tokenizer import WordTokenizer
@@ -217,21 +218,12 @@ def main(argv: list[str] | None = None) -> int:
         f"top-3 {metrics.top3:.2%}, perplexity {metrics.perplexity:,.0f}",
     )
     console.print(table)
-    one, five = _load_average()
+    one, five = load_average()
     console.print(
         f"load average {one:.2f} (1 min), {five:.2f} (5 min) on "
         f"{os.cpu_count()} CPUs: other processes slow every figure above."
     )
     return 0
-
-
-def _load_average() -> tuple[float, float]:
-    """The 1- and 5-minute load averages, or nan where the OS does not say."""
-    try:
-        one, five, _ = os.getloadavg()
-    except OSError:
-        return float("nan"), float("nan")
-    return one, five
 
 
 if __name__ == "__main__":

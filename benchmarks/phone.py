@@ -20,7 +20,6 @@ per-key latency come from `benchmarks/export.py`.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.model import _load_average
+from benchmarks.reporting import load_average, report_figures
 from coordinator.config import FederationConfig
 from coordinator.round.rounds import model_bytes
 from corpora.corpus import CorpusConfig, load_corpus
@@ -152,7 +151,7 @@ def measure(phones: int, console: Console) -> dict[str, Any]:
         "clients_per_round": federation.clients_per_round,
         "median_steps": float(np.median(steps)),
         "phones": measured,
-        "load_average": _load_average(),
+        "load_average": load_average(),
     }
 
 
@@ -193,9 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     console = Console()
     report = measure(max(1, args.phones), console)
-    print_report(report, console)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    report_figures(report, print_report, console=console, json_path=args.json)
     return 0
 
 

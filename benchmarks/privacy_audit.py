@@ -28,30 +28,28 @@ the fleet's) and is reported, not failed.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from coordinator.config import FederationConfig
+from benchmarks.row_runs import (
+    add_run_options,
+    check_rows,
+    fresh_simulation,
+    real_users,
+    row_federation,
+)
 from coordinator.measure.audit_run import (
     SCORES,
     AuditReport,
     CanaryUsers,
     audit_simulation,
-    first_users,
 )
 from coordinator.privacy.dp import DPConfig
 from coordinator.privacy.privacy_config import PrivacyConfig
-from coordinator.run.simulation import Simulation
-from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
+from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
-from device_sim.config import FleetConfig
-from models.config import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -98,50 +96,6 @@ def privacy_for(row: Row, clients_per_round: int) -> PrivacyConfig:
     )
 
 
-def federation_for(row: Row, args: argparse.Namespace) -> FederationConfig:
-    """The row's run: every phone online, no evaluation, few checkpoints kept."""
-    config = FederationConfig(
-        seed=args.seed,
-        rounds=args.rounds,
-        clients_per_round=args.clients_per_round,
-        eval_every=0,
-        checkpoint_every=0,
-        keep_last=1,
-        fleet=FleetConfig(eligibility=False, dropout_rate=0.0),
-        privacy=privacy_for(row, args.clients_per_round),
-    )
-    if row.target_epsilon is not None:
-        config = replace(config, strategy="fedavg", server_lr=1.0)
-    return config
-
-
-def fresh_simulation(
-    slug: str,
-    args: argparse.Namespace,
-    *,
-    federation: FederationConfig,
-    splits: CorpusSplits,
-    tokenizer: WordTokenizer,
-) -> Simulation:
-    """A new run in OUT/<slug> (an earlier one there removed) of the model size
-    `args` names, on `splits`."""
-    run_dir = Path(args.out) / slug
-    shutil.rmtree(run_dir, ignore_errors=True)
-    model = ModelConfig(
-        vocab_size=tokenizer.vocab_size,
-        embed_dim=args.embed_dim,
-        hidden_dim=args.hidden_dim,
-    )
-    return Simulation.create(
-        run_dir,
-        federation=federation,
-        corpus=CorpusConfig(),
-        model=model,
-        tokenizer=tokenizer,
-        splits=splits,
-    )
-
-
 def audit_row(
     row: Row,
     args: argparse.Namespace,
@@ -154,7 +108,7 @@ def audit_row(
     simulation = fresh_simulation(
         row.slug,
         args,
-        federation=federation_for(row, args),
+        federation=row_federation(args, privacy_for(row, args.clients_per_round)),
         splits=users.add_to(splits),
         tokenizer=tokenizer,
     )
@@ -189,35 +143,23 @@ def table_line(row: Row, report: AuditReport) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="directory for the runs")
+    add_run_options(parser, rounds=30)
     parser.add_argument("--canaries", type=int, default=200, help="m canary users")
     parser.add_argument("--repeats", type=int, default=64, help="copies per user")
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--clients-per-round", type=int, default=20)
-    parser.add_argument("--max-users", type=int, default=40, help="real users")
-    parser.add_argument("--embed-dim", type=int, default=32)
-    parser.add_argument("--hidden-dim", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--score", choices=SCORES, default="total-drop")
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--rows",
         default=",".join(r.slug for r in ROWS),
         help="comma-separated rows (default: all)",
     )
     args = parser.parse_args(argv)
-    slugs = {r.slug for r in ROWS}
-    unknown = set(args.rows.split(",")) - slugs
-    if unknown:
-        parser.error(f"--rows: unknown {sorted(unknown)} (one of {sorted(slugs)})")
+    check_rows(parser, args.rows, [r.slug for r in ROWS])
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    tokenizer = WordTokenizer.public()
-    splits = first_users(load_corpus(CorpusConfig()), args.max_users)
+    tokenizer, splits = real_users(args)
     users = CanaryUsers.make(
         count=args.canaries, repeats=args.repeats, seed=args.seed, tokenizer=tokenizer
     )

@@ -10,7 +10,7 @@ the central baseline on the pooled data for `--central-steps` steps. Every
 federated row runs the same `--rounds`. It prints a Markdown table (held-out
 top-3, the attack's precision / recall on what the server holds, canary exposure
 of the most repeated canaries and of the controls, seconds per round) read from
-each run's metrics.jsonl by `cli.compare_report`, so the figures are those
+each run's metrics.jsonl by `cli.compare_runs`, so the figures are those
 `fedtype compare` shows. A row whose run directory already holds its finished
 run is read, not trained again, so an interrupted table continues.
 """
@@ -21,7 +21,8 @@ import argparse
 import time
 from pathlib import Path
 
-from cli.compare_report import MISSING, load_run, privacy_cells
+from cli.compare_report import MISSING, privacy_cells
+from cli.compare_runs import load_run
 from cli.main import main
 from coordinator.config import FederationConfig
 from models.config import OUTPUT_BIAS_INITS, ModelConfig

@@ -41,10 +41,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.row_runs import played, sized_model
 from coordinator.config import FederationConfig
 from coordinator.privacy.privacy_config import PrivacyConfig
 from coordinator.round.robust_aggregation import AGGREGATORS
-from coordinator.run.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, LocalTrainingConfig
@@ -105,24 +105,19 @@ def run_cell(
 ) -> dict[str, Any]:
     """Run one configuration to its last round; its held-out metrics and counts."""
     started = time.perf_counter()
-    simulation = Simulation.create(
+    rejected = abandoned = sum_check_failed = 0
+    record: dict[str, Any] = {}
+    for record in played(
         folder,
         federation=config,
         corpus=corpus,
         model=model,
-        tokenizer=tokenizer,
         splits=splits,
-    )
-    rejected = abandoned = sum_check_failed = 0
-    record: dict[str, Any] = {}
-    try:
-        while simulation.server_round < config.rounds:
-            record = simulation.run_round()
-            rejected += int(record.get("rejected", 0))
-            abandoned += bool(record.get("abandoned"))
-            sum_check_failed += int(record.get("sum_check_failed", 0))
-    finally:
-        simulation.close()
+        tokenizer=tokenizer,
+    ):
+        rejected += int(record.get("rejected", 0))
+        abandoned += bool(record.get("abandoned"))
+        sum_check_failed += int(record.get("sum_check_failed", 0))
     heldout = record.get("heldout") or {}
     return {
         "top3": heldout.get("top3"),
@@ -287,12 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     tokenizer = WordTokenizer.public()
-    model = ModelConfig(
-        vocab_size=tokenizer.vocab_size,
-        embed_dim=args.embed_dim,
-        hidden_dim=args.hidden_dim,
-        output_bias_init=args.output_bias_init,
-    )
+    model = sized_model(args, tokenizer, output_bias_init=args.output_bias_init)
     settings = {
         "rounds": args.rounds,
         "max_users": args.max_users,

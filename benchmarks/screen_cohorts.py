@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
+from benchmarks.row_runs import played, sized_model
 from coordinator.config import FederationConfig
-from coordinator.run.simulation import Simulation
 from corpora.corpus import CorpusConfig, load_corpus
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig
@@ -61,23 +61,15 @@ def clean_run(
         fleet=FleetConfig(max_users=max_users),
     )
     started = time.perf_counter()
-    simulation = Simulation.create(
-        folder,
-        federation=federation,
-        corpus=corpus,
-        model=model,
-        splits=load_corpus(corpus),
-    )
     reported = abandoned = 0
     rules: collections.Counter[str] = collections.Counter()
-    try:
-        while simulation.server_round < rounds:
-            record = simulation.run_round()
-            reported += int(record["reported"])
-            abandoned += bool(record["abandoned"])
-            rules.update(rule(r["reason"]) for r in record["rejections"])
-    finally:
-        simulation.close()
+    splits = load_corpus(corpus)
+    for record in played(
+        folder, federation=federation, corpus=corpus, model=model, splits=splits
+    ):
+        reported += int(record["reported"])
+        abandoned += bool(record["abandoned"])
+        rules.update(rule(r["reason"]) for r in record["rejections"])
     rejected = sum(rules.values())
     return {
         "cohort": cohort,
@@ -110,11 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--cohorts: integers separated by commas, got {args.cohorts!r}")
     torch.set_num_threads(args.threads)
     tokenizer = WordTokenizer.public()
-    model = ModelConfig(
-        vocab_size=tokenizer.vocab_size,
-        embed_dim=args.embed_dim,
-        hidden_dim=args.hidden_dim,
-    )
+    model = sized_model(args, tokenizer)
     with tempfile.TemporaryDirectory(prefix="fedtype-cohorts-") as scratch:
         for seed in range(args.seeds):
             for cohort in cohorts:

@@ -199,7 +199,7 @@ def central_top3(args: argparse.Namespace) -> float:
     """Central's held-out top-3: `--central-top3`, or the stored run's last."""
     if args.central_top3 is not None:
         return float(args.central_top3)
-    from cli.compare_report import load_run
+    from cli.compare_runs import load_run
 
     return float(load_run(args.central_run).final["heldout"]["top3"])
 

@@ -14,12 +14,12 @@ from contextlib import nullcontext
 
 import torch
 
-from central.distributed import context_from_env
 from central.errors import CentralConfigError, WorkerAbortedError
 from central.events import Evaluated, Event
 from central.launch import run_worker
 from corpora.messages import CorpusError
 from models.checkpoint import CheckpointError
+from models.distributed import context_from_env
 from models.files import StorageError
 from models.run_lock import RunLock, RunLockError
 from models.rundir import RunDirError

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from central.distributed import (
+from central.events import EventCallback
+from central.runspec import share_spec
+from central.state import Progress
+from central.trainer import CentralTrainer, drop_unsaved_metrics
+from models.distributed import (
     WorkerContext,
     context_from_env,
     destroy_process_group,
     init_process_group,
 )
-from central.events import EventCallback
-from central.runspec import share_spec
-from central.state import Progress
-from central.trainer import CentralTrainer, drop_unsaved_metrics
 from models.launch import launch_local
 from models.rundir import RunDir
 

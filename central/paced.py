@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from central.config import CentralConfig
-from central.distributed import WorkerContext
 from central.runspec import create_run, read_spec
 from central.trainer import CentralTrainer, drop_unsaved_metrics
 from corpora.corpus import CorpusConfig, CorpusSplits
@@ -32,6 +31,7 @@ from corpora.samples import heldout_sample
 from corpora.tokenizer import WordTokenizer
 from models.baseline import UnigramModel
 from models.config import ModelConfig
+from models.distributed import WorkerContext
 from models.metrics import evaluate
 from models.rundir import RunDir, RunKind, write_json_atomic
 

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-import torch.distributed as dist
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
 from central.config import CentralConfig
-from central.distributed import WorkerContext
 from central.errors import WorkerAbortedError
 from central.state import Progress, load_optimizer_tensors
 from corpora.corpus import CorpusConfig
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
+from models.distributed import WorkerContext, broadcast_object
 from models.rundir import POOLED_KINDS, RunDir, RunDirError, RunKind
 
 
@@ -119,18 +118,17 @@ def _checkpoint_tensors(run: RunDir, step: int) -> dict[str, torch.Tensor]:
 
 def share_spec(run: RunDir, context: WorkerContext) -> RunSpec:
     """Rank 0 reads the spec and broadcasts it; a failure stops every worker."""
-    payload: list[Any] = [None]
+    payload: object = None
     error: Exception | None = None
     if context.is_main:
         try:
-            payload[0] = read_spec(run)
+            payload = read_spec(run)
         except Exception as caught:  # re-raised below, after telling the others
             error = caught
-            payload[0] = f"{type(caught).__name__}: {caught}"
-    if context.distributed:
-        dist.broadcast_object_list(payload, src=0)
+            payload = f"{type(caught).__name__}: {caught}"
+    payload = broadcast_object(payload, context)
     if error is not None:
         raise error
-    if isinstance(payload[0], str):
-        raise WorkerAbortedError(f"rank 0 could not read the run: {payload[0]}")
-    return payload[0]
+    if isinstance(payload, str):
+        raise WorkerAbortedError(f"rank 0 could not read the run: {payload}")
+    return cast(RunSpec, payload)

@@ -30,7 +30,7 @@ class Progress:
     batch_in_epoch: int = 0  # steps taken in that epoch
     tokens_total: int = 0  # targets trained on, all workers
     wall_seconds_total: float = 0.0  # training time, evaluation excluded
-    bytes_total: int = 0  # bytes the workers sent each other (see distributed.py)
+    bytes_total: int = 0  # bytes the workers sent (models/distributed.py)
 
     @classmethod
     def from_state(cls, state: dict[str, Any], source: Path) -> Progress:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from central.distributed import WorkerContext, all_reduce_sum
 from models.batching import count_targets
+from models.distributed import WorkerContext, all_reduce_sum
 from models.training import batch_loss
 
 

@@ -22,7 +22,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from central.config import CentralConfig
 from central.data import PooledStream
-from central.distributed import ByteCounter, WorkerContext, all_reduce_sum, barrier
 from central.evaluation import evaluate_sets, evaluation_sets
 from central.events import (
     Evaluated,
@@ -38,8 +37,9 @@ from central.step import data_parallel_step
 from corpora.corpus import CorpusSplits, load_corpus
 from models.checkpoint import load_weights, save_checkpoint
 from models.config import TrainingConfig
+from models.distributed import ByteCounter, WorkerContext, all_reduce_sum, barrier
 from models.model import NextWordModel
-from models.run_canaries import run_canaries
+from models.run_canaries import RunCanaries, run_canaries
 from models.rundir import RunDir, RunDirError
 from models.seeding import derive_seed
 from models.training import make_optimizer
@@ -72,53 +72,36 @@ class CentralTrainer:
         self.config.check_workers(context.world_size)
         self.tokenizer = spec.tokenizer()
         self.model_config = spec.model()
-        self.splits = splits if splits is not None else load_corpus(spec.corpus())
-        # Planted into the pooled train text on every load, as the fleet does.
-        self.canaries = run_canaries(
-            run,
-            count=self.config.canaries,
-            seed=self.config.seed,
-            splits=self.splits,
-            tokenizer=self.tokenizer,
-            write=context.is_main,
-        )
-        if self.canaries is not None:
-            self.splits = self.canaries.plant(self.splits)
+        self.splits, self.canaries = self._planted_splits(spec, splits)
         self.progress = spec.progress or Progress()
         self.model = self._build_model(spec)
-        self.optimizer = make_optimizer(
-            self.model,
-            TrainingConfig(optimizer=self.config.optimizer, lr=self.config.lr),
-        )
-        if spec.optimizer is not None:
-            restore_optimizer(self.optimizer, spec.optimizer)
+        self.optimizer = self._build_optimizer(spec)
         self.bytes = ByteCounter(context.world_size)
         self.network: nn.Module = self._wrap(self.model)
-        self.stream = PooledStream(
-            splits=self.splits,
-            tokenizer=self.tokenizer,
-            max_len=self.model_config.max_len,
-            shard_messages=self.config.shard_messages,
-            batch_size=self.config.batch_size // context.world_size,
-            seed=self.config.seed,
-            rank=context.rank,
-            world_size=context.world_size,
-        )
-        self.eval_sets = (
-            evaluation_sets(
-                self.splits,
-                seed=self.config.seed,
-                heldout_messages=self.config.heldout_messages,
-                future_messages=self.config.future_messages,
-                future_messages_per_user=self.config.future_messages_per_user,
-            )
-            if context.is_main
-            else {}
-        )
+        self.stream = self._build_stream()
+        self.eval_sets = self._build_eval_sets() if context.is_main else {}
         self._loss_sum = 0.0  # this worker's summed loss since the last save point
         self._loss_targets = 0
         self._extra: dict[str, Any] = {}  # joins the next metrics line
         self._batches: Iterator[torch.Tensor] | None = None  # `train_until`'s epoch
+
+    def _planted_splits(
+        self, spec: RunSpec, splits: CorpusSplits | None
+    ) -> tuple[CorpusSplits, RunCanaries | None]:
+        """The corpus, with the run's canaries planted into the pooled train text
+        on every load, as the fleet does."""
+        splits = splits if splits is not None else load_corpus(spec.corpus())
+        canaries = run_canaries(
+            self.run,
+            count=self.config.canaries,
+            seed=self.config.seed,
+            splits=splits,
+            tokenizer=self.tokenizer,
+            write=self.context.is_main,
+        )
+        if canaries is not None:
+            splits = canaries.plant(splits)
+        return splits, canaries
 
     def _build_model(self, spec: RunSpec) -> NextWordModel:
         # The fleet's round-0 model, the same on every rank (DDP broadcasts rank
@@ -129,6 +112,39 @@ class CentralTrainer:
         # Each rank offsets its seed for anything random from here on.
         torch.manual_seed(derive_seed(self.config.seed, "rank", self.context.rank))
         return model.to(self.context.device)
+
+    def _build_optimizer(self, spec: RunSpec) -> torch.optim.Optimizer:
+        """The run's optimizer over the model, its state restored on a resume."""
+        optimizer = make_optimizer(
+            self.model,
+            TrainingConfig(optimizer=self.config.optimizer, lr=self.config.lr),
+        )
+        if spec.optimizer is not None:
+            restore_optimizer(optimizer, spec.optimizer)
+        return optimizer
+
+    def _build_stream(self) -> PooledStream:
+        """This worker's share of every global batch of the pooled train text."""
+        return PooledStream(
+            splits=self.splits,
+            tokenizer=self.tokenizer,
+            max_len=self.model_config.max_len,
+            shard_messages=self.config.shard_messages,
+            batch_size=self.config.batch_size // self.context.world_size,
+            seed=self.config.seed,
+            rank=self.context.rank,
+            world_size=self.context.world_size,
+        )
+
+    def _build_eval_sets(self) -> dict[str, list[str]]:
+        """Rank 0's held-out and future-text sets."""
+        return evaluation_sets(
+            self.splits,
+            seed=self.config.seed,
+            heldout_messages=self.config.heldout_messages,
+            future_messages=self.config.future_messages,
+            future_messages_per_user=self.config.future_messages_per_user,
+        )
 
     def _wrap(self, model: NextWordModel) -> nn.Module:
         if not self.context.distributed:

@@ -96,8 +96,8 @@ def under_torchrun() -> bool:
 
 def run_worker_body(path: str, timeout_s: float) -> None:
     """One worker's life (rank 0 shows the progress). Runs in every worker."""
-    from central.distributed import context_from_env
     from central.launch import run_worker
+    from models.distributed import context_from_env
 
     context = context_from_env()
     if not context.is_main:
@@ -144,7 +144,7 @@ def _run_under_torchrun(args: argparse.Namespace) -> int:
     """One worker of a torchrun job; rank 0 holds the run's write lock."""
     import torch
 
-    from central.distributed import context_from_env
+    from models.distributed import context_from_env
     from models.rundir import RunKind
 
     if args.threads:

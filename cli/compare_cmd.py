@@ -41,13 +41,8 @@ def run_compare(args: argparse.Namespace) -> int:
     """Print the table; with --out write the report and plots."""
     if args.out is not None and not args.out.strip():
         raise UsageError("--out must name a directory, not an empty string")
-    from cli.compare_report import (
-        COLUMNS,
-        corpus_warning,
-        load_comparable,
-        markdown,
-        table_rows,
-    )
+    from cli.compare_report import COLUMNS, markdown, table_rows
+    from cli.compare_runs import corpus_warning, load_comparable
     from models.files import atomic_write_text, check_writable
 
     if args.out is not None:

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from cli.compare_report import CurvePoint, RunSummary, epsilon_of  # noqa: E402
+from cli.compare_runs import CurvePoint, RunSummary, epsilon_of  # noqa: E402
 from models.files import atomic_write  # noqa: E402
 from models.rundir import POOLED_KINDS, RunKind  # noqa: E402
 

@@ -196,8 +196,8 @@ def run_train(args: argparse.Namespace) -> int:
     """Create or resume the run, then train it in this process."""
     import torch
 
-    from central.distributed import context_from_env
     from central.launch import run_worker
+    from models.distributed import context_from_env
     from models.rundir import RunKind
 
     console = Console()

@@ -124,6 +124,19 @@ def _measure_variants(
     return measured
 
 
+def _paired_with_global(
+    measured: dict[str, tuple[EvalCounts, torch.Tensor]],
+) -> tuple[tuple[str, Paired], ...]:
+    """Each variant's top-1 hits paired with the global model's on the same
+    targets: (variant, Paired(its wins, its losses))."""
+    base = measured["global"][1]
+    return tuple(
+        (v, Paired(int((hits & ~base).sum()), int((~hits & base).sum())))
+        for v, (_, hits) in measured.items()
+        if v != "global"
+    )
+
+
 def personalize_phone(
     phone: Phone,
     global_parameters: Parameters,
@@ -165,12 +178,6 @@ def personalize_phone(
     measured = _measure_variants(
         personal, model, texts, tokenizer=tokenizer, keystroke_texts=keystroke_texts
     )
-    base = measured["global"][1]
-    paired = tuple(
-        (v, Paired(int((hits & ~base).sum()), int((~hits & base).sum())))
-        for v, (_, hits) in measured.items()
-        if v != "global"
-    )
     fine = personal.fine_tune
     return PhoneOutcome(
         client_id=phone.client_id,
@@ -185,5 +192,5 @@ def personalize_phone(
         mixing_gated=personal.mixing_gated,
         future_memory=measured["memory"][0],
         future_gated_memory=measured["gated+memory"][0],
-        paired=paired,
+        paired=_paired_with_global(measured),
     )

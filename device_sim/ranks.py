@@ -6,7 +6,9 @@ the few things that must cross between them (one all-reduce of the round's
 weighted sums, a gather of a few numbers per phone). `SingleRank` is the W = 1
 case in-process, with no process group, for tests and notebooks; `GroupRanks`
 wraps a `torch.distributed` process group (gloo on CPU, nccl with CUDA), started
-from the environment that torchrun, or `coordinator.workers`, sets.
+from the environment that torchrun, or `models.launch`, sets. Both sides join,
+talk and leave through `models.distributed`, so the fleet and the central
+baseline cannot drift apart.
 
 Shares are balanced by expected work, longest first to the least-loaded rank
 (Graham's LPT rule, as pfl-research spreads its clients over workers).
@@ -14,14 +16,22 @@ Shares are balanced by expected work, longest first to the least-loaded rank
 
 from __future__ import annotations
 
-import datetime
 import heapq
-import os
 from collections.abc import Sequence
 from typing import Protocol
 
 import torch
 import torch.distributed as dist
+
+from models.distributed import (
+    WorkerContext,
+    all_gather_objects,
+    all_reduce_tensor,
+    broadcast_object,
+    context_from_env,
+    destroy_process_group,
+    init_process_group,
+)
 
 
 class Ranks(Protocol):
@@ -77,14 +87,14 @@ class SingleRank:
 
 
 class GroupRanks:
-    """A rank of a `torch.distributed` process group."""
+    """A rank of a `torch.distributed` process group (`models.distributed`)."""
 
-    def __init__(self, *, device: torch.device | None = None) -> None:
-        if not dist.is_initialized():
+    def __init__(self, *, context: WorkerContext) -> None:
+        if context.distributed and not dist.is_initialized():
             raise RuntimeError("GroupRanks needs an initialised process group")
-        self._rank = dist.get_rank()
-        self._world_size = dist.get_world_size()
-        self.device = device or torch.device("cpu")
+        self.context = context
+        self.rank = context.rank
+        self.world_size = context.world_size
 
     @classmethod
     def from_environment(cls, *, timeout_s: float = 600.0) -> GroupRanks:
@@ -92,52 +102,25 @@ class GroupRanks:
 
         gloo on CPU, nccl when CUDA is available (one GPU a local rank).
         """
-        cuda = torch.cuda.is_available()
-        device = torch.device("cpu")
-        if cuda:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group(
-                backend="nccl" if cuda else "gloo",
-                timeout=datetime.timedelta(seconds=timeout_s),
-            )
-        return cls(device=device)
-
-    @property
-    def rank(self) -> int:
-        """This process's rank."""
-        return self._rank
-
-    @property
-    def world_size(self) -> int:
-        """Ranks in the group."""
-        return self._world_size
+        context = context_from_env()
+        init_process_group(context, timeout_s=timeout_s)
+        return cls(context=context)
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum over the group in place (moved to the group's device for nccl)."""
-        on_device = tensor.to(self.device)
-        dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
-        if on_device is not tensor:
-            tensor.copy_(on_device)
-        return tensor
+        return all_reduce_tensor(tensor, self.context)
 
     def all_gather_objects(self, value: object) -> list[object]:
         """Every rank's value, in rank order."""
-        gathered: list[object] = [None] * self._world_size
-        dist.all_gather_object(gathered, value)
-        return gathered
+        return all_gather_objects(value, self.context)
 
     def broadcast_object(self, value: object) -> object:
         """Rank 0's value."""
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
+        return broadcast_object(value, self.context)
 
     def close(self) -> None:
-        """Destroy the process group."""
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        """Leave the group, as the central baseline does."""
+        destroy_process_group()
 
 
 def assign_shares(work: Sequence[float], world_size: int) -> list[int]:

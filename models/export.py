@@ -41,6 +41,7 @@ from models.export_manifest import (
     file_entries,
     vocabulary,
 )
+from models.files import atomic_write, atomic_write_text
 from models.model import NextWordModel
 
 # ONNX opset of the graph: 18 runs on onnxruntime 1.14+ and its mobile builds.
@@ -181,6 +182,8 @@ def export_model(
     out.mkdir(parents=True, exist_ok=True)
     for name in (MANIFEST_FILE, FP32_FILE, INT8_FILE):
         (out / name).unlink(missing_ok=True)
+    for stale in out.glob(".*.tmp*"):  # what a killed export left mid-write
+        stale.unlink()
     model_file = INT8_FILE if int8 else FP32_FILE
     # Built outside `out`, so that a kill mid-export leaves no stray folder there.
     with tempfile.TemporaryDirectory() as scratch:
@@ -188,9 +191,10 @@ def export_model(
         export_onnx(model, fp32)
         if int8:
             quantize_int8(fp32, Path(scratch) / INT8_FILE)
-        shutil.move(Path(scratch) / model_file, out / model_file)
-    tokenizer.save(out / TOKENIZER_FILE)
-    (out / VOCAB_FILE).write_text(json_text(vocabulary(tokenizer)))
+        built = Path(scratch) / model_file
+        atomic_write(out / model_file, lambda path: shutil.copyfile(built, path))
+    atomic_write(out / TOKENIZER_FILE, tokenizer.save)
+    atomic_write_text(out / VOCAB_FILE, json_text(vocabulary(tokenizer)))
     manifest = {
         "format": MANIFEST_FORMAT,
         "source": source,
@@ -205,7 +209,7 @@ def export_model(
         "files": file_entries(out, [model_file, TOKENIZER_FILE, VOCAB_FILE]),
     }
     # Written last: a directory with a manifest is a whole export.
-    (out / MANIFEST_FILE).write_text(json_text(manifest))
+    atomic_write_text(out / MANIFEST_FILE, json_text(manifest))
     return manifest
 
 

@@ -66,6 +66,14 @@ def file_entries(directory: Path, names: list[str]) -> dict[str, dict[str, Any]]
     }
 
 
+def is_export_file(name: str) -> bool:
+    """An export's file, or the temporary sibling (`models.files.atomic_path`) of
+    one that a kill left behind mid-write."""
+    return name in EXPORT_FILES or any(
+        name.startswith(f".{file}.tmp") for file in EXPORT_FILES
+    )
+
+
 def check_out_dir(out: Path) -> None:
     """Refuse an export target that holds anything but an earlier export's files.
 
@@ -77,7 +85,7 @@ def check_out_dir(out: Path) -> None:
         raise ExportError(f"--out {out}: is a file, not a directory")
     if not out.is_dir():
         return
-    others = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES)
+    others = sorted(p.name for p in out.iterdir() if not is_export_file(p.name))
     if others:
         raise ExportError(
             f"--out {out}: holds other files ({', '.join(others[:3])}); "

@@ -3,7 +3,8 @@
 Every file a command saves goes through `atomic_write`: the contents go to a
 temporary sibling (`.<name>.tmp<pid>`), are flushed to disk, and the sibling is
 renamed over the file, so a kill at any moment leaves the old file or the new one,
-never half of one. JSONL lines are appended by `append_jsonl`, flushed the same way.
+never half of one. JSONL lines are appended by `append_line` (`append_jsonl` for a
+record), flushed the same way.
 
 A write that fails for want of space or on a read-only disk raises `StorageError`
 (an `OSError` whose message is one line naming the file) and removes its temporary
@@ -136,10 +137,20 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
 
     A kill can tear only this last line, which the readers skip.
     """
+    append_line(path, json_line(record))
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append `line` (ending in its newline) to `path` and flush it to disk; the
+    one append of every JSONL file, `append_jsonl`'s and the privacy ledger's.
+
+    Raises:
+        StorageError: the disk refused the write; the line may be torn.
+    """
     path = Path(path)
     try:
         with open(path, "a", encoding="utf-8") as handle:
-            handle.write(json_line(record))
+            handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as error:

@@ -11,7 +11,6 @@ start their workers here.
 
 from __future__ import annotations
 
-import gc
 import os
 import pickle
 import socket
@@ -53,12 +52,13 @@ def _spawned(
     )
     import torch  # here, not above: importing this module stays cheap for the CLI
 
+    from models.distributed import destroy_process_group
+
     torch.set_num_threads(threads)
     body(*args)
-    # DDP's reference cycles keep a destroyed process group alive; collected
-    # during interpreter shutdown, gloo's threads abort the worker (SIGABRT,
-    # "terminate called without an active exception"). Free them while alive.
-    gc.collect()
+    # The one shutdown of every job: the group, if the body left it, and DDP's
+    # reference cycles, freed while the interpreter lives.
+    destroy_process_group()
 
 
 def launch_local(

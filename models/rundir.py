@@ -104,31 +104,27 @@ def corpus_section(corpus: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         return section, None
 
 
+class _Inside:
+    """A run's file or folder at a fixed name, read as a path of the instance."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, run: RunDir, owner: type[RunDir] | None = None) -> Path:
+        return run.path / self.name
+
+
 class RunDir:
     """Paths and atomic reads and writes of one run directory."""
 
+    config_path = _Inside("config.json")
+    tokenizer_path = _Inside("tokenizer.json")
+    metrics_path = _Inside("metrics.jsonl")
+    state_path = _Inside("state.json")
+    checkpoint_dir = _Inside("checkpoints")
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.json"
-
-    @property
-    def tokenizer_path(self) -> Path:
-        return self.path / "tokenizer.json"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
-
-    @property
-    def state_path(self) -> Path:
-        return self.path / "state.json"
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.path / "checkpoints"
 
     def checkpoint_path(self, step: int) -> Path:
         return self.checkpoint_dir / f"step_{step:06d}.safetensors"

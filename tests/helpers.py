@@ -14,6 +14,7 @@ from dp_accounting import rdp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cli.main import main
 from coordinator.config import FederationConfig
 from coordinator.run.simulation import Simulation
 from device_sim.config import FleetConfig, LocalTrainingConfig
@@ -68,6 +69,30 @@ SMALL_RUN = FederationConfig(
     local=LocalTrainingConfig(max_local_steps=2),
     fleet=FleetConfig(dropout_rate=0.2),
 )
+
+
+def run_cli(
+    argv: list[str], capsys: pytest.CaptureFixture[str], *, stdout: bool = False
+) -> tuple[int, str]:
+    """Exit status and stderr of `fedtype ARGV` (with `stdout`: stdout, then
+    stderr), argparse's own exits included; any other exception fails the test."""
+    try:
+        status = main(argv)
+    except SystemExit as exit_:  # argparse's own errors and --help
+        status = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return status, (captured.out if stdout else "") + captured.err
+
+
+def tiny_run_options(*, eval_every: int, max_users: int | None = 12) -> list[str]:
+    """`fedtype simulate` options of a run that takes seconds: three phones a
+    round, every one eligible, an 8/8 model, one thread."""
+    options = ["--clients-per-round", "3", "--hidden-dim", "8", "--embed-dim", "8",
+               "--eval-every", str(eval_every), "--always-eligible",
+               "--threads", "1"]  # fmt: skip
+    if max_users is not None:
+        options += ["--max-users", str(max_users)]
+    return options
 
 
 def central_argv(
@@ -130,8 +155,10 @@ def two_phone_round() -> TrainedRound:
     return TrainedRound(summaries, [torch.zeros(3)], SingleRank(), reports)
 
 
-def record_sums(trained: TrainedRound, crossed: list[Any]) -> None:
-    """Make `trained.reduce_vectors` append each sum it returns to `crossed`."""
+def record_sums(trained: TrainedRound, crossed: list[Any] | None = None) -> list[Any]:
+    """Make `trained.reduce_vectors` append each sum it returns to `crossed` (a new
+    list when None); returns that list."""
+    crossed = [] if crossed is None else crossed
     reduce = trained.reduce_vectors
 
     def recorded(*args: Any, **kwargs: Any) -> Any:
@@ -140,6 +167,7 @@ def record_sums(trained: TrainedRound, crossed: list[Any]) -> None:
         return total
 
     trained.reduce_vectors = recorded  # type: ignore[method-assign]
+    return crossed
 
 
 def dp_epsilon(q: float, z: float, *, rounds: int, delta: float) -> float:

@@ -8,20 +8,27 @@ test's client ids may repeat.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from coordinator.round.robust import (
     Rejection,
     ScreenConfig,
     ScreenHistory,
+    UpdateStats,
     screen_stats,
 )
+from device_sim.config import LocalTrainingConfig
 from device_sim.executor import summarise
 from device_sim.phone import ClientMetrics, ClientReport
 
 Report = tuple[str, list[torch.Tensor], int]
+# The default phones: 16 steps of lr 1 on gradients clipped to 1, batches of 16;
+# one step moves at most 1 (16 examples take one step).
+DEFAULT = ScreenConfig.for_training(LocalTrainingConfig())
 # The loss figures play no part in screening.
 _METRICS = ClientMetrics(
     loss_before=0.0, loss_after=0.0, train_loss=0.0, steps=1, num_tokens=1
@@ -48,3 +55,13 @@ def screen_reports(
         [r for i, r in enumerate(reports) if i in kept],
         [Rejection(reports[int(r.client_id)][0], r.reason) for r in rejected],
     )
+
+
+def stats(client_id: str, num_examples: int, norm: float) -> UpdateStats:
+    """A phone's summary as the screen reads it, healthy when its norm is finite."""
+    return UpdateStats(client_id, num_examples, norm, math.isfinite(norm), None)
+
+
+def sketched(client_id: str, direction: Sequence[float]) -> UpdateStats:
+    """A healthy one-example summary of norm 1 whose sketch is `direction`."""
+    return UpdateStats(client_id, 1, 1.0, True, None, np.array(direction))

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import Counter
 
 from central.data import PooledStream, plan_shards
-from central.distributed import ring_allreduce_bytes
 from central.evaluation import future_cohort_sample
 from corpora.corpus import CorpusConfig, CorpusSplits, UserHistory
 from corpora.tokenizer import WordTokenizer
 from models.batching import encode_messages
+from models.distributed import ring_allreduce_bytes
 from models.seeding import derive_seed
 
 

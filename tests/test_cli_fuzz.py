@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -164,15 +165,6 @@ def base(command: str, world: dict[str, str]) -> list[str]:
     return commands[command]
 
 
-def status_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Exit status and stderr; an exception escaping main fails the test."""
-    try:
-        status = main(argv)
-    except SystemExit as exit_:  # argparse's own errors and --help
-        status = int(exit_.code or 0)
-    return status, capsys.readouterr().err
-
-
 def draws(options: dict[str, list[str | None]]) -> st.SearchStrategy[list[str]]:
     """One to three options of `options`, each with a drawn value."""
     names = st.lists(st.sampled_from(sorted(options)), min_size=1, max_size=3,
@@ -205,7 +197,7 @@ def fuzz(max_examples: int) -> settings:
 
 def check(command: str, extra: list[str], world: dict[str, str], capsys) -> None:
     # Execute
-    status, err = status_of([*base(command, world), *extra], capsys)
+    status, err = run_cli([*base(command, world), *extra], capsys)
 
     # Assert
     event(f"exit status {status}")

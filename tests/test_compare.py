@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from cli.compare_report import load_run, load_runs, markdown, row, table_rows
+from cli.compare_report import markdown, row, table_rows
+from cli.compare_runs import load_run, load_runs
 from cli.main import main
 from models.rundir import RunDirError
 

@@ -15,17 +15,17 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
-from central.distributed import (
+from central.errors import WorkerFailedError
+from central.launch import launch_local
+from central.step import data_parallel_step
+from models.config import ModelConfig
+from models.distributed import (
     ByteCounter,
     WorkerContext,
     context_from_env,
     destroy_process_group,
     init_process_group,
 )
-from central.errors import WorkerFailedError
-from central.launch import launch_local
-from central.step import data_parallel_step
-from models.config import ModelConfig
 from models.model import NextWordModel
 from models.training import batch_loss
 

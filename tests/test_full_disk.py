@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_cli, tiny_run_options
 from safetensors import SafetensorError
 
 import models.checkpoint
@@ -33,21 +34,10 @@ from models.files import (
 )
 from models.rundir import RunDir
 
-TINY = ["--clients-per-round", "3", "--hidden-dim", "8", "--embed-dim", "8",
-        "--eval-every", "0", "--always-eligible", "--threads", "1",
-        "--max-users", "12"]  # fmt: skip
+TINY = tiny_run_options(eval_every=0)
 SAFETENSORS_ENOSPC = (
     "Error while serializing: I/O error: No space left on device (os error 28)"
 )
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Exit status and stderr of `fedtype ARGV`."""
-    try:
-        status = main(argv)
-    except SystemExit as exit_:
-        status = int(exit_.code or 0)
-    return status, capsys.readouterr().err
 
 
 def _mount(*args: str) -> bool:

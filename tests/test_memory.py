@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pytest
 import torch
@@ -18,13 +19,18 @@ from device_sim.memory import (
     mix_log_probabilities,
 )
 from device_sim.memory_config import NO_MEMORY, MemoryConfig, Mixing
-from device_sim.personal_model import choose_mixing, model_of, personalize_texts
+from device_sim.personal_model import (
+    Personalized,
+    choose_mixing,
+    model_of,
+    personalize_texts,
+)
 from device_sim.personal_outcome import Paired, personalize_phone
 from device_sim.personalize import PersonalizationConfig, beats, split_train
 from models.config import ModelConfig
 from models.metrics import EvalCounts, count_metrics, evaluate
 from models.model import NextWordModel
-from models.weights import load_parameters
+from models.weights import Parameters, load_parameters
 
 # A name the tokenizer knows, typed again and again in one context.
 TRAIN = tuple(f"say hi to anna and bob number {i}" for i in range(12))
@@ -32,6 +38,35 @@ FUTURE = ("say hi to anna", "hi to anna and bob")
 GRID = PersonalizationConfig(
     client_lrs=(0.1,), steps=(1,), batch_size=4, precision="fp32"
 )
+
+
+def train_memory_mixture(
+    tokenizer: WordTokenizer, model_config: ModelConfig, *, mixing: Mixing
+) -> MemoryMixture:
+    """The untrained model of torch seed 0 mixed, by `mixing`, with a memory of
+    TRAIN (every entry kept)."""
+    torch.manual_seed(0)
+    model = NextWordModel(model_config).eval()
+    memory = build_memory(model, tokenizer, TRAIN, capacity=4096)
+    return MemoryMixture(model=model, memory=memory, mixing=mixing)
+
+
+def personalised(
+    texts: Sequence[str],
+    tokenizer: WordTokenizer,
+    model_config: ModelConfig,
+    *,
+    client_id: str = "p",
+) -> tuple[Personalized, NextWordModel, Parameters]:
+    """`personalize_texts` of `texts` under GRID from the seeded start, on a fresh
+    scratch model: (its result, the scratch model, the start)."""
+    start = seeded_parameters(model_config)
+    model = NextWordModel(model_config)
+    personal = personalize_texts(
+        texts, start, model=model, tokenizer=tokenizer, config=GRID, seed=0,
+        client_id=client_id,
+    )  # fmt: skip
+    return personal, model, start
 
 
 def test_knn_probabilities_hand_computed() -> None:
@@ -67,15 +102,12 @@ def test_mixture_with_weight_zero_is_the_model_exactly(
     tokenizer: WordTokenizer, tiny_model_config: ModelConfig
 ) -> None:
     # Prepare
-    torch.manual_seed(0)
-    model = NextWordModel(tiny_model_config).eval()
-    memory = build_memory(model, tokenizer, TRAIN, capacity=100)
-    mixed = MemoryMixture(model=model, memory=memory, mixing=NO_MEMORY)
+    mixed = train_memory_mixture(tokenizer, tiny_model_config, mixing=NO_MEMORY)
     tokens = torch.tensor([tokenizer.encode("say hi to")])
 
     # Execute
     with torch.no_grad():
-        expected, _ = model(tokens)
+        expected, _ = mixed.model(tokens)
         got, _ = mixed(tokens)
 
     # Assert
@@ -104,12 +136,8 @@ def test_memory_puts_a_repeated_name_in_the_strip(
     tokenizer: WordTokenizer, tiny_model_config: ModelConfig
 ) -> None:
     # Prepare: an untrained model, and a memory of "... to anna ..." repeated.
-    torch.manual_seed(0)
-    model = NextWordModel(tiny_model_config).eval()
-    memory = build_memory(model, tokenizer, TRAIN, capacity=4096)
-    mixed = MemoryMixture(
-        model=model, memory=memory, mixing=Mixing(0.5, 8, temperature=1.0)
-    )
+    mixing = Mixing(0.5, 8, temperature=1.0)
+    mixed = train_memory_mixture(tokenizer, tiny_model_config, mixing=mixing)
     tokens = torch.tensor([[tokenizer.bos_id, *tokenizer.encode("say hi to")]])
 
     # Execute
@@ -155,18 +183,10 @@ def test_phone_without_validation_slice_takes_the_prior(
     tokenizer: WordTokenizer, tiny_model_config: ModelConfig
 ) -> None:
     # Prepare: two messages are too few for a validation slice.
-    start = seeded_parameters(tiny_model_config)
+    texts = TRAIN[:2]
 
     # Execute
-    personal = personalize_texts(
-        TRAIN[:2],
-        start,
-        model=NextWordModel(tiny_model_config),
-        tokenizer=tokenizer,
-        config=GRID,
-        seed=0,
-        client_id="p",
-    )
+    personal, _, _ = personalised(texts, tokenizer, tiny_model_config)
 
     # Assert
     assert personal.fine_tune is None and not personal.kept
@@ -204,12 +224,7 @@ def test_model_of_global_is_the_global_weights(
     tokenizer: WordTokenizer, tiny_model_config: ModelConfig
 ) -> None:
     # Prepare
-    start = seeded_parameters(tiny_model_config)
-    model = NextWordModel(tiny_model_config)
-    personal = personalize_texts(
-        TRAIN, start, model=model, tokenizer=tokenizer, config=GRID, seed=0,
-        client_id="p",
-    )  # fmt: skip
+    personal, model, start = personalised(TRAIN, tokenizer, tiny_model_config)
     reference = NextWordModel(tiny_model_config)
     load_parameters(reference, start)
 
@@ -263,17 +278,15 @@ def test_gain_summary_counts_significance_by_sign_test() -> None:
 def test_personal_model_fits_the_phones_texts_and_leaves_global(
     tokenizer: WordTokenizer, tiny_model_config: ModelConfig
 ) -> None:
-    # Prepare: the demo's phone, repeating itself.
-    start = seeded_parameters(tiny_model_config)
-    before = [p.clone() for p in start]
+    # Prepare: the demo's phone, repeating itself; the start's values, as the
+    # seeded start will hold them.
     texts = ["the blue train leaves at noon", "the blue train is late"] * 8
-    model = NextWordModel(tiny_model_config)
+    before = seeded_parameters(tiny_model_config)
 
     # Execute
-    personal = personalize_texts(
-        texts, start, model=model, tokenizer=tokenizer, config=GRID, seed=0,
-        client_id="this-phone",
-    )  # fmt: skip
+    personal, model, start = personalised(
+        texts, tokenizer, tiny_model_config, client_id="this-phone"
+    )
     mine = evaluate(
         model_of(personal, model), tokenizer, texts, max_len=16, keystroke_texts=0
     )

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import dp_epsilon
+from helpers import dp_epsilon, run_cli, tiny_run_options
 from safetensors.torch import load_file, save_file
-from test_resume_repair import TINY, run_cli
 
 from cli.main import main
 from coordinator.privacy.ledger import LedgerError, LedgerEvent, PrivacyLedger
 from models.rundir import RunDir
 
+TINY = tiny_run_options(eval_every=0, max_users=None)
 DP = ["--secure-aggregation", "--dp-clip", "0.5", "--noise-multiplier", "0.8"]
 
 
@@ -71,7 +71,7 @@ def test_every_fallback_keeps_epsilon_monotone(
 
     # Execute: resume to 5 rounds, from round 3 (the last intact one).
     status, out = run_cli(["simulate", "--resume", str(run.path), "--rounds", "5"],
-                          capsys)  # fmt: skip
+                          capsys, stdout=True)  # fmt: skip
 
     # Assert: the ledger kept all 4 events and gained the replayed round 4 and
     # round 5; epsilon is that of all 6 charged events, above the 4 of before.
@@ -98,7 +98,7 @@ def test_a_damaged_ledger_line_stops_the_resume_with_one_line(
 
     # Execute
     status, out = run_cli(["simulate", "--resume", str(run.path), "--rounds", "5"],
-                          capsys)  # fmt: skip
+                          capsys, stdout=True)  # fmt: skip
 
     # Assert: exit 2, naming the file and line; nothing ran.
     assert status == 2 and "Traceback" not in out
@@ -115,7 +115,7 @@ def test_a_lost_ledger_stops_the_resume(
     run.state_path.unlink()
 
     # Execute
-    status, out = run_cli(["simulate", "--resume", str(run.path)], capsys)
+    status, out = run_cli(["simulate", "--resume", str(run.path)], capsys, stdout=True)
 
     # Assert
     assert status == 2 and "privacy_ledger.jsonl: missing, though" in out
@@ -135,7 +135,7 @@ def test_a_resume_charges_a_replayed_round_again(
 
     # Execute
     status, out = run_cli(["simulate", "--resume", str(run.path), "--rounds", "5"],
-                          capsys)  # fmt: skip
+                          capsys, stdout=True)  # fmt: skip
 
     # Assert: epsilon equals the uninterrupted run's (5 events) when the kill
     # fell between rounds, and is above it (6 events) when round 5 ran twice.
@@ -158,7 +158,7 @@ def test_a_run_without_a_ledger_carries_its_state_json_accountant(
 
     # Execute
     status, out = run_cli(["simulate", "--resume", str(run.path), "--rounds", "5"],
-                          capsys)  # fmt: skip
+                          capsys, stdout=True)  # fmt: skip
 
     # Assert: its 4 rounds were carried into a new ledger, then round 5 charged.
     assert status == 0, out

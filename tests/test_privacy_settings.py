@@ -14,16 +14,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers import NewSimulation, dp_epsilon
+from helpers import NewSimulation, dp_epsilon, run_cli
 from test_private_round import dp_federation
 
-from cli.main import main
 from coordinator.events import BudgetSpent, Event
 from coordinator.privacy.accountant import PrivacyAccountant
 from coordinator.privacy.budget import PrivacyBudgetSpent, round_config
 from coordinator.privacy.dp import DPConfig
 from coordinator.privacy.privacy_config import PrivacyConfigError, calibrated_noise
-from coordinator.protections import PrivacyState
+from coordinator.protections.state import PrivacyState
 from models.rundir import RunDir
 
 TINY = ["--hidden-dim", "8", "--embed-dim", "8", "--threads", "1"]
@@ -31,12 +30,8 @@ TINY = ["--hidden-dim", "8", "--embed-dim", "8", "--threads", "1"]
 
 def simulate(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """Exit status and output of `fedtype simulate ARGV`, one line per message."""
-    try:
-        status = main(["simulate", *argv])
-    except SystemExit as exit_:
-        status = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return status, " ".join((captured.out + captured.err).split())
+    status, output = run_cli(["simulate", *argv], capsys, stdout=True)
+    return status, " ".join(output.split())
 
 
 @pytest.mark.parametrize(

@@ -79,8 +79,7 @@ def test_private_delta_secagg_equals_the_plaintext_weighted_mean() -> None:
     # norms (3.74 and 7.07), so the clip (C = 16 x 8) changes nothing and the
     # server's check of the sum (coordinator.protections.sum_checks) passes.
     trained = two_phone_round()
-    crossed: list[np.ndarray] = []
-    record_sums(trained, crossed)
+    crossed = record_sums(trained)
     config = FederationConfig(
         clients_per_round=2,
         fleet=EVERY_PHONE_ONLINE,
@@ -170,8 +169,7 @@ def test_private_delta_adaptive_clip_sends_centred_bits() -> None:
     # Prepare: C = 1, z = 1, sigma_b = 1, m = 2: both norms (3.74, 7.07) exceed
     # C, so each phone's bit is b − ½ = −½ and their sum −1.
     trained = two_phone_round()
-    crossed: list[np.ndarray] = []
-    record_sums(trained, crossed)
+    crossed = record_sums(trained)
     dp = DPConfig(
         clip_norm=1.0,
         noise_multiplier=1.0,

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import run_cli, tiny_run_options
 from safetensors.torch import load_file, save_file
 
 from cli.main import main
@@ -25,18 +26,7 @@ from models.rundir import RunDir, RunDirError
 
 # Fields that measure the machine, not the run.
 WALL_FIELDS = ("wall_seconds", "wall_seconds_total", "eval_seconds")
-TINY = ["--clients-per-round", "3", "--hidden-dim", "8", "--embed-dim", "8",
-        "--eval-every", "0", "--always-eligible", "--threads", "1"]  # fmt: skip
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Exit status and stdout + stderr of `fedtype ARGV`."""
-    try:
-        status = main(argv)
-    except SystemExit as exit_:
-        status = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return status, captured.out + captured.err
+TINY = tiny_run_options(eval_every=0, max_users=None)
 
 
 def machine_free(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -99,7 +89,7 @@ def test_resume_falls_back_from_a_damaged_latest_checkpoint(
         save_file(tensors, str(latest), metadata=json.loads("{}") or None)
 
     # Execute
-    status, out = run_cli(["simulate", "--resume", str(copy.path)], capsys)
+    status, out = run_cli(["simulate", "--resume", str(copy.path)], capsys, stdout=True)
 
     # Assert: round 4 ran again from round 3; the damaged file is kept aside
     assert status == 0, out
@@ -121,8 +111,12 @@ def test_nan_weights_are_refused_by_suggest_and_evaluate(
     # Execute
     with pytest.raises(CheckpointError, match="non-finite value"):
         load_checkpoint(latest)
-    suggest = run_cli(["suggest", "--run", str(copy.path), "how are "], capsys)
-    evaluate = run_cli(["evaluate", "--run", str(copy.path), "--limit", "3"], capsys)
+    suggest = run_cli(
+        ["suggest", "--run", str(copy.path), "how are "], capsys, stdout=True
+    )
+    evaluate = run_cli(
+        ["evaluate", "--run", str(copy.path), "--limit", "3"], capsys, stdout=True
+    )
 
     # Assert
     for status, out in (suggest, evaluate):
@@ -142,7 +136,7 @@ def test_resume_removes_temporary_files_of_killed_writes(
 
     # Execute
     status, out = run_cli(["simulate", "--resume", str(copy.path), "--rounds", "5"],
-                          capsys)  # fmt: skip
+                          capsys, stdout=True)  # fmt: skip
 
     # Assert
     assert status == 0 and "removed 2 temporary file(s)" in out
@@ -159,7 +153,7 @@ def test_resume_rebuilds_a_deleted_state_json(
     # Execute: a library resume says what is wrong; the CLI repairs it
     with pytest.raises(RunDirError, match="missing, though rounds up to 4"):
         store.read_progress(copy)
-    status, out = run_cli(["simulate", "--resume", str(copy.path)], capsys)
+    status, out = run_cli(["simulate", "--resume", str(copy.path)], capsys, stdout=True)
 
     # Assert: rebuilt for round 3 (round 4's clock needs round 5's line), round 4
     # replayed
@@ -177,7 +171,7 @@ def test_resume_moves_damaged_metrics_aside_and_keeps_them(
     copy.metrics_path.write_text(damaged)
 
     # Execute
-    status, out = run_cli(["simulate", "--resume", str(copy.path)], capsys)
+    status, out = run_cli(["simulate", "--resume", str(copy.path)], capsys, stdout=True)
 
     # Assert: the damaged file is kept byte for byte; the readable lines stay
     aside = copy.path / "metrics.jsonl.damaged"
@@ -194,7 +188,7 @@ def test_resume_of_an_emptied_metrics_file_says_what_is_missing(
 
     # Execute
     status, out = run_cli(["simulate", "--resume", str(copy.path), "--rounds", "5"],
-                          capsys)  # fmt: skip
+                          capsys, stdout=True)  # fmt: skip
 
     # Assert
     assert status == 0
@@ -223,7 +217,7 @@ def test_a_run_killed_before_round_0_starts_again(
     else:
         argv = ["simulate", "--out", str(run.path), "--rounds", "1", "--corpus",
                 config["corpus"]["source"], "--max-users", "20", *TINY]  # fmt: skip
-    status, out = run_cli(argv, capsys)
+    status, out = run_cli(argv, capsys, stdout=True)
 
     # Assert
     assert status == 0, out
@@ -239,9 +233,13 @@ def test_resume_refuses_new_run_flags_and_fewer_rounds(
 
     # Execute
     flags = run_cli(["simulate", "--resume", str(copy.path), "--strategy", "fedadam",
-                     "--clients-per-round", "9"], capsys)  # fmt: skip
-    fewer = run_cli(["simulate", "--resume", str(copy.path), "--rounds", "3"], capsys)
-    same = run_cli(["simulate", "--resume", str(copy.path), "--rounds", "4"], capsys)
+                     "--clients-per-round", "9"], capsys, stdout=True)  # fmt: skip
+    fewer = run_cli(
+        ["simulate", "--resume", str(copy.path), "--rounds", "3"], capsys, stdout=True
+    )
+    same = run_cli(
+        ["simulate", "--resume", str(copy.path), "--rounds", "4"], capsys, stdout=True
+    )
 
     # Assert: nothing changed; --rounds 4 is nothing to do
     assert (
@@ -263,16 +261,16 @@ def test_resume_refuses_a_changed_corpus_and_works_from_anywhere(
     monkeypatch.chdir(tmp_path)
     shutil.copy(finished[0], "mine.jsonl")
     argv = ["simulate", "--out", "run", "--corpus", "mine.jsonl", "--rounds", "1"]
-    assert run_cli([*argv, "--max-users", "20", *TINY], capsys)[0] == 0
+    assert run_cli([*argv, "--max-users", "20", *TINY], capsys, stdout=True)[0] == 0
     monkeypatch.chdir("/")
 
     # Execute
     elsewhere = run_cli(["simulate", "--resume", str(tmp_path / "run"), "--rounds",
-                         "2"], capsys)  # fmt: skip
+                         "2"], capsys, stdout=True)  # fmt: skip
     with (tmp_path / "mine.jsonl").open("a") as handle:
         handle.write('{"user": "eve", "text": "a new message", "timestamp": 1}\n')
     changed = run_cli(["simulate", "--resume", str(tmp_path / "run"), "--rounds",
-                       "3"], capsys)  # fmt: skip
+                       "3"], capsys, stdout=True)  # fmt: skip
 
     # Assert
     assert elsewhere[0] == 0, elsewhere[1]
@@ -289,7 +287,7 @@ def test_resume_repair_leaves_other_kinds_of_run_alone(
     (run.checkpoint_dir / "step_000010.safetensors").write_bytes(b"weights")
 
     # Execute
-    status, out = run_cli(["simulate", "--resume", str(run.path)], capsys)
+    status, out = run_cli(["simulate", "--resume", str(run.path)], capsys, stdout=True)
 
     # Assert
     assert status == 2 and "a 'central' run, not a federated one" in out

@@ -3,31 +3,22 @@ values is not trusted; the round relies on the absolute bounds and the history."
 
 from __future__ import annotations
 
-import numpy as np
+from screening import DEFAULT, sketched, stats
 
 from coordinator.round.robust import (
     MIN_FOR_MEDIAN,
     Rejection,
     ScreenConfig,
     ScreenHistory,
-    UpdateStats,
     screen_stats,
 )
-from device_sim.config import LocalTrainingConfig
-
-# The default phones: one step moves at most 1 (16 examples take one step).
-DEFAULT = ScreenConfig.for_training(LocalTrainingConfig())
-
-
-def one_step(client_id: str, norm: float) -> UpdateStats:
-    return UpdateStats(client_id, 16, norm, True, None)
 
 
 def test_small_round_relies_on_the_bounds_then_on_the_history() -> None:
     # Prepare: four phones at pace 0.1, one at 0.9 (under its bound 1), one at
     # 1.5 (over it)
-    round_ = [one_step(f"p{i}", 0.1) for i in range(4)]
-    round_ += [one_step("fast", 0.9), one_step("over", 1.5)]
+    round_ = [stats(f"p{i}", 16, 0.1) for i in range(4)]
+    round_ += [stats("fast", 16, 0.9), stats("over", 16, 1.5)]
 
     # Execute: no history (five survivors' paces), then one past pace of 0.1
     alone, rejected_alone, _ = screen_stats(
@@ -50,11 +41,9 @@ def test_small_round_relies_on_the_bounds_then_on_the_history() -> None:
 
 def test_direction_rule_needs_six_survivors_in_the_round() -> None:
     # Prepare: sketches along e1, one flipped; every norm 1
-    def sketched(client_id: str, sign: float) -> UpdateStats:
-        return UpdateStats(client_id, 1, 1.0, True, None, np.array([sign, 0.0]))
-
-    five = [sketched(f"p{i}", 1.0) for i in range(4)] + [sketched("flip", -1.0)]
-    six = [*five, sketched("p4", 1.0)]
+    e1, flipped = [1.0, 0.0], [-1.0, 0.0]
+    five = [sketched(f"p{i}", e1) for i in range(4)] + [sketched("flip", flipped)]
+    six = [*five, sketched("p4", e1)]
 
     # Execute
     accepted_five, _, _ = screen_stats(

@@ -15,6 +15,7 @@ import pytest
 from helpers import EVERY_PHONE_ONLINE, NewSimulation
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from screening import stats
 
 from cli.main import main
 from coordinator.config import FederationConfig, FederationConfigError
@@ -38,10 +39,6 @@ UNDER_DP = ScreenConfig.for_training(
     LocalTrainingConfig(),
     relative=compares_users(secure_aggregation=False, differential_privacy=True),
 )
-
-
-def stats(client_id: str, num_examples: int, norm: float) -> UpdateStats:
-    return UpdateStats(client_id, num_examples, norm, math.isfinite(norm), None)
 
 
 def accepted_ids(reports: list[UpdateStats], config: ScreenConfig) -> list[str]:

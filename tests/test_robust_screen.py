@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from screening import screen_reports
+from screening import DEFAULT, screen_reports, sketched, stats
 
 from coordinator.round.robust import (
     Rejection,
@@ -27,14 +27,8 @@ from models.config import ModelConfig
 from models.model import NextWordModel
 from models.training import train_local
 
-# The default phones: 16 steps of lr 1 on gradients clipped to 1, batches of 16.
-DEFAULT = ScreenConfig.for_training(LocalTrainingConfig())
 # The relative rule only, as the old screen.
 RELATIVE = ScreenConfig()
-
-
-def stats(client_id: str, num_examples: int, norm: float) -> UpdateStats:
-    return UpdateStats(client_id, num_examples, norm, math.isfinite(norm), None)
 
 
 def test_screen_config_bounds_follow_the_local_settings() -> None:
@@ -283,9 +277,7 @@ def test_screen_stats_direction_rule_stops_a_flipped_update() -> None:
         "c": [half, 0.0, half],
         "flip": [-half, -half, 0.0],
     }
-    round_ = [
-        UpdateStats(c, 1, 1.0, True, None, np.array(v)) for c, v in sketches.items()
-    ]
+    round_ = [sketched(c, v) for c, v in sketches.items()]
 
     # Execute
     accepted, rejected, _ = screen_stats(

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
-from cli.compare_report import corpus_warning, load_runs, run_labels, setting
+from cli.compare_runs import corpus_warning, load_runs, run_labels, setting
 from cli.main import main
 from corpora.corpus import (
     CorpusConfig,
@@ -31,15 +32,6 @@ from tui.fleet_screen import list_hint, matches
 
 WriteJsonl = Callable[[str | bytes], str]
 GOOD = '{"user": "ann", "text": "hello there"}\n'
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Exit status and stderr of `fedtype ARGV`, argparse's own exits included."""
-    try:
-        status = main(argv)
-    except SystemExit as exit_:
-        status = int(exit_.code or 0)
-    return status, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

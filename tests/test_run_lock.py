@@ -13,15 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import run_cli, tiny_run_options
 
-from cli.main import main
 from corpora.messages import Message
 from models.run_lock import LOCK_FILE, RunLock, RunLockedError
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--clients-per-round", "3", "--hidden-dim", "8", "--embed-dim", "8",
-        "--eval-every", "1", "--always-eligible", "--threads", "1",
-        "--max-users", "12"]  # fmt: skip
 HOLD = (
     "import sys, time\n"
     "from models.run_lock import lock_run\n"
@@ -31,13 +28,10 @@ HOLD = (
 )
 
 
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Exit status and stderr of `fedtype ARGV`."""
-    try:
-        status = main(argv)
-    except SystemExit as exit_:
-        status = int(exit_.code or 0)
-    return status, capsys.readouterr().err
+def one_round(run: Path, corpus: Path) -> list[str]:
+    """`fedtype simulate --out RUN` of one tiny round on `corpus`."""
+    argv = ["simulate", "--out", str(run), "--corpus", str(corpus), "--rounds", "1"]
+    return [*argv, *tiny_run_options(eval_every=1)]
 
 
 class Holder:
@@ -158,8 +152,7 @@ def test_simulate_out_refused_while_an_unstarted_run_is_created(
     (run / "config.json").write_text(json.dumps({"kind": "federated"}))
 
     # Execute
-    argv = ["simulate", "--out", str(run), "--corpus", str(corpus), "--rounds", "1"]
-    status, err = run_cli([*argv, *TINY], capsys)
+    status, err = run_cli(one_round(run, corpus), capsys)
 
     # Assert: refused, and the first run's file is still there
     assert status == 2
@@ -175,8 +168,7 @@ def test_reader_works_while_writer_holds_and_crash_releases(
 ) -> None:
     # Prepare: a finished 1-round run whose lock another process holds
     run = tmp_path / "run"
-    argv = ["simulate", "--out", str(run), "--corpus", str(corpus), "--rounds", "1"]
-    assert run_cli([*argv, *TINY], capsys)[0] == 0
+    assert run_cli(one_round(run, corpus), capsys)[0] == 0
     holder.append(Holder(run))
 
     # Execute

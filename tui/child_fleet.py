@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -110,14 +110,7 @@ def serve(
     With `live_central`, the run's live central baseline (if it has one) trains
     after each round, on the rounds' thread.
     """
-    # Anything the child prints would tear the parent's screen: it goes to a log,
-    # at the descriptor level too, where torch's C++ runtime writes.
-    sys.stdout = sys.stderr = open(log, "a", buffering=1, encoding="utf-8")
-    os.dup2(sys.stderr.fileno(), 1)
-    os.dup2(sys.stderr.fileno(), 2)
-    torch.set_num_threads(1)
-    # Training yields the CPU to the keyboard, as a phone trains only when idle.
-    os.nice(10)
+    _step_aside(log)
     from coordinator.run.simulation import Simulation
     from tui.sim_fleet import SimulationFleet
 
@@ -143,22 +136,42 @@ def serve(
         reply(0, False, f"{error}")
         return
     reply(0, True, fleet.server_round)  # request 0: the parent waits for this
-    round_lock = threading.Lock()  # rounds run one at a time, in request order
-    while True:
-        try:
-            request_id, method, args = conn.recv()
-        except (EOFError, OSError):
-            break
-        if method == "close":
-            break
-        target = _locked(round_lock, run) if method == "round" else run
-        thread = threading.Thread(target=target, args=(request_id, method, args))
-        thread.daemon = True
-        thread.start()
+    _answer_until_closed(conn, run)
     fleet.close()
     # A round may still run on its thread: leave at once, without unwinding it
     # (the run directory is consistent at every moment).
     os._exit(0)
+
+
+def _step_aside(log: str) -> None:
+    """Keep the child off the parent's screen and out of the keyboard's way."""
+    # Anything the child prints would tear the parent's screen: it goes to a log,
+    # at the descriptor level too, where torch's C++ runtime writes.
+    sys.stdout = sys.stderr = open(log, "a", buffering=1, encoding="utf-8")
+    os.dup2(sys.stderr.fileno(), 1)
+    os.dup2(sys.stderr.fileno(), 2)
+    torch.set_num_threads(1)
+    # Training yields the CPU to the keyboard, as a phone trains only when idle.
+    os.nice(10)
+
+
+def _answer_until_closed(
+    conn: Connection, run: Callable[[int, str, tuple[Any, ...]], None]
+) -> None:
+    """Run each request on a thread of its own until the parent closes the pipe
+    or asks to close; rounds run one at a time, in request order."""
+    round_lock = threading.Lock()
+    while True:
+        try:
+            request_id, method, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        if method == "close":
+            return
+        target = _locked(round_lock, run) if method == "round" else run
+        thread = threading.Thread(target=target, args=(request_id, method, args))
+        thread.daemon = True
+        thread.start()
 
 
 def _open_central(run_dir: str, splits: CorpusSplits | None) -> Any:

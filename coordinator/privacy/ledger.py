@@ -45,6 +45,7 @@ from typing import Any
 from coordinator.privacy.accountant import PrivacyAccountant
 from coordinator.protections.state import PrivacyState
 from coordinator.run import store
+from models.files import append_line, atomic_write_text
 from models.rundir import RunDir, RunDirError
 
 LEDGER_NAME = "privacy_ledger.jsonl"
@@ -126,21 +127,25 @@ class PrivacyLedger:
         """Create the (empty) ledger of a new DP run, durably."""
         if self.path.exists() and self.events():
             raise LedgerError(f"{self.path}: already holds charged events")
-        with open(self.path, "ab") as handle:
-            os.fsync(handle.fileno())
-        _sync_directory(self.path.parent)
+        atomic_write_text(self.path, "")
 
     def append(self, event: LedgerEvent) -> None:
         """Append one event and fsync it; returns only once it is on disk."""
         _, torn_at = self._scan()
+        self._end_lines(torn_at)
+        append_line(self.path, event.to_line())
+
+    def _end_lines(self, torn_at: int | None) -> None:
+        """Cut off a torn last line (an append a kill interrupted) and give a
+        whole last event that lost its newline its newline, durably."""
         with open(self.path, "r+b") as handle:
             if torn_at is not None:
-                handle.truncate(torn_at)  # an append a kill interrupted
+                handle.truncate(torn_at)
             end = handle.seek(0, os.SEEK_END)
-            line = event.to_line().encode()
             if end and handle.seek(end - 1) >= 0 and handle.read(1) != b"\n":
-                line = b"\n" + line  # a whole last event that lost its newline
-            handle.write(line)
+                handle.write(b"\n")
+            elif torn_at is None:
+                return  # nothing changed
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -211,15 +216,6 @@ class PrivacyLedger:
                         "carried",
                     )
                 )
-
-
-def _sync_directory(folder: Path) -> None:
-    """fsync a directory, so that a file just created in it survives a crash."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def resumed_accountant(

@@ -1,9 +1,12 @@
-"""Process-group plumbing for the central baseline, torchrun's convention.
+"""torch.distributed for the central baseline and the fleet, torchrun's convention.
 
-A worker learns its place from the environment torchrun (or `central.launch`)
+A worker learns its place from the environment torchrun (or `models.launch`)
 sets: `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`. Without
 them, or with a world of one, no process group is made and every collective is a
-no-op, so the single-process `fedtype train` runs the very same code.
+no-op, so one process runs the very same code. The group is gloo on CPU and nccl
+on GPU; rank 0 alone logs and saves; `destroy_process_group` ends every job. The
+central baseline (`central.launch`) calls these functions with its
+`WorkerContext`; the fleet's ranks (`device_sim.ranks.GroupRanks`) wrap them.
 
 (No `from __future__ import annotations` here: DDP checks the comm hook's
 annotations at run time.)
@@ -75,11 +78,12 @@ def destroy_process_group() -> None:
 
     DDP's reference cycles keep the group alive after it is destroyed; left to
     interpreter shutdown, gloo's threads abort the process (SIGABRT, "terminate
-    called without an active exception"), so they are collected here.
+    called without an active exception"), so they are collected here, while the
+    interpreter lives. Safe to call twice, or with no group.
     """
     if dist.is_initialized():
         dist.destroy_process_group()
-        gc.collect()
+    gc.collect()
 
 
 def all_reduce_sum(values: list[float], context: WorkerContext) -> list[float]:
@@ -89,6 +93,38 @@ def all_reduce_sum(values: list[float], context: WorkerContext) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=context.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.cpu().tolist()
+
+
+def all_reduce_tensor(tensor: torch.Tensor, context: WorkerContext) -> torch.Tensor:
+    """Sum `tensor` over all workers in place and return it.
+
+    It crosses on the worker's device (nccl needs the GPU) and is copied back.
+    """
+    if not context.distributed:
+        return tensor
+    on_device = tensor.to(context.device)
+    dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
+    if on_device is not tensor:
+        tensor.copy_(on_device)
+    return tensor
+
+
+def all_gather_objects(value: object, context: WorkerContext) -> list[object]:
+    """Every worker's `value`, in rank order (small picklable values only)."""
+    if not context.distributed:
+        return [value]
+    gathered: list[object] = [None] * context.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def broadcast_object(value: object, context: WorkerContext) -> object:
+    """Rank 0's `value` on every worker (small picklable values only)."""
+    if not context.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier(context: WorkerContext) -> None:
