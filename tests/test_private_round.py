@@ -25,6 +25,7 @@ from coordinator.privacy.budget import PrivacyBudgetSpent
 from coordinator.privacy.dp import DPConfig, noise_rng
 from coordinator.privacy.privacy_config import PrivacyConfig, default_delta
 from coordinator.protections import PrivacyState, Release, protection_for
+from coordinator.protections.state import RoundAsk
 from coordinator.round.selection import poisson_select
 from coordinator.run.simulation import Simulation
 from corpora.corpus import CorpusSplits
@@ -44,14 +45,8 @@ def private_delta(
     pool: int,
 ) -> Release:
     """The run's protection aggregating one round, as `run_round` calls it."""
-    return protection_for(config).aggregate(
-        trained,
-        accepted,
-        config=config,
-        state=state,
-        server_round=server_round,
-        pool=pool,
-    )
+    ask = RoundAsk(config, server_round, pool, state)
+    return protection_for(config).aggregate(trained, accepted, ask)
 
 
 def dp_federation(

@@ -15,11 +15,12 @@ from typing import Any
 
 from coordinator.config import FederationConfig
 from coordinator.protections.sampling import FixedSize
-from coordinator.protections.state import PrivacyState, Release
+from coordinator.protections.state import PrivacyState, Release, RoundAsk
 from coordinator.round.robust import (
     Rejection,
     ScreenConfig,
     ScreenHistory,
+    StatsLike,
     screen_stats,
 )
 from coordinator.round.robust_aggregation import aggregate_updates
@@ -37,38 +38,42 @@ def screen_config(config: FederationConfig, *, relative: bool) -> ScreenConfig:
     )
 
 
+Screened = tuple[list[str], list[Rejection], ScreenHistory]
+
+
+class Screening:
+    """The screen a protection allows: on what the server may see of each
+    phone, with the rules that compare phones only when `relative`."""
+
+    relative: bool
+
+    def view(self, summaries: Sequence[ClientSummary]) -> Sequence[StatsLike]:
+        """What the screen sees of each phone (every summary as it is)."""
+        return summaries
+
+    def screen(
+        self, summaries: Sequence[ClientSummary], ask: RoundAsk, history: ScreenHistory
+    ) -> Screened:
+        """The accepted phones, the rejections, the screen's new history."""
+        config = screen_config(ask.config, relative=self.relative)
+        return screen_stats(self.view(summaries), config=config, history=history)
+
+
 @dataclass(frozen=True)
-class Plain:
+class Plain(Screening):
     """No protection: the server sees every summary and every sum."""
 
     name: str = "none"
     sampler: FixedSize = FixedSize()
     reveals_norms: bool = True  # summaries carry norms, sketches, losses
     must_release: bool = False  # too few valid reports abandon the round
-
-    def screen(
-        self,
-        summaries: Sequence[ClientSummary],
-        *,
-        config: FederationConfig,
-        history: ScreenHistory,
-    ) -> tuple[list[str], list[Rejection], ScreenHistory]:
-        """Every rule of `coordinator.round.robust`, with its history."""
-        return screen_stats(
-            summaries, config=screen_config(config, relative=True), history=history
-        )
+    relative: bool = True  # every rule of `coordinator.round.robust`
 
     def aggregate(
-        self,
-        trained: TrainedRound,
-        accepted: Collection[str],
-        *,
-        config: FederationConfig,
-        state: PrivacyState,
-        server_round: int,
-        pool: int,
+        self, trained: TrainedRound, accepted: Collection[str], ask: RoundAsk
     ) -> Release:
         """The round's pseudo-gradient from the accepted updates."""
+        config, state = ask.config, ask.state
         if config.aggregator == "mean":
             total, num_examples = trained.weighted_sum(accepted)
             mean = [t / num_examples for t in total]
@@ -84,8 +89,6 @@ class Plain:
         )
         return Release(delta, state, {}, None, included=frozenset(accepted))
 
-    def charge_abandoned(
-        self, state: PrivacyState, config: FederationConfig, pool: int
-    ) -> tuple[PrivacyState, dict[str, Any]]:
+    def charge_abandoned(self, ask: RoundAsk) -> tuple[PrivacyState, dict[str, Any]]:
         """Nothing to charge."""
-        return state, {}
+        return ask.state, {}

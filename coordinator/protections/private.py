@@ -25,17 +25,12 @@ from typing import Any
 import torch
 
 from coordinator.config import FederationConfig
-from coordinator.protections.plain import screen_config
+from coordinator.protections.plain import Screening
 from coordinator.protections.releases import NoisyMean, SumRelease, WeightedMean
 from coordinator.protections.sampling import Sampler
-from coordinator.protections.state import PrivacyState, Release
-from coordinator.protections.transport import SumShape, Transport
-from coordinator.round.robust import (
-    Rejection,
-    ScreenConfig,
-    ScreenHistory,
-    screen_stats,
-)
+from coordinator.protections.state import PrivacyState, Release, RoundAsk
+from coordinator.protections.transport import Opening, SumShape, Transport
+from coordinator.round.robust import ScreenConfig, StatsLike
 from device_sim.executor import ClientSummary, TrainedRound
 from device_sim.recipe import NoiseShare, Recipe
 
@@ -90,13 +85,16 @@ def _max_abs(config: FederationConfig, recipe: Recipe) -> float:
 
 
 @dataclass(frozen=True)
-class Private:
+class Private(Screening):
     """Secure aggregation, DP-FedAvg, or both: a sampler, a transport, a release."""
 
     name: str
     sampler: Sampler
     transport: Transport
     release: WeightedMean | NoisyMean
+    # Per-phone rules only: under DP one phone may not decide whether another
+    # is counted, and under SecAgg the server sees no single norm.
+    relative: bool = False
 
     @property
     def reveals_norms(self) -> bool:
@@ -108,69 +106,52 @@ class Private:
         """DP releases whatever arrived: abandoning would depend on who did."""
         return self.release.must_release
 
-    def screen(
-        self,
-        summaries: Sequence[ClientSummary],
-        *,
-        config: FederationConfig,
-        history: ScreenHistory,
-    ) -> tuple[list[str], list[Rejection], ScreenHistory]:
-        """Per-phone rules only, on what the transport lets the server see."""
-        return screen_stats(
-            self.transport.view(summaries),
-            config=screen_config(config, relative=False),
-            history=history,
-        )
+    def view(self, summaries: Sequence[ClientSummary]) -> Sequence[StatsLike]:
+        """What the transport lets the server see of each phone."""
+        return self.transport.view(summaries)
 
     def aggregate(
-        self,
-        trained: TrainedRound,
-        accepted: Collection[str],
-        *,
-        config: FederationConfig,
-        state: PrivacyState,
-        server_round: int,
-        pool: int,
+        self, trained: TrainedRound, accepted: Collection[str], ask: RoundAsk
     ) -> Release:
-        """The round's delta; `pool` is the phones DP sampled from.
+        """The round's delta under the protection.
 
         Raises:
             SecAggAbort: the sum could not be unmasked; nothing is released.
         """
-        clip = current_clip(config, state)
+        config = ask.config
+        clip = current_clip(config, ask.state)
         recipe = phone_recipe(config, clip)
         opened = self.transport.open(
             sorted(accepted),
-            config=config,
-            server_round=server_round,
-            max_abs=_max_abs(config, recipe),
-            phones=trained.secagg_phones,
+            Opening(
+                config,
+                ask.server_round,
+                _max_abs(config, recipe),
+                trained.secagg_phones,
+            ),
         )
-        size = sum(t.numel() for t in trained.reference)
         total, opened.mask_seconds = trained.protected_sum(
             opened.survivors,
             recipe,
-            server_round=server_round,
+            server_round=ask.server_round,
             maskers=opened.masker,
             dtype=opened.dtype,
         )
         included = set(opened.survivors)
-        shape = SumShape(
-            counts=[
-                s.num_examples for s in trained.summaries if s.client_id in included
-            ],
-            clip_norm=clip,
-            size=size,
-            appended=recipe.appended,
-            noise_stddev=0.0
-            if recipe.noise is None
-            else recipe.noise.largest_stddev(clip),
-        )
+        size = sum(t.numel() for t in trained.reference)
+        noise = 0.0 if recipe.noise is None else recipe.noise.largest_stddev(clip)
+        counts = [s.num_examples for s in trained.summaries if s.client_id in included]
+        shape = SumShape(counts, clip, size, recipe.appended, noise)
         summed, figures = opened.close(total, shape=shape, config=config)
-        like = [t.to(torch.float64) for t in trained.reference]
-        shares = len(included) if recipe.noise is not None else None
-        sum_ = SumRelease(summed, like, clip, pool, server_round, shares)
-        release = self.release.release(sum_, state, config=config, ranks=trained.ranks)
+        sum_ = SumRelease(
+            summed,
+            [t.to(torch.float64) for t in trained.reference],
+            clip_norm=clip,
+            ask=ask,
+            ranks=trained.ranks,
+            shares_survived=len(included) if recipe.noise is not None else None,
+        )
+        release = self.release.release(sum_)
         head = {
             "secure_aggregation": config.privacy.secure_aggregation,
             "clip_norm": clip,
@@ -182,8 +163,6 @@ class Private:
             bytes_up_per_phone=opened.bytes_up_per_phone(shape),
         )
 
-    def charge_abandoned(
-        self, state: PrivacyState, config: FederationConfig, pool: int
-    ) -> tuple[PrivacyState, dict[str, Any]]:
+    def charge_abandoned(self, ask: RoundAsk) -> tuple[PrivacyState, dict[str, Any]]:
         """A DP round that sampled and released nothing is charged anyway."""
-        return self.release.charge_abandoned(state, config, pool)
+        return self.release.charge_abandoned(ask)

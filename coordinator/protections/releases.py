@@ -31,7 +31,7 @@ from coordinator.privacy.dp import (
     noisy_mean,
 )
 from coordinator.protections.charge import charge, charge_unreleased
-from coordinator.protections.state import PrivacyState, Release
+from coordinator.protections.state import PrivacyState, Release, RoundAsk
 from device_sim.clipping import unflatten
 from device_sim.masked_figures import loss_scale, mean_losses
 from device_sim.ranks import Ranks
@@ -46,8 +46,8 @@ class SumRelease:
     summed: np.ndarray  # (D + appended,) float64
     like: list[torch.Tensor]  # the parameters' shapes, float64
     clip_norm: float  # the round's C
-    pool: int  # phones eligible this round (DP sampled from them)
-    server_round: int
+    ask: RoundAsk  # the round: its config, number, pool and privacy state
+    ranks: Ranks  # every rank releases the same (DP: the same noise)
     # Distributed noise only: the phones whose shares are in the sum.
     shares_survived: int | None = None
 
@@ -58,14 +58,7 @@ class WeightedMean:
 
     must_release: bool = False  # too few valid reports abandon the round
 
-    def release(
-        self,
-        sum_: SumRelease,
-        state: PrivacyState,
-        *,
-        config: FederationConfig,
-        ranks: Ranks,
-    ) -> Release:
+    def release(self, sum_: SumRelease) -> Release:
         """The mean, and the masked sum's count and mean losses."""
         summed = sum_.summed
         update, losses, count = summed[:-FIGURES], summed[-FIGURES:-1], summed[-1]
@@ -76,13 +69,12 @@ class WeightedMean:
             }
         }
         mean = unflatten(update / count, sum_.like)
-        return Release(mean, state, figures, unflatten(update.copy(), sum_.like))
+        exact = unflatten(update.copy(), sum_.like)
+        return Release(mean, sum_.ask.state, figures, exact)
 
-    def charge_abandoned(
-        self, state: PrivacyState, config: FederationConfig, pool: int
-    ) -> tuple[PrivacyState, dict[str, Any]]:
+    def charge_abandoned(self, ask: RoundAsk) -> tuple[PrivacyState, dict[str, Any]]:
         """Nothing to charge."""
-        return state, {}
+        return ask.state, {}
 
 
 @dataclass(frozen=True)
@@ -97,17 +89,11 @@ class NoisyMean:
     # arrived: the noisy sum over the fixed denominator is released whatever did.
     must_release: bool = True
 
-    def release(
-        self,
-        sum_: SumRelease,
-        state: PrivacyState,
-        *,
-        config: FederationConfig,
-        ranks: Ranks,
-    ) -> Release:
+    def release(self, sum_: SumRelease) -> Release:
         """The noisy mean; called on every rank (they add the same noise)."""
-        dp, clip = _dp(config), sum_.clip_norm
-        rng = server_noise_rng(config, sum_.server_round, ranks)
+        config, clip = sum_.ask.config, sum_.clip_norm
+        dp = _dp(config)
+        rng = server_noise_rng(config, sum_.ask.server_round, sum_.ranks)
         distributed = sum_.shares_survived is not None
         # A simulated deployment's noise is its large cohort's, scaled to this one.
         scale = config.privacy.noise_scale
@@ -122,9 +108,9 @@ class NoisyMean:
         next_clip = _next_clip(dp, sum_, rng, count_scale=0.0 if distributed else scale)
         z = dp.accounting_noise_multiplier(shares_survived=sum_.shares_survived)
         charged, figures = charge(
-            state,
+            sum_.ask.state,
             config,
-            pool=sum_.pool,
+            pool=sum_.ask.pool,
             noise_multiplier=z * scale,
             clip_norm=next_clip,
         )
@@ -134,11 +120,9 @@ class NoisyMean:
         exact = unflatten(vector.copy(), sum_.like)
         return Release(mean, charged, figures, exact, mean)
 
-    def charge_abandoned(
-        self, state: PrivacyState, config: FederationConfig, pool: int
-    ) -> tuple[PrivacyState, dict[str, Any]]:
+    def charge_abandoned(self, ask: RoundAsk) -> tuple[PrivacyState, dict[str, Any]]:
         """A round that sampled and released nothing, charged as a full one."""
-        return charge_unreleased(state, config, pool)
+        return charge_unreleased(ask.state, ask.config, ask.pool)
 
 
 def server_noise_rng(

@@ -9,11 +9,11 @@ selecting one would break its accounting.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from coordinator.config import FederationConfig
 from coordinator.protections.charge import sampling_probability
+from coordinator.protections.state import RoundAsk
 from coordinator.round.selection import poisson_select, select_clients
 
 
@@ -21,22 +21,14 @@ from coordinator.round.selection import poisson_select, select_clients
 class FixedSize:
     """Bonawitz et al. 2019's over-selection: a seeded draw of a fixed size."""
 
-    def select(
-        self,
-        eligible: list[str],
-        *,
-        client_ids: Sequence[str],
-        pinned: Sequence[str],
-        config: FederationConfig,
-        server_round: int,
-    ) -> list[str]:
+    def select(self, eligible: list[str], ask: RoundAsk) -> list[str]:
         """`selection_size` eligible phones, the pinned ones first."""
         return select_clients(
             eligible,
-            count=config.selection_size,
-            seed=config.seed,
-            server_round=server_round,
-            pinned=tuple(pinned),
+            count=ask.config.selection_size,
+            seed=ask.config.seed,
+            server_round=ask.server_round,
+            pinned=ask.pinned,
         )
 
     def goal(self, selected: list[str], config: FederationConfig) -> int:
@@ -48,22 +40,14 @@ class FixedSize:
 class Poisson:
     """Each eligible phone independently with probability q (DP's sampler)."""
 
-    def select(
-        self,
-        eligible: list[str],
-        *,
-        client_ids: Sequence[str],
-        pinned: Sequence[str],
-        config: FederationConfig,
-        server_round: int,
-    ) -> list[str]:
+    def select(self, eligible: list[str], ask: RoundAsk) -> list[str]:
         """The sampled phones (pinned ones get no special treatment)."""
         return poisson_select(
-            list(client_ids),
+            ask.client_ids,
             eligible,
-            sampling_probability=sampling_probability(config, len(eligible)),
-            seed=config.seed,
-            server_round=server_round,
+            sampling_probability=sampling_probability(ask.config, len(eligible)),
+            seed=ask.config.seed,
+            server_round=ask.server_round,
         )
 
     def goal(self, selected: list[str], config: FederationConfig) -> int:

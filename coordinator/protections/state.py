@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordinator.config import FederationConfig
 from coordinator.privacy.accountant import PrivacyAccountant
 from models.weights import Parameters
 
@@ -56,3 +57,15 @@ class Release:
     # Bytes each phone sent under the protection (SecAgg's masked vector and
     # messages); None: its update as summarised.
     bytes_up_per_phone: int | None = None
+
+
+@dataclass(frozen=True)
+class RoundAsk:
+    """What a protection is told of the round it wraps (public, server-side)."""
+
+    config: FederationConfig  # the round's config (a budget may choose its z)
+    server_round: int
+    pool: int  # phones eligible when the round started: DP samples from them
+    state: PrivacyState = PrivacyState()  # the protections' state before it
+    client_ids: tuple[str, ...] = ()  # the whole fleet (Poisson's draw order)
+    pinned: tuple[str, ...] = ()  # phones always selected when eligible

@@ -61,6 +61,16 @@ class SumShape:
     noise_stddev: float = 0.0  # one phone's noise share's stddev (0: none)
 
 
+@dataclass(frozen=True)
+class Opening:
+    """What a transport opens a round with (public settings)."""
+
+    config: FederationConfig
+    server_round: int
+    max_abs: float  # the public bound on every value a phone sends
+    phones: PhonesFactory  # the round's phones, as the server talks to them
+
+
 @dataclass
 class ClearSum:
     """DP without secure aggregation: float64 vectors summed as they are."""
@@ -76,16 +86,8 @@ class ClearSum:
         return summaries
 
     @classmethod
-    def open(
-        cls,
-        cohort: Sequence[str],
-        *,
-        config: FederationConfig,
-        server_round: int,
-        max_abs: float,
-        phones: PhonesFactory,
-    ) -> ClearSum:
-        """Every accepted phone sends its vector (`max_abs`, `phones` unused)."""
+    def open(cls, cohort: Sequence[str], opening: Opening) -> ClearSum:
+        """Every accepted phone sends its vector in the clear."""
         return cls(sorted(cohort))
 
     def masker(self, client_id: str) -> MaskerLike | None:
@@ -117,28 +119,14 @@ class SecureSum:
     mask_seconds: float = 0.0  # this rank's phones only
 
     @classmethod
-    def open(
-        cls,
-        cohort: Sequence[str],
-        *,
-        config: FederationConfig,
-        server_round: int,
-        max_abs: float,
-        phones: PhonesFactory,
-    ) -> SecureSum:
+    def open(cls, cohort: Sequence[str], opening: Opening) -> SecureSum:
         """Key exchange and shares for `cohort`, with the stage dropouts drawn.
 
         Raises:
             SecAggAbort: too few phones shared their keys (reason with counts).
         """
         begun = time.perf_counter()
-        opened = start_secagg(
-            cohort,
-            config=config,
-            server_round=server_round,
-            max_abs=max_abs,
-            phones=phones,
-        )
+        opened = start_secagg(cohort, opening)
         opened.started = begun
         return opened
 
@@ -215,19 +203,13 @@ class SecureSum:
         )
 
 
-def start_secagg(
-    cohort: Sequence[str],
-    *,
-    config: FederationConfig,
-    server_round: int,
-    max_abs: float,
-    phones: PhonesFactory,
-) -> SecureSum:
+def start_secagg(cohort: Sequence[str], opening: Opening) -> SecureSum:
     """Key exchange and shares for `cohort`, with the stage dropouts drawn.
 
     Raises:
         SecAggAbort: too few phones shared their keys (reason with the counts).
     """
+    config, server_round = opening.config, opening.server_round
     rate = config.fleet.dropout_rate
 
     def drops(client_id: str, stage: str) -> bool:
@@ -240,11 +222,11 @@ def start_secagg(
     try:
         session = SecAggSession.setup(
             cohort,
-            phones=phones,
+            phones=opening.phones,
             config=SecAggConfig(bits=config.privacy.secagg_bits),
             seed=config.seed,
             server_round=server_round,
-            max_abs=max_abs,
+            max_abs=opening.max_abs,
             shared=sharing,
         )
     except SecAggAbort as abort:

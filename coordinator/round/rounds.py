@@ -25,6 +25,7 @@ import torch
 from coordinator.config import FederationConfig
 from coordinator.events import ClientDone, EventCallback, RoundStarted, emit
 from coordinator.protections import PrivacyState, Protection, Release, protection_for
+from coordinator.protections.state import RoundAsk
 from coordinator.protections.sum_checks import SumCheckFailed
 from coordinator.round.robust import Rejection, ScreenHistory
 from coordinator.round.selection import Arrival, RoundPlan, plan_round
@@ -135,14 +136,7 @@ def run_round(
     if len(accepted) < config.min_reports and not protection.must_release:
         return round_.abandon(round_.too_few(accepted, plan))
     try:
-        release = protection.aggregate(
-            trained,
-            accepted,
-            config=config,
-            state=state.privacy,
-            server_round=round_.server_round,
-            pool=round_.pool,
-        )
+        release = protection.aggregate(trained, accepted, round_.ask)
     except SecAggAbort as abort:
         return round_.abandon(*_aborted(abort))
     round_.observe(HeldRound(round_.server_round, trained, release))
@@ -185,19 +179,21 @@ class _Round:
         self.line = RoundMetrics(
             self.server_round, state.clock, self.pool, 0, 0, 0, 0, 0
         )
+        self.ask = RoundAsk(
+            config,
+            self.server_round,
+            self.pool,
+            state.privacy,
+            client_ids=tuple(env.fleet.client_ids),
+            pinned=env.pinned,
+        )
         self.screen_history = state.screen
 
     def select(self) -> RoundPlan:
         """The protection's sampler picks; each phone's own time to report and
         its dropout decide who reports in time."""
         sampler, config = self.protection.sampler, self.config
-        selected = sampler.select(
-            self.eligible,
-            client_ids=self.env.fleet.client_ids,
-            pinned=self.env.pinned,
-            config=config,
-            server_round=self.server_round,
-        )
+        selected = sampler.select(self.eligible, self.ask)
         size = model_bytes(self.state.parameters)
         arrivals = [
             Arrival(
@@ -254,7 +250,7 @@ class _Round:
         """The accepted phones, by the protection's screen; the line records
         the round from the phones' own reports."""
         accepted, rejections, self.screen_history = self.protection.screen(
-            trained.summaries, config=self.config, history=self.state.screen
+            trained.summaries, self.ask, self.state.screen
         )
         self.rejections = rejections
         self.line = _line(self.line, plan, trained, accepted, rejections)
@@ -289,9 +285,7 @@ class _Round:
         self, reason: str, fault: dict[str, Any] | None = None
     ) -> tuple[ServerState, RoundMetrics]:
         """Phones were asked and nothing is applied; the protection charges it."""
-        privacy, figures = self.protection.charge_abandoned(
-            self.state.privacy, self.config, self.pool
-        )
+        privacy, figures = self.protection.charge_abandoned(self.ask)
         line = replace(
             self.line,
             abandoned=True,

@@ -138,12 +138,7 @@ class Simulation:
         or on this process alone). With several ranks every rank calls `create`;
         rank 0 alone writes, and the others then follow its run directory.
         """
-        ranks = executor.ranks if executor is not None else (ranks or SingleRank())
-        joins: dict[str, Any] = {
-            "on_event": on_event,
-            "executor": executor,
-            "ranks": ranks,
-        }
+        ranks, joins = _joins(on_event, executor, ranks)
 
         def lead() -> Simulation:
             opened = create_run(
@@ -178,12 +173,7 @@ class Simulation:
         With several ranks every rank calls `resume`: rank 0 reads (and repairs)
         the run directory first, then the others read it.
         """
-        ranks = executor.ranks if executor is not None else (ranks or SingleRank())
-        joins: dict[str, Any] = {
-            "on_event": on_event,
-            "executor": executor,
-            "ranks": ranks,
-        }
+        ranks, joins = _joins(on_event, executor, ranks)
 
         def here() -> Simulation:
             opened = read_run(run_dir, splits=splits, leader=ranks.rank == 0)
@@ -376,3 +366,11 @@ class Simulation:
     def close(self) -> None:
         """Release the executor (and leave the ranks' group)."""
         self.executor.close()
+
+
+def _joins(
+    on_event: EventCallback | None, executor: ClientExecutor | None, ranks: Ranks | None
+) -> tuple[Ranks, dict[str, Any]]:
+    """The ranks a simulation runs on, and its keyword arguments besides the run."""
+    ranks = executor.ranks if executor is not None else (ranks or SingleRank())
+    return ranks, {"on_event": on_event, "executor": executor, "ranks": ranks}
