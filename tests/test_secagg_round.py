@@ -14,6 +14,7 @@ from coordinator.config import FederationConfig
 from coordinator.events import ClientDone, Event
 from coordinator.privacy.privacy_config import PrivacyConfig
 from coordinator.protections import PrivacyState
+from coordinator.protections.state import AggregationAborted
 from device_sim.config import LocalTrainingConfig
 from device_sim.executor import ClientSummary, TrainedRound
 from device_sim.masked_figures import loss_scale, mean_losses, weighted_losses
@@ -21,7 +22,6 @@ from device_sim.phone import ClientMetrics, ClientReport
 from device_sim.profile import drops_out
 from device_sim.ranks import SingleRank
 from models.rundir import RunDir
-from secagg import SecAggAbort
 
 # One example each; e and a are the phones seed 1 drops (see the test).
 UPDATES = {
@@ -90,7 +90,9 @@ def test_secagg_too_few_survivors_abort_with_the_stage_counts() -> None:
     config = secagg_config(seed=1, dropout_rate=1.0)
 
     # Execute / Assert
-    with pytest.raises(SecAggAbort, match="6 of 6 dropped after the key exchange"):
+    with pytest.raises(
+        AggregationAborted, match="6 of 6 dropped after the key exchange"
+    ):
         private_delta(
             six_phone_round(),
             set(UPDATES),

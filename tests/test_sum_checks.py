@@ -16,6 +16,7 @@ from cli.main import main
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.privacy.privacy_config import PrivacyConfig
 from coordinator.protections import PrivacyState
+from coordinator.protections.state import AggregationAborted
 from coordinator.protections.sum_checks import (
     SumCheckFailed,
     check_sum,
@@ -126,7 +127,7 @@ def test_private_delta_abandons_a_sum_no_honest_pair_could_send() -> None:
     )
     reasons = {}
     for kind, scale in (("scale", 1000.0), ("weight", 4096.0), ("range", 1.0)):
-        with pytest.raises(SumCheckFailed) as failed:
+        with pytest.raises(AggregationAborted) as failed:
             private_delta(
                 hostile_round(kind, scale),
                 {"a", "b"},
@@ -135,7 +136,9 @@ def test_private_delta_abandons_a_sum_no_honest_pair_could_send() -> None:
                 server_round=1,
                 pool=2,
             )
-        reasons[kind] = failed.value.reason
+        assert failed.value.figures == {"sum_check_failed": 1}
+        assert isinstance(failed.value.__cause__, SumCheckFailed)
+        reasons[kind] = failed.value.__cause__.reason
 
     # Assert: the honest mean [2.5, 3.5, 4.5]; x1000 unclipped (3 x 7071), the
     # weight 4096 x 7.07 = 28,963 and every coordinate at the top of the range

@@ -28,11 +28,18 @@ from coordinator.config import FederationConfig
 from coordinator.protections.plain import Screening
 from coordinator.protections.releases import NoisyMean, SumRelease, WeightedMean
 from coordinator.protections.sampling import Sampler
-from coordinator.protections.state import PrivacyState, Release, RoundAsk
+from coordinator.protections.state import (
+    AggregationAborted,
+    PrivacyState,
+    Release,
+    RoundAsk,
+)
+from coordinator.protections.sum_checks import SumCheckFailed
 from coordinator.protections.transport import Opening, SumShape, Transport
 from coordinator.round.robust import ScreenConfig, StatsLike
 from device_sim.executor import ClientSummary, TrainedRound
 from device_sim.recipe import NoiseShare, Recipe
+from secagg import SecAggAbort
 
 # A phone's noise share fits the quantisation range up to this many stddevs.
 _SHARE_SPREAD = 6
@@ -116,20 +123,26 @@ class Private(Screening):
         """The round's delta under the protection.
 
         Raises:
-            SecAggAbort: the sum could not be unmasked; nothing is released.
+            AggregationAborted: SecAgg could not unmask the sum, or no honest
+                cohort could have sent it (`SumCheckFailed`, counted as a
+                hostile phone's); nothing is released.
         """
+        try:
+            return self._aggregate(trained, accepted, ask)
+        except SecAggAbort as abort:
+            fault = {"sum_check_failed": 1} if isinstance(abort, SumCheckFailed) else {}
+            reason = f"secure aggregation abandoned the round: {abort.reason}"
+            raise AggregationAborted(reason, fault) from abort
+
+    def _aggregate(
+        self, trained: TrainedRound, accepted: Collection[str], ask: RoundAsk
+    ) -> Release:
         config = ask.config
         clip = current_clip(config, ask.state)
         recipe = phone_recipe(config, clip)
-        opened = self.transport.open(
-            sorted(accepted),
-            Opening(
-                config,
-                ask.server_round,
-                _max_abs(config, recipe),
-                trained.secagg_phones,
-            ),
-        )
+        max_abs = _max_abs(config, recipe)
+        opening = Opening(config, ask.server_round, max_abs, trained.secagg_phones)
+        opened = self.transport.open(sorted(accepted), opening)
         total, opened.mask_seconds = trained.protected_sum(
             opened.survivors,
             recipe,
@@ -143,19 +156,13 @@ class Private(Screening):
         counts = [s.num_examples for s in trained.summaries if s.client_id in included]
         shape = SumShape(counts, clip, size, recipe.appended, noise)
         summed, figures = opened.close(total, shape=shape, config=config)
-        sum_ = SumRelease(
-            summed,
-            [t.to(torch.float64) for t in trained.reference],
-            clip_norm=clip,
-            ask=ask,
-            ranks=trained.ranks,
-            shares_survived=len(included) if recipe.noise is not None else None,
+        shares = len(included) if recipe.noise is not None else None
+        like = [t.to(torch.float64) for t in trained.reference]
+        release = self.release.release(
+            SumRelease(summed, like, clip, ask, trained.ranks, shares)
         )
-        release = self.release.release(sum_)
-        head = {
-            "secure_aggregation": config.privacy.secure_aggregation,
-            "clip_norm": clip,
-        }
+        secure = config.privacy.secure_aggregation
+        head = {"secure_aggregation": secure, "clip_norm": clip}
         return replace(
             release,
             figures={**head, **figures, **release.figures},

@@ -59,6 +59,18 @@ class Release:
     bytes_up_per_phone: int | None = None
 
 
+class AggregationAborted(Exception):
+    """The protection could not form the round's sum: nothing is released.
+
+    `reason` goes into the line's `abandon_reason`, `figures` beside it.
+    """
+
+    def __init__(self, reason: str, figures: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.figures = figures or {}
+
+
 @dataclass(frozen=True)
 class RoundAsk:
     """What a protection is told of the round it wraps (public, server-side)."""

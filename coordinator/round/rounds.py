@@ -25,8 +25,7 @@ import torch
 from coordinator.config import FederationConfig
 from coordinator.events import ClientDone, EventCallback, RoundStarted, emit
 from coordinator.protections import PrivacyState, Protection, Release, protection_for
-from coordinator.protections.state import RoundAsk
-from coordinator.protections.sum_checks import SumCheckFailed
+from coordinator.protections.state import AggregationAborted, RoundAsk
 from coordinator.round.robust import Rejection, ScreenHistory
 from coordinator.round.selection import Arrival, RoundPlan, plan_round
 from coordinator.round.strategies import Parameters, StrategyState, server_step
@@ -34,7 +33,6 @@ from corpora.tokenizer import WordTokenizer
 from device_sim.executor import ClientExecutor, ClientSummary, TrainedRound
 from device_sim.fleet import Fleet
 from device_sim.profile import drops_out
-from secagg import SecAggAbort
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,8 +135,8 @@ def run_round(
         return round_.abandon(round_.too_few(accepted, plan))
     try:
         release = protection.aggregate(trained, accepted, round_.ask)
-    except SecAggAbort as abort:
-        return round_.abandon(*_aborted(abort))
+    except AggregationAborted as aborted:
+        return round_.abandon(aborted.reason, aborted.figures)
     round_.observe(HeldRound(round_.server_round, trained, release))
     parameters, strategy = server_step(
         config.strategy_config(), state.parameters, release.delta, state.strategy
@@ -149,13 +147,6 @@ def run_round(
 
 
 NON_FINITE = "the aggregate would leave the model non-finite; not applied"
-
-
-def _aborted(abort: SecAggAbort) -> tuple[str, dict[str, Any]]:
-    """The reason and figures of a round SecAgg abandoned; a sum no honest
-    cohort could send is a hostile phone's, and is counted."""
-    fault = {"sum_check_failed": 1} if isinstance(abort, SumCheckFailed) else {}
-    return f"secure aggregation abandoned the round: {abort.reason}", fault
 
 
 class _Round:
