@@ -35,6 +35,7 @@ import json
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,9 @@ from rich.table import Table
 
 from coordinator.config import FederationConfig
 from coordinator.privacy_config import PrivacyConfig
+from coordinator.robust import ScreenSettings
 from coordinator.robust_aggregation import AGGREGATORS
+from coordinator.server_choices import AggregationConfig
 from coordinator.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
@@ -54,6 +57,8 @@ from models.config import OUTPUT_BIAS_INITS, ModelConfig
 
 ATTACKS = ("scale", "sign", "count", "nan", *MASKED_ONLY_KINDS)
 PROTECTIONS = ("plain", "secagg")
+# The run's default momentum warm-up (`FederationConfig().strategy`).
+MOMENTUM_WARMUP_ROUNDS = FederationConfig().strategy.momentum_warmup_rounds
 
 
 def federation(
@@ -66,9 +71,9 @@ def federation(
     attack: str,
     aggregator: str,
     heldout_messages: int,
-    norm_factor: float = FederationConfig.norm_factor,
-    min_cosine: float = FederationConfig.min_cosine,
-    momentum_warmup_rounds: int = FederationConfig.server_momentum_warmup_rounds,
+    norm_factor: float = ScreenSettings.norm_factor,
+    min_cosine: float = ScreenSettings.min_cosine,
+    momentum_warmup_rounds: int = MOMENTUM_WARMUP_ROUNDS,
     secure_aggregation: bool = False,
 ) -> FederationConfig:
     """One cell's settings: every phone eligible, evaluation after the last round."""
@@ -80,10 +85,11 @@ def federation(
         heldout_messages=heldout_messages,
         future_messages=heldout_messages,
         keystroke_texts=50,
-        aggregator=aggregator,
-        norm_factor=norm_factor,
-        min_cosine=min_cosine,
-        server_momentum_warmup_rounds=momentum_warmup_rounds,
+        aggregation=AggregationConfig(name=aggregator),
+        screen=ScreenSettings(norm_factor=norm_factor, min_cosine=min_cosine),
+        strategy=replace(
+            FederationConfig().strategy, momentum_warmup_rounds=momentum_warmup_rounds
+        ),
         local=LocalTrainingConfig(),
         fleet=FleetConfig(
             max_users=max_users,
@@ -255,13 +261,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heldout-messages", type=int, default=1000)
     parser.add_argument("--hidden-dim", type=int, default=ModelConfig().hidden_dim)
     parser.add_argument("--embed-dim", type=int, default=ModelConfig().embed_dim)
-    parser.add_argument(
-        "--norm-factor", type=float, default=FederationConfig.norm_factor
-    )
+    parser.add_argument("--norm-factor", type=float, default=ScreenSettings.norm_factor)
     parser.add_argument(
         "--min-cosine",
         type=float,
-        default=FederationConfig.min_cosine,
+        default=ScreenSettings.min_cosine,
         help="the screen's direction rule (-1: off)",
     )
     parser.add_argument(
@@ -272,7 +276,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--server-momentum-warmup-rounds",
         type=int,
-        default=FederationConfig.server_momentum_warmup_rounds,
+        default=MOMENTUM_WARMUP_ROUNDS,
     )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default="robustness.jsonl")

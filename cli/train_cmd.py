@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from central.config import OPTIMIZERS, CentralConfig
+from central.config import CentralConfig
 from central.errors import CentralConfigError
 from central.events import (
     Evaluated,
@@ -45,18 +45,6 @@ from models.run_lock import RunLock
 if TYPE_CHECKING:
     from models.rundir import RunKind
 
-# The new-run options, by the config whose field each sets (cli.options).
-TRAINING_HELPS = {
-    "epochs": "passes over the pooled data",
-    "max_steps": "stop after this many steps",
-    "seed": "seed of everything random",
-    "batch_size": "sequences per step, all workers",
-    "lr": "learning rate",
-    "eval_every": "evaluate every N steps, 0: epochs",
-    "shard_messages": "messages per data shard",
-    "optimizer": "optimizer",
-}
-
 HELP = "train the model centrally on the pooled data, in one process"
 DESCRIPTION = """\
 Single-process training on every training user's train part pooled (Adam by
@@ -79,9 +67,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     """--out/--resume, the training settings, the model shape and the corpus."""
     add_out_or_resume(parser)
     group = parser.add_argument_group("training (new runs only)")
-    add_field_options(
-        group, CentralConfig(), TRAINING_HELPS, choices={"optimizer": OPTIMIZERS}
-    )
+    add_field_options(group, CentralConfig())
     add_model_options(group)
     add_corpus_options(parser)
 

@@ -222,11 +222,9 @@ def run_round(
     )
     accepted, rejections, screen = screen_stats(
         blind(trained.summaries) if secure else trained.summaries,
-        config=ScreenConfig.for_training(
+        config=ScreenConfig.of_run(
+            config.screen,
             config.local,
-            norm_factor=config.norm_factor,
-            min_for_norm_check=config.min_for_norm_check,
-            min_cosine=config.min_cosine,
             relative=compares_users(
                 secure_aggregation=secure,
                 differential_privacy=config.privacy.dp is not None,
@@ -290,7 +288,7 @@ def run_round(
         metrics = replace(metrics, bytes_up=len(reports) * per_phone)
     metrics = replace(metrics, privacy=figures)
     parameters, strategy = server_step(
-        config.strategy_config(), state.parameters, delta, state.strategy
+        config.strategy, state.parameters, delta, state.strategy
     )
     if not all(bool(torch.isfinite(p).all()) for p in parameters):
         return abandon("the aggregate would leave the model non-finite; not applied")
@@ -368,7 +366,7 @@ def _protected_delta(
             {},
         )
         # The weighted mean is a positive multiple of the sum: the same attack.
-        aggregate = delta if config.aggregator == "mean" else None
+        aggregate = delta if config.aggregation.name == "mean" else None
     if config.privacy.attack_phones > 0:
         figures["attack"] = probe_round(
             trained,
@@ -393,14 +391,14 @@ def _aggregate_delta(
     ranks. A robust aggregator (a median, Krum) needs every update, so those are
     gathered from the ranks.
     """
-    if config.aggregator == "mean":
+    if config.aggregation.name == "mean":
         total, num_examples = trained.weighted_sum(accepted)
         return [t / num_examples for t in total]
     pairs = trained.gather_updates(accepted)
     return aggregate_updates(
-        config.aggregator,
+        config.aggregation.name,
         [u for u, _ in pairs],
         [n for _, n in pairs],
-        trim_fraction=config.trim_fraction,
-        byzantine_fraction=config.byzantine_fraction,
+        trim_fraction=config.aggregation.trim_fraction,
+        byzantine_fraction=config.aggregation.byzantine_fraction,
     )

@@ -50,15 +50,6 @@ from coordinator.server_choices import default_server_lr as default_server_lr
 # Float tensors in `model.parameters()` order.
 Parameters = list[torch.Tensor]
 
-# The buffers each strategy keeps between rounds, in the order they are stored.
-_BUFFER_NAMES: dict[str, tuple[str, ...]] = {
-    "fedavg": (),
-    "fedavgm": ("momentum",),
-    "fedadam": ("m", "v"),
-    "fedyogi": ("m", "v"),
-    "fedadagrad": ("m", "v"),
-}
-
 
 @dataclass(frozen=True, eq=False)
 class StrategyState:
@@ -122,7 +113,7 @@ def weighted_average(
 @torch.no_grad()
 def initial_state(config: StrategyConfig, parameters: Parameters) -> StrategyState:
     """The state before the first round: m = 0 and v = tau^2 (Reddi et al. 2021)."""
-    names = _BUFFER_NAMES[config.name]
+    names = config.optimizer.buffers
     buffers: dict[str, tuple[torch.Tensor, ...]] = {}
     for name in names:
         if name == "v":
@@ -142,7 +133,7 @@ _Step = Callable[
 def _fedavg_step(
     config: StrategyConfig, parameters: Parameters, delta: Parameters, buffers: _Buffers
 ) -> tuple[Parameters, _Buffers]:
-    lr = config.server_lr
+    lr = config.step_size
     pairs = zip(parameters, delta, strict=True)
     return [torch.add(x, d, alpha=lr) for x, d in pairs], {}
 
@@ -150,7 +141,7 @@ def _fedavg_step(
 def _fedavgm_step(
     config: StrategyConfig, parameters: Parameters, delta: Parameters, buffers: _Buffers
 ) -> tuple[Parameters, _Buffers]:
-    beta, lr = config.server_momentum, config.server_lr
+    beta, lr = config.server_momentum, config.step_size
     pairs = zip(delta, buffers["momentum"], strict=True)
     momentum = [torch.add(d, m, alpha=beta) for d, m in pairs]
     pairs = zip(parameters, momentum, strict=True)
@@ -173,7 +164,7 @@ def _second_moment(
 def _adaptive_step(
     config: StrategyConfig, parameters: Parameters, delta: Parameters, buffers: _Buffers
 ) -> tuple[Parameters, _Buffers]:
-    b1, lr, tau = config.beta1, config.server_lr, config.tau
+    b1, lr, tau = config.beta1, config.step_size, config.tau
     m_new: Parameters = []
     v_new: Parameters = []
     new: Parameters = []
@@ -184,19 +175,19 @@ def _adaptive_step(
     return new, {"m": tuple(m_new), "v": tuple(v_new)}
 
 
+# The step functions, by `ServerOptimizer.step` (`SERVER_OPTIMIZERS` says which
+# strategy steps with which).
 _STEPS: dict[str, _Step] = {
-    "fedavg": _fedavg_step,
-    "fedavgm": _fedavgm_step,
-    "fedadam": _adaptive_step,
-    "fedyogi": _adaptive_step,
-    "fedadagrad": _adaptive_step,
+    "sgd": _fedavg_step,
+    "momentum": _fedavgm_step,
+    "adaptive": _adaptive_step,
 }
 
 
 def _check_state(
     config: StrategyConfig, parameters: Parameters, state: StrategyState
 ) -> None:
-    expected = _BUFFER_NAMES[config.name]
+    expected = config.optimizer.buffers
     if sorted(state.buffers) != sorted(expected):
         raise ValueError(
             f"state holds buffers {sorted(state.buffers)} but {config.name} "
@@ -239,7 +230,7 @@ def server_step(
         server_lr=config.lr_at(state.server_round),
         server_momentum=config.momentum_at(state.server_round),
     )
-    new_parameters, buffers = _STEPS[config.name](
+    new_parameters, buffers = _STEPS[config.optimizer.step](
         stepped, list(parameters), delta, state.buffers
     )
     return new_parameters, StrategyState(state.server_round + 1, buffers)

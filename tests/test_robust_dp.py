@@ -28,6 +28,7 @@ from coordinator.robust import (
     compares_users,
     screen_stats,
 )
+from coordinator.server_choices import AggregationConfig
 from coordinator.store import read_screen_history
 from device_sim.config import LocalTrainingConfig
 from models.rundir import RunDir
@@ -155,7 +156,7 @@ def test_robust_aggregators_are_refused_under_dp(
 
     # Execute
     with pytest.raises(FederationConfigError, match="sensitivity under DP"):
-        FederationConfig(aggregator="median", privacy=dp)
+        FederationConfig(aggregation=AggregationConfig(name="median"), privacy=dp)
     dp_options = ["--dp-clip", "0.5", "--noise-multiplier", "1"]
     out = ["--out", str(tmp_path / "r")]
     code = main(["simulate", *out, *dp_options, "--aggregator", "trimmed-mean"])

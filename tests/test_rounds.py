@@ -13,6 +13,7 @@ from coordinator.config import FederationConfig
 from coordinator.events import ClientDone, Event, RoundStarted
 from coordinator.rounds import RoundEnvironment, ServerState, model_bytes, run_round
 from coordinator.selection import Arrival, plan_round, select_clients
+from coordinator.server_choices import StrategyConfig
 from coordinator.strategies import initial_state
 from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
@@ -32,7 +33,7 @@ from models.weights import parameters_of
 def federation(**changes: object) -> FederationConfig:
     """A small FedAvg round: 4 reports, 2 local steps, no daily pattern or dropouts."""
     base = FederationConfig(
-        strategy="fedavg",
+        strategy=StrategyConfig(name="fedavg"),
         clients_per_round=4,
         local=LocalTrainingConfig(max_local_steps=2),
         fleet=FleetConfig(eligibility=False, dropout_rate=0.0),
@@ -46,7 +47,7 @@ def start(config: FederationConfig, model_config: ModelConfig) -> ServerState:
     return ServerState(
         server_round=0,
         parameters=parameters,
-        strategy=initial_state(config.strategy_config(), parameters),
+        strategy=initial_state(config.strategy, parameters),
         clock=0.0,
     )
 

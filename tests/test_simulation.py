@@ -15,6 +15,7 @@ from cli.main import main
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.events import ClientDone, Event, RoundFinished, RoundStarted
 from coordinator.released import logged_line
+from coordinator.server_choices import StrategyConfig
 from coordinator.simulation import Simulation
 from corpora.corpus import CorpusSplits
 from device_sim.config import FleetConfig
@@ -204,7 +205,7 @@ def test_simulation_create_refuses_an_existing_run(
     with pytest.raises(RunDirError, match="no such run directory"):
         Simulation.resume(tmp_path / "nothing")
     with pytest.raises(FederationConfigError, match="unknown strategy"):
-        FederationConfig(strategy="fedmagic")
+        FederationConfig(strategy=StrategyConfig(name="fedmagic"))
 
 
 def test_simulate_cli_runs_resumes_and_reports_bad_input(
