@@ -83,17 +83,21 @@ class LocalOnlyConfig:
     local-only`, central.local_only)."""
 
     # Seeds the shared initial model, each user's batch order and the samples.
-    seed: int = 0
+    seed: int = setting(0, help="seed of the initial model, batch orders and samples")
     # Passes over the user's own training messages.
-    local_epochs: int = setting(5, at_least=1)
+    local_epochs: int = setting(
+        5, at_least=1, help="passes over each user's own messages"
+    )
     # Sequences per batch; most users hold only a few batches.
-    batch_size: int = setting(16, at_least=1)
+    batch_size: int = setting(16, at_least=1, help="sequences per batch")
     # Plain SGD step size, as on the phones.
-    lr: float = setting(0.5, above=0)
+    lr: float = setting(0.5, above=0, help="SGD step size")
     # Global gradient-norm clip of each step.
     clip_norm: float = 1.0
     # Train every training user (True) or only the future cohort's (False).
-    all_users: bool = False
+    all_users: bool = setting(
+        False, help="train every training user, not only the future cohort's"
+    )
     # Future messages in the cohort, as in the fleet's evaluation.
     future_messages: int = FUTURE_MESSAGES
     # At most this many (oldest) future messages per user.
@@ -101,9 +105,13 @@ class LocalOnlyConfig:
     # Messages on which keystroke savings are simulated, spread over the users.
     keystroke_texts: int = KEYSTROKE_TEXTS
     # Users whose models are also evaluated on held-out users' text.
-    heldout_models: int = 20
+    heldout_models: int = setting(
+        20, help="users whose models are also measured on held-out text"
+    )
     # Held-out messages each of those models is evaluated on (a fixed sample).
-    heldout_messages: int = 300
+    heldout_messages: int = setting(
+        300, help="held-out messages each of those models is measured on"
+    )
     # Keystroke-savings messages per held-out evaluation.
     heldout_keystroke_texts: int = 100
 
