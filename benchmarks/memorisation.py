@@ -88,7 +88,9 @@ def federation_for(slug: str, args: argparse.Namespace) -> FederationConfig:
         privacy=privacy_for(slug, args.clients_per_round),
     )
     if slug == "dp8":
-        config = replace(config, strategy="fedavg", server_lr=1.0)
+        config = replace(
+            config, strategy=replace(config.strategy, name="fedavg", server_lr=1.0)
+        )
     return config
 
 

@@ -111,7 +111,9 @@ def federation_for(row: Row, args: argparse.Namespace) -> FederationConfig:
         privacy=privacy_for(row, args.clients_per_round),
     )
     if row.target_epsilon is not None:
-        config = replace(config, strategy="fedavg", server_lr=1.0)
+        config = replace(
+            config, strategy=replace(config.strategy, name="fedavg", server_lr=1.0)
+        )
     return config
 
 

@@ -43,7 +43,7 @@ def test_simulation_run_dir_follows_the_contract(
     config = run.read_config()
     assert config["kind"] == "federated"
     assert config["model"]["hidden_dim"] == 32
-    assert config["federation"]["server_lr"] == 1.0  # resolved for FedAvgM
+    assert config["federation"]["strategy"]["server_lr"] == 1.0  # resolved for FedAvgM
     assert config["federation"]["local"]["max_local_steps"] == 2
     # The log is the returned lines less the attack's words (kept in memory).
     logged = [logged_line(r, SMALL_RUN.privacy) for r in records]
@@ -229,4 +229,4 @@ def test_simulate_cli_runs_resumes_and_reports_bad_input(
     assert (created, resumed, again, bad) == (0, 0, 2, 2)
     assert [r["server_round"] for r in records] == [1, 2, 3]
     assert "already holds a run" in err and "local_epochs must be >= 1" in err
-    assert RunDir(out).read_config()["federation"]["server_lr"] == 0.01
+    assert RunDir(out).read_config()["federation"]["strategy"]["server_lr"] == 0.01
