@@ -118,11 +118,20 @@ def check_bound(
     value: float | None,
     bounds: tuple[float | None, ...],
     error: type[Exception] = ValueError,
+    *,
+    finite: bool = False,
 ) -> None:
-    """Raise `error` unless `value` (None passes) meets `bounds`."""
-    if value is not None and not within(value, bounds):
-        verb = "must" if bounds_text(bounds).startswith("lie") else "must be"
-        raise error(f"{name} {verb} {bounds_text(bounds)}, not {value}")
+    """Raise `error` unless `value` (None passes) meets `bounds` (and is finite)."""
+    if value is None or (
+        within(value, bounds) and (math.isfinite(value) or not finite)
+    ):
+        return
+    text = bounds_text(bounds)
+    if finite:
+        text = "positive" if bounds == (None, 0, None, None) else text
+        text += " and finite"
+    verb = "must" if text.startswith("lie") else "must be"
+    raise error(f"{name} {verb} {text}, not {value}")
 
 
 def check_settings(config: object, error: type[Exception]) -> None:
@@ -138,6 +147,6 @@ def check_settings(config: object, error: type[Exception]) -> None:
         if meta.get(CHOICES) is not None:
             check_choice(name, value, meta[CHOICES], error)
         if meta.get(BOUNDS) is not None:
-            check_bound(name, value, meta[BOUNDS], error)
-        if meta.get(FINITE) and value is not None and not math.isfinite(value):
+            check_bound(name, value, meta[BOUNDS], error, finite=bool(meta.get(FINITE)))
+        elif meta.get(FINITE) and value is not None and not math.isfinite(value):
             raise error(f"{name} must be finite, not {value}")

@@ -109,6 +109,8 @@ def test_check_bound_says_the_bound_and_the_value() -> None:
         check_bound("x", float("nan"), (None, 0, 1, None))
     with pytest.raises(ValueError, match=r"^n must be >= 1, not 0$"):
         check_bound("n", 0, (1, None, None, None))
+    with pytest.raises(ValueError, match=r"^s must be positive and finite, not inf$"):
+        check_bound("s", float("inf"), (None, 0, None, None), finite=True)
     check_bound("x", None, (None, 0, 1, None))
 
 
