@@ -55,7 +55,13 @@ class CentralConfig:
     checkpoint_every: int = setting(0, at_least=0)
     # Secret Sharer canaries per repeat count planted in the pooled train text
     # (models.run_canaries; 0: none), as `fedtype simulate --canaries` does.
-    canaries: int = setting(0, at_least=0, at_most=MAX_COUNT)
+    canaries: int = setting(
+        0,
+        at_least=0,
+        at_most=MAX_COUNT,
+        help="Secret Sharer canaries per repeat count planted in the pooled train "
+        "text, new runs only (default: %(default)s)",
+    )
 
     def __post_init__(self) -> None:
         check_settings(self, CentralConfigError)

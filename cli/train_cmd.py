@@ -8,6 +8,7 @@ display here are shared with `fedtype central`.
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +68,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     """--out/--resume, the training settings, the model shape and the corpus."""
     add_out_or_resume(parser)
     group = parser.add_argument_group("training (new runs only)")
-    add_field_options(group, CentralConfig())
+    # --canaries: `fedtype central` only.
+    names = {f.name for f in fields(CentralConfig)} - {"canaries"}
+    add_field_options(group, CentralConfig(), names=names)
     add_model_options(group)
     add_corpus_options(parser)
 
