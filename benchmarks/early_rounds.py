@@ -52,15 +52,18 @@ def variant_settings(
         if part in OUTPUT_BIAS_INITS:
             bias = part
         elif part in STRATEGIES:
-            federation = replace(federation, strategy=part, server_lr=None)
+            strategy = replace(federation.strategy, name=part, server_lr=None)
+            federation = replace(federation, strategy=strategy)
         elif part.startswith("mwarm"):
-            federation = replace(
-                federation, server_momentum_warmup_rounds=int(part[len("mwarm") :])
+            strategy = replace(
+                federation.strategy, momentum_warmup_rounds=int(part[len("mwarm") :])
             )
+            federation = replace(federation, strategy=strategy)
         elif part.startswith("lrwarm"):
-            federation = replace(
-                federation, server_warmup_rounds=int(part[len("lrwarm") :])
+            strategy = replace(
+                federation.strategy, warmup_rounds=int(part[len("lrwarm") :])
             )
+            federation = replace(federation, strategy=strategy)
         else:
             raise SystemExit(f"unknown variant part {part!r}")
     return federation, ModelConfig(vocab_size=vocab_size, output_bias_init=bias)

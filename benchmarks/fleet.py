@@ -71,7 +71,7 @@ def shapes(precision: str, workers: int) -> dict[str, Shape]:
     default = replace(base, local=replace(base.local, precision=precision))
     fedavg = replace(
         base,
-        strategy="fedavg",
+        strategy=replace(base.strategy, name="fedavg"),
         local=LocalTrainingConfig(max_local_steps=None, precision=precision),
         fleet=FleetConfig(dropout_rate=0.0, eligibility=False),
     )

@@ -74,7 +74,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--server-momentum-warmup-rounds",
         type=int,
-        default=FederationConfig.server_momentum_warmup_rounds,
+        default=FederationConfig().strategy.momentum_warmup_rounds,
         help="the federated runs' momentum warm-up (default: %(default)s)",
     )
     return parser.parse_args()

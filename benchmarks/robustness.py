@@ -34,6 +34,7 @@ import json
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,9 @@ from rich.table import Table
 from benchmarks.row_runs import played, sized_model
 from coordinator.config import FederationConfig
 from coordinator.privacy.privacy_config import PrivacyConfig
+from coordinator.round.robust import ScreenSettings
 from coordinator.round.robust_aggregation import AGGREGATORS
+from coordinator.round.server_choices import AggregationConfig
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
 from device_sim.config import FleetConfig, LocalTrainingConfig
@@ -53,6 +56,8 @@ from models.config import OUTPUT_BIAS_INITS, ModelConfig
 
 ATTACKS = ("scale", "sign", "count", "nan", *MASKED_ONLY_KINDS)
 PROTECTIONS = ("plain", "secagg")
+# The run's default momentum warm-up (`FederationConfig().strategy`).
+MOMENTUM_WARMUP_ROUNDS = FederationConfig().strategy.momentum_warmup_rounds
 
 
 def federation(
@@ -65,9 +70,9 @@ def federation(
     attack: str,
     aggregator: str,
     heldout_messages: int,
-    norm_factor: float = FederationConfig.norm_factor,
-    min_cosine: float = FederationConfig.min_cosine,
-    momentum_warmup_rounds: int = FederationConfig.server_momentum_warmup_rounds,
+    norm_factor: float = ScreenSettings.norm_factor,
+    min_cosine: float = ScreenSettings.min_cosine,
+    momentum_warmup_rounds: int = MOMENTUM_WARMUP_ROUNDS,
     secure_aggregation: bool = False,
 ) -> FederationConfig:
     """One cell's settings: every phone eligible, evaluation after the last round."""
@@ -79,10 +84,11 @@ def federation(
         heldout_messages=heldout_messages,
         future_messages=heldout_messages,
         keystroke_texts=50,
-        aggregator=aggregator,
-        norm_factor=norm_factor,
-        min_cosine=min_cosine,
-        server_momentum_warmup_rounds=momentum_warmup_rounds,
+        aggregation=AggregationConfig(name=aggregator),
+        screen=ScreenSettings(norm_factor=norm_factor, min_cosine=min_cosine),
+        strategy=replace(
+            FederationConfig().strategy, momentum_warmup_rounds=momentum_warmup_rounds
+        ),
         local=LocalTrainingConfig(),
         fleet=FleetConfig(
             max_users=max_users,
@@ -249,13 +255,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heldout-messages", type=int, default=1000)
     parser.add_argument("--hidden-dim", type=int, default=ModelConfig().hidden_dim)
     parser.add_argument("--embed-dim", type=int, default=ModelConfig().embed_dim)
-    parser.add_argument(
-        "--norm-factor", type=float, default=FederationConfig.norm_factor
-    )
+    parser.add_argument("--norm-factor", type=float, default=ScreenSettings.norm_factor)
     parser.add_argument(
         "--min-cosine",
         type=float,
-        default=FederationConfig.min_cosine,
+        default=ScreenSettings.min_cosine,
         help="the screen's direction rule (-1: off)",
     )
     parser.add_argument(
@@ -266,7 +270,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--server-momentum-warmup-rounds",
         type=int,
-        default=FederationConfig.server_momentum_warmup_rounds,
+        default=MOMENTUM_WARMUP_ROUNDS,
     )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default="robustness.jsonl")

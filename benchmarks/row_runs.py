@@ -74,7 +74,9 @@ def row_federation(
         **changes,
     )
     if privacy.dp is not None:
-        config = replace(config, strategy="fedavg", server_lr=1.0)
+        config = replace(
+            config, strategy=replace(config.strategy, name="fedavg", server_lr=1.0)
+        )
     return config
 
 

@@ -57,10 +57,10 @@ _NUMBERED = {
     "sampled": ("local", "softmax_samples", int),
     "fullend": ("local", "softmax_full_steps", int),
     "until": ("local", "softmax_sampled_rounds", int),
-    "serverlr": ("federation", "server_lr", float),
-    "tau": ("federation", "tau", float),
+    "serverlr": ("strategy", "server_lr", float),
+    "tau": ("strategy", "tau", float),
     "cohort": ("federation", "clients_per_round", int),
-    "lrwarm": ("federation", "server_warmup_rounds", int),
+    "lrwarm": ("strategy", "warmup_rounds", int),
 }
 
 
@@ -70,12 +70,12 @@ class RecipeError(ValueError):
 
 def recipe_config(recipe: str, base: FederationConfig) -> FederationConfig:
     """The federation `recipe` describes (see the module docstring)."""
-    federation, local = base, base.local
+    federation, local, strategy = base, base.local, base.strategy
     for part in recipe.split("+"):
         if part == BASELINE:
             continue
         if part in STRATEGIES:
-            federation = replace(federation, strategy=part, server_lr=None)
+            strategy = replace(strategy, name=part, server_lr=None)
             continue
         prefix = next((p for p in _NUMBERED if part.startswith(p)), None)
         if prefix is None:
@@ -87,11 +87,13 @@ def recipe_config(recipe: str, base: FederationConfig) -> FederationConfig:
             raise RecipeError(f"recipe {recipe!r}: {part!r} needs a number") from None
         if where == "local":
             local = replace(local, **{name: value})
+        elif where == "strategy":
+            strategy = replace(strategy, **{name: value})
         else:
             federation = replace(federation, **{name: value})
         if prefix == "sampled":
             local = replace(local, train_softmax="sampled")
-    return replace(federation, local=local)
+    return replace(federation, local=local, strategy=strategy)
 
 
 class RecipeRun:

@@ -13,6 +13,7 @@ from models.evaluation_sets import (
     HELDOUT_MESSAGES,
     KEYSTROKE_TEXTS,
 )
+from models.settings import check_settings, setting
 
 # The central baseline's optimizers (`CentralConfig.optimizer`).
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
@@ -23,73 +24,47 @@ class CentralConfig:
     """How the central (pooled-data) baseline trains, evaluates and saves."""
 
     # Seeds model init, the data order and the corpus' held-out draw.
-    seed: int = 0
+    seed: int = setting(0, help="seed of everything random")
     # Passes over the pooled training set.
-    epochs: int = 1
+    epochs: int = setting(1, at_least=1, help="passes over the pooled data")
     # Upper bound on optimizer steps in all, or None for whole epochs.
-    max_steps: int | None = None
+    max_steps: int | None = setting(None, at_least=1, help="stop after this many steps")
     # Sequences per optimizer step over ALL workers (each takes batch_size / W), so
     # 1 and W workers follow the same learning curve per step.
-    batch_size: int = 32
+    batch_size: int = setting(32, at_least=1, help="sequences per step, all workers")
     # Adam's step size; 2e-3 with batch 32 trains the LSTM well within one epoch.
-    lr: float = 2e-3
+    lr: float = setting(2e-3, above=0, help="learning rate")
     # "adam" (the usual central choice) or "sgd".
-    optimizer: str = "adam"
+    optimizer: str = setting("adam", choices=OPTIMIZERS, help="optimizer")
     # Global gradient-norm clip; LSTMs diverge without one.
-    clip_norm: float = 1.0
+    clip_norm: float = setting(1.0, at_least=0)
     # Evaluate (and checkpoint) every this many steps, 0 for epoch ends only.
-    eval_every: int = 500
+    eval_every: int = setting(500, at_least=0, help="evaluate every N steps, 0: epochs")
     # Held-out users' messages evaluated: the fleet's fixed, evenly spaced sample.
-    heldout_messages: int = HELDOUT_MESSAGES
+    heldout_messages: int = setting(HELDOUT_MESSAGES, at_least=0)
     # Training users' future messages evaluated, drawn as the fleet's cohort is.
-    future_messages: int = FUTURE_MESSAGES
+    future_messages: int = setting(FUTURE_MESSAGES, at_least=0)
     # At most this many future messages per user, as on the fleet's phones.
-    future_messages_per_user: int = FUTURE_MESSAGES_PER_PHONE
+    future_messages_per_user: int = setting(FUTURE_MESSAGES_PER_PHONE, at_least=1)
     # Messages on which keystroke savings are simulated, per evaluation set.
-    keystroke_texts: int = KEYSTROKE_TEXTS
+    keystroke_texts: int = setting(KEYSTROKE_TEXTS, at_least=0)
     # Messages per shard of the pooled set: one shard's token ids are in memory at
     # a time, so memory stays bounded as the corpus grows.
-    shard_messages: int = 20_000
+    shard_messages: int = setting(20_000, at_least=1, help="messages per data shard")
     # Keep every this many steps' checkpoint for good (0: only the latest two).
-    checkpoint_every: int = 0
+    checkpoint_every: int = setting(0, at_least=0)
     # Secret Sharer canaries per repeat count planted in the pooled train text
     # (models.run_canaries; 0: none), as `fedtype simulate --canaries` does.
-    canaries: int = 0
+    canaries: int = setting(
+        0,
+        at_least=0,
+        at_most=MAX_COUNT,
+        help="Secret Sharer canaries per repeat count planted in the pooled train "
+        "text, new runs only (default: %(default)s)",
+    )
 
     def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "shard_messages")
-        for name in (*positive, "future_messages_per_user"):
-            if getattr(self, name) < 1:
-                raise CentralConfigError(
-                    f"{name} must be >= 1, not {getattr(self, name)}"
-                )
-        non_negative = (
-            "eval_every",
-            "heldout_messages",
-            "future_messages",
-            "keystroke_texts",
-            "checkpoint_every",
-            "canaries",
-        )
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise CentralConfigError(
-                    f"{name} must be >= 0, not {getattr(self, name)}"
-                )
-        if self.canaries > MAX_COUNT:
-            raise CentralConfigError(
-                f"canaries must be <= {MAX_COUNT}, not {self.canaries}"
-            )
-        if self.max_steps is not None and self.max_steps < 1:
-            raise CentralConfigError(f"max_steps must be >= 1, not {self.max_steps}")
-        if not self.lr > 0:
-            raise CentralConfigError(f"lr must be > 0, not {self.lr}")
-        if self.clip_norm < 0:
-            raise CentralConfigError(f"clip_norm must be >= 0, not {self.clip_norm}")
-        if self.optimizer not in OPTIMIZERS:
-            raise CentralConfigError(
-                f"optimizer must be adam or sgd, not {self.optimizer!r}"
-            )
+        check_settings(self, CentralConfigError)
 
     def check_workers(self, world_size: int) -> None:
         """Raise unless `batch_size` splits evenly over `world_size` workers."""
@@ -114,34 +89,37 @@ class LocalOnlyConfig:
     local-only`, central.local_only)."""
 
     # Seeds the shared initial model, each user's batch order and the samples.
-    seed: int = 0
+    seed: int = setting(0, help="seed of the initial model, batch orders and samples")
     # Passes over the user's own training messages.
-    local_epochs: int = 5
+    local_epochs: int = setting(
+        5, at_least=1, help="passes over each user's own messages"
+    )
     # Sequences per batch; most users hold only a few batches.
-    batch_size: int = 16
+    batch_size: int = setting(16, at_least=1, help="sequences per batch")
     # Plain SGD step size, as on the phones.
-    lr: float = 0.5
+    lr: float = setting(0.5, above=0, help="SGD step size")
     # Global gradient-norm clip of each step.
     clip_norm: float = 1.0
     # Train every training user (True) or only the future cohort's (False).
-    all_users: bool = False
+    all_users: bool = setting(
+        False, help="train every training user, not only the future cohort's"
+    )
     # Future messages in the cohort, as in the fleet's evaluation.
     future_messages: int = FUTURE_MESSAGES
     # At most this many (oldest) future messages per user.
-    future_messages_per_user: int = FUTURE_MESSAGES_PER_PHONE
+    future_messages_per_user: int = setting(FUTURE_MESSAGES_PER_PHONE, at_least=1)
     # Messages on which keystroke savings are simulated, spread over the users.
     keystroke_texts: int = KEYSTROKE_TEXTS
     # Users whose models are also evaluated on held-out users' text.
-    heldout_models: int = 20
+    heldout_models: int = setting(
+        20, help="users whose models are also measured on held-out text"
+    )
     # Held-out messages each of those models is evaluated on (a fixed sample).
-    heldout_messages: int = 300
+    heldout_messages: int = setting(
+        300, help="held-out messages each of those models is measured on"
+    )
     # Keystroke-savings messages per held-out evaluation.
     heldout_keystroke_texts: int = 100
 
     def __post_init__(self) -> None:
-        positive = ("local_epochs", "batch_size", "future_messages_per_user")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, not {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, not {self.lr}")
+        check_settings(self, CentralConfigError)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from models.launch import WorkerFailedError
+from models.settings import ConfigError
 
 __all__ = ["CentralConfigError", "WorkerAbortedError", "WorkerFailedError"]
 
 
-class CentralConfigError(ValueError):
+class CentralConfigError(ConfigError):
     """A central training setting cannot work; the message names it."""
 
 

@@ -23,6 +23,7 @@ from rich.console import Console
 from central.config import CentralConfig
 from cli.errors import UsageError
 from cli.options import (
+    add_field_options,
     add_threads_option,
     check_new_run_dir,
     check_threads,
@@ -49,13 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `central` subcommand."""
     parser = subparsers.add_parser("central", help=HELP, description=DESCRIPTION)
     add_worker_options(parser)
-    parser.add_argument(
-        "--canaries",
-        type=int,
-        default=0,
-        help="Secret Sharer canaries per repeat count planted in the pooled train "
-        "text, new runs only (default: %(default)s)",
-    )
+    add_field_options(parser, CentralConfig(), names={"canaries"})
     parser.set_defaults(func=run_central)
 
 

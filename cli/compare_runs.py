@@ -302,8 +302,11 @@ def setting(config: dict[str, Any], final: dict[str, Any] | None = None) -> str:
     if kind == RunKind.FEDERATED:
         fed = config.get("federation", {})
         local = fed.get("local", {})
+        strategy = fed.get("strategy", "?")  # a name in runs made before it nested
+        if isinstance(strategy, dict):
+            strategy = strategy.get("name", "?")
         return (
-            f"{fed.get('strategy', '?')}, {fed.get('clients_per_round', '?')} "
+            f"{strategy}, {fed.get('clients_per_round', '?')} "
             f"phones/round, {fed.get('rounds', '?')} rounds, "
             f"{local.get('local_epochs', '?')} local epoch(s) of SGD lr "
             f"{local.get('client_lr', '?')}, <= {local.get('max_local_steps', '?')} "

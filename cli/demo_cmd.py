@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cli.errors import UsageError
+from cli.options import typed_flag
 from cli.privacy_options import add_privacy_options, privacy_config
+from cli.simulate_checks import new_run_defaults
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.privacy.privacy_config import PrivacyConfig
+from coordinator.round.server_choices import StrategyConfig
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
 from models.config import ModelConfig
@@ -65,7 +68,7 @@ def _demo_federation(
         # of a 60-user one, where FedAvgM reached 1,635 and 13,668, and it
         # put "you" first after "how are" one round earlier (round 10, 60 s
         # after the start of benchmarks/demo_rounds.py).
-        strategy="fedadagrad",
+        strategy=StrategyConfig(name="fedadagrad"),
         # Secure aggregation and DP from the privacy options (default: none).
         privacy=privacy,
     )
@@ -128,34 +131,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "exported to ONNX (RUN/export, re-exported as each round lands) under "
         "onnxruntime (default: %(default)s)",
     )
-    add_privacy_options(parser)
-    parser.set_defaults(func=run_demo)
+    privacy = add_privacy_options(parser)
+    parser.set_defaults(func=run_demo, privacy_defaults=new_run_defaults(privacy))
 
 
 def privacy_flags(args: argparse.Namespace) -> list[str]:
-    """The privacy options given on the command line (not left at their default)."""
-    defaults = PrivacyConfig()
-    given = [
-        name
-        for name in (
-            "dp_clip",
-            "adaptive_clip",
-            "noise_multiplier",
-            "target_epsilon",
-            "dp_noise",
-            "delta",
-        )
-        if getattr(args, name) is not None
+    """The privacy options given on the command line (not left at their default),
+    named as typed."""
+    defaults: dict[str, object] = args.privacy_defaults
+    return [
+        typed_flag(args, dest)
+        for dest, default in defaults.items()
+        if getattr(args, dest) != default
     ]
-    if args.secure_aggregation:
-        given.append("secure_aggregation")
-    if args.log_attack_words:
-        given.append("log_attack_words")
-    if args.attack_phones != defaults.attack_phones:
-        given.append("attack_phones")
-    if args.canaries != defaults.canaries:
-        given.append("canaries")
-    return ["--" + name.replace("_", "-") for name in given]
 
 
 def demo_privacy(args: argparse.Namespace, *, fresh: bool) -> PrivacyConfig:

@@ -13,20 +13,15 @@ def user_errors() -> tuple[type[Exception], ...]:
     Imported when an error is being matched, not when the CLI starts: by then the
     command has loaded these modules anyway, and `--help` stays free of torch.
     """
-    from central.errors import (
-        CentralConfigError,
-        WorkerAbortedError,
-        WorkerFailedError,
-    )
-    from coordinator.config import FederationConfigError
+    from central.errors import WorkerAbortedError, WorkerFailedError
     from corpora.messages import CorpusError
-    from device_sim.config import FleetConfigError
     from device_sim.phone import PhoneStoreError
     from models.checkpoint import CheckpointError
     from models.export_manifest import ExportError
     from models.files import StorageError
     from models.run_lock import RunLockError
     from models.rundir import RunDirError
+    from models.settings import ConfigError
 
     return (
         CorpusError,
@@ -36,10 +31,9 @@ def user_errors() -> tuple[type[Exception], ...]:
         RunLockError,
         StorageError,
         UsageError,
-        FederationConfigError,
-        FleetConfigError,
+        # Every layer's settings: FleetConfigError, FederationConfigError, ...
+        ConfigError,
         PhoneStoreError,
-        CentralConfigError,
         WorkerFailedError,
         WorkerAbortedError,
     )

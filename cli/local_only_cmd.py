@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,12 +12,14 @@ from central.config import LocalOnlyConfig
 from cli.errors import UsageError
 from cli.options import (
     add_corpus_options,
+    add_field_options,
     add_out_or_resume,
     add_threads_option,
     check_finite,
     check_new_run_dir,
     check_threads,
     corpus_config,
+    from_args,
 )
 from cli.progress import progress_bar
 from corpora.messages import CorpusError
@@ -28,16 +29,6 @@ from models.run_lock import RunLock
 
 if TYPE_CHECKING:
     from central.local_only import UserResult
-
-# Options of `LocalOnlyConfig` offered on the command line, with their help.
-_OPTIONS = {
-    "seed": "seed of the initial model, batch orders and samples",
-    "local_epochs": "passes over each user's own messages",
-    "batch_size": "sequences per batch",
-    "lr": "SGD step size",
-    "heldout_models": "users whose models are also measured on held-out text",
-    "heldout_messages": "held-out messages each of those models is measured on",
-}
 
 HELP = "every user trains alone on their own history (no merging)"
 DESCRIPTION = """\
@@ -51,23 +42,10 @@ of held-out messages. Resumable user by user (run it again with --resume).
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `local-only` subcommand."""
-    defaults = LocalOnlyConfig()
     parser = subparsers.add_parser("local-only", help=HELP, description=DESCRIPTION)
     add_out_or_resume(parser)
     group = parser.add_argument_group("local training (new runs only)")
-    types = {f.name: f.type for f in fields(LocalOnlyConfig)}
-    for name, text in _OPTIONS.items():
-        group.add_argument(
-            "--" + name.replace("_", "-"),
-            type=float if types[name] == "float" else int,
-            default=getattr(defaults, name),
-            help=f"{text} (default: %(default)s)",
-        )
-    group.add_argument(
-        "--all-users",
-        action="store_true",
-        help="train every training user, not only the future cohort's",
-    )
+    add_field_options(group, LocalOnlyConfig())
     add_threads_option(
         parser, default=1, note="a user's batches are too small for more to pay"
     )
@@ -79,10 +57,7 @@ def _create(args: argparse.Namespace) -> str:
     check_new_run_dir(args.out)
     check_finite("--lr", args.lr)
     try:
-        config = LocalOnlyConfig(
-            **{name: getattr(args, name) for name in _OPTIONS},
-            all_users=args.all_users,
-        )
+        config = from_args(LocalOnlyConfig, args)
     except ValueError as error:
         raise UsageError(str(error)) from None
     corpus = corpus_config(args, seed=config.seed)

@@ -7,13 +7,14 @@ import dataclasses
 import math
 import os
 import typing
-from collections.abc import Sequence
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cli.errors import UsageError
 from corpora.corpus import CorpusConfig
-from models.config import OUTPUT_BIAS_INITS, ModelConfig
+from models.config import ModelConfig
+from models.settings import ALIASES, BOUNDS, CHOICES, FLAG, HELP, METAVAR
 
 # Widest embedding or LSTM accepted: 4096 already makes a model of about 70 M
 # weights per 1,000 vocabulary words, far past what a phone (or a test) trains.
@@ -33,44 +34,139 @@ def add_out_or_resume(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--resume", metavar="RUN_DIR", help="continue this run")
 
 
-def add_field_options(
-    group: argparse._ArgumentGroup,
-    config: object,
-    helps: dict[str, str],
-    *,
-    choices: dict[str, Sequence[str]] | None = None,
-) -> None:
-    """One option per field of `config` that `helps` names, with the field's default.
+class _Store(argparse._StoreAction):
+    """argparse's store, remembering which of the option's names was typed."""
 
-    The flag is the field's name with dashes (`local_epochs`: `--local-epochs`) and
-    its type the field's (`int | None`: int); a field that `choices` names accepts
-    only those values. A help that does not speak of its default gets
-    "(default: %(default)s)" added.
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        super().__call__(parser, namespace, values, option_string)
+        vars(namespace).setdefault("typed_flags", {})[self.dest] = option_string
+
+
+class _Switch(argparse._StoreConstAction):
+    """A bool field's switch: sets `const`, remembering the name typed."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        super().__call__(parser, namespace, values, option_string)
+        vars(namespace).setdefault("typed_flags", {})[self.dest] = option_string
+
+
+def typed_flag(args: argparse.Namespace, dest: str) -> str:
+    """The name the user typed for the option kept in `dest` (an alias such as
+    --dp-clip, or the option's own), so that a message quotes the command line."""
+    typed = vars(args).get("typed_flags", {}).get(dest)
+    return typed or "--" + dest.replace("_", "-")
+
+
+def option_flags(field: dataclasses.Field) -> list[str]:
+    """The field's option and its older aliases: ["--dp-clip-norm", "--dp-clip"]."""
+    meta = field.metadata
+    names = [meta.get(FLAG) or field.name, *meta.get(ALIASES, ())]
+    return ["--" + name.replace("_", "-") for name in names]
+
+
+def option_dest(field: dataclasses.Field) -> str:
+    """Where argparse keeps the field's option: its flag, with underscores."""
+    return option_flags(field)[0][2:].replace("-", "_")
+
+
+def range_text(bounds: tuple[float | None, ...]) -> str:
+    """A field's bounds as --help shows them: "[0.1, 100]", "[1, 1,000,000,000]"."""
+    at_least, above, at_most, below = bounds
+    low, high = (
+        (above if at_least is None else at_least),
+        (below if at_most is None else at_most),
+    )
+    shown = f"{high:,}" if high is not None and high >= 1e6 else f"{high:g}"
+    return f"[{low:g}, {shown}]"
+
+
+def _help(field: dataclasses.Field, default: Any, *, unset: bool) -> str:
+    """The field's help with {default} and {range} filled in, its aliases named
+    and, where the text is silent on it, its default."""
+    meta = field.metadata
+    text = str(meta[HELP]).replace("{default}", str(default))
+    if "{range}" in text:
+        text = text.replace("{range}", range_text(meta[BOUNDS]))
+    shown = not unset and default is not None and not isinstance(default, bool)
+    if "default" not in text and shown:
+        text += " (default: %(default)s)"
+    aliases = option_flags(field)[1:]
+    if aliases:
+        text += f" (also {', '.join(aliases)}, its older name)"
+    return text
+
+
+def add_field_options(
+    group: argparse.ArgumentParser | argparse._ArgumentGroup,
+    config: object,
+    *,
+    names: Collection[str] | None = None,
+    unset: bool = False,
+) -> None:
+    """One option per field of `config` whose `setting` has a help.
+
+    The flag is the field's name with dashes (`local_epochs`: `--local-epochs`) or
+    the setting's `flag`, its aliases the setting's older names, its type the
+    field's (`int | None`: int), its choices the setting's; a bool field is a
+    switch (one whose default is True turns it off). A help that does not speak
+    of its default gets "(default: %(default)s)" added.
+
+    Args:
+        names: only these fields (by field name); None: every field with a help.
+        unset: the options default to None, so that a config built from them
+            (`from_args(..., unset=True)`) keeps its own default where none is
+            given, and a caller sees which were given.
     """
     hints = typing.get_type_hints(type(config))
-    for name, text in helps.items():
-        kinds = typing.get_args(hints[name]) or (hints[name],)
-        kind = next(k for k in kinds if k is not type(None))
-        if "default" not in text:
-            text += " (default: %(default)s)"
-        group.add_argument(
-            "--" + name.replace("_", "-"),
-            type=kind,
-            choices=(choices or {}).get(name),
-            default=getattr(config, name),
-            help=text,
-        )
+    for field in dataclasses.fields(config):  # type: ignore[arg-type]
+        if field.metadata.get(HELP) is None or (names and field.name not in names):
+            continue
+        default = getattr(config, field.name)
+        options: dict[str, Any] = {
+            "dest": option_dest(field),
+            "default": None if unset else default,
+            "help": _help(field, default, unset=unset),
+        }
+        if isinstance(default, bool):
+            options.update(action=_Switch, const=not default, default=default)
+        else:
+            options["action"] = _Store
+            kinds = typing.get_args(hints[field.name]) or (hints[field.name],)
+            options["type"] = next(k for k in kinds if k is not type(None))
+            options["choices"] = field.metadata.get(CHOICES)
+            options["metavar"] = field.metadata.get(METAVAR)
+        group.add_argument(*option_flags(field), **options)
 
 
-def from_args(cls: type[Config], args: argparse.Namespace, **given: Any) -> Config:
-    """A `cls` config from the options named after its fields, and `given` values.
+def _option_values(
+    config: Any, args: argparse.Namespace, *, unset: bool
+) -> dict[str, Any]:
+    """The values of `config`'s fields (class or instance) that options gave."""
+    values = {}
+    for field in dataclasses.fields(config):
+        dest = option_dest(field)
+        if field.metadata.get(HELP) is None or not hasattr(args, dest):
+            continue
+        if not (unset and getattr(args, dest) is None):
+            values[field.name] = getattr(args, dest)
+    return values
 
-    Options take their field's name (`--client-lr` sets `client_lr`), so a field
-    with no option keeps its default and `given` overrides the rest.
+
+def from_args(
+    cls: type[Config], args: argparse.Namespace, *, unset: bool = False, **given: Any
+) -> Config:
+    """A `cls` config from the options `add_field_options` made, and `given` values.
+
+    A field with no option (no help) keeps its default; with `unset`, so does one
+    whose option was left at None.
     """
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    values = {name: getattr(args, name) for name in names if hasattr(args, name)}
-    return cls(**{**values, **given})
+    return cls(**{**_option_values(cls, args, unset=unset), **given})
+
+
+def replace_from_args(config: Config, args: argparse.Namespace, **given: Any) -> Config:
+    """`config` with the fields its options set, and `given` values, replaced."""
+    values = _option_values(config, args, unset=False)
+    return dataclasses.replace(config, **{**values, **given})  # type: ignore[type-var]
 
 
 def add_corpus_options(
@@ -82,33 +178,17 @@ def add_corpus_options(
     options from here; `max_users=False` leaves out --max-users (corpus stats,
     which counts every user).
     """
-    defaults = CorpusConfig()
     group = parser.add_argument_group("corpus")
-    group.add_argument(
-        "--corpus",
-        default=defaults.source,
-        help="'chitchat' (the Chit-Chat corpus in the installed wheel) or a JSONL "
-        'path with one {"user", "text", "timestamp"} message a line '
-        "(default: %(default)s)",
-    )
-    helps = {
-        "max_words_per_user": "words kept per user, oldest first",
-        "min_words_per_user": "users with fewer words are left out",
-        "heldout_fraction": "share of users who never train",
-        "future_fraction": "newest share of each user's messages kept as future text",
-    }
-    if max_users:
-        helps["max_users"] = (
-            "train on the first N training users by id, for a small run; the "
-            "held-out users stay as they are (default: all)"
-        )
-    add_field_options(group, defaults, helps)
+    names = {f.name for f in dataclasses.fields(CorpusConfig)}
+    if not max_users:
+        names.discard("max_users")
+    add_field_options(group, CorpusConfig(), names=names)
     return group
 
 
 def corpus_config(args: argparse.Namespace, *, seed: int = 0) -> CorpusConfig:
     """The `CorpusConfig` that the corpus options describe."""
-    return from_args(CorpusConfig, args, source=args.corpus, seed=seed)
+    return from_args(CorpusConfig, args, seed=seed)
 
 
 def check_finite(flag: str, value: float) -> None:
@@ -152,23 +232,9 @@ def check_workers(workers: int | None, flag: str = "--workers") -> None:
         raise UsageError(f"{flag} must lie in [1, {MAX_WORKERS}], not {workers}")
 
 
-# The model-shape options of every command that creates a model.
-MODEL_HELPS = {
-    "hidden_dim": "LSTM width",
-    "embed_dim": "embedding width",
-    "output_bias_init": "round-0 output bias: the public vocabulary's unigram "
-    "log-frequencies (wordfreq, no phone's text) or zeros (default: %(default)s)",
-}
-
-
 def add_model_options(group: argparse._ArgumentGroup) -> None:
     """--hidden-dim, --embed-dim and --output-bias-init (`ModelConfig`'s fields)."""
-    add_field_options(
-        group,
-        ModelConfig(),
-        MODEL_HELPS,
-        choices={"output_bias_init": OUTPUT_BIAS_INITS},
-    )
+    add_field_options(group, ModelConfig())
 
 
 def check_model_dims(*, hidden_dim: int, embed_dim: int) -> None:

@@ -3,7 +3,6 @@
 Everything here runs before a rank starts or a file is written, so that a bad
 option is one line and exit status 2, and leaves nothing behind:
 
-- the hostile-phone and aggregator options (`add_robustness_options`);
 - options that only shape a new run, refused beside `--resume` (the run keeps the
   settings it started with);
 - `--rounds` below the rounds a resumed run already completed;
@@ -25,44 +24,18 @@ from rich.console import Console
 
 from cli.errors import UsageError
 from cli.options import (
-    add_field_options,
     check_model_dims,
     check_new_run_dir,
     check_threads,
     check_workers,
+    typed_flag,
 )
 from coordinator.config import FederationConfig
-from coordinator.round.server_choices import AGGREGATORS
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
-from device_sim.config import FAULT_KINDS, FleetConfig
 from models.config import ModelConfig
 
 if TYPE_CHECKING:  # torch: imported by the functions that need them
     from models.rundir import RunDir
-
-
-def add_robustness_options(group: argparse._ArgumentGroup) -> None:
-    """--faulty-fraction, --fault-kind, --fault-scale and --aggregator."""
-    faults = {
-        "faulty_fraction": "share of phones that send a corrupted or hostile report",
-        "fault_kind": "what a faulty phone sends: a NaN or Inf value, its update "
-        "scaled (scale) or flipped and scaled (sign), an inflated example count "
-        "(count), a wrong shape or dtype; under --secure-aggregation the hostile "
-        "kinds skip the clip and the range, and two more lie inside the mask: "
-        "every coordinate at the top of the range (range) or a weight of "
-        "--fault-scale behind an honest count (weight) (default: %(default)s)",
-        "fault_scale": "factor of scale, sign, count and weight faults (default: "
-        "1000 for scale, 5 for sign, 100 for count, 4096 for weight)",
-    }
-    add_field_options(group, FleetConfig(), faults, choices={"fault_kind": FAULT_KINDS})
-    aggregator = {
-        "aggregator": "how screened updates are combined: FedAvg's weighted mean, "
-        "the coordinate-wise median or trimmed mean, Krum or Multi-Krum "
-        "(default: %(default)s)",
-    }
-    add_field_options(
-        group, FederationConfig(), aggregator, choices={"aggregator": AGGREGATORS}
-    )
 
 
 def new_run_defaults(*groups: argparse._ArgumentGroup) -> dict[str, Any]:
@@ -78,7 +51,7 @@ def resume_conflicts(args: argparse.Namespace) -> list[str]:
     """New-run options given a value other than their default beside --resume."""
     defaults: dict[str, Any] = getattr(args, "new_run_defaults", {})
     return [
-        "--" + dest.replace("_", "-")
+        typed_flag(args, dest)
         for dest, default in defaults.items()
         if getattr(args, dest, default) != default
     ]

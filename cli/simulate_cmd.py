@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -17,6 +17,7 @@ from cli.options import (
     add_threads_option,
     corpus_config,
     from_args,
+    replace_from_args,
 )
 from cli.privacy_options import (
     add_privacy_options,
@@ -26,7 +27,6 @@ from cli.privacy_options import (
 from cli.progress import progress_bar
 from cli.simulate_checks import (
     RunSettings,
-    add_robustness_options,
     check_options,
     checked_splits,
     new_run_defaults,
@@ -40,55 +40,13 @@ from coordinator.events import (
     Event,
     RoundStarted,
 )
-from coordinator.round.server_choices import STRATEGIES
-from device_sim.config import FleetConfig, LocalTrainingConfig
-from models.config import PRECISIONS, TRAIN_SOFTMAXES, ModelConfig
+from models.config import ModelConfig
 from models.launch import launch_local
 from models.run_lock import RunLock
 
 if TYPE_CHECKING:  # torch: imported when a run starts, so --help stays instant
     from coordinator.run.simulation import Simulation
     from device_sim.ranks import Ranks
-
-# The new-run options, by the config whose field each sets (cli.options).
-FEDERATION_HELPS = {
-    "clients_per_round": "reports aggregated per round",
-    "strategy": "server optimizer",
-    "server_lr": "server step size (default: the strategy's own)",
-    "server_warmup_rounds": "aggregations over which the server step rises "
-    "linearly to --server-lr, 0 for none",
-    "server_momentum_warmup_rounds": "aggregations over which FedAvgM's momentum "
-    "rises linearly from 0, 0 for none",
-    "eval_every": "evaluate every N rounds, 0 never",
-    "workers": "ranks the phones are spread over, one process each on loopback "
-    "(gloo); under torchrun its --nproc-per-node decides (default: %(default)s)",
-    "seed": "seed of everything random",
-}
-LOCAL_HELPS = {
-    "local_epochs": "local passes per round",
-    "max_local_steps": "local step cap per round",
-    "client_lr": "phones' SGD step size",
-    "clip_norm": "phones' gradient-norm clip per local step, 0 for none",
-    "prox_mu": "FedProx proximal weight, 0 for none",
-    "precision": "arithmetic of the phones' training: bf16 matmuls under autocast "
-    "(fp32 weights and loss) or plain fp32 (default: %(default)s)",
-    "train_softmax": "phones' output layer in training: every word, or each target "
-    "and --softmax-samples words from the public unigram distribution with the "
-    "log-Q correction (evaluation always uses every word) (default: %(default)s)",
-    "softmax_samples": "words drawn per sampled step",
-    "softmax_full_steps": "with sampled, each phone's last N local steps use the "
-    "full softmax",
-    "softmax_sampled_rounds": "with sampled, rounds after this one train with the "
-    "full softmax (default: every round samples)",
-    "update_compression": "what a phone sends up: none (float32), int8 (QSGD "
-    "8-bit, stochastic rounding) or topk:F (each tensor's largest fraction F, "
-    "error feedback on the phone) (default: %(default)s)",
-}
-FLEET_HELPS = {
-    "shard_messages": "one phone per this many messages of a user (default: one "
-    "phone a user)",
-    "dropout_rate": "chance a selected phone drops out",
-}
 
 HELP = "train the model federated, on a simulated fleet of phones"
 DESCRIPTION = """\
@@ -99,32 +57,21 @@ held-out users and future text. Resumable.
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `simulate` subcommand."""
+    """Add the `simulate` subcommand: an option per field of the run's configs
+    that has a help (`cli.options.add_field_options`)."""
     fed = FederationConfig()
     parser = subparsers.add_parser("simulate", help=HELP, description=DESCRIPTION)
     add_out_or_resume(parser)
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=None,
-        help=f"rounds in all (default: {fed.rounds}; with --resume the run's own)",
-    )
+    # --rounds also moves a resumed run's end: unset, it keeps the run's own.
+    add_field_options(parser, fed, names={"rounds"}, unset=True)
     group = parser.add_argument_group("federation (new runs only)")
-    add_field_options(group, fed, FEDERATION_HELPS, choices={"strategy": STRATEGIES})
-    add_field_options(
-        group,
-        LocalTrainingConfig(),
-        LOCAL_HELPS,
-        choices={"precision": PRECISIONS, "train_softmax": TRAIN_SOFTMAXES},
-    )
-    add_field_options(group, FleetConfig(), FLEET_HELPS)
-    group.add_argument(
-        "--always-eligible",
-        action="store_true",
-        help="ignore the phones' idle/charging/Wi-Fi pattern",
-    )
+    add_field_options(group, fed, names={"clients_per_round"})
+    add_field_options(group, fed.strategy)
+    add_field_options(group, fed, names={"eval_every", "workers", "seed"})
+    add_field_options(group, fed.local)
+    add_field_options(group, fed.fleet)
     add_model_options(group)
-    add_robustness_options(group)
+    add_field_options(group, fed.aggregation)
     add_threads_option(
         parser, default=None, note="1 is faster on a machine busy with other jobs"
     )
@@ -139,25 +86,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def federation_config(args: argparse.Namespace) -> FederationConfig:
     """The `FederationConfig` the options describe."""
+    fed = FederationConfig()
     try:
-        local = from_args(LocalTrainingConfig, args)
         # --max-users cuts the corpus (CorpusConfig.max_users), as for every
         # command; the fleet's own field stays for runs made before it did.
-        fleet = from_args(
-            FleetConfig, args, eligibility=not args.always_eligible, max_users=None
-        )
+        parts: dict[str, Any] = {
+            "strategy": replace_from_args(fed.strategy, args),
+            "aggregation": replace_from_args(fed.aggregation, args),
+            "local": replace_from_args(fed.local, args),
+            "fleet": replace_from_args(fed.fleet, args, max_users=None),
+        }
     except ValueError as error:
         raise UsageError(str(error)) from None
     privacy = privacy_config(args, clients_per_round=args.clients_per_round)
     try:
-        return from_args(
-            FederationConfig,
+        return replace_from_args(
+            fed,
             args,
-            rounds=args.rounds or FederationConfig().rounds,
+            rounds=args.rounds or fed.rounds,
             workers=_world_size(args),
-            local=local,
-            fleet=fleet,
             privacy=privacy,
+            **parts,
         )
     except FederationConfigError as error:
         raise UsageError(str(error)) from None

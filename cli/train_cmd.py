@@ -8,12 +8,13 @@ display here are shared with `fedtype central`.
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from central.config import OPTIMIZERS, CentralConfig
+from central.config import CentralConfig
 from central.errors import CentralConfigError
 from central.events import (
     Evaluated,
@@ -45,18 +46,6 @@ from models.run_lock import RunLock
 if TYPE_CHECKING:
     from models.rundir import RunKind
 
-# The new-run options, by the config whose field each sets (cli.options).
-TRAINING_HELPS = {
-    "epochs": "passes over the pooled data",
-    "max_steps": "stop after this many steps",
-    "seed": "seed of everything random",
-    "batch_size": "sequences per step, all workers",
-    "lr": "learning rate",
-    "eval_every": "evaluate every N steps, 0: epochs",
-    "shard_messages": "messages per data shard",
-    "optimizer": "optimizer",
-}
-
 HELP = "train the model centrally on the pooled data, in one process"
 DESCRIPTION = """\
 Single-process training on every training user's train part pooled (Adam by
@@ -79,9 +68,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     """--out/--resume, the training settings, the model shape and the corpus."""
     add_out_or_resume(parser)
     group = parser.add_argument_group("training (new runs only)")
-    add_field_options(
-        group, CentralConfig(), TRAINING_HELPS, choices={"optimizer": OPTIMIZERS}
-    )
+    # --canaries: `fedtype central` only.
+    names = {f.name for f in fields(CentralConfig)} - {"canaries"}
+    add_field_options(group, CentralConfig(), names=names)
     add_model_options(group)
     add_corpus_options(parser)
 

@@ -3,38 +3,57 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from coordinator.privacy.privacy_config import PrivacyConfig, PrivacyConfigError
-from coordinator.round.robust import MIN_COSINE, MIN_FOR_MEDIAN, NORM_FACTOR
-from coordinator.round.server_choices import (
-    AGGREGATORS,
-    STRATEGIES,
-    StrategyConfig,
-    default_server_lr,
-)
-from device_sim.config import (
-    MASKED_ONLY_KINDS,
-    FleetConfig,
-    FleetConfigError,
-    LocalTrainingConfig,
-)
-from models.config import check_choice
+from coordinator.errors import FederationConfigError as FederationConfigError
+from coordinator.privacy.privacy_config import PrivacyConfig
+from coordinator.round.robust import ScreenSettings
+from coordinator.round.server_choices import AggregationConfig, StrategyConfig
+from device_sim.config import MASKED_ONLY_KINDS, FleetConfig, LocalTrainingConfig
 from models.evaluation_sets import (
     FUTURE_MESSAGES,
     FUTURE_MESSAGES_PER_PHONE,
     HELDOUT_MESSAGES,
     KEYSTROKE_TEXTS,
 )
+from models.settings import ConfigError, check_settings, setting
 
-# The largest server_lr accepted: FedAvg's is 1.0 and the adaptive strategies'
-# 0.01; a far larger step only throws the model to NaN.
-MAX_SERVER_LR = 100.0
+# The old flat keys of a config.json written before the strategy, the screen and
+# the aggregator were nested: key -> (nested config, its field).
+_FLAT_KEYS: dict[str, tuple[str, str]] = {
+    "strategy": ("strategy", "name"),
+    "server_lr": ("strategy", "server_lr"),
+    "server_momentum": ("strategy", "server_momentum"),
+    "server_warmup_rounds": ("strategy", "warmup_rounds"),
+    "server_momentum_warmup_rounds": ("strategy", "momentum_warmup_rounds"),
+    "beta1": ("strategy", "beta1"),
+    "beta2": ("strategy", "beta2"),
+    "tau": ("strategy", "tau"),
+    "norm_factor": ("screen", "norm_factor"),
+    "min_for_norm_check": ("screen", "min_for_norm_check"),
+    "min_cosine": ("screen", "min_cosine"),
+    "aggregator": ("aggregation", "name"),
+    "trim_fraction": ("aggregation", "trim_fraction"),
+    "byzantine_fraction": ("aggregation", "byzantine_fraction"),
+}
+# The nested configs, by field, that `from_dict` rebuilds.
+_NESTED: dict[str, type] = {
+    "strategy": StrategyConfig,
+    "screen": ScreenSettings,
+    "aggregation": AggregationConfig,
+    "local": LocalTrainingConfig,
+    "fleet": FleetConfig,
+}
 
 
-class FederationConfigError(ValueError):
-    """A federation setting that cannot work; the message says which and why."""
+def _default_strategy() -> StrategyConfig:
+    # FedAvgM (Hsu et al. 2019): in 40-round runs on the default fleet plain
+    # FedAvg stayed at the unigram level while FedAvgM reached 15.9 % held-out
+    # top-3 (README). Its momentum rises from 0 over the first 5 aggregations,
+    # which stops the first rounds' overshoot on small cohorts (docs/learning.md
+    # has the measurements); the server warm-up (0: none) stays off.
+    return StrategyConfig(name="fedavgm", momentum_warmup_rounds=5)
 
 
 @dataclass(frozen=True)
@@ -42,128 +61,87 @@ class FederationConfig:
     """Rounds, selection, the server strategy, evaluation and checkpoints."""
 
     # Seeds everything: model init, profiles, selection, dropouts, local shuffles.
-    seed: int = 0
+    seed: int = setting(0, help="seed of everything random")
     # Rounds `fedtype simulate` runs in all (a resume continues up to this).
-    rounds: int = 60
+    rounds: int = setting(
+        60,
+        at_least=1,
+        help="rounds in all (default: {default}; with --resume the run's own)",
+    )
     # Reports the server aggregates per round (Bonawitz et al. 2019's goal count).
-    clients_per_round: int = 20
+    clients_per_round: int = setting(
+        20, at_least=1, help="reports aggregated per round"
+    )
     # Extra share of phones selected, since some drop out or come late (30 %).
-    over_selection: float = 0.3
+    over_selection: float = setting(0.3, at_least=0, finite=True)
     # A round is aggregated once at least this share of clients_per_round valid
     # reports arrived; with fewer it is abandoned and the reason recorded.
-    min_report_fraction: float = 0.5
+    min_report_fraction: float = setting(0.5, above=0, at_most=1)
     # Simulated seconds the server waits for reports after sending the weights.
-    report_deadline_s: float = 120.0
+    report_deadline_s: float = setting(120.0, above=0, finite=True)
     # Simulated seconds between round starts (a round lasting longer starts the next
     # late): 144 rounds a day, so the eligible share follows the clock.
-    round_interval_s: float = 600.0
-    # Server optimizer: fedavg | fedavgm | fedadam | fedyogi | fedadagrad. FedAvgM
-    # (Hsu et al. 2019): in 40-round runs on the default fleet plain FedAvg stayed
-    # at the unigram level while FedAvgM reached 15.9 % held-out top-3 (README).
-    strategy: str = "fedavgm"
-    # Server step size; None takes the strategy's default (`default_server_lr`).
-    server_lr: float | None = None
-    # FedAvgM momentum (Hsu et al. 2019).
-    server_momentum: float = StrategyConfig.server_momentum
-    # Server warm-up: the first this many aggregations step with a server_lr
-    # rising linearly to its value (coordinator.round.strategies). 0 (none) stays the
-    # default: docs/learning.md has the measurements.
-    server_warmup_rounds: int = StrategyConfig.warmup_rounds
-    # FedAvgM's momentum rises linearly from 0 to server_momentum over this many
-    # aggregations (coordinator.round.strategies), which stops the first rounds'
-    # overshoot on small cohorts: docs/learning.md has the measurements.
-    server_momentum_warmup_rounds: int = 5
-    # FedAdam/FedYogi/FedAdagrad first- and second-moment decays and adaptivity
-    # (Reddi et al. 2021).
-    beta1: float = StrategyConfig.beta1
-    beta2: float = StrategyConfig.beta2
-    tau: float = StrategyConfig.tau
-    # An update whose norm exceeds this multiple of the median of the norms
-    # accepted in recent rounds and this one is rejected (coordinator.round.robust: 5
-    # stops the sign-flipped x5 attack that 10 let through).
-    norm_factor: float = NORM_FACTOR
-    # The screen's relative rules need at least this many values to have a
-    # median to trust (coordinator.round.robust; below it they rely on the history
-    # and the absolute bounds).
-    min_for_norm_check: int = MIN_FOR_MEDIAN
-    # An update whose cosine with the round's coordinate-wise median update is
-    # below this is rejected (coordinator.round.robust's direction rule, which stops
-    # sign-flipped updates); -1 turns the rule off.
-    min_cosine: float = MIN_COSINE
-    # How the screened updates are combined (coordinator.round.robust_aggregation):
-    # "mean" (FedAvg's example-weighted mean), "median" or "trimmed-mean"
-    # (coordinate-wise, Yin et al. 2018), "krum" or "multi-krum" (Blanchard et al.
-    # 2017). The server optimizer (`strategy`) then applies the combined update.
-    aggregator: str = "mean"
-    # trimmed-mean: share of each coordinate's values dropped at each end (beta).
-    trim_fraction: float = 0.1
-    # krum / multi-krum: share of a round's reports assumed hostile (f = floor of
-    # this times the reports, at most what Krum tolerates).
-    byzantine_fraction: float = 0.3
+    round_interval_s: float = setting(600.0, at_least=0, finite=True)
+    # The server optimizer and its settings (coordinator.round.server_choices).
+    strategy: StrategyConfig = setting(factory=_default_strategy)
+    # The screen's rules (coordinator.round.robust): the norm, count and direction
+    # checks every report passes before it is aggregated.
+    screen: ScreenSettings = setting(factory=ScreenSettings)
+    # How the screened updates are combined (coordinator.round.robust_aggregation);
+    # the strategy then applies the combined update.
+    aggregation: AggregationConfig = setting(factory=AggregationConfig)
     # How each phone trains (local_epochs, client_lr, batch_size, prox_mu, ...).
-    local: LocalTrainingConfig = field(default_factory=LocalTrainingConfig)
+    local: LocalTrainingConfig = setting(factory=LocalTrainingConfig)
     # Which phones exist and how devices behave (eligibility, dropouts, speed).
-    fleet: FleetConfig = field(default_factory=FleetConfig)
+    fleet: FleetConfig = setting(factory=FleetConfig)
     # Evaluate the global model every this many rounds (0: never), and after the
     # last round of a `fedtype simulate` call.
-    eval_every: int = 5
+    eval_every: int = setting(5, at_least=0, help="evaluate every N rounds, 0 never")
     # Held-out users' messages evaluated: a fixed, evenly spaced sample.
-    heldout_messages: int = HELDOUT_MESSAGES
+    heldout_messages: int = setting(HELDOUT_MESSAGES, at_least=0)
     # Future messages evaluated on the phones themselves (federated evaluation): a
     # fixed cohort of phones, drawn once from the seed, holding about this many.
-    future_messages: int = FUTURE_MESSAGES
+    future_messages: int = setting(FUTURE_MESSAGES, at_least=0)
     # A cohort phone contributes at most this many of its future messages, so a
     # few heavy typists do not make up the future metrics.
-    future_messages_per_phone: int = FUTURE_MESSAGES_PER_PHONE
+    future_messages_per_phone: int = setting(FUTURE_MESSAGES_PER_PHONE, at_least=0)
     # Messages on which keystroke savings are simulated, per evaluation set.
-    keystroke_texts: int = KEYSTROKE_TEXTS
+    keystroke_texts: int = setting(KEYSTROKE_TEXTS, at_least=0)
     # Keep every this many rounds' global model for good (0: none beyond the last).
-    checkpoint_every: int = 10
+    checkpoint_every: int = setting(10, at_least=0)
     # Keep the global model of the last this many rounds (>= 1: resume needs it).
-    keep_last: int = 3
+    keep_last: int = setting(3, at_least=1)
     # Ranks the phones are spread over (torch.distributed, gloo on CPU): 1 trains
     # them in this process with no process group; W > 1 needs W processes, which
     # `fedtype simulate --workers W` or torchrun starts. Every W gives the same
     # metrics within float rounding (README, "Speed of the fleet").
-    workers: int = 1
+    workers: int = setting(
+        1,
+        at_least=1,
+        help="ranks the phones are spread over, one process each on loopback "
+        "(gloo); under torchrun its --nproc-per-node decides (default: "
+        "%(default)s)",
+    )
     # Secure aggregation, differential privacy and the curious-server probe
     # (coordinator.privacy.privacy_config); the default protects nothing.
-    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    privacy: PrivacyConfig = setting(factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
-        check_choice("strategy", self.strategy, STRATEGIES, FederationConfigError)
-        positive = ("rounds", "clients_per_round", "keep_last")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise FederationConfigError(f"{name} must be >= 1")
-        non_negative = ("over_selection", "eval_every", "checkpoint_every")
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise FederationConfigError(f"{name} must be >= 0")
-        if not 0 < self.min_report_fraction <= 1:
-            raise FederationConfigError("min_report_fraction must lie in (0, 1]")
-        if self.report_deadline_s <= 0 or self.round_interval_s < 0:
-            raise FederationConfigError(
-                "report_deadline_s must be positive and round_interval_s >= 0"
-            )
-        if self.workers < 1:
-            raise FederationConfigError(f"workers must be >= 1, got {self.workers}")
-        self._check_finite_and_robust()
+        check_settings(self, FederationConfigError)
         self._check_privacy()
-        self.strategy_config()
 
     def _check_privacy(self) -> None:
         """Protections that conflict with the aggregator or the cohort size."""
-        privacy = self.privacy
-        if privacy.dp is not None and self.aggregator != "mean":
+        privacy, aggregator = self.privacy, self.aggregation.name
+        if privacy.dp is not None and aggregator != "mean":
             raise FederationConfigError(
-                f"aggregator {self.aggregator!r} lets each user's update decide how "
+                f"aggregator {aggregator!r} lets each user's update decide how "
                 "the others' are counted, and its sensitivity under DP is not "
                 "analysed: DP accepts only the mean"
             )
-        if privacy.protected and self.aggregator != "mean":
+        if privacy.protected and aggregator != "mean":
             raise FederationConfigError(
-                f"aggregator {self.aggregator!r} needs every plain update; secure "
+                f"aggregator {aggregator!r} needs every plain update; secure "
                 "aggregation and DP only release sums (use the mean)"
             )
         fleet = self.fleet
@@ -199,38 +177,6 @@ class FederationConfig:
                 f"clients_per_round {self.clients_per_round} (q = m / population)"
             )
 
-    def _check_finite_and_robust(self) -> None:
-        """NaN or Inf settings, and the screen's and aggregator's settings."""
-        for name in ("over_selection", "report_deadline_s", "round_interval_s"):
-            if not math.isfinite(getattr(self, name)):
-                raise FederationConfigError(
-                    f"{name} must be finite, got {getattr(self, name)}"
-                )
-        if self.server_lr is not None and not 0 < self.server_lr <= MAX_SERVER_LR:
-            raise FederationConfigError(
-                f"server_lr must lie in (0, {MAX_SERVER_LR:g}], got {self.server_lr}"
-            )
-        if not (self.norm_factor > 0 and math.isfinite(self.norm_factor)):
-            raise FederationConfigError(
-                f"norm_factor must be positive and finite, got {self.norm_factor}"
-            )
-        if self.min_for_norm_check < 1:
-            raise FederationConfigError("min_for_norm_check must be >= 1")
-        if not -1.0 <= self.min_cosine <= 1.0:
-            raise FederationConfigError(
-                f"min_cosine must lie in [-1, 1], got {self.min_cosine}"
-            )
-        check_choice("aggregator", self.aggregator, AGGREGATORS, FederationConfigError)
-        for name in ("trim_fraction", "byzantine_fraction"):
-            if not 0 <= getattr(self, name) < 0.5:
-                raise FederationConfigError(
-                    f"{name} must lie in [0, 0.5), got {getattr(self, name)}"
-                )
-        counts = ("heldout_messages", "future_messages", "future_messages_per_phone")
-        for name in (*counts, "keystroke_texts"):
-            if getattr(self, name) < 0:
-                raise FederationConfigError(f"{name} must be >= 0")
-
     @property
     def min_reports(self) -> int:
         """Valid reports a round needs to be aggregated."""
@@ -243,28 +189,7 @@ class FederationConfig:
 
     def resolved(self) -> FederationConfig:
         """This config with the strategy's default server_lr filled in."""
-        if self.server_lr is not None:
-            return self
-        return replace(self, server_lr=default_server_lr(self.strategy))
-
-    def strategy_config(self) -> StrategyConfig:
-        """The server strategy's settings."""
-        server_lr = self.server_lr
-        if server_lr is None:
-            server_lr = default_server_lr(self.strategy)
-        try:
-            return StrategyConfig(
-                name=self.strategy,
-                server_lr=server_lr,
-                server_momentum=self.server_momentum,
-                beta1=self.beta1,
-                beta2=self.beta2,
-                tau=self.tau,
-                warmup_rounds=self.server_warmup_rounds,
-                momentum_warmup_rounds=self.server_momentum_warmup_rounds,
-            )
-        except ValueError as error:
-            raise FederationConfigError(str(error)) from None
+        return replace(self, strategy=self.strategy.resolved())
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (nested configs as dicts)."""
@@ -272,26 +197,37 @@ class FederationConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FederationConfig:
-        """The config `to_dict` wrote; unknown keys are an error."""
+        """The config `to_dict` wrote, today or before the strategy, screen and
+        aggregator were nested (flat keys); unknown keys are an error."""
         try:
-            values = dict(data)
-            # Runs made before the momentum warm-up stepped without one.
-            values.setdefault("server_momentum_warmup_rounds", 0)
+            values = _nest_flat_keys(data)
             # Runs made before the one engine named their executor instead.
             values.pop("executor", None)
-            local = dict(values.get("local", {}))
             # Runs made before the probes moved to the first local batch.
-            local.pop("loss_sequences", None)
-            values["local"] = LocalTrainingConfig(**local)
-            values["fleet"] = FleetConfig(**values.get("fleet", {}))
+            values.get("local", {}).pop("loss_sequences", None)
+            for name, kind in _NESTED.items():
+                values[name] = kind(**values.get(name, {}))
             # Runs made before the privacy settings protected nothing.
             values["privacy"] = PrivacyConfig.from_dict(values.get("privacy"))
-            known = {f.name for f in fields(cls)}
-            unknown = sorted(set(values) - known)
+            unknown = sorted(set(values) - {f.name for f in fields(cls)})
             if unknown:
                 raise FederationConfigError(f"unknown federation settings {unknown}")
             return cls(**values)
-        except (FleetConfigError, PrivacyConfigError) as error:
+        except ConfigError as error:
             raise FederationConfigError(str(error)) from None
         except TypeError as error:
             raise FederationConfigError(f"bad federation settings ({error})") from None
+
+
+def _nest_flat_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `data` whose old flat strategy, screen and aggregator keys are
+    moved into their nested configs' dicts."""
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    if not isinstance(values.get("strategy", {}), str):
+        return values
+    # Runs made before the momentum warm-up stepped without one.
+    values.setdefault("server_momentum_warmup_rounds", 0)
+    for key, (nested, name) in _FLAT_KEYS.items():
+        if key in values:
+            values.setdefault(nested, {})[name] = values.pop(key)
+    return values

@@ -24,22 +24,46 @@ class CorpusConfig:
     """Which corpus to read and how to cut it."""
 
     # "chitchat" for the Chit-Chat corpus in the installed wheel, else a JSONL path.
-    source: str = "chitchat"
+    # (Each `help` makes a command-line option: `models.settings`, `cli.options`.)
+    source: str = field(
+        default="chitchat",
+        metadata={
+            "help": "'chitchat' (the Chit-Chat corpus in the installed wheel) or a "
+            'JSONL path with one {"user", "text", "timestamp"} message a line '
+            "(default: %(default)s)",
+            "flag": "corpus",
+        },
+    )
     # Words kept per user, oldest first: the top 10 Chit-Chat users hold 42 % of
     # all words, and an uncapped user would dominate both training and the metrics.
-    max_words_per_user: int = 4000
+    max_words_per_user: int = field(
+        default=4000, metadata={"help": "words kept per user, oldest first"}
+    )
     # Users with fewer words have too little history to split or to learn from.
-    min_words_per_user: int = 30
+    min_words_per_user: int = field(
+        default=30, metadata={"help": "users with fewer words are left out"}
+    )
     # Users who never train; they measure generalisation to new people.
-    heldout_fraction: float = 0.1
+    heldout_fraction: float = field(
+        default=0.1, metadata={"help": "share of users who never train"}
+    )
     # The newest share of each training user's messages: their "future" text.
-    future_fraction: float = 0.2
+    future_fraction: float = field(
+        default=0.2,
+        metadata={"help": "newest share of each user's messages kept as future text"},
+    )
     # Seeds the held-out draw.
     seed: int = 0
     # Training users kept, the first this many by id (None: all), for small runs
     # of any kind: the fleet's phones, the pooled data and the local-only users
     # all come from these. Held-out users are drawn before and keep their number.
-    max_users: int | None = None
+    max_users: int | None = field(
+        default=None,
+        metadata={
+            "help": "train on the first N training users by id, for a small run; "
+            "the held-out users stay as they are (default: all)"
+        },
+    )
 
     def __post_init__(self) -> None:
         # Out-of-range settings would otherwise split silently into nonsense.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from models.config import (
@@ -10,8 +9,8 @@ from models.config import (
     PRECISIONS,
     TRAIN_SOFTMAXES,
     TrainingConfig,
-    check_choice,
 )
+from models.settings import ConfigError, check_settings, setting
 
 __all__ = [
     "FAULT_KINDS",
@@ -56,7 +55,7 @@ HOSTILE_KINDS: tuple[str, ...] = ("scale", "sign", "count", *MASKED_ONLY_KINDS)
 MAX_CLIENT_LR = 100.0
 
 
-class FleetConfigError(ValueError):
+class FleetConfigError(ConfigError):
     """A fleet or local-training setting that cannot work; the message says which."""
 
 
@@ -65,90 +64,91 @@ class LocalTrainingConfig:
     """How a phone trains in one round (the client side of FedAvg / FedProx)."""
 
     # Passes over the phone's (sampled) training sequences per round.
-    local_epochs: int = 1
+    local_epochs: int = setting(1, at_least=1, help="local passes per round")
     # Cap on optimizer steps per round: a heavy typist (4,000 words, about 27
     # batches) would otherwise take many times a median phone's work. The phone
     # samples at most max_local_steps // local_epochs batches of sequences.
-    max_local_steps: int | None = 16
+    max_local_steps: int | None = setting(
+        16, at_least=1, help="local step cap per round"
+    )
     # Sequences (messages) per local batch.
-    batch_size: int = 16
+    batch_size: int = setting(16, at_least=1)
     # Plain SGD step size on the phone (McMahan et al. 2017 use SGD). With the
     # clip below a step moves the weights by at most client_lr. After 20 FedAvg
     # rounds on the default fleet 1.0 gave the lowest held-out perplexity (377,
     # against 404 at 0.5 and 386 at 2.0).
-    client_lr: float = 1.0
+    client_lr: float = setting(
+        1.0, above=0, at_most=MAX_CLIENT_LR, help="phones' SGD step size"
+    )
     # FedProx proximal weight mu (Li et al. 2020); 0 is FedAvg's local objective.
-    prox_mu: float = 0.0
+    prox_mu: float = setting(
+        0.0, at_least=0, finite=True, help="FedProx proximal weight, 0 for none"
+    )
     # Global gradient-norm clip of each local step; LSTMs diverge without one.
-    clip_norm: float = 1.0
+    clip_norm: float = setting(
+        1.0,
+        at_least=0,
+        finite=True,
+        help="phones' gradient-norm clip per local step, 0 for none",
+    )
     # Arithmetic of local training and the loss probes: "bf16" runs the model's
     # matmuls under `torch.autocast` (fp32 weights, fp32 loss), "fp32" does not.
     # `benchmarks/fleet.py` measures both (README, "Speed of the fleet"). The
     # default is bf16 on a CPU with native bf16 and fp32 elsewhere.
-    precision: str = DEFAULT_PRECISION
+    precision: str = setting(
+        DEFAULT_PRECISION,
+        choices=PRECISIONS,
+        help="arithmetic of the phones' training: bf16 matmuls under autocast "
+        "(fp32 weights and loss) or plain fp32 (default: %(default)s)",
+    )
     # How a local step scores the output layer: "full" (every word) or "sampled"
     # (each target and `softmax_samples` words drawn from the public unigram
     # distribution, with the log-Q correction: `models.sampled_softmax`).
     # Evaluation always uses the full softmax. Full stays the default:
     # docs/time_to_accuracy.md has the measurements.
-    train_softmax: str = "full"
+    train_softmax: str = setting(
+        "full",
+        choices=TRAIN_SOFTMAXES,
+        help="phones' output layer in training: every word, or each target and "
+        "--softmax-samples words from the public unigram distribution with the "
+        "log-Q correction (evaluation always uses every word) (default: "
+        "%(default)s)",
+    )
     # Words drawn per sampled step, shared by the batch (1,024: 2.9x faster steps
     # than the full softmax over 10,036 words in issue 29's probe).
-    softmax_samples: int = 1024
+    softmax_samples: int = setting(
+        1024, at_least=1, help="words drawn per sampled step"
+    )
     # With "sampled", each phone's last this many local steps use the full
     # softmax, which keeps the normalisation of unsampled words learnt (0: none).
-    softmax_full_steps: int = 0
+    softmax_full_steps: int = setting(
+        0,
+        at_least=0,
+        help="with sampled, each phone's last N local steps use the full softmax",
+    )
     # With "sampled", rounds after this one train with the full softmax: a
     # schedule from sampled to full over the run (None: every round samples).
-    softmax_sampled_rounds: int | None = None
+    softmax_sampled_rounds: int | None = setting(
+        None,
+        at_least=0,
+        help="with sampled, rounds after this one train with the full softmax "
+        "(default: every round samples)",
+    )
     # What a phone sends up (device_sim.compression): "none" (float32), "int8"
     # (QSGD 8-bit, a scale per tensor) or "topk:F" (the fraction F of each
     # tensor's largest values, with error feedback on the phone).
-    update_compression: str = "none"
+    update_compression: str = setting(
+        "none",
+        help="what a phone sends up: none (float32), int8 (QSGD 8-bit, "
+        "stochastic rounding) or topk:F (each tensor's largest fraction F, error "
+        "feedback on the phone) (default: %(default)s)",
+    )
 
     def __post_init__(self) -> None:
-        check_choice("precision", self.precision, PRECISIONS, FleetConfigError)
+        check_settings(self, FleetConfigError)
         from device_sim.compression_spec import parse_compression
 
         parse_compression(self.update_compression)
-        check_choice(
-            "train_softmax", self.train_softmax, TRAIN_SOFTMAXES, FleetConfigError
-        )
-        if self.softmax_samples < 1:
-            raise FleetConfigError(
-                f"softmax_samples must be >= 1, got {self.softmax_samples}"
-            )
-        if self.softmax_full_steps < 0:
-            raise FleetConfigError(
-                f"softmax_full_steps must be >= 0, got {self.softmax_full_steps}"
-            )
-        if self.softmax_sampled_rounds is not None and self.softmax_sampled_rounds < 0:
-            raise FleetConfigError(
-                "softmax_sampled_rounds must be >= 0 or None, got "
-                f"{self.softmax_sampled_rounds}"
-            )
-        if self.local_epochs < 1:
-            raise FleetConfigError(
-                f"local_epochs must be >= 1, got {self.local_epochs}"
-            )
-        if self.max_local_steps is not None and self.max_local_steps < 1:
-            raise FleetConfigError(
-                f"max_local_steps must be >= 1 or None, got {self.max_local_steps}"
-            )
-        if self.batch_size < 1:
-            raise FleetConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 0 < self.client_lr <= MAX_CLIENT_LR:
-            raise FleetConfigError(
-                f"client_lr must lie in (0, {MAX_CLIENT_LR:g}], got {self.client_lr}"
-            )
-        if not (self.prox_mu >= 0 and math.isfinite(self.prox_mu)):
-            raise FleetConfigError(
-                f"prox_mu must be >= 0 and finite, got {self.prox_mu}"
-            )
-        if not (self.clip_norm >= 0 and math.isfinite(self.clip_norm)):
-            raise FleetConfigError(
-                f"clip_norm must be >= 0 and finite (0: no clip), got {self.clip_norm}"
-            )
 
     def training_config(self, server_round: int | None = None) -> TrainingConfig:
         """The shared training loop's settings for one round on a phone.
@@ -190,74 +190,68 @@ class FleetConfig:
 
     # Phones built from at most this many training users (None: all). Tests use
     # a few dozen; the order is the corpus's sorted user order.
-    max_users: int | None = None
+    max_users: int | None = setting(None, at_least=1)
     # Split each user's history into phones of this many messages (None: one phone
     # a user). Conversation-sized shards turn 966 users into ~10,000 phones for
     # scale tests; a shard's future text is the user's future part, shared out.
-    shard_messages: int | None = None
+    shard_messages: int | None = setting(
+        None,
+        at_least=1,
+        help="one phone per this many messages of a user (default: one phone a user)",
+    )
     # Keyboard eligibility (idle, charging, unmetered network; Bonawitz et al.
     # 2019). False: every phone is eligible at every moment.
-    eligibility: bool = True
+    eligibility: bool = setting(
+        True,
+        flag="always-eligible",
+        help="ignore the phones' idle/charging/Wi-Fi pattern",
+    )
     # Mean length in hours of a phone's nightly charge, its local evening onward.
-    charge_hours: float = 8.0
+    charge_hours: float = setting(8.0, above=0, at_most=24)
     # Mean chance that a phone is on an unmetered network (Wi-Fi) on a given night.
-    unmetered_prob: float = 0.8
+    unmetered_prob: float = setting(0.8, at_least=0, at_most=1)
     # Chance that a charging, unmetered phone is idle when the server checks in.
-    idle_prob: float = 0.9
+    idle_prob: float = setting(0.9, at_least=0, at_most=1)
     # Chance that a selected phone drops out during a round (0: never).
-    dropout_rate: float = 0.05
+    dropout_rate: float = setting(
+        0.05, at_least=0, at_most=1, help="chance a selected phone drops out"
+    )
     # Log-normal spread of the per-phone speed factor (0: every phone alike).
-    speed_sigma: float = 0.5
+    speed_sigma: float = setting(0.5, at_least=0, finite=True)
     # Simulated seconds of one local step on a median phone.
-    step_seconds: float = 0.5
+    step_seconds: float = setting(0.5, above=0, finite=True)
     # Median download/upload rate in megabits a second (log-normal across phones).
-    bandwidth_mbps: float = 20.0
+    bandwidth_mbps: float = setting(20.0, above=0, finite=True)
     # Share of phones whose updates are corrupted (buggy or hostile devices).
-    faulty_fraction: float = 0.0
+    faulty_fraction: float = setting(
+        0.0,
+        at_least=0,
+        at_most=1,
+        help="share of phones that send a corrupted or hostile report",
+    )
     # How a faulty phone corrupts its report: one of FAULT_KINDS (device_sim.faults).
-    fault_kind: str = "nan"
+    fault_kind: str = setting(
+        "nan",
+        choices=FAULT_KINDS,
+        help="what a faulty phone sends: a NaN or Inf value, its update scaled "
+        "(scale) or flipped and scaled (sign), an inflated example count (count), "
+        "a wrong shape or dtype; under --secure-aggregation the hostile kinds skip "
+        "the clip and the range, and two more lie inside the mask: every "
+        "coordinate at the top of the range (range) or a weight of --fault-scale "
+        "behind an honest count (weight) (default: %(default)s)",
+    )
     # The factor of the kinds scale (update x f), sign (update x -f) and count
     # (num_examples x f); None takes the kind's default, `default_fault_scale`:
     # 1000 for scale, 5 for sign, 100 for count.
-    fault_scale: float | None = None
+    fault_scale: float | None = setting(
+        None,
+        above=0,
+        finite=True,
+        help="factor of scale, sign, count and weight faults (default: 1000 for "
+        "scale, 5 for sign, 100 for count, 4096 for weight)",
+    )
     # Hour (UTC) of simulated day 0 at which round 1 starts.
-    start_hour_utc: float = 20.0
+    start_hour_utc: float = setting(20.0, at_least=0, below=24)
 
     def __post_init__(self) -> None:
-        for name in ("unmetered_prob", "idle_prob", "dropout_rate", "faulty_fraction"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1:
-                raise FleetConfigError(f"{name} must lie in [0, 1], got {value}")
-        if self.fault_kind not in FAULT_KINDS:
-            raise FleetConfigError(
-                f"unknown fault_kind {self.fault_kind!r} (one of {FAULT_KINDS})"
-            )
-        if self.fault_scale is not None and not (
-            self.fault_scale > 0 and math.isfinite(self.fault_scale)
-        ):
-            raise FleetConfigError(
-                f"fault_scale must be positive and finite, got {self.fault_scale}"
-            )
-        if self.shard_messages is not None and self.shard_messages < 1:
-            raise FleetConfigError(
-                f"shard_messages must be >= 1 or None, got {self.shard_messages}"
-            )
-        if self.max_users is not None and self.max_users < 1:
-            raise FleetConfigError(f"max_users must be >= 1, got {self.max_users}")
-        if not 0 < self.charge_hours <= 24:
-            raise FleetConfigError(
-                f"charge_hours must lie in (0, 24], got {self.charge_hours}"
-            )
-        if self.step_seconds <= 0 or self.bandwidth_mbps <= 0 or self.speed_sigma < 0:
-            raise FleetConfigError(
-                "step_seconds and bandwidth_mbps must be positive, speed_sigma >= 0"
-            )
-        for name in ("step_seconds", "bandwidth_mbps", "speed_sigma"):
-            if not math.isfinite(getattr(self, name)):
-                raise FleetConfigError(
-                    f"{name} must be finite, got {getattr(self, name)}"
-                )
-        if not 0 <= self.start_hour_utc < 24:
-            raise FleetConfigError(
-                f"start_hour_utc must lie in [0, 24), got {self.start_hour_utc}"
-            )
+        check_settings(self, FleetConfigError)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from models.settings import ConfigError, check_settings, setting
 
 # The arithmetic a training step can use (`TrainingConfig.precision`).
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
@@ -40,14 +41,6 @@ TRAIN_SOFTMAXES: tuple[str, ...] = ("full", "sampled")
 OUTPUT_BIAS_INITS: tuple[str, ...] = ("zeros", "unigram")
 
 
-def check_choice(
-    name: str, value: str, choices: Sequence[str], error: type[Exception] = ValueError
-) -> None:
-    """Raise `error` unless the setting `name`'s `value` is one of `choices`."""
-    if value not in choices:
-        raise error(f"unknown {name} {value!r} (one of {', '.join(choices)})")
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of the next-word model (Gboard-style LSTM, Hard et al. 2018)."""
@@ -55,10 +48,10 @@ class ModelConfig:
     # Size of the tokenizer's vocabulary, specials and punctuation included.
     vocab_size: int = 10_036
     # Embedding width, shared by the input embedding and the tied output layer.
-    embed_dim: int = 96
+    embed_dim: int = setting(96, help="embedding width")
     # LSTM state width: 256 keeps the model near 1.36 M parameters, which trains at
     # several thousand tokens a second on 2 CPU cores.
-    hidden_dim: int = 256
+    hidden_dim: int = setting(256, help="LSTM width")
     # Longest token sequence trained on; longer messages are cut into windows.
     max_len: int = 32
     # The round-0 output bias: "unigram", the public vocabulary's log-frequencies
@@ -68,10 +61,16 @@ class ModelConfig:
     # its first model (`models.weights.initial_model`); a checkpoint carries its
     # own bias. With the momentum warm-up, the unigram start keeps the first
     # federated rounds from overshooting (docs/learning.md).
-    output_bias_init: str = "unigram"
+    output_bias_init: str = setting(
+        "unigram",
+        choices=OUTPUT_BIAS_INITS,
+        help="round-0 output bias: the public vocabulary's unigram "
+        "log-frequencies (wordfreq, no phone's text) or zeros (default: "
+        "%(default)s)",
+    )
 
     def __post_init__(self) -> None:
-        check_choice("output_bias_init", self.output_bias_init, OUTPUT_BIAS_INITS)
+        check_settings(self, ConfigError)
 
 
 @dataclass(frozen=True)
@@ -95,23 +94,17 @@ class TrainingConfig:
     # Arithmetic of the forward and backward passes: "fp32", or "bf16" (the
     # model's matmuls under `torch.autocast`, fp32 master weights and fp32 loss).
     # `benchmarks/model.py` and `benchmarks/fleet.py` measure the difference.
-    precision: str = "fp32"
+    precision: str = setting("fp32", choices=PRECISIONS)
     # How a step scores the output layer: "full" (all V words) or "sampled" (each
     # target and `softmax_samples` words drawn from a public proposal, with the
     # log-Q correction: `models.sampled_softmax`). Training only: evaluation
     # always uses the full softmax.
-    train_softmax: str = "full"
+    train_softmax: str = setting("full", choices=TRAIN_SOFTMAXES)
     # Words drawn per sampled step, shared by the batch's rows (Jean et al. 2015).
-    softmax_samples: int = 1024
+    softmax_samples: int = setting(1024, at_least=1)
     # With "sampled", the last this many steps of each call use the full softmax,
     # so the unsampled words' normalisation is still learnt (0: none).
-    softmax_full_steps: int = 0
+    softmax_full_steps: int = setting(0, at_least=0)
 
     def __post_init__(self) -> None:
-        check_choice("precision", self.precision, PRECISIONS)
-        check_choice("train_softmax", self.train_softmax, TRAIN_SOFTMAXES)
-        if self.softmax_samples < 1 or self.softmax_full_steps < 0:
-            raise ValueError(
-                "softmax_samples must be >= 1 and softmax_full_steps >= 0, got "
-                f"{self.softmax_samples} and {self.softmax_full_steps}"
-            )
+        check_settings(self, ConfigError)

@@ -142,9 +142,7 @@ def test_fleet_memory_stays_flat_over_rounds(
     env = RoundEnvironment(fleet, executor, tokenizer, tiny_model_config.max_len)
     torch.manual_seed(0)
     parameters = parameters_of(NextWordModel(tiny_model_config))
-    state = ServerState(
-        0, parameters, initial_state(config.strategy_config(), parameters), 0.0
-    )
+    state = ServerState(0, parameters, initial_state(config.strategy, parameters), 0.0)
 
     # Execute
     for _ in range(15):

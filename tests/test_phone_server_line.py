@@ -1,14 +1,14 @@
 """The line between the phone's side and the server's, checked from the imports.
 
-The server's side is `coordinator`'s config and events, the round
-(`coordinator.round`), the protections (`coordinator.protections`) and the
-privacy accounting (`coordinator.privacy`). From `device_sim` it may import only
-the public interfaces below: settings, the round's transport handle
-(`TrainedRound`, whose summaries and sums are what crosses), the fleet's public
-profiles and seeded draws, the public recipe of a protected round, and shared
-arithmetic. Never a phone's text, data, training, faults, secrets or masking
-steps. The simulation harness (`coordinator.run`, `coordinator.measure`) may see
-both sides. At run time `tests/test_privacy.py` checks what crosses.
+The server's side is `coordinator`'s top-level modules (config, errors, events), the
+round (`coordinator.round`), the protections (`coordinator.protections`) and the
+privacy accounting (`coordinator.privacy`). From `device_sim` it may import only the
+public interfaces below: settings, the round's transport handle (`TrainedRound`, whose
+summaries and sums are what crosses), the fleet's public profiles and seeded draws,
+the public recipe of a protected round, and shared arithmetic. Never a phone's text,
+data, training, faults, secrets or masking steps. The simulation harness
+(`coordinator.run`, `coordinator.measure`) may see both sides. At run time
+`tests/test_privacy.py` checks what crosses.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVER = ["coordinator/config.py", "coordinator/events.py"] + [
+SERVER = [str(p.relative_to(ROOT)) for p in sorted(ROOT.glob("coordinator/*.py"))] + [
     str(p.relative_to(ROOT))
     for folder in ("round", "protections", "privacy")
     for p in sorted((ROOT / "coordinator" / folder).glob("*.py"))

@@ -165,9 +165,10 @@ def test_audit_of_a_small_run_stays_below_the_accounted_epsilon(
     privacy = PrivacyConfig(
         dp=dp, target_epsilon=1.0, calibrate_noise=True, attack_phones=0
     )
+    fedavg = replace(base.strategy, name="fedavg", server_lr=1.0)
     runs = {
         "none": base,
-        "dp": replace(base, strategy="fedavg", server_lr=1.0, privacy=privacy),
+        "dp": replace(base, strategy=fedavg, privacy=privacy),
     }
 
     # Execute: with the largest one-round drop as the score (the default,

@@ -27,6 +27,7 @@ from coordinator.privacy.privacy_config import PrivacyConfig, default_delta
 from coordinator.protections import PrivacyState, Release, protection_for
 from coordinator.protections.state import RoundAsk
 from coordinator.round.selection import poisson_select
+from coordinator.round.server_choices import AggregationConfig
 from coordinator.run.simulation import Simulation
 from corpora.corpus import CorpusSplits
 from device_sim.config import FleetConfig, LocalTrainingConfig
@@ -204,7 +205,7 @@ def test_privacy_config_refuses_conflicts_and_resolves_delta() -> None:
 
     # Execute / Assert
     with pytest.raises(FederationConfigError, match="needs every plain update"):
-        FederationConfig(aggregator="median", privacy=secagg)
+        FederationConfig(aggregation=AggregationConfig(name="median"), privacy=secagg)
     with pytest.raises(FederationConfigError, match="expected_clients 20"):
         FederationConfig(clients_per_round=6, privacy=dp)
     assert default_delta(966) == 1e-5 and default_delta(40_000) == 1e-6

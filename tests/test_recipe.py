@@ -93,29 +93,28 @@ def test_server_step_fedavgm_momentum_warmup_damps_the_early_steps() -> None:
 
 def test_federation_config_momentum_warmup_default_and_old_runs() -> None:
     # Prepare: a config written before the field existed.
-    old = FederationConfig().to_dict()
-    del old["server_momentum_warmup_rounds"]
+    old = {**FederationConfig().to_dict(), "strategy": "fedavgm"}
 
     # Execute
     restored = FederationConfig.from_dict(old)
 
     # Assert: new runs warm the momentum up over 5 rounds; an old run keeps
     # stepping as it did, without a warm-up.
-    assert FederationConfig().strategy_config().momentum_warmup_rounds == 5
-    assert restored.server_momentum_warmup_rounds == 0
+    assert FederationConfig().strategy.momentum_warmup_rounds == 5
+    assert restored.strategy.momentum_warmup_rounds == 0
     with pytest.raises(FederationConfigError, match="momentum_warmup_rounds must"):
-        FederationConfig(server_momentum_warmup_rounds=-1)
+        FederationConfig(strategy=StrategyConfig(momentum_warmup_rounds=-1))
 
 
 def test_federation_config_warmup_reaches_the_strategy_and_is_checked() -> None:
     # Prepare / Execute
-    config = FederationConfig(server_warmup_rounds=5)
+    config = FederationConfig(strategy=StrategyConfig(warmup_rounds=5))
 
     # Assert
-    assert config.strategy_config().warmup_rounds == 5
-    assert FederationConfig().strategy_config().warmup_rounds == 0
+    assert config.strategy.warmup_rounds == 5
+    assert FederationConfig().strategy.warmup_rounds == 0
     with pytest.raises(FederationConfigError, match="warmup_rounds must be >= 0"):
-        FederationConfig(server_warmup_rounds=-1)
+        FederationConfig(strategy=StrategyConfig(warmup_rounds=-1))
 
 
 def test_public_unigram_log_probs_follow_wordfreq() -> None:
@@ -221,8 +220,8 @@ def test_simulate_cli_recipe_flags_reach_the_config(
     config = RunDir(out).read_config()
     err = capsys.readouterr().err
     assert (created, bad_warmup, bad_clip) == (0, 2, 2)
-    assert config["federation"]["server_warmup_rounds"] == 3
-    assert config["federation"]["server_momentum_warmup_rounds"] == 4
+    assert config["federation"]["strategy"]["warmup_rounds"] == 3
+    assert config["federation"]["strategy"]["momentum_warmup_rounds"] == 4
     assert config["federation"]["local"]["clip_norm"] == 5.0
     assert config["model"]["output_bias_init"] == "unigram"
     assert "warmup_rounds must be >= 0" in err and "clip_norm must be >= 0" in err

@@ -29,6 +29,7 @@ from coordinator.round.robust import (
     compares_users,
     screen_stats,
 )
+from coordinator.round.server_choices import AggregationConfig
 from coordinator.run.store import read_screen_history
 from device_sim.config import LocalTrainingConfig
 from models.rundir import RunDir
@@ -152,7 +153,7 @@ def test_robust_aggregators_are_refused_under_dp(
 
     # Execute
     with pytest.raises(FederationConfigError, match="sensitivity under DP"):
-        FederationConfig(aggregator="median", privacy=dp)
+        FederationConfig(aggregation=AggregationConfig(name="median"), privacy=dp)
     dp_options = ["--dp-clip", "0.5", "--noise-multiplier", "1"]
     out = ["--out", str(tmp_path / "r")]
     code = main(["simulate", *out, *dp_options, "--aggregator", "trimmed-mean"])

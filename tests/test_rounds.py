@@ -18,6 +18,7 @@ from coordinator.round.rounds import (
     run_round,
 )
 from coordinator.round.selection import Arrival, plan_round, select_clients
+from coordinator.round.server_choices import StrategyConfig
 from coordinator.round.strategies import initial_state
 from corpora.corpus import CorpusSplits
 from corpora.tokenizer import WordTokenizer
@@ -37,7 +38,7 @@ from models.weights import parameters_of
 def federation(**changes: object) -> FederationConfig:
     """A small FedAvg round: 4 reports, 2 local steps, no daily pattern or dropouts."""
     base = FederationConfig(
-        strategy="fedavg",
+        strategy=StrategyConfig(name="fedavg"),
         clients_per_round=4,
         local=LocalTrainingConfig(max_local_steps=2),
         fleet=FleetConfig(eligibility=False, dropout_rate=0.0),
@@ -51,7 +52,7 @@ def start(config: FederationConfig, model_config: ModelConfig) -> ServerState:
     return ServerState(
         server_round=0,
         parameters=parameters,
-        strategy=initial_state(config.strategy_config(), parameters),
+        strategy=initial_state(config.strategy, parameters),
         clock=0.0,
     )
 

@@ -15,6 +15,7 @@ from cli.main import main
 from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.events import ClientDone, Event, RoundFinished, RoundStarted
 from coordinator.privacy.released import logged_line
+from coordinator.round.server_choices import StrategyConfig
 from coordinator.run.simulation import Simulation
 from corpora.corpus import CorpusSplits
 from device_sim.config import FleetConfig
@@ -42,7 +43,7 @@ def test_simulation_run_dir_follows_the_contract(
     config = run.read_config()
     assert config["kind"] == "federated"
     assert config["model"]["hidden_dim"] == 32
-    assert config["federation"]["server_lr"] == 1.0  # resolved for FedAvgM
+    assert config["federation"]["strategy"]["server_lr"] == 1.0  # resolved for FedAvgM
     assert config["federation"]["local"]["max_local_steps"] == 2
     # The log is the returned lines less the attack's words (kept in memory).
     logged = [logged_line(r, SMALL_RUN.privacy) for r in records]
@@ -204,7 +205,7 @@ def test_simulation_create_refuses_an_existing_run(
     with pytest.raises(RunDirError, match="no such run directory"):
         Simulation.resume(tmp_path / "nothing")
     with pytest.raises(FederationConfigError, match="unknown strategy"):
-        FederationConfig(strategy="fedmagic")
+        FederationConfig(strategy=StrategyConfig(name="fedmagic"))
 
 
 def test_simulate_cli_runs_resumes_and_reports_bad_input(
@@ -228,4 +229,4 @@ def test_simulate_cli_runs_resumes_and_reports_bad_input(
     assert (created, resumed, again, bad) == (0, 0, 2, 2)
     assert [r["server_round"] for r in records] == [1, 2, 3]
     assert "already holds a run" in err and "local_epochs must be >= 1" in err
-    assert RunDir(out).read_config()["federation"]["server_lr"] == 0.01
+    assert RunDir(out).read_config()["federation"]["strategy"]["server_lr"] == 0.01

@@ -24,7 +24,8 @@ def test_recipe_config_applies_each_part() -> None:
     config = recipe_config("fedadagrad+clientlr2+sampled512+fullend2+cohort40", base)
 
     # Assert
-    assert (config.strategy, config.server_lr, config.clients_per_round) == (
+    strategy = config.strategy
+    assert (strategy.name, strategy.server_lr, config.clients_per_round) == (
         "fedadagrad",
         None,
         40,

@@ -51,7 +51,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from coordinator.errors import DPConfigError as DPConfigError
 from models.seeding import numpy_rng
+from models.settings import check_settings, setting
 
 # Where the update noise is added (see the module docstring).
 NOISE_PLACEMENTS: tuple[str, ...] = ("central", "distributed")
@@ -73,65 +75,69 @@ NOISE_SOURCES: dict[bool, str] = {False: "os", True: "replayable (no privacy)"}
 NO_PRIVACY_LABEL = "replayable noise: no privacy"
 
 
-class DPConfigError(ValueError):
-    """A differential-privacy setting that cannot work; the message says which."""
-
-
 @dataclass(frozen=True)
 class DPConfig:
-    """Settings of DP-FedAvg with optional adaptive clipping."""
+    """Settings of DP-FedAvg with optional adaptive clipping.
+
+    Its options (`fedtype simulate`) default to unset: DP is on when the clip
+    norm is given.
+    """
 
     # The (initial) clip bound C on a phone's whole update. The median update norm
     # of the default model's phones at round 1 was 0.32 (12 phones, 0.17 to 4.24,
     # default local training), so 0.5 clips the heavy typists and few others.
-    clip_norm: float = 0.5
+    clip_norm: float = setting(
+        0.5,
+        at_least=CLIP_NORM_RANGE[0],
+        at_most=CLIP_NORM_RANGE[1],
+        flag="dp-clip-norm",
+        aliases=("dp-clip",),
+        help="DP-FedAvg: clip each update to this L2 norm (e.g. {default}; "
+        "range {range})",
+    )
     # z: the noise on the sum of clipped updates has stddev z·C. McMahan et al.
     # 2018 train with z near 1; epsilon then depends on q and the rounds run.
-    noise_multiplier: float = 1.0
+    noise_multiplier: float = setting(
+        1.0,
+        at_least=NOISE_MULTIPLIER_RANGE[0],
+        at_most=NOISE_MULTIPLIER_RANGE[1],
+        help="DP noise z on the sum, stddev z*C (default with --dp-clip: {default}; "
+        "range {range})",
+    )
     # m = q·population, the fixed denominator of the mean: set it to
     # clients_per_round (FederationConfig's default is 20).
-    expected_clients: int = 20
+    expected_clients: int = setting(20, at_least=1)
     # gamma: the quantile of update norms the clip bound tracks; None keeps C
     # fixed. Andrew et al. 2021 recommend the median, 0.5.
-    adaptive_clip_quantile: float | None = None
+    adaptive_clip_quantile: float | None = setting(
+        None,
+        above=0,
+        below=1,
+        aliases=("adaptive-clip",),
+        metavar="QUANTILE",
+        help="move the DP clip bound to this quantile of the norms (e.g. 0.5)",
+    )
     # eta_C: the geometric step of the clip bound (Andrew et al. 2021 use 0.2).
-    clip_lr: float = 0.2
+    clip_lr: float = setting(0.2, above=0)
     # sigma_b: stddev of the noise on the count of clip bits; None takes Andrew et
     # al.'s m / 20, which costs little privacy (z_eff stays near z).
-    count_stddev: float | None = None
+    count_stddev: float | None = setting(None, at_least=0)
     # "central" (the server adds it after unmasking) or "distributed" (phones).
-    placement: str = "central"
+    placement: str = setting(
+        "central",
+        choices=NOISE_PLACEMENTS,
+        flag="noise-placement",
+        aliases=("dp-noise",),
+        help="who adds the DP noise: the server after unmasking (central, the "
+        "default) or each phone a share before masking (distributed, needs "
+        "--secure-aggregation)",
+    )
     # n: phones whose noise shares sum to the full noise (distributed only);
     # None takes expected_clients. Lower values over-provision against dropouts.
-    noise_shares: int | None = None
+    noise_shares: int | None = setting(None, at_least=1)
 
     def __post_init__(self) -> None:
-        for name, (low, high) in (
-            ("clip_norm", CLIP_NORM_RANGE),
-            ("noise_multiplier", NOISE_MULTIPLIER_RANGE),
-        ):
-            value = getattr(self, name)
-            if not low <= value <= high:  # NaN too
-                raise DPConfigError(
-                    f"{name} must lie in [{low:g}, {high:g}], not {value:g}"
-                )
-        if self.expected_clients < 1:
-            raise DPConfigError("expected_clients must be >= 1")
-        quantile = self.adaptive_clip_quantile
-        if quantile is not None and not 0 < quantile < 1:
-            raise DPConfigError(
-                f"adaptive_clip_quantile must lie in (0, 1): {quantile}"
-            )
-        if not self.clip_lr > 0:
-            raise DPConfigError(f"clip_lr must be positive, not {self.clip_lr}")
-        if self.count_stddev is not None and not self.count_stddev >= 0:
-            raise DPConfigError(f"count_stddev must be >= 0, not {self.count_stddev}")
-        if self.placement not in NOISE_PLACEMENTS:
-            raise DPConfigError(
-                f"unknown placement {self.placement!r} (central or distributed)"
-            )
-        if self.noise_shares is not None and self.noise_shares < 1:
-            raise DPConfigError("noise_shares must be >= 1")
+        check_settings(self, DPConfigError)
 
     @property
     def adaptive(self) -> bool:

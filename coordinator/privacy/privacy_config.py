@@ -16,13 +16,15 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from coordinator.errors import PrivacyConfigError as PrivacyConfigError
 from coordinator.privacy.dp import (
     NOISE_MULTIPLIER_RANGE,
     NOISE_SOURCES,
     DPConfig,
-    DPConfigError,
     update_noise_multiplier,
 )
+from corpora.canaries import MAX_COUNT as MAX_CANARIES
+from models.settings import check_settings, setting
 
 if TYPE_CHECKING:  # dp_accounting takes seconds to import
     from coordinator.privacy.accountant import PrivacyAccountant
@@ -35,23 +37,29 @@ TARGET_EPSILON_RANGE = (0.05, 100.0)
 MAX_SIMULATED_POPULATION = 10**9
 
 
-class PrivacyConfigError(ValueError):
-    """A privacy setting that cannot work; the message says which and why."""
-
-
 @dataclass(frozen=True)
 class PrivacyConfig:
     """Which protections wrap the aggregation, and what the curious server tries."""
 
     # SecAgg+ (Bell et al. 2020): the server learns only the round's sum.
-    secure_aggregation: bool = False
+    secure_aggregation: bool = setting(
+        False,
+        help="SecAgg+: the server learns only the round's sum (no norm screening)",
+    )
     # Bits b of SecAgg's modulus (`secagg.SecAggConfig.bits`).
-    secagg_bits: int = 32
+    secagg_bits: int = setting(32, at_least=8, at_most=53)
     # DP-FedAvg's settings (McMahan et al. 2018); None: no differential privacy.
     dp: DPConfig | None = None
     # Stop before a round would take epsilon past this (None: no budget). Given
     # without a noise multiplier, z is chosen so that `rounds` rounds fit it.
-    target_epsilon: float | None = None
+    target_epsilon: float | None = setting(
+        None,
+        at_least=TARGET_EPSILON_RANGE[0],
+        at_most=TARGET_EPSILON_RANGE[1],
+        help="choose z so that --rounds rounds spend at most this epsilon (again "
+        "before each round, within the budget left), and stop before a round "
+        "would exceed it (range {range})",
+    )
     # With a target epsilon: choose z so that the planned rounds fit the budget.
     # A simulated deployment's z is chosen once at creation (the resolved config
     # holds it and False here); the run's own z is chosen again before each
@@ -59,48 +67,74 @@ class PrivacyConfig:
     # and the resolved config holds the z a typical pool would get.
     calibrate_noise: bool = False
     # The delta epsilon is reported at; None resolves from the population.
-    delta: float | None = None
+    delta: float | None = setting(
+        None,
+        above=0,
+        below=1,
+        help="delta of (epsilon, delta); default the largest power of ten at or "
+        "below min(1e-5, 1/(10 x phones))",
+    )
     # Phones whose plain updates the curious server attacks each round (only
     # without SecAgg, which never shows it one); 0 turns the probe off.
-    attack_phones: int = 3
+    attack_phones: int = setting(
+        3,
+        at_least=0,
+        help="phones whose plain updates the curious server attacks each round "
+        "(default: %(default)s; 0: off)",
+    )
     # Store the words the probe recovers in metrics.jsonl. Off: the log keeps
     # only the attack's figures and the words stay in memory (the live TUI);
     # on, the run log becomes a store of users' words.
-    log_attack_words: bool = False
+    log_attack_words: bool = setting(
+        False,
+        help="also store the words the attack recovers in metrics.jsonl: this "
+        "writes users' words into the run log (default: only its precision and "
+        "recall; the words stay in memory for the live demo)",
+    )
     # Secret Sharer canaries planted at creation (0: none).
-    canaries: int = 0
+    canaries: int = setting(
+        0,
+        at_least=0,
+        at_most=MAX_CANARIES,
+        help="Secret Sharer canaries planted at creation (default: %(default)s)",
+    )
     # A simulated deployment (pfl-research's `noise_cohort_size`): DP noise on
     # the mean is that of a cohort of `noise_cohort_size` phones drawn from
     # `simulated_population` users, while the real, smaller cohort trains. It
     # shows what a large deployment would learn at its epsilon; the run's own
     # epsilon is still reported, at the z its fleet really got (far larger),
     # and the deployment's figures go under `simulated_privacy`, never mixed.
-    simulated_population: int | None = None
-    noise_cohort_size: int | None = None
+    simulated_population: int | None = setting(
+        None,
+        at_least=1,
+        at_most=MAX_SIMULATED_POPULATION,
+        metavar="P",
+        help="simulate a deployment of P users (with --noise-cohort-size): DP "
+        "noise is that of its cohort, --target-epsilon its epsilon; labelled "
+        "simulated everywhere, beside this fleet's own (far larger) epsilon "
+        "(range {range})",
+    )
+    noise_cohort_size: int | None = setting(
+        None,
+        metavar="M",
+        help="the simulated deployment's cohort: noise on the mean is z*C/M while "
+        "--clients-per-round phones train (pfl-research's noise_cohort_size)",
+    )
     # DP noise (the server's and the phones' shares) from the replayable stream
     # `(seed, server_round, "dp-noise")` instead of the operating system: anyone
     # with the seed can subtract it, so such a run has NO privacy and says so
     # (`noise_source`). For tests and benchmarks that compare DP numbers exactly.
-    replayable_noise: bool = False
+    replayable_noise: bool = setting(
+        False,
+        help="TESTS ONLY: draw DP noise from the run's seed instead of the OS, so "
+        "that anyone with the seed can subtract it; the run is labelled "
+        "'replayable noise: no privacy' everywhere",
+    )
 
     def __post_init__(self) -> None:
-        if self.attack_phones < 0 or self.canaries < 0:
-            raise PrivacyConfigError("attack_phones and canaries must be >= 0")
-        if not 8 <= self.secagg_bits <= 53:
-            raise PrivacyConfigError(
-                f"secagg_bits must lie in [8, 53]: {self.secagg_bits}"
-            )
-        if self.target_epsilon is not None:
-            if self.dp is None:
-                raise PrivacyConfigError("a target epsilon needs DP (a clip norm)")
-            low, high = TARGET_EPSILON_RANGE
-            if not low <= self.target_epsilon <= high:
-                raise PrivacyConfigError(
-                    f"target_epsilon must lie in [{low:g}, {high:g}], not "
-                    f"{self.target_epsilon:g}"
-                )
-        if self.delta is not None and not 0 < self.delta < 1:
-            raise PrivacyConfigError(f"delta must lie in (0, 1), not {self.delta}")
+        check_settings(self, PrivacyConfigError)
+        if self.target_epsilon is not None and self.dp is None:
+            raise PrivacyConfigError("a target epsilon needs DP (a clip norm)")
         if (
             self.dp is not None
             and self.dp.placement == "distributed"
@@ -112,7 +146,6 @@ class PrivacyConfig:
                 "distributed DP noise needs secure aggregation: without it each "
                 "update reaches the server with a 1/n share of the noise"
             )
-
         self._check_simulated()
 
     def _check_simulated(self) -> None:
@@ -126,11 +159,6 @@ class PrivacyConfig:
             )
         if self.dp is None:
             raise PrivacyConfigError("a simulated deployment needs DP (a clip norm)")
-        if not 1 <= population <= MAX_SIMULATED_POPULATION:
-            raise PrivacyConfigError(
-                f"simulated_population must lie in [1, {MAX_SIMULATED_POPULATION:,}]"
-                f", not {population:,}"
-            )
         if self.dp.placement != "central":
             raise PrivacyConfigError(
                 "a simulated deployment scales the server's noise: it needs "
@@ -232,7 +260,7 @@ class PrivacyConfig:
             dp = values.get("dp")
             values["dp"] = None if dp is None else DPConfig(**dp)
             return cls(**values)
-        except (TypeError, DPConfigError) as error:
+        except (TypeError, PrivacyConfigError) as error:
             raise PrivacyConfigError(f"bad privacy settings ({error})") from None
 
 

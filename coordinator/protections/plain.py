@@ -29,13 +29,7 @@ from device_sim.executor import ClientSummary, TrainedRound
 
 def screen_config(config: FederationConfig, *, relative: bool) -> ScreenConfig:
     """The run's screen: every absolute bound, the relative rules if allowed."""
-    return ScreenConfig.for_training(
-        config.local,
-        norm_factor=config.norm_factor,
-        min_for_norm_check=config.min_for_norm_check,
-        min_cosine=config.min_cosine,
-        relative=relative,
-    )
+    return ScreenConfig.of_run(config.screen, config.local, relative=relative)
 
 
 Screened = tuple[list[str], list[Rejection], ScreenHistory]
@@ -74,18 +68,18 @@ class Plain(Screening):
     ) -> Release:
         """The round's pseudo-gradient from the accepted updates."""
         config, state = ask.config, ask.state
-        if config.aggregator == "mean":
+        if config.aggregation.name == "mean":
             total, num_examples = trained.weighted_sum(accepted)
             mean = [t / num_examples for t in total]
             # The weighted mean is a positive multiple of the sum: the same attack.
             return Release(mean, state, {}, mean, included=frozenset(accepted))
         pairs = trained.gather_updates(accepted)
         delta = aggregate_updates(
-            config.aggregator,
+            config.aggregation.name,
             [u for u, _ in pairs],
             [n for _, n in pairs],
-            trim_fraction=config.trim_fraction,
-            byzantine_fraction=config.byzantine_fraction,
+            trim_fraction=config.aggregation.trim_fraction,
+            byzantine_fraction=config.aggregation.byzantine_fraction,
         )
         return Release(delta, state, {}, None, included=frozenset(accepted))
 

@@ -68,13 +68,15 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 import numpy as np
 
+from coordinator.errors import FederationConfigError
 from coordinator.round.relative_rules import RULES, remember
 from device_sim.config import LocalTrainingConfig
+from models.settings import check_settings, setting
 
 # The relative rule's default factor. On 120 phones, 10 reports a round (20
 # rounds, docs/robustness.md) an honest update was at most 4.8 times the pooled
@@ -154,42 +156,50 @@ class StatsLike(Protocol):
 
 
 @dataclass(frozen=True)
-class ScreenConfig:
-    """The screen's rules, all set by the server from what it knows."""
+class ScreenSettings:
+    """The screen's rules as a run configures them (`FederationConfig.screen`)."""
 
-    # Reject an update whose norm exceeds this times the robust reference norm.
-    norm_factor: float = NORM_FACTOR
+    # Reject an update whose norm exceeds this times the robust reference norm:
+    # the median of the norms accepted in recent rounds and this one (5 stops
+    # the sign-flipped x5 attack that 10 let through).
+    norm_factor: float = setting(NORM_FACTOR, above=0, finite=True)
     # Rules 5 and 6 apply only with at least this many values to take the
     # median of (history and this round together); rule 7 with this many
-    # survivors in the round.
-    min_for_norm_check: int = MIN_FOR_MEDIAN
+    # survivors in the round. Below it the screen relies on the history and
+    # the absolute bounds.
+    min_for_norm_check: int = setting(MIN_FOR_MEDIAN, at_least=1)
+    # Accepted norms remembered across rounds for the reference (about ten
+    # rounds of twenty reports).
+    history_size: int = setting(200, at_least=0)
+    # Reject an update whose cosine with the round's coordinate-wise median is
+    # below this (rule 7, which stops sign-flipped updates); -1 turns the rule
+    # off (docs/robustness.md has the cosines measured for honest and flipped
+    # updates).
+    min_cosine: float = setting(MIN_COSINE, at_least=-1.0, at_most=1.0)
+
+    def __post_init__(self) -> None:
+        check_settings(self, FederationConfigError)
+
+
+@dataclass(frozen=True)
+class ScreenConfig(ScreenSettings):
+    """The screen of one round: the run's settings and what the server knows."""
+
     # The phones' local training behind the absolute bounds; None leaves those
     # bounds out (`for_training` takes the run's).
     local: LocalTrainingConfig | None = None
-    # Accepted norms remembered across rounds for the reference (about ten
-    # rounds of twenty reports).
-    history_size: int = 200
-    # Reject an update whose cosine with the round's coordinate-wise median is
-    # below this (rule 7); -1 turns the rule off (docs/robustness.md has the
-    # cosines measured for honest and flipped updates).
-    min_cosine: float = MIN_COSINE
     # Whether the server sees each report's norm and sketch (rules 5 to 7):
     # not under secure aggregation.
     relative: bool = True
 
-    def __post_init__(self) -> None:
-        if not self.norm_factor > 0 or not math.isfinite(self.norm_factor):
-            raise ValueError(
-                f"norm_factor must be positive and finite, got {self.norm_factor}"
-            )
-        if self.min_for_norm_check < 1:
-            raise ValueError(
-                f"min_for_norm_check must be >= 1, got {self.min_for_norm_check}"
-            )
-        if self.history_size < 0:
-            raise ValueError(f"history_size must be >= 0, got {self.history_size}")
-        if not -1.0 <= self.min_cosine <= 1.0:
-            raise ValueError(f"min_cosine must lie in [-1, 1], got {self.min_cosine}")
+    @classmethod
+    def of_run(
+        cls, settings: ScreenSettings, local: LocalTrainingConfig, *, relative: bool
+    ) -> ScreenConfig:
+        """The screen of a round of a run with `settings` whose phones train with
+        `local`, comparing users' updates if `relative`."""
+        shared = {f.name: getattr(settings, f.name) for f in fields(ScreenSettings)}
+        return cls(local=local, relative=relative, **shared)
 
     @classmethod
     def for_training(cls, local: LocalTrainingConfig, **settings: Any) -> ScreenConfig:

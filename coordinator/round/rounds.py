@@ -139,7 +139,7 @@ def run_round(
         return round_.abandon(aborted.reason, aborted.figures)
     round_.observe(HeldRound(round_.server_round, trained, release))
     parameters, strategy = server_step(
-        config.strategy_config(), state.parameters, release.delta, state.strategy
+        config.strategy, state.parameters, release.delta, state.strategy
     )
     if not all(bool(torch.isfinite(p).all()) for p in parameters):
         return round_.abandon(NON_FINITE)

@@ -51,15 +51,6 @@ from models.weights import Parameters, check_like
 
 # Float tensors in `model.parameters()` order.
 
-# The buffers each strategy keeps between rounds, in the order they are stored.
-_BUFFER_NAMES: dict[str, tuple[str, ...]] = {
-    "fedavg": (),
-    "fedavgm": ("momentum",),
-    "fedadam": ("m", "v"),
-    "fedyogi": ("m", "v"),
-    "fedadagrad": ("m", "v"),
-}
-
 
 @dataclass(frozen=True, eq=False)
 class StrategyState:
@@ -76,7 +67,7 @@ class StrategyState:
 @torch.no_grad()
 def initial_state(config: StrategyConfig, parameters: Parameters) -> StrategyState:
     """The state before the first round: m = 0 and v = tau^2 (Reddi et al. 2021)."""
-    names = _BUFFER_NAMES[config.name]
+    names = config.optimizer.buffers
     buffers: dict[str, tuple[torch.Tensor, ...]] = {}
     for name in names:
         if name == "v":
@@ -96,7 +87,7 @@ _Step = Callable[
 def _fedavg_step(
     config: StrategyConfig, parameters: Parameters, delta: Parameters, buffers: _Buffers
 ) -> tuple[Parameters, _Buffers]:
-    lr = config.server_lr
+    lr = config.step_size
     pairs = zip(parameters, delta, strict=True)
     return [torch.add(x, d, alpha=lr) for x, d in pairs], {}
 
@@ -104,7 +95,7 @@ def _fedavg_step(
 def _fedavgm_step(
     config: StrategyConfig, parameters: Parameters, delta: Parameters, buffers: _Buffers
 ) -> tuple[Parameters, _Buffers]:
-    beta, lr = config.server_momentum, config.server_lr
+    beta, lr = config.server_momentum, config.step_size
     pairs = zip(delta, buffers["momentum"], strict=True)
     momentum = [torch.add(d, m, alpha=beta) for d, m in pairs]
     pairs = zip(parameters, momentum, strict=True)
@@ -127,7 +118,7 @@ def _second_moment(
 def _adaptive_step(
     config: StrategyConfig, parameters: Parameters, delta: Parameters, buffers: _Buffers
 ) -> tuple[Parameters, _Buffers]:
-    b1, lr, tau = config.beta1, config.server_lr, config.tau
+    b1, lr, tau = config.beta1, config.step_size, config.tau
     m_new: Parameters = []
     v_new: Parameters = []
     new: Parameters = []
@@ -138,19 +129,19 @@ def _adaptive_step(
     return new, {"m": tuple(m_new), "v": tuple(v_new)}
 
 
+# The step functions, by `ServerOptimizer.step` (`SERVER_OPTIMIZERS` says which
+# strategy steps with which).
 _STEPS: dict[str, _Step] = {
-    "fedavg": _fedavg_step,
-    "fedavgm": _fedavgm_step,
-    "fedadam": _adaptive_step,
-    "fedyogi": _adaptive_step,
-    "fedadagrad": _adaptive_step,
+    "sgd": _fedavg_step,
+    "momentum": _fedavgm_step,
+    "adaptive": _adaptive_step,
 }
 
 
 def _check_state(
     config: StrategyConfig, parameters: Parameters, state: StrategyState
 ) -> None:
-    expected = _BUFFER_NAMES[config.name]
+    expected = config.optimizer.buffers
     if sorted(state.buffers) != sorted(expected):
         raise ValueError(
             f"state holds buffers {sorted(state.buffers)} but {config.name} "
@@ -193,7 +184,7 @@ def server_step(
         server_lr=config.lr_at(state.steps),
         server_momentum=config.momentum_at(state.steps),
     )
-    new_parameters, buffers = _STEPS[config.name](
+    new_parameters, buffers = _STEPS[config.optimizer.step](
         stepped, list(parameters), delta, state.buffers
     )
     return new_parameters, StrategyState(state.steps + 1, buffers)

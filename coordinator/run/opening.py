@@ -97,7 +97,7 @@ def create_run(
     state = ServerState(
         server_round=0,
         parameters=parameters,
-        strategy=initial_state(federation.strategy_config(), parameters),
+        strategy=initial_state(federation.strategy, parameters),
         clock=federation.fleet.start_hour_utc * 3600.0,
     )
     return OpenedRun(
