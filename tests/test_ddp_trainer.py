@@ -89,10 +89,10 @@ def test_torchrun_entry_names_a_missing_run_and_exits_2(tmp_path: Path) -> None:
 def test_cli_central_resume_counts_the_startup_broadcast_once(
     tmp_path: Path, corpus_file: str
 ) -> None:
-    # Prepare: a 2-worker job killed (-9, the whole process group) once step 3 is
-    # saved, long before its 60 steps are done
+    # Prepare: a 2-worker job killed (-9, the whole process group) once step 5 is
+    # saved, long before its 30 steps are done
     out = tmp_path / "run"
-    argv = central_argv(out, corpus_file, workers=2, max_steps=60, eval_every=3)
+    argv = central_argv(out, corpus_file, workers=2, max_steps=30, eval_every=5)
     job = subprocess.Popen(
         [sys.executable, "-m", "cli.main", *argv],
         stdout=subprocess.DEVNULL,
@@ -109,11 +109,11 @@ def test_cli_central_resume_counts_the_startup_broadcast_once(
     # Execute
     status = main(["central", "--resume", str(out), "--workers", "2", "--threads", "1"])
 
-    # Assert: one broadcast (DDP's start-up) and 60 steps' all-reduces, as in
+    # Assert: one broadcast (DDP's start-up) and 30 steps' all-reduces, as in
     # the uninterrupted run; the resume's own start-up is not counted again
     run = RunDir(out)
     model = NextWordModel(ModelConfig(**run.read_config()["model"]))
     weights = sum(p.numel() * 4 for p in model.parameters())
-    assert killed_at < 60
+    assert killed_at < 30
     assert status == 0
-    assert run.read_metrics()[-1]["bytes_total"] == weights + 60 * (2 * weights + 16)
+    assert run.read_metrics()[-1]["bytes_total"] == weights + 30 * (2 * weights + 16)
