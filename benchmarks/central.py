@@ -103,7 +103,7 @@ def time_steps(context: WorkerContext, steps: int, batch_size: int) -> Timing:
             optimizer,
             batch,
             pad_id=tokenizer.pad_id,
-            clip_norm=1.0,
+            grad_clip_norm=1.0,
             context=context,
         )
         if index >= WARMUP_STEPS:

@@ -265,7 +265,7 @@ def memory_rank(
     corpus = CorpusConfig()
     splits = load_corpus(corpus)
     counts = [len(u.train) for u in splits.training_users.values()]
-    fleet = replace(federation.fleet, shard_messages=shard_size_for(phones, counts))
+    fleet = replace(federation.fleet, messages_per_phone=shard_size_for(phones, counts))
     sim = Simulation.create(
         out,
         federation=replace(federation, fleet=fleet),

@@ -13,7 +13,7 @@ from models.evaluation_sets import (
     HELDOUT_MESSAGES,
     KEYSTROKE_TEXTS,
 )
-from models.settings import check_settings, setting
+from models.settings import GRAD_CLIP_RENAME, check_settings, renamed, setting
 
 # The central baseline's optimizers (`CentralConfig.optimizer`).
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
@@ -37,7 +37,7 @@ class CentralConfig:
     # "adam" (the usual central choice) or "sgd".
     optimizer: str = setting("adam", choices=OPTIMIZERS, help="optimizer")
     # Global gradient-norm clip; LSTMs diverge without one.
-    clip_norm: float = setting(1.0, at_least=0)
+    grad_clip_norm: float = setting(1.0, at_least=0)
     # Evaluate (and checkpoint) every this many steps, 0 for epoch ends only.
     eval_every: int = setting(500, at_least=0, help="evaluate every N steps, 0: epochs")
     # Held-out users' messages evaluated: the fleet's fixed, evenly spaced sample.
@@ -80,6 +80,7 @@ class CentralConfig:
     def from_dict(cls, payload: dict[str, Any]) -> CentralConfig:
         """The config a run saved, ignoring keys this version does not know."""
         known = {f.name for f in fields(cls)}
+        payload = renamed(payload, GRAD_CLIP_RENAME)
         return cls(**{k: v for k, v in payload.items() if k in known})
 
 
@@ -99,7 +100,7 @@ class LocalOnlyConfig:
     # Plain SGD step size, as on the phones.
     lr: float = setting(0.5, above=0, help="SGD step size")
     # Global gradient-norm clip of each step.
-    clip_norm: float = 1.0
+    grad_clip_norm: float = 1.0
     # Train every training user (True) or only the future cohort's (False).
     all_users: bool = setting(
         False, help="train every training user, not only the future cohort's"
@@ -115,8 +116,10 @@ class LocalOnlyConfig:
         20, help="users whose models are also measured on held-out text"
     )
     # Held-out messages each of those models is evaluated on (a fixed sample).
-    heldout_messages: int = setting(
-        300, help="held-out messages each of those models is measured on"
+    heldout_messages_per_model: int = setting(
+        300,
+        help="held-out messages each of those models is measured on",
+        aliases=("heldout-messages",),
     )
     # Keystroke-savings messages per held-out evaluation.
     heldout_keystroke_texts: int = 100

@@ -9,7 +9,7 @@ trains on their own train part only (plain SGD, as on the phones). Two numbers:
   metric), so the three corners are measured on identical text; their counts
   are pooled by `models.metrics.combine`, as the fleet pools its phones'.
 - held-out (generalisation): the models of a fixed sample of `heldout_models`
-  of those users, each evaluated on a fixed sample of `heldout_messages`
+  of those users, each evaluated on a fixed sample of `heldout_messages_per_model`
   held-out messages, and the metrics averaged over the models (perplexity as a
   geometric mean).
 
@@ -73,7 +73,7 @@ def train_user(
         lr=config.lr,
         optimizer="sgd",
         epochs=config.local_epochs,
-        clip_norm=config.clip_norm,
+        grad_clip_norm=config.grad_clip_norm,
     )
     started = time.perf_counter()
     result = train_local(
@@ -150,4 +150,4 @@ def local_only_sets(
             keystroke_texts=config.keystroke_texts,
         )
         users, keys = list(cohort.client_ids), list(cohort.keystroke_texts)
-    return users, keys, heldout_sample(splits, config.heldout_messages)
+    return users, keys, heldout_sample(splits, config.heldout_messages_per_model)

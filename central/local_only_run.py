@@ -29,6 +29,7 @@ from models.config import ModelConfig
 from models.files import append_jsonl
 from models.metrics import EvalCounts, combine
 from models.rundir import RunDir, RunDirError, RunKind
+from models.settings import LOCAL_ONLY_RENAME, renamed
 
 
 def create_local_only_run(
@@ -86,7 +87,7 @@ def _read_settings(run: RunDir) -> tuple[CorpusConfig, ModelConfig, LocalOnlyCon
         return (
             CorpusConfig(**config["corpus"]),
             ModelConfig(**config["model"]),
-            LocalOnlyConfig(**config["local_only"]),
+            LocalOnlyConfig(**renamed(config["local_only"], LOCAL_ONLY_RENAME)),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise RunDirError(f"{run.config_path}: invalid ({error})") from None

@@ -37,7 +37,7 @@ def data_parallel_step(
     batch: torch.Tensor,
     *,
     pad_id: int,
-    clip_norm: float,
+    grad_clip_norm: float,
     context: WorkerContext,
 ) -> StepResult:
     """One optimizer step of `model` (DDP-wrapped when W > 1) on this worker's batch.
@@ -47,7 +47,7 @@ def data_parallel_step(
         optimizer: Its optimizer.
         batch: This worker's (B, L+1) batch, on the model's device.
         pad_id: The padding id, ignored as a target.
-        clip_norm: Global gradient-norm clip (0: none), applied after averaging so
+        grad_clip_norm: Global gradient-norm clip (0: none), applied after averaging so
             every worker clips the same gradient.
         context: The worker's rank and world size.
     """
@@ -56,7 +56,7 @@ def data_parallel_step(
     optimizer.zero_grad(set_to_none=True)
     loss_sum = batch_loss(model, batch, pad_id, reduction="sum")
     (loss_sum * (context.world_size / global_targets)).backward()
-    if clip_norm > 0:
-        nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    if grad_clip_norm > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
     optimizer.step()
     return StepResult(float(loss_sum.detach()), local, int(global_targets))

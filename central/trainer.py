@@ -247,7 +247,7 @@ class CentralTrainer:
             self.optimizer,
             batch.to(self.context.device),
             pad_id=self.tokenizer.pad_id,
-            clip_norm=self.config.clip_norm,
+            grad_clip_norm=self.config.grad_clip_norm,
             context=self.context,
         )
         self.progress.step += 1

@@ -107,6 +107,7 @@ def evaluation_texts(
     from corpora.samples import heldout_sample
     from device_sim.fleet import shards
     from models.evaluation_sets import future_cohort
+    from models.settings import FLEET_RENAME, renamed
 
     federation = config.get("federation")
     settings = federation or config.get("training") or {}
@@ -116,12 +117,12 @@ def evaluation_texts(
     heldout, future = settings.get("heldout_messages"), settings.get("future_messages")
     if limit is not None:
         heldout = future = limit or 10**9
-    fleet = (federation or {}).get("fleet") or {}
+    fleet = renamed((federation or {}).get("fleet") or {}, FLEET_RENAME)
     users = list(splits.training_users.values())[: fleet.get("max_users")]
     futures = {
         client_id: list(texts[:per])
         for user in users
-        for client_id, _, texts in shards(user, fleet.get("shard_messages"))
+        for client_id, _, texts in shards(user, fleet.get("messages_per_phone"))
     }
     cohort = future_cohort(
         {client_id: len(texts) for client_id, texts in futures.items()},

@@ -17,7 +17,14 @@ from models.evaluation_sets import (
     HELDOUT_MESSAGES,
     KEYSTROKE_TEXTS,
 )
-from models.settings import ConfigError, check_settings, setting
+from models.settings import (
+    FLEET_RENAME,
+    GRAD_CLIP_RENAME,
+    ConfigError,
+    check_settings,
+    renamed,
+    setting,
+)
 
 # The old flat keys of a config.json written before the strategy, the screen and
 # the aggregator were nested: key -> (nested config, its field).
@@ -153,7 +160,7 @@ class FederationConfig:
             )
         if privacy.secure_aggregation and privacy.dp is None:
             local = self.local
-            if local.max_local_steps is None or local.clip_norm == 0:
+            if local.max_local_steps is None or local.grad_clip_norm == 0:
                 raise FederationConfigError(
                     "secure aggregation needs a bound on each update: a local step "
                     "cap and a local clip norm, or a DP clip norm"
@@ -205,6 +212,9 @@ class FederationConfig:
             values.pop("executor", None)
             # Runs made before the probes moved to the first local batch.
             values.get("local", {}).pop("loss_sequences", None)
+            # Runs made before the gradient clip was named apart from DP's.
+            values["local"] = renamed(values.get("local", {}), GRAD_CLIP_RENAME)
+            values["fleet"] = renamed(values.get("fleet", {}), FLEET_RENAME)
             for name, kind in _NESTED.items():
                 values[name] = kind(**values.get(name, {}))
             # Runs made before the privacy settings protected nothing.

@@ -74,7 +74,7 @@ class Canary:
     text: str  # the words joined by single spaces
     repeats: int  # copies in each of its users' train text; 0 for a control
     # Training users holding it: each is the client_id of its phone when phones
-    # are not sharded (FleetConfig.shard_messages); empty for a control.
+    # are not sharded (FleetConfig.messages_per_phone); empty for a control.
     client_ids: tuple[str, ...]
 
     @property

@@ -85,11 +85,12 @@ class LocalTrainingConfig:
         0.0, at_least=0, finite=True, help="FedProx proximal weight, 0 for none"
     )
     # Global gradient-norm clip of each local step; LSTMs diverge without one.
-    clip_norm: float = setting(
+    grad_clip_norm: float = setting(
         1.0,
         at_least=0,
         finite=True,
         help="phones' gradient-norm clip per local step, 0 for none",
+        aliases=("clip-norm",),
     )
     # Arithmetic of local training and the loss probes: "bf16" runs the model's
     # matmuls under `torch.autocast` (fp32 weights, fp32 loss), "fp32" does not.
@@ -169,7 +170,7 @@ class LocalTrainingConfig:
             optimizer="sgd",
             epochs=self.local_epochs,
             max_steps=self.max_local_steps,
-            clip_norm=self.clip_norm,
+            grad_clip_norm=self.grad_clip_norm,
             prox_mu=self.prox_mu,
             precision=self.precision,
             train_softmax="full" if late else self.train_softmax,
@@ -194,10 +195,11 @@ class FleetConfig:
     # Split each user's history into phones of this many messages (None: one phone
     # a user). Conversation-sized shards turn 966 users into ~10,000 phones for
     # scale tests; a shard's future text is the user's future part, shared out.
-    shard_messages: int | None = setting(
+    messages_per_phone: int | None = setting(
         None,
         at_least=1,
         help="one phone per this many messages of a user (default: one phone a user)",
+        aliases=("shard-messages",),
     )
     # Keyboard eligibility (idle, charging, unmetered network; Bonawitz et al.
     # 2019). False: every phone is eligible at every moment.

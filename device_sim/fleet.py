@@ -34,7 +34,7 @@ class Fleet:
     def from_splits(
         cls, splits: CorpusSplits, config: FleetConfig, *, seed: int
     ) -> Fleet:
-        """A phone per training user, or per shard of one (`shard_messages`)."""
+        """A phone per training user, or per shard of one (`messages_per_phone`)."""
         users = list(splits.training_users.values())
         if config.max_users is not None:
             users = users[: config.max_users]
@@ -47,7 +47,7 @@ class Fleet:
                 seed=seed,
             )
             for user in users
-            for client_id, train, future in shards(user, config.shard_messages)
+            for client_id, train, future in shards(user, config.messages_per_phone)
         ]
         return cls(phones, config=config)
 
@@ -100,21 +100,21 @@ class Fleet:
 
 
 def shards(
-    user: UserHistory, shard_messages: int | None
+    user: UserHistory, messages_per_phone: int | None
 ) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
     """`(client_id, train, future)` of each phone made from one user's history.
 
-    Without `shard_messages` the user is one phone named after them; with it the
+    Without `messages_per_phone` the user is one phone named after them; with it the
     train part is cut into consecutive shards named `user#k` and the future part
     dealt out to them in turn.
     """
-    if shard_messages is None:
+    if messages_per_phone is None:
         return [(user.user, user.train, user.future)]
-    count = max(1, -(-len(user.train) // shard_messages))
+    count = max(1, -(-len(user.train) // messages_per_phone))
     return [
         (
             f"{user.user}#{k}",
-            user.train[k * shard_messages : (k + 1) * shard_messages],
+            user.train[k * messages_per_phone : (k + 1) * messages_per_phone],
             user.future[k::count],
         )
         for k in range(count)

@@ -48,7 +48,7 @@ class PersonalizationConfig:
     # Sequences (messages) per fine-tuning batch, as in the fleet's rounds.
     batch_size: int = 16
     # Global gradient-norm clip of each step, as in the fleet's rounds.
-    clip_norm: float = 1.0
+    grad_clip_norm: float = 1.0
     # Arithmetic of the fine-tuning steps ("bf16" or "fp32"); measuring is fp32.
     precision: str = DEFAULT_PRECISION
     # Which weights fine-tune (`TRAINED`); the others stay the global model's.
@@ -73,8 +73,10 @@ class PersonalizationConfig:
             )
         if self.batch_size < 1:
             raise FleetConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not (self.clip_norm >= 0 and math.isfinite(self.clip_norm)):
-            raise FleetConfigError(f"clip_norm must be >= 0, got {self.clip_norm}")
+        if not (self.grad_clip_norm >= 0 and math.isfinite(self.grad_clip_norm)):
+            raise FleetConfigError(
+                f"grad_clip_norm must be >= 0, got {self.grad_clip_norm}"
+            )
         if self.precision not in PRECISIONS:
             raise FleetConfigError(f"unknown precision {self.precision!r}")
         if self.trained not in TRAINED:
@@ -100,7 +102,7 @@ class PersonalizationConfig:
             steps=tuple(sorted(set(steps))) if steps else defaults.steps,
             validation_fraction=validation_fraction or defaults.validation_fraction,
             batch_size=local.batch_size,
-            clip_norm=local.clip_norm,
+            grad_clip_norm=local.grad_clip_norm,
             precision=local.precision,
             trained=trained or defaults.trained,
             memory=memory or defaults.memory,
@@ -114,6 +116,6 @@ class PersonalizationConfig:
             optimizer="sgd",
             epochs=epochs,
             max_steps=max(self.steps),
-            clip_norm=self.clip_norm,
+            grad_clip_norm=self.grad_clip_norm,
             precision=self.precision,
         )

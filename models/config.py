@@ -88,7 +88,7 @@ class TrainingConfig:
     # Upper bound on optimizer steps, or None for whole epochs.
     max_steps: int | None = None
     # Global gradient-norm clip; LSTMs diverge without one.
-    clip_norm: float = 1.0
+    grad_clip_norm: float = 1.0
     # FedProx proximal weight mu (Li et al. 2020); 0 disables it.
     prox_mu: float = 0.0
     # Arithmetic of the forward and backward passes: "fp32", or "bf16" (the

@@ -150,3 +150,23 @@ def check_settings(config: object, error: type[Exception]) -> None:
             check_bound(name, value, meta[BOUNDS], error, finite=bool(meta.get(FINITE)))
         elif meta.get(FINITE) and value is not None and not math.isfinite(value):
             raise error(f"{name} must be finite, not {value}")
+
+
+# A training config's gradient clip was `clip_norm` until it was renamed, so that
+# `clip_norm` means DP's bound on a whole update alone: old name -> new name.
+GRAD_CLIP_RENAME = {"clip_norm": "grad_clip_norm"}
+# A fleet's phones per user were `shard_messages`, the word central's data
+# shards keep.
+FLEET_RENAME = {"shard_messages": "messages_per_phone"}
+# A local-only run's per-model held-out sample was `heldout_messages`, the word
+# the federated and central runs keep for their one held-out sample.
+LOCAL_ONLY_RENAME = {
+    **GRAD_CLIP_RENAME,
+    "heldout_messages": "heldout_messages_per_model",
+}
+
+
+def renamed(values: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """A copy of a saved config's `values` with old field names replaced, so
+    that a run saved before a rename loads with its own settings."""
+    return {names.get(k, k): v for k, v in values.items()}

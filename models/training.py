@@ -166,8 +166,8 @@ def train_step(
     if anchor is not None and config.prox_mu > 0:
         objective = loss + 0.5 * config.prox_mu * proximal_term(model, anchor)
     objective.backward()
-    if config.clip_norm > 0:
-        nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+    if config.grad_clip_norm > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
     optimizer.step()
     return float(loss.detach())
 

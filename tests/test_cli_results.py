@@ -146,7 +146,7 @@ def test_evaluate_texts_of_a_sharded_fleet_are_its_cohorts(
 
     federation = FederationConfig(
         seed=2, future_messages=30, future_messages_per_phone=3,
-        fleet=FleetConfig(shard_messages=2),
+        fleet=FleetConfig(messages_per_phone=2),
     )  # fmt: skip
     fleet = Fleet.from_splits(small_splits, federation.fleet, seed=2)
     cohort = future_cohort(fleet, federation)

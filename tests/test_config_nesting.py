@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from central.config import CentralConfig, LocalOnlyConfig
 from cli.errors import UsageError
 from cli.main import build_parser
 from cli.privacy_options import privacy_config
@@ -20,7 +21,7 @@ from coordinator.round.robust import ScreenConfig, ScreenSettings
 from coordinator.round.server_choices import SERVER_OPTIMIZERS, StrategyConfig
 from coordinator.round.strategies import _STEPS
 from device_sim.config import FleetConfigError, LocalTrainingConfig
-from models.settings import ConfigError, check_bound
+from models.settings import LOCAL_ONLY_RENAME, ConfigError, check_bound, renamed
 
 # The "federation" of a config.json that `fedtype simulate --rounds 1
 # --max-users 20 --clients-per-round 3 --eval-every 0 --strategy fedadam
@@ -191,7 +192,7 @@ def test_simulate_options_set_the_nested_configs() -> None:
     assert (config.strategy.name, config.strategy.warmup_rounds) == ("fedyogi", 3)
     assert config.strategy.momentum_warmup_rounds == 5
     assert config.aggregation.name == "trimmed-mean"
-    assert (config.fleet.eligibility, config.local.clip_norm) == (False, 2.0)
+    assert (config.fleet.eligibility, config.local.grad_clip_norm) == (False, 2.0)
 
 
 def test_resume_conflicts_name_the_flag_as_typed() -> None:
@@ -202,3 +203,39 @@ def test_resume_conflicts_name_the_flag_as_typed() -> None:
 
     # Execute / Assert
     assert resume_conflicts(args) == ["--always-eligible", "--dp-clip"]
+
+
+def test_saved_renamed_settings_load_under_their_new_names() -> None:
+    # Prepare: a federated run's and a central run's settings saved before the
+    # phones' and the trainer's gradient clip was renamed from clip_norm.
+    federated = FederationConfig().to_dict()
+    local = dict(federated["local"])
+    local["clip_norm"] = local.pop("grad_clip_norm") * 3
+    federated["local"] = local
+
+    # Execute
+    loaded = FederationConfig.from_dict(federated)
+    central = CentralConfig.from_dict({"clip_norm": 2.5})
+
+    # Assert: their own values, not the defaults (1.0)
+    assert loaded.local.grad_clip_norm == 3.0
+    assert (
+        FederationConfig.from_dict(
+            {**federated, "fleet": {"shard_messages": 7}}
+        ).fleet.messages_per_phone
+        == 7
+    )
+    assert central.grad_clip_norm == 2.5
+    assert loaded.privacy == FederationConfig().privacy
+
+
+def test_saved_local_only_settings_load_under_their_new_names() -> None:
+    # Prepare: a local-only run's settings saved before the renames.
+    saved = {"heldout_messages": 40, "clip_norm": 2.0, "local_epochs": 2}
+
+    # Execute
+    config = LocalOnlyConfig(**renamed(saved, LOCAL_ONLY_RENAME))
+
+    # Assert
+    assert (config.heldout_messages_per_model, config.grad_clip_norm) == (40, 2.0)
+    assert config.local_epochs == 2

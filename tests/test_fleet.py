@@ -56,7 +56,7 @@ def test_shards_cut_train_and_deal_out_future() -> None:
 
 def test_fleet_eligible_share_follows_the_clock(small_splits: CorpusSplits) -> None:
     # Prepare: a few hundred phones from shards of the slice.
-    fleet = Fleet.from_splits(small_splits, FleetConfig(shard_messages=2), seed=0)
+    fleet = Fleet.from_splits(small_splits, FleetConfig(messages_per_phone=2), seed=0)
 
     # Execute: the share at each hour of one day.
     shares = [fleet.eligible_share(hour * 3600.0, hour) for hour in range(24)]
@@ -133,7 +133,7 @@ def test_fleet_memory_stays_flat_over_rounds(
     config = FederationConfig(
         clients_per_round=3,
         local=LocalTrainingConfig(max_local_steps=1, precision="fp32"),
-        fleet=FleetConfig(shard_messages=4, dropout_rate=0.1, eligibility=False),
+        fleet=FleetConfig(messages_per_phone=4, dropout_rate=0.1, eligibility=False),
     )
     fleet = Fleet.from_splits(small_splits, config.fleet, seed=0)
     executor = FleetExecutor(

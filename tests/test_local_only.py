@@ -27,7 +27,7 @@ CONFIG = LocalOnlyConfig(
     future_messages=60,
     keystroke_texts=6,
     heldout_models=2,
-    heldout_messages=20,
+    heldout_messages_per_model=20,
     heldout_keystroke_texts=3,
 )
 

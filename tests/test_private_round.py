@@ -79,7 +79,7 @@ def test_private_delta_secagg_equals_the_plaintext_weighted_mean() -> None:
     config = FederationConfig(
         clients_per_round=2,
         fleet=EVERY_PHONE_ONLINE,
-        local=LocalTrainingConfig(clip_norm=8.0),
+        local=LocalTrainingConfig(grad_clip_norm=8.0),
         privacy=PrivacyConfig(secure_aggregation=True),
     )
 

@@ -222,7 +222,7 @@ def test_simulate_cli_recipe_flags_reach_the_config(
     assert (created, bad_warmup, bad_clip) == (0, 2, 2)
     assert config["federation"]["strategy"]["warmup_rounds"] == 3
     assert config["federation"]["strategy"]["momentum_warmup_rounds"] == 4
-    assert config["federation"]["local"]["clip_norm"] == 5.0
+    assert config["federation"]["local"]["grad_clip_norm"] == 5.0
     assert config["model"]["output_bias_init"] == "unigram"
     assert "warmup_rounds must be >= 0" in err and "clip_norm must be >= 0" in err
     assert "Traceback" not in err

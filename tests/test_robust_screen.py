@@ -34,7 +34,7 @@ RELATIVE = ScreenConfig()
 def test_screen_config_bounds_follow_the_local_settings() -> None:
     # Prepare
     doubled = ScreenConfig.for_training(
-        LocalTrainingConfig(local_epochs=2, client_lr=0.5, clip_norm=2.0)
+        LocalTrainingConfig(local_epochs=2, client_lr=0.5, grad_clip_norm=2.0)
     )
 
     # Execute / Assert: 16 steps x 16 sequences; ceil(n / 16) steps, at most 16

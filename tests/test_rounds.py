@@ -85,7 +85,7 @@ def test_run_round_fedavg_one_phone_one_step_equals_sgd(
         clients_per_round=1,
         over_selection=0.0,
         local=LocalTrainingConfig(
-            max_local_steps=1, client_lr=0.5, clip_norm=1.0, precision=precision
+            max_local_steps=1, client_lr=0.5, grad_clip_norm=1.0, precision=precision
         ),
     )
     texts = list(next(iter(small_splits.training_users.values())).train[:5])

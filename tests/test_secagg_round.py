@@ -52,7 +52,7 @@ def secagg_config(seed: int, dropout_rate: float) -> FederationConfig:
         # One step may move 10, so that e's 8.66 is within an honest phone's
         # reach and the server's check of the sum
         # (coordinator.protections.sum_checks) passes.
-        local=LocalTrainingConfig(clip_norm=10.0),
+        local=LocalTrainingConfig(grad_clip_norm=10.0),
         privacy=PrivacyConfig(secure_aggregation=True),
     )
 

@@ -144,7 +144,7 @@ def test_make_optimizer_unknown_name_is_value_error() -> None:
 def test_train_local_one_step_equals_manual_sgd_step() -> None:
     # Prepare: one batch holds every sequence; no clipping
     model, reference = micro_model(), micro_model()
-    config = TrainingConfig(batch_size=8, lr=0.1, clip_norm=0.0)
+    config = TrainingConfig(batch_size=8, lr=0.1, grad_clip_norm=0.0)
     loss = batch_loss(reference, pad_batch(MICRO_SEQUENCES, 0), pad_id=0)
     loss.backward()
     expected = [p.detach() - 0.1 * p.grad for p in reference.parameters()]
@@ -271,7 +271,7 @@ def test_train_local_fedprox_runs_and_stays_near_anchor() -> None:
 def test_train_local_fedprox_first_step_equals_plain_sgd() -> None:
     # Prepare: at the anchor the proximal gradient mu * (w - w_global) is zero
     plain, prox = micro_model(), micro_model()
-    config = TrainingConfig(batch_size=8, lr=0.1, clip_norm=0.0, max_steps=1)
+    config = TrainingConfig(batch_size=8, lr=0.1, grad_clip_norm=0.0, max_steps=1)
 
     # Execute
     train_local(plain, MICRO_SEQUENCES, config, pad_id=0, rng=numpy_rng(0))

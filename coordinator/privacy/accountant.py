@@ -22,7 +22,7 @@ participation that depends on the data itself. Production fleets cannot promise
 this sampling, which is why Gboard's DP models use DP-FTRL without
 amplification by sampling instead (Xu et al. 2023, arXiv 2305.18465); the
 amplified epsilon here holds for the simulation, whose sampler we control.
-A user sharded over several phones (`FleetConfig.shard_messages`) is protected
+A user sharded over several phones (`FleetConfig.messages_per_phone`) is protected
 only at group level: k phones cost up to k times the per-phone guarantee.
 
 `simulated_privacy` answers a different question, the epsilon a population of P

@@ -15,8 +15,8 @@ report from a few statistics (its norm, whether it is finite, its claimed
    `max(1, max_local_steps // local_epochs) * batch_size` sequences a round, so a
    larger claimed count is a lie that would buy a larger weight in the mean;
 4. the absolute norm bound: a phone that runs S steps of plain SGD with step size
-   lr on gradients clipped to `clip_norm` cannot move further than
-   S * lr * clip_norm, whatever its data; S is what the claimed count allows,
+   lr on gradients clipped to `grad_clip_norm` cannot move further than
+   S * lr * grad_clip_norm, whatever its data; S is what the claimed count allows,
    `min(max_local_steps, local_epochs * ceil(num_examples / batch_size))`;
 5. the relative norm rule: an update that moved more than `norm_factor` times a
    robust reference is dropped. It judges the pace, the norm per claimed local
@@ -92,7 +92,7 @@ MIN_COSINE = -0.2
 # of 5 reports, an honest update's sketched cosine with the median of its round
 # fell to -0.21; with 10 it stayed above 0.06 (docs/robustness.md).
 MIN_FOR_MEDIAN = 6
-# Rounding slack of the absolute bound: the clip scales a gradient to clip_norm
+# Rounding slack of the absolute bound: the clip scales a gradient to grad_clip_norm
 # up to 1e-6, and float32 subtraction of the weights adds a little more.
 BOUND_SLACK = 1.001
 
@@ -225,9 +225,9 @@ class ScreenConfig(ScreenSettings):
         local, steps = self.local, self.steps(num_examples)
         if local is None or steps is None or not local.client_lr:
             return None
-        if not local.clip_norm:
-            return None  # no clip (clip_norm 0) means no bound
-        return steps * local.client_lr * local.clip_norm
+        if not local.grad_clip_norm:
+            return None  # no clip (grad_clip_norm 0) means no bound
+        return steps * local.client_lr * local.grad_clip_norm
 
 
 @dataclass(frozen=True)
