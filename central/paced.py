@@ -69,16 +69,37 @@ def create_paced_run(
         extra={"paced_by": PACED_BY, "pooled": pooled},
         tokenizer=tokenizer,
     )
+    write_unigram(
+        run.path,
+        splits=splits,
+        tokenizer=tokenizer,
+        max_len=model.max_len,
+        heldout_messages=training.heldout_messages,
+        keystroke_texts=training.keystroke_texts,
+    )
+    return run
+
+
+def write_unigram(
+    path: str | Path,
+    *,
+    splits: CorpusSplits,
+    tokenizer: WordTokenizer,
+    max_len: int,
+    heldout_messages: int,
+    keystroke_texts: int,
+) -> None:
+    """The unigram baseline's held-out metrics, in PATH/unigram.json: the
+    training users' word frequencies, measured on the held-out sample."""
     unigram = UnigramModel.fit(tokenizer, splits.train_texts())
     metrics = evaluate(
         unigram,
         tokenizer,
-        heldout_sample(splits, training.heldout_messages),
-        max_len=model.max_len,
-        keystroke_texts=training.keystroke_texts,
+        heldout_sample(splits, heldout_messages),
+        max_len=max_len,
+        keystroke_texts=keystroke_texts,
     )
-    write_json_atomic(run.path / UNIGRAM_FILE, {"heldout": metrics.as_dict()})
-    return run
+    write_json_atomic(Path(path) / UNIGRAM_FILE, {"heldout": metrics.as_dict()})
 
 
 def read_unigram(path: str | Path) -> dict[str, Any] | None:

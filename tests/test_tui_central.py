@@ -3,22 +3,28 @@ dashboard, turned off or replaced by an existing run; and the help screen."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from helpers import NewSimulation, small_federation
 from test_tui_app import SIZE, wait_for
+from textual.app import App, ComposeResult
+from textual.widgets import Static
 
 from central.config import CentralConfig
+from central.paced import read_unigram
 from cli.main import build_parser
 from corpora.corpus import CorpusSplits
 from models.rundir import RunDir
 from tui.app import CentralReference, FedtypeApp
 from tui.charts import FixedChart
 from tui.child_fleet import ChildProcessFleet
+from tui.dashboard import Dashboard
 from tui.help_screen import HelpScreen
 from tui.live_central import (
+    CentralView,
     central_path,
     open_live_central,
     read_central,
@@ -127,6 +133,10 @@ def test_child_fleet_trains_the_live_central_unless_turned_off(
     # Execute
     try:
         record, _ = fleet.train_round()
+        # Without the baseline the child measures the unigram level aside.
+        deadline = time.monotonic() + 60
+        while not live and read_unigram(run) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
         view = fleet.central_view()
     finally:
         fleet.close()
@@ -134,12 +144,16 @@ def test_child_fleet_trains_the_live_central_unless_turned_off(
     # Assert
     lines = RunDir(central_path(run)).read_metrics()
     assert record["server_round"] == 1
+    assert view is not None
     if live:
-        assert view is not None and view.records == lines
+        assert view.records == lines
         assert [line["server_round"] for line in lines] == [1]
         assert lines[0]["tokens_total"] >= record["tokens_total"]
     else:
-        assert view is None
+        # The unigram level alone, the very figures the baseline measured on
+        # the same held-out sample; nothing of the baseline trained.
+        assert (view.records, view.users, view.model) == ([], 0, None)
+        assert view.unigram == read_unigram(central_path(run))
         assert lines == []
 
 
@@ -179,3 +193,34 @@ async def test_app_help_screen_opens_and_closes(central_fleet):
             assert term in text
         assert "pooled text" in text
         assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_dashboard_shows_the_unigram_level_without_a_live_baseline() -> None:
+    # Prepare: what a --no-central run's child measured (RUN/unigram.json).
+    view = CentralView(
+        records=[],
+        model=None,
+        unigram={"top3": 0.125, "perplexity": 480.0},
+        users=0,
+        text_bytes=0,
+    )
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield Dashboard()
+
+    app = One()
+    async with app.run_test(size=SIZE) as pilot:
+        # Execute
+        dashboard = app.query_one(Dashboard)
+        dashboard.show_history([{"server_round": 1, "heldout": {"perplexity": 900.0}}])
+        dashboard.show_central(view)
+        await pilot.pause()
+
+        # Assert: the unigram mark 12.5 % and its perplexity 480; no central
+        # line, no "what central read" gap
+        axis = str(app.query_one("#axis", Static).render())
+        perplexity = str(app.query_one("#perplexity", Static).render())
+        assert "unigram 12.5%" in axis
+        assert "unigram 480" in perplexity and "central" not in perplexity
+        assert app.query_one("#gap").display is False

@@ -37,7 +37,14 @@ from models.model import NextWordModel
 from models.run_lock import RunLock, lock_run
 from models.rundir import RunDir, RunDirError, RunKind
 from tui.fleet import PhoneFacts
-from tui.live_central import CentralView, central_path, open_live_central, read_central
+from tui.live_central import (
+    CentralView,
+    central_path,
+    open_live_central,
+    read_central,
+    unigram_view,
+    write_fleet_unigram,
+)
 from tui.sim_fleet import this_phone_messages
 
 # Seconds the child may take to load the corpus and resume the run.
@@ -132,6 +139,8 @@ def serve(
         simulation = Simulation.resume(run_dir, splits=splits)
         central = _open_central(run_dir, splits) if live_central else None
         fleet = SimulationFleet(simulation, central=central)
+        if not live_central:
+            _measure_unigram_aside(run_dir, splits)
     except Exception as error:  # the parent turns this into the "cannot open" screen
         reply(0, False, f"{error}")
         return
@@ -141,6 +150,23 @@ def serve(
     # A round may still run on its thread: leave at once, without unwinding it
     # (the run directory is consistent at every moment).
     os._exit(0)
+
+
+def _measure_unigram_aside(run_dir: str, splits: CorpusSplits | None) -> None:
+    """The unigram level of a run without a live baseline, measured on a thread
+    (the dashboard shows it from the next round on)."""
+    from corpora.corpus import load_corpus
+    from models.rundir import RunDir
+
+    def measure() -> None:
+        loaded = (
+            splits
+            if splits is not None
+            else load_corpus(RunDir(run_dir).corpus_config())
+        )
+        write_fleet_unigram(run_dir, loaded)
+
+    threading.Thread(target=measure, daemon=True).start()
 
 
 def _step_aside(log: str) -> None:
@@ -329,7 +355,9 @@ class ChildProcessFleet:
         return record, self.model_at(self._round)
 
     def central_view(self) -> CentralView | None:
-        return read_central(self.run.path) if self.live_central else None
+        if self.live_central:
+            return read_central(self.run.path)
+        return unigram_view(self.run.path)
 
     def model_at(self, server_round: int) -> nn.Module:
         model, _ = self.run.load_model(server_round)

@@ -215,7 +215,9 @@ class Dashboard(Vertical):
             )
         )
         gap = self.query_one("#gap", Static)
-        gap.display = self.central is not None
-        if self.central is not None:
+        # A run without a live baseline has the unigram level alone.
+        central_view = self.central if self.central and self.central.users else None
+        gap.display = central_view is not None
+        if central_view is not None:
             last = self._records[-1] if self._records else {}
-            gap.update(gap_line(self.central, float(last.get("bytes_total", 0))))
+            gap.update(gap_line(central_view, float(last.get("bytes_total", 0))))

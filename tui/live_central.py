@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from central.config import CentralConfig
-from central.paced import PacedCentral, create_paced_run, read_unigram
+from central.paced import PacedCentral, create_paced_run, read_unigram, write_unigram
 from corpora.corpus import CorpusConfig, CorpusSplits
 from models.config import ModelConfig
 from models.rundir import RunDir, RunDirError
@@ -85,6 +85,33 @@ class CentralView:
     unigram: dict[str, Any] | None  # the unigram baseline's held-out metrics
     users: int  # users whose train text was pooled
     text_bytes: int  # bytes of that text (one pass)
+
+
+def unigram_view(run_path: str | Path) -> CentralView | None:
+    """A run without a live baseline: the unigram level alone, once the child
+    wrote it (`write_fleet_unigram`), else None."""
+    unigram = read_unigram(run_path)
+    if unigram is None:
+        return None
+    return CentralView(records=[], model=None, unigram=unigram, users=0, text_bytes=0)
+
+
+def write_fleet_unigram(run_path: str | Path, splits: CorpusSplits) -> None:
+    """RUN/unigram.json for a run without a live baseline (kept once written),
+    on the fleet's held-out sample, as the live baseline measures it."""
+    run = RunDir(run_path)
+    if read_unigram(run.path) is not None:
+        return
+    config = run.read_config()
+    federation, model = config["federation"], ModelConfig(**config["model"])
+    write_unigram(
+        run.path,
+        splits=splits,
+        tokenizer=run.load_tokenizer(),
+        max_len=model.max_len,
+        heldout_messages=int(federation["heldout_messages"]),
+        keystroke_texts=int(federation["keystroke_texts"]),
+    )
 
 
 def read_central(run_path: str | Path) -> CentralView | None:

@@ -24,7 +24,7 @@ from models.metrics import EvalMetrics
 from models.rundir import RunDir
 from models.weights import parameters_of
 from tui.fleet import THIS_PHONE, PhoneFacts
-from tui.live_central import CentralView, read_central
+from tui.live_central import CentralView, read_central, unigram_view
 
 # A phone's future messages measured when it is opened, and the keystroke-savings
 # share of them: enough for a stable figure in well under a second.
@@ -110,7 +110,7 @@ class SimulationFleet:
 
     def central_view(self) -> CentralView | None:
         if self.central is None:
-            return None
+            return unigram_view(self.simulation.run.path)
         return read_central(self.simulation.run.path)
 
     def model_at(self, server_round: int) -> nn.Module:
