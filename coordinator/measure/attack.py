@@ -36,7 +36,8 @@ import torch
 OUTPUT_BIAS = "output_bias"
 EMBEDDING = "embedding.weight"
 
-Update = Sequence[torch.Tensor] | Mapping[str, torch.Tensor]
+# What the attack reads: parameters in order, or a state dict by name.
+UpdateOrState = Sequence[torch.Tensor] | Mapping[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class AttackScore:
 
 
 def update_parts(
-    update: Update, *, vocab_size: int
+    update: UpdateOrState, *, vocab_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The output-bias delta (V,) and embedding delta (V, E) of an update.
 
@@ -92,7 +93,7 @@ def moved_rows(embedding_delta: torch.Tensor, *, count: int) -> set[int]:
 
 
 def recover_tokens(
-    update: Update,
+    update: UpdateOrState,
     *,
     vocab_size: int,
     bias_fraction: float = 0.0,
