@@ -33,7 +33,7 @@ from secagg.quantize import QuantizationSpec, quantize
 
 # 16 steps of lr 1 on gradients clipped to 8: one step moves at most 8, so the
 # textbook pair ([1, 2, 3] and [3, 4, 5], norms 3.74 and 7.07) is honest.
-LOCAL = LocalTrainingConfig(clip_norm=8.0)
+LOCAL = LocalTrainingConfig(grad_clip_norm=8.0)
 SECAGG = FederationConfig(
     clients_per_round=2, local=LOCAL, privacy=PrivacyConfig(secure_aggregation=True)
 )
