@@ -82,7 +82,7 @@ def ddp_worker(out: str) -> None:
                 optimizer,
                 padded(half),
                 pad_id=PAD,
-                clip_norm=0.0,
+                grad_clip_norm=0.0,
                 context=context,
             )
             for name, value in model.state_dict().items():
@@ -111,7 +111,7 @@ def one_worker_step(optimizer_name: str) -> dict[str, torch.Tensor]:
     optimizer = make_optimizer(model, optimizer_name)
     single = WorkerContext(0, 1, 0, torch.device("cpu"))
     data_parallel_step(
-        model, optimizer, padded(ROWS), pad_id=PAD, clip_norm=0.0, context=single
+        model, optimizer, padded(ROWS), pad_id=PAD, grad_clip_norm=0.0, context=single
     )
     return model.state_dict()
 
