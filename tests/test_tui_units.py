@@ -234,6 +234,29 @@ def test_round_history_remembers_wanted_rounds(tokenizer, tiny_model):
     assert len(history.suggest(1, "how are ")) == 3
 
 
+def test_round_history_holds_only_the_rounds_it_shows(tokenizer, tiny_model):
+    # Prepare: every round kept on disk, as early in a run.
+    loaded: list[int] = []
+
+    def model_at(server_round: int) -> NextWordModel:
+        loaded.append(server_round)
+        return tiny_model
+
+    kept: list[int] = []
+    history = RoundHistory(tokenizer, model_at, lambda: kept)
+
+    # Execute: rounds 1 to 30 finish one after another
+    for server_round in range(1, 31):
+        kept.append(server_round)
+        history.prepare(server_round + 1)
+
+    # Assert: the panel's three rounds (1, 5, 20 once they exist) are the only
+    # models held, however many were loaded on the way
+    assert history.rounds_before(31) == [1, 5, 20]
+    assert sorted(history._in_memory()) == [1, 5, 20]
+    assert len(loaded) > 3
+
+
 def test_privacy_line_for_a_dp_run():
     # Prepare
     record = {"server_round": 3, "epsilon": 1.23456, "delta": 1e-5}

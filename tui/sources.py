@@ -138,9 +138,14 @@ class RoundHistory:
         Reads checkpoints: call it off the UI thread (the training worker does).
         """
         self._available = set(self._kept_rounds()) | set(self._in_memory())
-        for earlier in self.rounds_before(server_round):
+        shown = self.rounds_before(server_round)
+        for earlier in shown:
             if earlier not in self._suggesters:
                 self._suggesters[earlier] = self._load(earlier)
+        # Models no longer shown are let go (a wanted round's is kept: its
+        # checkpoint may be pruned), so memory stays at a few models a run.
+        for held in set(self._suggesters) - set(shown) - set(self.wanted):
+            del self._suggesters[held]
 
     def rounds_before(self, server_round: int) -> list[int]:
         """The earlier rounds the panel shows, ascending."""
