@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -188,3 +190,14 @@ def seeded_parameters(model_config: ModelConfig) -> Parameters:
     """A fresh model's parameters under torch seed 0 (the RNG then moves on)."""
     torch.manual_seed(0)
     return parameters_of(NextWordModel(model_config))
+
+
+def run_python(script: str) -> subprocess.CompletedProcess[str]:
+    """`script` in a fresh interpreter at the repository root, its output kept."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
+
+from helpers import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,13 +28,7 @@ def test_leave_now_waits_for_work_in_progress_then_exits_with_the_code(
     )
 
     # Execute
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
+    done = run_python(script)
 
     # Assert: the code the app ended with, the message stored, stdout flushed
     assert done.returncode == 3, done.stderr

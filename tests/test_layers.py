@@ -8,11 +8,10 @@ those inside functions and under `TYPE_CHECKING` too.
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 # Which other packages each package may import from.
@@ -109,13 +108,7 @@ def test_central_launch_loads_no_federated_package() -> None:
     )
 
     # Execute
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
+    done = run_python(script)
 
     # Assert
     assert done.returncode == 0, done.stderr

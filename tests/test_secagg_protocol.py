@@ -33,13 +33,27 @@ def grid_inputs(ids: list[str], seed: int = 0) -> dict[str, np.ndarray]:
 
 def setup(ids: list[str] = IDS, *, shared: list[str] | None = None) -> SecAggSession:
     """The default config's round 3 of seed 7 with |x_i| <= 1."""
+    return session_of(ids, seed=7, server_round=3, shared=shared)
+
+
+def session_of(
+    ids: list[str],
+    *,
+    seed: int = 0,
+    server_round: int = 0,
+    max_abs: float = 1.0,
+    bits: int | None = None,
+    shared: list[str] | None = None,
+) -> SecAggSession:
+    """A session of the simulated phones `ids` (keys and shares done)."""
+    config = SecAggConfig() if bits is None else SecAggConfig(bits=bits)
     return SecAggSession.setup(
         ids,
         phones=SecAggPhones.for_round,
-        config=SecAggConfig(),
-        seed=7,
-        server_round=3,
-        max_abs=1.0,
+        config=config,
+        seed=seed,
+        server_round=server_round,
+        max_abs=max_abs,
         shared=shared,
     )
 
@@ -58,14 +72,7 @@ def test_session_hand_computed_three_phones() -> None:
         "b": np.array([1.5, 0.75, 2.0]),
         "c": np.array([-3.0, 0.0001, 3.0]),
     }
-    session = SecAggSession.setup(
-        list(xs),
-        phones=SecAggPhones.for_round,
-        config=SecAggConfig(bits=16),
-        seed=0,
-        server_round=1,
-        max_abs=4.0,
-    )
+    session = session_of(list(xs), server_round=1, max_abs=4.0, bits=16)
 
     # Execute: q = [1024, -512, 2048] + [3072, 1536, 4096] + [-6144, 0, 6144]
     total = masked_total(session, xs, ["a", "b", "c"])
@@ -189,14 +196,7 @@ def test_too_few_responders_abort_before_any_reconstruction(
 def test_dropout_leaving_fewer_than_t_neighbours_aborts() -> None:
     # Prepare: n = 3 so k = 2 and t = 2; c drops after sharing
     xs = grid_inputs(["a", "b", "c"])
-    session = SecAggSession.setup(
-        list(xs),
-        phones=SecAggPhones.for_round,
-        config=SecAggConfig(),
-        seed=0,
-        server_round=0,
-        max_abs=1.0,
-    )
+    session = session_of(list(xs))
     total = masked_total(session, xs, ["a", "b"])
 
     # Execute / Assert: a's seed has one live holder (b) of the two needed
@@ -238,14 +238,7 @@ def test_session_is_deterministic_given_the_seed() -> None:
     # Execute
     first = setup().maskers["phone-3"].mask(x).vector
     second = setup().maskers["phone-3"].mask(x).vector
-    other = SecAggSession.setup(
-        IDS,
-        phones=SecAggPhones.for_round,
-        config=SecAggConfig(),
-        seed=8,
-        server_round=3,
-        max_abs=1.0,
-    )
+    other = session_of(IDS, seed=8, server_round=3)
 
     # Assert
     assert np.array_equal(first, second)
@@ -288,14 +281,7 @@ def test_session_at_the_real_model_size() -> None:
     started = time.perf_counter()
 
     # Execute: d masks but never uploads
-    session = SecAggSession.setup(
-        ids,
-        phones=SecAggPhones.for_round,
-        config=SecAggConfig(),
-        seed=0,
-        server_round=0,
-        max_abs=1.0,
-    )
+    session = session_of(ids)
     total = masked_total(session, xs, ["a", "b", "c"])
     result = session.unmask(total, survivors=["a", "b", "c"])
     seconds = time.perf_counter() - started
