@@ -1,6 +1,6 @@
 """Speed of the model on this machine: training, suggestions, evaluation.
 
-    .venv/bin/python benchmarks/model.py [--steps 30] [--calls 400] [--threads N]
+    .venv/bin/python -m benchmarks.model [--steps 30] [--calls 400] [--threads N]
 
 Training speed is set against the machine's own float32 matmul rate, measured in
 the same run: tokens/s x 3 x forward FLOPs per token (backward costs about twice

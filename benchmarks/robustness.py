@@ -1,6 +1,6 @@
 """Hostile phones against the screen and the aggregators: held-out top-3 and ppl.
 
-    .venv/bin/python benchmarks/robustness.py [--rounds 20] [--seeds 3]
+    .venv/bin/python -m benchmarks.robustness [--rounds 20] [--seeds 3]
         [--fractions 0,0.01,0.1,0.3] [--attacks scale,sign,count,nan]
         [--aggregators mean,median,trimmed-mean,krum,multi-krum]
         [--protections plain,secagg]
