@@ -179,6 +179,7 @@ class _Round:
             pinned=env.pinned,
         )
         self.screen_history = state.screen
+        self.rejections: list[Rejection] = []
 
     def select(self) -> RoundPlan:
         """The protection's sampler picks; each phone's own time to report and
