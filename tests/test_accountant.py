@@ -11,9 +11,9 @@ from dp_accounting import rdp
 from coordinator.privacy.accountant import (
     PrivacyAccountant,
     RoundRecord,
+    SimulatedPrivacy,
     epsilon_for,
     noise_for_epsilon,
-    simulated_privacy,
 )
 
 DELTA = 1e-5
@@ -147,7 +147,7 @@ def test_simulated_privacy_is_labelled_and_matches_its_sampling() -> None:
     # Prepare: a million users, cohorts of 10,000 -> q = 0.01.
 
     # Execute
-    simulated = simulated_privacy(
+    simulated = SimulatedPrivacy(
         population=1_000_000,
         cohort_size=10_000,
         noise_multiplier=1.0,

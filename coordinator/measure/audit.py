@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 import numpy as np
@@ -47,9 +47,10 @@ class AuditError(ValueError):
     """Audit inputs that cannot be counted; the message says which."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AuditResult:
-    """One audit: the guesses made, how many were right, and the bound."""
+    """One audit: the guesses made, how many were right, and the bound they
+    prove (`epsilon_lower_bound`, which follows from the other fields)."""
 
     canaries: int  # m
     k_plus: int  # guessed "in"
@@ -57,7 +58,17 @@ class AuditResult:
     correct: int  # v, of the r = k_plus + k_minus guesses
     delta: float
     beta: float  # the level the bound holds at (before any grid correction)
-    epsilon_lower_bound: float
+    epsilon_lower_bound: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        bound = epsilon_lower_bound(
+            self.canaries,
+            self.guesses,
+            self.correct,
+            delta=self.delta,
+            beta=self.beta,
+        )
+        object.__setattr__(self, "epsilon_lower_bound", bound)
 
     @property
     def guesses(self) -> int:
@@ -149,17 +160,13 @@ def audit_at(
     truth = np.where(np.asarray(included, dtype=bool), 1, -1)
     made = guesses(scores, k_plus=k_plus, k_minus=k_minus)
     correct = int(np.sum(made == truth))
-    m = len(scores)
     return AuditResult(
-        canaries=m,
+        canaries=len(scores),
         k_plus=k_plus,
         k_minus=k_minus,
         correct=correct,
         delta=delta,
         beta=beta,
-        epsilon_lower_bound=epsilon_lower_bound(
-            m, k_plus + k_minus, correct, delta=delta, beta=beta
-        ),
     )
 
 

@@ -25,7 +25,7 @@ amplified epsilon here holds for the simulation, whose sampler we control.
 A user sharded over several phones (`FleetConfig.messages_per_phone`) is protected
 only at group level: k phones cost up to k times the per-phone guarantee.
 
-`simulated_privacy` answers a different question, the epsilon a population of P
+`SimulatedPrivacy` answers a different question, the epsilon a population of P
 users with cohorts of m would get at the same z (as pfl-research's
 `noise_cohort_size`). It is labelled simulated and never mixed with the real one.
 """
@@ -37,7 +37,7 @@ import functools
 import logging
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dp_accounting
@@ -274,49 +274,35 @@ def noise_for_epsilon(
     return high
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SimulatedPrivacy:
-    """The epsilon a hypothetical deployment would get: NOT this run's guarantee."""
-
-    population: int  # P, users in the hypothetical deployment
-    cohort_size: int  # m, expected clients per round there
-    sampling_probability: float  # m / P
-    noise_multiplier: float  # z, the same as the simulation's
-    rounds: int
-    delta: float
-    epsilon: float
-    simulated: bool = True  # always: a what-if, never the real accountant's figure
-
-
-def simulated_privacy(
-    *,
-    population: int,
-    cohort_size: int,
-    noise_multiplier: float,
-    rounds: int,
-    delta: float,
-) -> SimulatedPrivacy:
-    """What P users sampled m per round would spend at the simulation's z.
+    """What P users sampled m per round would spend at the simulation's z:
+    the epsilon of a hypothetical deployment, NOT this run's guarantee.
 
     A simulation of 1,000 phones with 20 a round says little about the privacy
     of a million-phone deployment with cohorts of 10,000 at the same z; this
-    gives that deployment's epsilon, clearly labelled `simulated=True`.
+    gives that deployment's epsilon, clearly labelled `simulated=True`. The
+    sampling probability and epsilon follow from the other fields.
     """
-    if not 1 <= cohort_size <= population:
-        raise ValueError("cohort_size must lie in [1, population]")
-    q = cohort_size / population
-    epsilon = epsilon_for(
-        sampling_probability=q,
-        noise_multiplier=noise_multiplier,
-        rounds=rounds,
-        delta=delta,
-    )
-    return SimulatedPrivacy(
-        population=population,
-        cohort_size=cohort_size,
-        sampling_probability=q,
-        noise_multiplier=noise_multiplier,
-        rounds=rounds,
-        delta=delta,
-        epsilon=epsilon,
-    )
+
+    population: int  # P, users in the hypothetical deployment
+    cohort_size: int  # m, expected clients per round there
+    sampling_probability: float = field(init=False)  # m / P
+    noise_multiplier: float  # z, the same as the simulation's
+    rounds: int
+    delta: float
+    epsilon: float = field(init=False)
+    simulated: bool = field(default=True, init=False)  # always a what-if
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.cohort_size <= self.population:
+            raise ValueError("cohort_size must lie in [1, population]")
+        q = self.cohort_size / self.population
+        object.__setattr__(self, "sampling_probability", q)
+        epsilon = epsilon_for(
+            sampling_probability=q,
+            noise_multiplier=self.noise_multiplier,
+            rounds=self.rounds,
+            delta=self.delta,
+        )
+        object.__setattr__(self, "epsilon", epsilon)

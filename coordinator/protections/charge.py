@@ -19,7 +19,7 @@ from dataclasses import asdict
 from typing import Any
 
 from coordinator.config import FederationConfig
-from coordinator.privacy.accountant import PrivacyAccountant, simulated_privacy
+from coordinator.privacy.accountant import PrivacyAccountant, SimulatedPrivacy
 from coordinator.protections.state import PrivacyState
 
 
@@ -83,7 +83,7 @@ def _spent(accountant: PrivacyAccountant, config: FederationConfig) -> dict[str,
     if privacy.simulated:
         assert privacy.simulated_population and privacy.noise_cohort_size
         deployment: dict[str, Any] = asdict(
-            simulated_privacy(
+            SimulatedPrivacy(
                 population=privacy.simulated_population,
                 cohort_size=privacy.noise_cohort_size,
                 noise_multiplier=_simulated_noise(config),
