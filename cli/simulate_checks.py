@@ -30,6 +30,7 @@ from cli.options import (
     check_workers,
     typed_flag,
 )
+from cli.privacy_options import check_ranges
 from coordinator.config import FederationConfig
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from models.config import ModelConfig
@@ -74,6 +75,7 @@ def check_options(args: argparse.Namespace) -> None:
         return
     check_new_run_dir(args.out)
     check_model_dims(hidden_dim=args.hidden_dim, embed_dim=args.embed_dim)
+    check_ranges(args)  # before any note describes the privacy settings
 
 
 @dataclass(frozen=True)

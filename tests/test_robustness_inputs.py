@@ -184,8 +184,24 @@ def test_corpus_fingerprint_and_absolute_path_in_the_run(
         (["--softmax-samples", "0"], "softmax_samples must be >= 1"),
         (["--softmax-full-steps", "-1"], "softmax_full_steps must be >= 0"),
         (["--corpus", "/dev/zero"], "is a character device, not a regular file"),
+        # Degenerate DP settings name the option and its range.
+        (["--dp-clip", "0.5", "--noise-multiplier", "1e300"],
+         "--noise-multiplier 1e+300: must lie in [0.1, 100]"),
+        (["--dp-clip", "0.5", "--noise-multiplier", "0"],
+         "--noise-multiplier 0: must lie in [0.1, 100]"),
+        (["--dp-clip", "0.5", "--noise-multiplier", "nan"],
+         "--noise-multiplier nan: must lie in [0.1, 100]"),
+        (["--dp-clip", "0.5", "--target-epsilon", "1e300"],
+         "--target-epsilon 1e+300: must lie in [0.05, 100]"),
+        (["--dp-clip", "0.5", "--target-epsilon", "1e-300"],
+         "--target-epsilon 1e-300: must lie in [0.05, 100]"),
+        (["--dp-clip", "1e300"], "--dp-clip 1e+300: must lie in [0.0001, 100]"),
+        (["--dp-clip", "0.5", "--simulated-population", "1" + "0" * 21,
+          "--noise-cohort-size", "100"],
+         "--simulated-population 1e+21: must lie in [1, 1,000,000,000]"),
+        (["--replayable-noise"], "--replayable-noise: differential privacy needs"),
     ],
-)
+)  # fmt: skip
 def test_cli_simulate_bad_values_are_one_line_errors(
     tmp_path: Path,
     tiny_corpus: str,
