@@ -49,7 +49,6 @@ from coordinator.round.strategies import STRATEGIES
 from coordinator.run.simulation import Simulation
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from corpora.tokenizer import WordTokenizer
-from models.config import ModelConfig
 
 # Recipe parts that take a number, and the setting each sets.
 _NUMBERED = {
@@ -122,7 +121,6 @@ class RecipeRun:
                 out,
                 federation=federation,
                 corpus=corpus,
-                model=ModelConfig(vocab_size=tokenizer.vocab_size),
                 tokenizer=tokenizer,
                 splits=splits,
             )

@@ -18,8 +18,6 @@ from coordinator.config import FederationConfig, FederationConfigError
 from coordinator.privacy.privacy_config import PrivacyConfig
 from coordinator.round.server_choices import StrategyConfig
 from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
-from corpora.tokenizer import WordTokenizer
-from models.config import ModelConfig
 from models.run_lock import LOCK_FILE, RunLock
 
 if TYPE_CHECKING:  # torch and Textual: imported when the demo opens
@@ -190,7 +188,6 @@ def create_run(
     from coordinator.run.simulation import Simulation
     from tui.live_central import start_live_central
 
-    tokenizer = WordTokenizer.public()
     corpus = CorpusConfig()
     splits = load_corpus(corpus)
     with RunLock(path, create=True):  # two demos never create one run together
@@ -198,8 +195,6 @@ def create_run(
             path,
             federation=federation,
             corpus=corpus,
-            model=ModelConfig(vocab_size=tokenizer.vocab_size),
-            tokenizer=tokenizer,
             splits=splits,
         ).close()
         if live_central:

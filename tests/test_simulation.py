@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,9 @@ from coordinator.events import ClientDone, Event, RoundFinished, RoundStarted
 from coordinator.privacy.released import logged_line
 from coordinator.round.server_choices import StrategyConfig
 from coordinator.run.simulation import Simulation
-from corpora.corpus import CorpusSplits
+from corpora.corpus import CorpusConfig, CorpusSplits
 from device_sim.config import FleetConfig
+from models.config import ModelConfig
 from models.rundir import RunDir, RunDirError
 
 # Fields that measure the machine, not the run.
@@ -69,6 +70,25 @@ def test_simulation_run_dir_follows_the_contract(
         model.parameters(), simulation.global_model.parameters(), strict=True
     ):
         assert torch.equal(a, b)
+
+
+def test_simulation_create_defaults_the_model_to_the_tokenizers_vocabulary(
+    tmp_path: Path, small_splits: CorpusSplits, small_config: CorpusConfig
+) -> None:
+    # Prepare: no model given, and no tokenizer (the public one)
+    federation = replace(SMALL_RUN, rounds=1)
+
+    # Execute
+    Simulation.create(
+        tmp_path / "run",
+        federation=federation,
+        corpus=small_config,
+        splits=small_splits,
+    ).close()
+
+    # Assert: the default model over the public vocabulary
+    config = RunDir(tmp_path / "run").read_config()
+    assert config["model"] == asdict(ModelConfig(vocab_size=10_036))
 
 
 def test_simulation_resume_after_a_kill_replays_identically(

@@ -56,11 +56,14 @@ def create_run(
     *,
     federation: FederationConfig,
     corpus: CorpusConfig,
-    model: ModelConfig,
+    model: ModelConfig | None,
     tokenizer: WordTokenizer | None,
     splits: CorpusSplits | None,
 ) -> OpenedRun:
     """A new run written to `run_dir` (which must not hold one), at round 0.
+
+    `model` defaults to the default model over the tokenizer's vocabulary, and
+    the tokenizer to the public one.
 
     Raises:
         RunDirError: `run_dir` already holds a run.
@@ -73,6 +76,7 @@ def create_run(
         )
     federation = federation.resolved()
     tokenizer = tokenizer or WordTokenizer.public()
+    model = model or ModelConfig(vocab_size=tokenizer.vocab_size)
     if model.vocab_size != tokenizer.vocab_size:
         raise FederationConfigError(
             f"model vocab_size {model.vocab_size} != the tokenizer's "

@@ -124,7 +124,7 @@ class Simulation:
         *,
         federation: FederationConfig,
         corpus: CorpusConfig,
-        model: ModelConfig,
+        model: ModelConfig | None = None,
         tokenizer: WordTokenizer | None = None,
         splits: CorpusSplits | None = None,
         on_event: EventCallback | None = None,
@@ -133,6 +133,7 @@ class Simulation:
     ) -> Simulation:
         """Start a new run in `run_dir` (which must not hold one) at round 0.
 
+        `model` defaults to the default model over the tokenizer's vocabulary;
         `splits` may pass the corpus already loaded with `corpus` (tests, the TUI);
         `executor` the phones' executor (default: a `FleetExecutor` on `ranks`,
         or on this process alone). With several ranks every rank calls `create`;
