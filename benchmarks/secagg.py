@@ -4,9 +4,9 @@
         [--size 1360661] [--bits 32] [--degree K]
 
 For each cohort of n simulated phones (default config: k = 2 ceil(log2 n)
-neighbours, a majority threshold t, b = 32 bits) one round is run step by step
-through the same objects `SecAggSession.setup` uses, with a timer around each
-phone's and the server's part:
+neighbours, a majority threshold t, b = 32 bits) one round is run
+through `SecAggSession.setup` itself, with a timer around each phone's part
+(`TimedPhones`) and the server's the rest:
 
 - phone setup: advertise keys, share b_u and the mask key (Shamir, AES-GCM),
   open the neighbours' shares and agree the pairwise mask seeds;
@@ -39,20 +39,18 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from coordinator.protections.secagg_server import (
-    SecAggServer,
-    SecAggSession,
-    modular_sum,
-)
+from coordinator.protections.secagg_server import SecAggSession, modular_sum
 from device_sim.secagg_client import SecAggClient
 from device_sim.secagg_phones import SecAggPhones
-from secagg import EncryptedShare, PublicKeys, SecAggConfig, round_parameters
+from secagg import EncryptedShare, PublicKeys, RoundParameters, SecAggConfig
 from secagg.shamir import Share
 
 SIZE = 1_360_661
@@ -87,43 +85,66 @@ def since(started: float) -> float:
     return time.perf_counter() - started
 
 
+class TimedPhones(SecAggPhones):
+    """The simulation's phones, with each phone's own work timed apart."""
+
+    def __init__(self, parameters: RoundParameters, cohort: Collection[str]) -> None:
+        self.seconds = dict.fromkeys(sorted(cohort), 0.0)
+        super().__init__(
+            {
+                u: self._timed(u, SecAggClient, client_id=u, parameters=parameters)
+                for u in cohort
+            }
+        )
+
+    def _timed(
+        self, phone: str, work: Callable[..., Any], /, *args: Any, **kw: Any
+    ) -> Any:
+        """`work(*args, **kw)`, its time added to `phone`'s."""
+        started = time.perf_counter()
+        done = work(*args, **kw)
+        self.seconds[phone] += since(started)
+        return done
+
+    def advertise(self) -> list[PublicKeys]:
+        return [self._timed(u, c.advertise) for u, c in self.clients.items()]
+
+    def share(
+        self, neighbours: Mapping[str, list[PublicKeys]], sharing: Collection[str]
+    ) -> list[EncryptedShare]:
+        return [
+            m
+            for u in sorted(sharing)
+            for m in self._timed(u, self.clients[u].share, neighbours[u])
+        ]
+
+    def receive_one(self, client_id: str, shares: Sequence[EncryptedShare]) -> None:
+        self._timed(client_id, super().receive_one, client_id, shares)
+
+
 def timed_setup(
     ids: list[str], config: SecAggConfig
 ) -> tuple[SecAggSession, dict[str, float], float]:
-    """`SecAggSession.setup`, with each phone's and the server's time kept apart."""
-    parameters = round_parameters(
-        config,
-        num_clients=len(ids),
-        max_abs=MAX_ABS,
+    """`SecAggSession.setup`, with each phone's and the server's time kept apart
+    (the server's: the whole setup less the phones' own work)."""
+    made: list[TimedPhones] = []
+
+    def phones(parameters: RoundParameters, cohort: Collection[str]) -> TimedPhones:
+        made.append(TimedPhones(parameters, cohort))
+        return made[-1]
+
+    started = time.perf_counter()
+    session = SecAggSession.setup(
+        ids,
+        phones=phones,
+        config=config,
         seed=SEED,
         server_round=SERVER_ROUND,
+        max_abs=MAX_ABS,
     )
-    phone = dict.fromkeys(ids, 0.0)
-    clients: dict[str, SecAggClient] = {}
-    keys: list[PublicKeys] = []
-    for u in ids:
-        started = time.perf_counter()
-        clients[u] = SecAggClient(client_id=u, parameters=parameters)
-        keys.append(clients[u].advertise())
-        phone[u] += since(started)
-    started = time.perf_counter()
-    server = SecAggServer(parameters=parameters)
-    neighbours = server.collect_keys(keys)
-    server_s = since(started)
-    sent: list[EncryptedShare] = []
-    for u in ids:
-        started = time.perf_counter()
-        sent.extend(clients[u].share(neighbours[u]))
-        phone[u] += since(started)
-    started = time.perf_counter()
-    inbox = server.relay(sent)
-    server_s += since(started)
-    phones = SecAggPhones(clients)
-    for u in ids:
-        started = time.perf_counter()
-        phones.receive_one(u, inbox[u])
-        phone[u] += since(started)
-    return SecAggSession(parameters, server, phones), phone, server_s
+    whole = since(started)
+    phone = made[0].seconds
+    return session, phone, whole - sum(phone.values())
 
 
 def run_cohort(
