@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 
 from corpora.canaries import Canary
 from corpora.tokenizer import WordTokenizer
@@ -79,7 +78,9 @@ def rank_exposure(score: float, candidate_scores: np.ndarray) -> tuple[int, floa
 
 def skewnorm_fit(candidate_scores: np.ndarray) -> tuple[float, float, float]:
     """(shape, loc, scale) of a skew-normal fitted to the candidates' scores."""
-    shape, loc, scale = stats.skewnorm.fit(candidate_scores)
+    from scipy.stats import skewnorm  # 58 MB: only where canaries are measured
+
+    shape, loc, scale = skewnorm.fit(candidate_scores)
     return float(shape), float(loc), float(scale)
 
 
@@ -95,8 +96,10 @@ def extrapolated_exposure(
         fit: `skewnorm_fit(candidate_scores)` when already computed (a fit costs
             tens of milliseconds; canaries ranked in one pool share it).
     """
+    from scipy.stats import skewnorm
+
     shape, loc, scale = fit or skewnorm_fit(candidate_scores)
-    log_cdf = float(stats.skewnorm.logcdf(score, shape, loc, scale))
+    log_cdf = float(skewnorm.logcdf(score, shape, loc, scale))
     return max(0.0, -log_cdf / math.log(2))
 
 

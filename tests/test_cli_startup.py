@@ -78,3 +78,26 @@ def test_training_commands_share_the_corpus_options(command: str) -> None:
     # Assert
     corpus = corpus_config(args)
     assert (corpus.max_users, corpus.min_words_per_user) == (7, 50)
+
+
+def test_the_demo_and_a_plain_round_load_no_scipy() -> None:
+    # Prepare: what the demo's app and its training process import (scipy and
+    # dp_accounting add about 60 MB to each; only DP runs and canaries use them)
+    probe = (
+        "import sys, json\n"
+        "import tui.app, tui.child_fleet, coordinator.run.simulation\n"
+        "print(json.dumps([m for m in ('scipy', 'dp_accounting') if m in sys.modules]))"
+    )
+
+    # Execute
+    completed = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    # Assert
+    assert json.loads(completed.stdout.strip().splitlines()[-1]) == []

@@ -40,21 +40,35 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import dp_accounting
 import numpy as np
-from dp_accounting import rdp
 
 # Bisection stops when the noise multiplier is known to this relative width.
 _NOISE_TOLERANCE = 1e-4
 # No search for a round count or noise goes beyond these.
 _MAX_ROUNDS = 10**9
 _MAX_NOISE = 1e6
-# The RDP orders of dp_accounting's default accountant.
-_ORDERS = rdp.RdpAccountant().orders
+# dp_accounting is imported where it is used: with the scipy it loads, it adds
+# about 60 MB to every process that imports the round, and a run without DP
+# never calls it.
+
+
+@functools.cache
+def _orders() -> np.ndarray:
+    """The RDP orders of dp_accounting's default accountant."""
+    from dp_accounting import rdp
+
+    return rdp.RdpAccountant().orders
+
+
+def _no_rounds() -> np.ndarray:
+    """The RDP curve of no release: zero at every order."""
+    return np.zeros_like(_orders(), dtype=np.float64)
 
 
 def round_event(sampling_probability: float, noise_multiplier: float) -> Any:
     """One round's `dp_accounting` event: a Poisson-subsampled Gaussian."""
+    import dp_accounting
+
     _check(sampling_probability, noise_multiplier)
     return dp_accounting.PoissonSampledDpEvent(
         sampling_probability, dp_accounting.GaussianDpEvent(noise_multiplier)
@@ -77,6 +91,8 @@ def _round_rdp(sampling_probability: float, noise_multiplier: float) -> np.ndarr
     Cached: dp_accounting takes 30 to 120 ms to compute one, and a run repeats
     a few (q, z) pairs many times; composition adds the curves order by order.
     """
+    from dp_accounting import rdp
+
     accountant = rdp.RdpAccountant()
     with _quiet_dp_accounting():
         accountant.compose(round_event(sampling_probability, noise_multiplier))
@@ -104,7 +120,9 @@ def _quiet_dp_accounting() -> Iterator[None]:
 
 
 def _epsilon(curve: np.ndarray, delta: float) -> float:
-    return float(rdp.compute_epsilon(_ORDERS, curve, delta)[0])
+    from dp_accounting import rdp
+
+    return float(rdp.compute_epsilon(_orders(), curve, delta)[0])
 
 
 @dataclass(frozen=True)
@@ -121,7 +139,14 @@ class PrivacyAccountant:
 
     def __init__(self) -> None:
         self._records: list[RoundRecord] = []
-        self._rdp = np.zeros_like(_ORDERS, dtype=np.float64)
+        self._composed: np.ndarray | None = None  # made when first needed
+
+    @property
+    def _rdp(self) -> np.ndarray:
+        """The recorded rounds' RDP curve, composed order by order."""
+        if self._composed is None:
+            self._composed = _no_rounds()
+        return self._composed
 
     @property
     def rounds(self) -> int:
@@ -148,7 +173,7 @@ class PrivacyAccountant:
 
     def _add(self, record: RoundRecord) -> None:
         curve = _round_rdp(record.sampling_probability, record.noise_multiplier)
-        self._rdp = self._rdp + record.rounds * curve
+        self._composed = self._rdp + record.rounds * curve
         last = self._records[-1] if self._records else None
         key = (record.sampling_probability, record.noise_multiplier)
         if (
@@ -257,7 +282,7 @@ def noise_for_epsilon(
     Raises:
         ValueError: no z up to 1e6 fits (the spent rounds alone may exceed it).
     """
-    base = spent._rdp if spent is not None else np.zeros_like(_ORDERS, np.float64)
+    base = spent._rdp if spent is not None else _no_rounds()
 
     def fits(z: float) -> bool:
         curve = _round_rdp(float(sampling_probability), z)
