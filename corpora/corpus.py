@@ -6,13 +6,16 @@ users to a corpus leaves every earlier user's side of the split unchanged.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import os
+import pickle
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import cast
 
 from corpora.chitchat import load_chitchat
 from corpora.jsonl import load_jsonl, read_bounded
@@ -236,7 +239,19 @@ def split_corpus(messages: list[Message], config: CorpusConfig) -> CorpusSplits:
 
 
 def load_corpus(config: CorpusConfig) -> CorpusSplits:
-    """Read `config.source` and split it."""
+    """Read `config.source` and split it.
+
+    The split keeps part of the messages, scattered among the parse's freed
+    objects, so the allocator could not hand that memory back (Chit-Chat: 160 MB
+    resident for 16 MB of kept text); the splits are copied once into fresh
+    memory after the parse's objects are gone.
+    """
+    packed = pickle.dumps(_read_and_split(config), protocol=pickle.HIGHEST_PROTOCOL)
+    gc.collect()  # the parse leaves reference cycles behind
+    return cast(CorpusSplits, pickle.loads(packed))
+
+
+def _read_and_split(config: CorpusConfig) -> CorpusSplits:
     messages, skipped = load_messages(config.source)
     splits = split_corpus(messages, config)
     splits.skipped_empty = skipped
