@@ -53,11 +53,11 @@ class UnigramModel(nn.Module):
     @classmethod
     def fit(cls, tokenizer: WordTokenizer, texts: list[str]) -> UnigramModel:
         """Add-one smoothed token frequencies of `texts`, one `<eos>` a message."""
-        counts = torch.ones(tokenizer.vocab_size, dtype=torch.float64)
-        for ids in tokenizer.encode_batch(texts):
-            counts += torch.bincount(
-                torch.tensor(ids, dtype=torch.long), minlength=tokenizer.vocab_size
-            )
+        # One bincount over every text's ids (one per text cost 4 s on Chit-Chat).
+        ids = torch.tensor(
+            [i for row in tokenizer.encode_batch(texts) for i in row], dtype=torch.long
+        )
+        counts = 1 + torch.bincount(ids, minlength=tokenizer.vocab_size).double()
         counts[tokenizer.eos_id] += len(texts)
         counts[tokenizer.pad_id] = 0
         counts[tokenizer.bos_id] = 0
