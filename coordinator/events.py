@@ -42,6 +42,9 @@ class EvaluationStarted:
     """The global model after `server_round` is being evaluated."""
 
     server_round: int
+    # Targets the fleet has trained on, this round's included: what a baseline
+    # paced by the fleet (the demo's live central) can catch up to meanwhile.
+    tokens_total: int
 
 
 @dataclass(frozen=True)

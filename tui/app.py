@@ -21,6 +21,7 @@ from textual.worker import get_current_worker
 from tui.dashboard import Dashboard
 from tui.fleet import DemoFleet
 from tui.fleet_screen import FleetScreen
+from tui.freed_memory import give_back_freed_memory
 from tui.help_screen import HelpScreen
 from tui.keyboard import Keyboard, while_mounted
 from tui.live_central import CentralView
@@ -209,6 +210,7 @@ class FedtypeApp(App[None]):
         if self.fleet.my_messages():
             self._personalize()
         self.query_one(Keyboard).model_changed(self.server_round)
+        give_back_freed_memory()  # the round's unpickled model and the one it replaced
 
     def _show_central(self, view: CentralView | None) -> None:
         """The live baseline's curve and model, unless `--central RUN` gave one."""

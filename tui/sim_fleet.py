@@ -3,17 +3,22 @@
 Rounds run in the app's worker thread; everything the UI thread calls here reads
 copies (`Simulation.global_model` is a fresh model each call) or goes through the
 simulation's own lock (`add_phone`), so a round in progress never tears a model.
-With a live central baseline (`tui.live_central`), each round is followed by the
-central side's catch-up to the fleet's training tokens, on the same thread.
+With a live central baseline (`tui.live_central`), each round ends with the
+central side caught up to the fleet's training tokens: the catch-up starts on a
+thread of its own when the round's evaluation starts (the demo's training
+process runs one torch thread and the machine has a core for each), and the
+round returns once both are done.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from torch import nn
 
 from central.paced import PacedCentral
+from coordinator.events import EvaluationStarted, Event
 from coordinator.privacy.released import figure
 from coordinator.run.joined import joined_history
 from coordinator.run.simulation import Simulation
@@ -24,6 +29,7 @@ from models.metrics import EvalMetrics
 from models.rundir import RunDir
 from models.weights import parameters_of
 from tui.fleet import THIS_PHONE, PhoneFacts
+from tui.freed_memory import give_back_freed_memory
 from tui.live_central import CentralView, read_central, unigram_view
 
 # A phone's future messages measured when it is opened, and the keystroke-savings
@@ -83,6 +89,35 @@ class SimulationFleet:
         self.name = name or str(simulation.run.path)
         self.tokenizer = simulation.tokenizer
         self._messages = this_phone_messages(simulation.run)
+        self._catching_up: Future[Any] | None = None
+        self._central_thread: ThreadPoolExecutor | None = None
+        if central is not None:
+            self._central_thread = ThreadPoolExecutor(1, thread_name_prefix="central")
+            self._chain_events()
+
+    def _chain_events(self) -> None:
+        """Start the central catch-up as the round's evaluation starts."""
+        previous = self.simulation.on_event
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, EvaluationStarted):
+                self._start_catch_up(event.server_round, event.tokens_total)
+            if previous is not None:
+                previous(event)
+
+        self.simulation.on_event = on_event
+
+    def _start_catch_up(self, server_round: int, tokens_total: int) -> None:
+        assert self.central is not None and self._central_thread is not None
+        self._catching_up = self._central_thread.submit(
+            self.central.catch_up, tokens_total, server_round=server_round
+        )
+
+    def _finish_catch_up(self) -> None:
+        """Wait for the round's catch-up; its error, if any, is the round's."""
+        catching_up, self._catching_up = self._catching_up, None
+        if catching_up is not None:
+            catching_up.result()
 
     @property
     def server_round(self) -> int:
@@ -95,13 +130,16 @@ class SimulationFleet:
         return self.simulation.global_model
 
     def run_round(self) -> dict[str, Any]:
-        """One round, then the central side trained to the fleet's tokens."""
-        record = self.simulation.run_round()
-        if self.central is not None:
-            self.central.catch_up(
-                int(figure(record, "tokens_total")),
-                server_round=int(record["server_round"]),
-            )
+        """One round, and the central side trained to the fleet's tokens."""
+        try:
+            record = self.simulation.run_round()
+            if self.central is not None and self._catching_up is None:
+                # Not evaluated this round: nothing to overlap the catch-up with.
+                tokens_total = int(figure(record, "tokens_total"))
+                self._start_catch_up(int(record["server_round"]), tokens_total)
+        finally:
+            self._finish_catch_up()
+        give_back_freed_memory()
         return record
 
     def train_round(self) -> tuple[dict[str, Any], nn.Module]:
@@ -176,4 +214,6 @@ class SimulationFleet:
         )
 
     def close(self) -> None:
+        if self._central_thread is not None:
+            self._central_thread.shutdown(wait=True)
         self.simulation.close()

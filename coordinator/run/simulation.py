@@ -283,7 +283,7 @@ class Simulation:
         record = {**metrics.as_dict(), **asdict(totals)}
         record["eligible_share"] = metrics.eligible / max(1, len(self._fleet))
         if self._should_evaluate(state.server_round) or self._budget_ends(state):
-            record.update(self._evaluate(state))
+            record.update(self._evaluate(state, tokens_total=totals.tokens_total))
         self._totals = totals
         record = released_line(record, self.federation.privacy)
         self._save(state, record)
@@ -291,9 +291,9 @@ class Simulation:
         emit(self.on_event, RoundFinished(state.server_round, record))
         return record
 
-    def _evaluate(self, state: ServerState) -> dict[str, Any]:
+    def _evaluate(self, state: ServerState, *, tokens_total: int) -> dict[str, Any]:
         """The new global model measured: held-out and future text, canaries."""
-        emit(self.on_event, EvaluationStarted(state.server_round))
+        emit(self.on_event, EvaluationStarted(state.server_round, tokens_total))
         started = time.perf_counter()
         load_parameters(self._scratch, state.parameters)
         figures = self._evaluator.run(
