@@ -75,6 +75,54 @@ def test_live_central_trains_to_the_fleet_tokens_after_a_round(
     assert view.users == 30
 
 
+def test_live_central_catches_up_after_a_round_without_evaluation(
+    tmp_path, small_splits, new_simulation
+):
+    # Prepare: evaluation every second round, so round 1 has none to overlap
+    simulation = new_simulation(tmp_path / "run", small_federation(eval_every=2))
+    start_live_central(simulation.run.path, small_splits)
+    central = open_live_central(simulation.run.path, small_splits)
+    fleet = SimulationFleet(simulation, name="test-run", central=central)
+
+    # Execute
+    records = [fleet.run_round() for _ in range(2)]
+    fleet.close()
+
+    # Assert: a central line per round either way, paced by its round
+    view = read_central(simulation.run.path)
+    assert view is not None
+    assert [line["server_round"] for line in view.records] == [1, 2]
+    assert [
+        r["tokens_total"] <= line["tokens_total"]
+        for r, line in zip(records, view.records, strict=True)
+    ] == [True, True]
+
+
+def test_a_failed_central_catch_up_fails_its_round(central_fleet, monkeypatch):
+    # Prepare: the baseline's catch-up breaks (a full disk, say)
+    fleet = central_fleet()
+
+    def broken(tokens_total: int, *, server_round: int) -> None:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(fleet.central, "catch_up", broken)
+
+    # Execute: the round fails with the baseline's error; the next one, with
+    # the baseline mended, runs
+    with pytest.raises(OSError, match="no space left"):
+        fleet.run_round()
+    monkeypatch.undo()
+    record = fleet.run_round()
+    fleet.close()
+
+    # Assert: round 1 was saved before its catch-up failed; round 2 caught the
+    # baseline up to the fleet's tokens
+    view = read_central(fleet.simulation.run.path)
+    assert record["server_round"] == 2
+    assert view is not None and view.records[-1]["server_round"] == 2
+    assert view.records[-1]["tokens_total"] >= record["tokens_total"]
+
+
 async def test_app_shows_both_curves_and_offers_the_live_central_model(
     central_fleet,
 ):
