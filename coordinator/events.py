@@ -39,11 +39,11 @@ class ClientDone:
 
 @dataclass(frozen=True)
 class EvaluationStarted:
-    """The global model after `server_round` is being evaluated."""
+    """The global model after `server_round` is being evaluated; `tokens_total`
+    targets the fleet has trained on, this round's included (what a baseline
+    paced by the fleet, the demo's live central, can catch up to meanwhile)."""
 
     server_round: int
-    # Targets the fleet has trained on, this round's included: what a baseline
-    # paced by the fleet (the demo's live central) can catch up to meanwhile.
     tokens_total: int
 
 
