@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from helpers import NewSimulation, small_federation
+from test_private_round import dp_federation
 from test_tui_app import SIZE, wait_for
 from textual.app import App, ComposeResult
 from textual.widgets import Static
@@ -16,6 +18,7 @@ from textual.widgets import Static
 from central.config import CentralConfig
 from central.paced import read_unigram
 from cli.main import build_parser
+from coordinator.privacy.released import figure
 from corpora.corpus import CorpusSplits
 from models.rundir import RunDir
 from tui.app import CentralReference, FedtypeApp
@@ -96,6 +99,40 @@ def test_live_central_catches_up_after_a_round_without_evaluation(
         r["tokens_total"] <= line["tokens_total"]
         for r, line in zip(records, view.records, strict=True)
     ] == [True, True]
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["dp", "secagg-dp"])
+def test_live_central_paces_a_private_fleet_by_its_true_tokens(
+    tmp_path, small_splits, new_simulation, secure
+):
+    # Prepare: DP (and SecAgg) with an evaluation each round, so the catch-up
+    # overlaps it; the tokens are the simulation's truth, not released figures
+    federation = replace(
+        dp_federation(3, rounds=2, secure_aggregation=secure, replayable_noise=True),
+        eval_every=1,
+        heldout_messages=20,
+        future_messages=20,
+        keystroke_texts=4,
+    )
+    simulation = new_simulation(tmp_path / "run", federation)
+    start_live_central(simulation.run.path, small_splits)
+    central = open_live_central(simulation.run.path, small_splits)
+    fleet = SimulationFleet(simulation, name="test-run", central=central)
+
+    # Execute
+    records = [fleet.run_round() for _ in range(2)]
+    fleet.close()
+
+    # Assert: a central line per round, caught up to the fleet's true tokens
+    view = read_central(simulation.run.path)
+    assert view is not None
+    assert [line["server_round"] for line in view.records] == [1, 2]
+    truth = [int(figure(r, "tokens_total")) for r in records]
+    assert all(
+        line["tokens_total"] >= tokens
+        for line, tokens in zip(view.records, truth, strict=True)
+    )
+    assert "tokens_total" not in records[-1]  # released lines do not carry it
 
 
 def test_a_failed_central_catch_up_fails_its_round(central_fleet, monkeypatch):
