@@ -53,8 +53,9 @@ def show(event: Event) -> None:
     """Rank 0's progress: one line per saved evaluation."""
     if isinstance(event, Evaluated):
         record = event.record
-        heldout = record.get("heldout") or {}
-        print(f"step {record.get('step')}: held-out top-3 {heldout.get('top3')}")
+        top3 = (record.get("heldout") or {}).get("top3")
+        shown = "not measured" if top3 is None else f"{top3:.2%}"
+        print(f"step {record.get('step')}: held-out top-3 {shown}")
 
 
 def main(argv: list[str]) -> int:
@@ -88,4 +89,5 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-sys.exit(main(sys.argv[1:]))
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
