@@ -140,6 +140,15 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def parameter_count(config: ModelConfig) -> int:
+    """The numbers in `NextWordModel(config)`'s weights, from its config alone:
+    the embedding (tied to the output), the LSTM with its two biases, the
+    projection with its bias, and the output bias."""
+    e, h, v = config.embed_dim, config.hidden_dim, config.vocab_size
+    lstm = 4 * h * (e + h) + 8 * h
+    return v * e + lstm + (h * e + e) + v
+
+
 def flops_per_token(config: ModelConfig) -> int:
     """Multiply-adds x2 of one forward step for one token (embedding lookup free)."""
     e, h, v = config.embed_dim, config.hidden_dim, config.vocab_size
