@@ -155,18 +155,9 @@ def serve(
 def _measure_unigram_aside(run_dir: str, splits: CorpusSplits | None) -> None:
     """The unigram level of a run without a live baseline, measured on a thread
     (the dashboard shows it from the next round on)."""
-    from corpora.corpus import load_corpus
-    from models.rundir import RunDir
-
-    def measure() -> None:
-        loaded = (
-            splits
-            if splits is not None
-            else load_corpus(RunDir(run_dir).corpus_config())
-        )
-        write_fleet_unigram(run_dir, loaded)
-
-    threading.Thread(target=measure, daemon=True).start()
+    threading.Thread(
+        target=write_fleet_unigram, args=(run_dir, splits), daemon=True
+    ).start()
 
 
 def _step_aside(log: str) -> None:

@@ -17,7 +17,7 @@ from torch import nn
 
 from central.config import CentralConfig
 from central.paced import PacedCentral, create_paced_run, read_unigram, write_unigram
-from corpora.corpus import CorpusConfig, CorpusSplits
+from corpora.corpus import CorpusConfig, CorpusSplits, load_corpus
 from models.config import ModelConfig
 from models.rundir import RunDir, RunDirError
 
@@ -96,12 +96,15 @@ def unigram_view(run_path: str | Path) -> CentralView | None:
     return CentralView(records=[], model=None, unigram=unigram, users=0, text_bytes=0)
 
 
-def write_fleet_unigram(run_path: str | Path, splits: CorpusSplits) -> None:
+def write_fleet_unigram(run_path: str | Path, splits: CorpusSplits | None) -> None:
     """RUN/unigram.json for a run without a live baseline (kept once written),
-    on the fleet's held-out sample, as the live baseline measures it."""
+    on the fleet's held-out sample, as the live baseline measures it; `splits`
+    None loads the run's corpus, only when the file is not there yet."""
     run = RunDir(run_path)
     if read_unigram(run.path) is not None:
         return
+    if splits is None:
+        splits = load_corpus(run.corpus_config())
     config = run.read_config()
     federation, model = config["federation"], ModelConfig(**config["model"])
     write_unigram(
