@@ -52,16 +52,35 @@ class Personalized:
     mixing_gated: Mixing  # ... on the gated model
 
 
-def choose_mixing(
+def validation_counts(
     model: NextWordModel,
+    memory: PhoneMemory,
+    mixing: Mixing,
     *,
     tokenizer: WordTokenizer,
-    fit: Sequence[str],
     validation: Sequence[str],
+) -> EvalCounts:
+    """How the model mixed with `memory` by `mixing` scores on the slice."""
+    mixed = MemoryMixture(model=model, memory=memory, mixing=mixing)
+    return count_metrics(
+        mixed,
+        tokenizer,
+        list(validation),
+        max_len=model.config.max_len,
+        keystroke_texts=0,
+    )
+
+
+def choose_mixing(
+    model: NextWordModel,
+    split: tuple[Sequence[str], Sequence[str]],
+    *,
+    tokenizer: WordTokenizer,
     baseline: EvalCounts,
     config: MemoryConfig,
 ) -> Mixing:
-    """λ, k and T of the memory, chosen on the validation slice.
+    """λ, k and T of the memory, chosen on the validation slice of `split`
+    (fit, validation).
 
     The memory then holds only the older `fit` messages, so the slice measures
     what it would add to text it has not seen. λ = 0 (the model alone, scored
@@ -69,18 +88,14 @@ def choose_mixing(
     worse on the slice than the model. A phone without a slice (or with nothing
     older to remember) takes the configured prior.
     """
+    fit, validation = split
     memory = build_memory(model, tokenizer, fit, capacity=config.capacity)
     if not baseline.word_targets or not len(memory):
         return config.prior
     best, best_counts = NO_MEMORY, baseline
     for mixing in config.grid():
-        mixed = MemoryMixture(model=model, memory=memory, mixing=mixing)
-        counts = count_metrics(
-            mixed,
-            tokenizer,
-            list(validation),
-            max_len=model.config.max_len,
-            keystroke_texts=0,
+        counts = validation_counts(
+            model, memory, mixing, tokenizer=tokenizer, validation=validation
         )
         if beats(counts, best_counts):
             best, best_counts = mixing, counts
@@ -100,17 +115,11 @@ def _memories(
     """(memory, mixing) under the global weights and under the gated ones (the
     same pair when the gate dropped the fine-tune); each weights' (parameters,
     validation counts) given."""
-    fit, validation = split
     pairs = []
     for parameters, baseline in (weights, gated) if gated else (weights,):
         load_parameters(model, parameters)
         mixing = choose_mixing(
-            model,
-            tokenizer=tokenizer,
-            fit=fit,
-            validation=validation,
-            baseline=baseline,
-            config=config,
+            model, split, tokenizer=tokenizer, baseline=baseline, config=config
         )
         memory = build_memory(model, tokenizer, texts, capacity=config.capacity)
         pairs.append((memory, mixing))

@@ -37,21 +37,28 @@ CANARY = "zqxcanary"
 COORDINATOR = Path(__file__).resolve().parents[1] / "coordinator"
 
 
-class RecordingExecutor(FleetExecutor):
-    """The fleet's executor, keeping everything that crosses to the coordinator."""
+def record_crossings(
+    executor: FleetExecutor, monkeypatch: pytest.MonkeyPatch
+) -> list[object]:
+    """Everything `executor` (the run's own, its settings kept) hands the
+    coordinator from now on: summaries, the round's sums, evaluation counts."""
+    crossed: list[object] = []
+    train, evaluate = executor.train, executor.evaluate
 
-    crossed: list[object]
-
-    def train(self, *args: Any, **kwargs: Any) -> TrainedRound:
-        trained = super().train(*args, **kwargs)
-        self.crossed.extend(trained.summaries)
-        record_sums(trained, self.crossed)
+    def recorded_train(*args: Any, **kwargs: Any) -> TrainedRound:
+        trained = train(*args, **kwargs)
+        crossed.extend(trained.summaries)
+        record_sums(trained, crossed)
         return trained
 
-    def evaluate(self, *args: Any, **kwargs: Any) -> list[tuple[str, EvalCounts]]:
-        results = super().evaluate(*args, **kwargs)
-        self.crossed.extend(results)
+    def recorded_evaluate(*args: Any, **kwargs: Any) -> list[tuple[str, EvalCounts]]:
+        results = evaluate(*args, **kwargs)
+        crossed.extend(results)
         return results
+
+    monkeypatch.setattr(executor, "train", recorded_train)
+    monkeypatch.setattr(executor, "evaluate", recorded_evaluate)
+    return crossed
 
 
 def with_canary(splits: CorpusSplits) -> CorpusSplits:
@@ -106,9 +113,8 @@ def test_privacy_canary_never_reaches_coordinator_events_or_disk(
     secure: bool,
     tmp_path: Path,
     small_splits: CorpusSplits,
-    tokenizer: WordTokenizer,
-    tiny_model_config: ModelConfig,
     new_simulation: NewSimulation,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Prepare: two rounds with evaluation on every phone's future text.
     federation = small_federation(
@@ -124,11 +130,7 @@ def test_privacy_canary_never_reaches_coordinator_events_or_disk(
         splits=with_canary(small_splits),
         on_event=events.append,
     )
-    executor = RecordingExecutor(
-        model_config=tiny_model_config, tokenizer=tokenizer, local=federation.local
-    )
-    executor.crossed = []
-    simulation.executor = executor
+    crossed = record_crossings(simulation.executor, monkeypatch)
 
     # Execute
     simulation.run_round()
@@ -136,14 +138,14 @@ def test_privacy_canary_never_reaches_coordinator_events_or_disk(
 
     # Assert: per-phone summaries, the round's sums and evaluation counts crossed,
     # and nothing else.
-    kinds = {type(x).__name__ for x in executor.crossed}
+    kinds = {type(x).__name__ for x in crossed}
     assert kinds == {"ClientSummary", "ndarray", "tuple"}
-    for item in executor.crossed:
+    for item in crossed:
         if isinstance(item, tuple):
             assert isinstance(item[0], str) and isinstance(item[1], EvalCounts)
-    assert CANARY.encode() not in pickle.dumps(executor.crossed)
-    summaries = [x for x in executor.crossed if isinstance(x, ClientSummary)]
-    sums = [x for x in executor.crossed if isinstance(x, np.ndarray)]
+    assert CANARY.encode() not in pickle.dumps(crossed)
+    summaries = [x for x in crossed if isinstance(x, ClientSummary)]
+    sums = [x for x in crossed if isinstance(x, np.ndarray)]
     done = [e for e in events if isinstance(e, ClientDone)]
     lines = RunDir(tmp_path / "run").read_metrics()
     if secure:

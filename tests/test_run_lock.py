@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,10 +56,22 @@ class Holder:
 
 
 @pytest.fixture
-def holder() -> Iterator[list[Holder]]:
-    """Holders started by a test, killed at its end whatever happens."""
+def run(tmp_path: Path) -> Path:
+    """The run directory a test writes while another process may hold it."""
+    return tmp_path / "run"
+
+
+@pytest.fixture
+def hold(run: Path) -> Iterator[Callable[..., Holder]]:
+    """Starts another process holding `run`'s lock (`create`: making it, as a
+    `--out` does); each is killed at the test's end whatever happens."""
     started: list[Holder] = []
-    yield started
+
+    def start(*, create: bool = False) -> Holder:
+        started.append(Holder(run, create=create))
+        return started[-1]
+
+    yield start
     for one in started:
         one.kill()
 
@@ -119,16 +131,15 @@ def test_run_lock_new_directory_left_without_trace(tmp_path: Path) -> None:
 )
 def test_second_writer_refused_with_holder_pid(
     command: list[str],
-    tmp_path: Path,
-    holder: list[Holder],
+    run: Path,
+    hold: Callable[..., Holder],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Prepare
-    run = tmp_path / "run"
     run.mkdir()
     config = {"kind": "federated", "marker": 1}
     (run / "config.json").write_text(json.dumps(config))
-    holder.append(Holder(run))
+    holder = hold()
 
     # Execute
     status, err = run_cli([part.format(run=run) for part in command], capsys)
@@ -136,19 +147,18 @@ def test_second_writer_refused_with_holder_pid(
     # Assert
     assert status == 2
     assert err.count("\n") == 1
-    assert f"{run}: process {holder[0].pid} is writing this run" in err
+    assert f"{run}: process {holder.pid} is writing this run" in err
     assert json.loads((run / "config.json").read_text()) == config
 
 
 def test_simulate_out_refused_while_an_unstarted_run_is_created(
-    tmp_path: Path,
-    holder: list[Holder],
+    run: Path,
+    hold: Callable[..., Holder],
     corpus: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Prepare: another `simulate --out` before its round 0 is saved
-    run = tmp_path / "run"
-    holder.append(Holder(run, create=True))
+    holder = hold(create=True)
     (run / "config.json").write_text(json.dumps({"kind": "federated"}))
 
     # Execute
@@ -156,25 +166,24 @@ def test_simulate_out_refused_while_an_unstarted_run_is_created(
 
     # Assert: refused, and the first run's file is still there
     assert status == 2
-    assert f"process {holder[0].pid}" in err
+    assert f"process {holder.pid}" in err
     assert (run / "config.json").exists()
 
 
 def test_reader_works_while_writer_holds_and_crash_releases(
-    tmp_path: Path,
-    holder: list[Holder],
+    run: Path,
+    hold: Callable[..., Holder],
     corpus: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Prepare: a finished 1-round run whose lock another process holds
-    run = tmp_path / "run"
     assert run_cli(one_round(run, corpus), capsys)[0] == 0
-    holder.append(Holder(run))
+    holder = hold()
 
     # Execute
     compared, _ = run_cli(["compare", str(run)], capsys)
     refused, _ = run_cli(["simulate", "--resume", str(run), "--rounds", "2"], capsys)
-    holder[0].kill()  # kill -9: the operating system releases the lock
+    holder.kill()  # kill -9: the operating system releases the lock
     resumed, _ = run_cli(["simulate", "--resume", str(run), "--rounds", "2"], capsys)
 
     # Assert

@@ -156,81 +156,96 @@ def adaptive_config(name: str, server_lr: float) -> StrategyConfig:
     return StrategyConfig(name=name, server_lr=server_lr, beta1=0.5, beta2=0.5, tau=1.0)
 
 
-def test_aggregate_fedadam_two_steps() -> None:
-    # Prepare
-    config = adaptive_config("fedadam", server_lr=0.6)
-    x0 = [f32(1, 1)]
-
-    # Execute
-    x1, state1, x2, state2 = two_rounds(
-        config, x0, [([f32(7, 1)], 4)], [([f32(-1, 7)], 4)]
-    )
-
-    # Assert: m1 = 0.5 * [7, 1] = [3.5, 0.5]; v1 = 0.5 * 1 + 0.5 * [49, 1] = [25, 1];
-    # x1 = 1 + 0.6 * [3.5 / (5 + 1), 0.5 / (1 + 1)] = [1.35, 1.15]
-    assert_values(x1, [[1.35, 1.15]])
-    assert_values(list(state1.buffers["m"]), [[3.5, 0.5]])
-    assert_values(list(state1.buffers["v"]), [[25.0, 1.0]])
+# Each adaptive strategy over two rounds of one phone, beta1 = beta2 = 0.5 and
+# tau = 1 (`adaptive_config`); hand-computed (x1, m1, v1, x2, m2, v2).
+ADAPTIVE_TWO_STEPS = [
+    # FedAdam, server lr 0.6, x0 = [1, 1], updates [7, 1] then [-1, 7]:
+    # m1 = 0.5 * [7, 1] = [3.5, 0.5]; v1 = 0.5 * 1 + 0.5 * [49, 1] = [25, 1];
+    # x1 = 1 + 0.6 * [3.5 / (5 + 1), 0.5 / (1 + 1)] = [1.35, 1.15];
     # m2 = 0.5 * [3.5, 0.5] + 0.5 * [-1, 7] = [1.25, 3.75];
     # v2 = 0.5 * [25, 1] + 0.5 * [1, 49] = [13, 25];
     # x2 = x1 + 0.6 * [1.25 / (sqrt(13) + 1), 3.75 / (5 + 1)]
-    assert_values(x2, [[1.35 + 0.6 * 1.25 / (math.sqrt(13) + 1), 1.525]])
-    assert_values(list(state2.buffers["m"]), [[1.25, 3.75]])
-    assert_values(list(state2.buffers["v"]), [[13.0, 25.0]])
-
-
-def test_aggregate_fedyogi_two_steps() -> None:
-    # Prepare
-    config = adaptive_config("fedyogi", server_lr=0.5)
-    x0 = [f32(0, 0)]
-
-    # Execute
-    x1, state1, x2, state2 = two_rounds(
-        config, x0, [([f32(4, 1)], 1)], [([f32(2, 0.5)], 1)]
-    )
-
-    # Assert: m1 = [2, 0.5]; Delta^2 = [16, 1], sign(v0 - Delta^2) = [-1, 0], so
-    # v1 = [1 + 0.5 * 16, 1] = [9, 1] (Adam would give [8.5, 1]);
-    # x1 = 0.5 * [2 / (3 + 1), 0.5 / (1 + 1)] = [0.25, 0.125]
-    assert_values(x1, [[0.25, 0.125]])
-    assert_values(list(state1.buffers["v"]), [[9.0, 1.0]])
-    # m2 = 0.5 * [2, 0.5] + 0.5 * [2, 0.5] = [2, 0.5]; Delta^2 = [4, 0.25] < v1, so
-    # v2 = v1 - 0.5 * Delta^2 = [7, 0.875];
-    # x2 = x1 + 0.5 * [2 / (sqrt(7) + 1), 0.5 / (sqrt(0.875) + 1)]
-    assert_values(
-        x2,
+    pytest.param(
+        "fedadam",
+        0.6,
+        [(1, 1), (7, 1), (-1, 7)],
         [
+            [1.35, 1.15],
+            [3.5, 0.5],
+            [25.0, 1.0],
+            [1.35 + 0.6 * 1.25 / (math.sqrt(13) + 1), 1.525],
+            [1.25, 3.75],
+            [13.0, 25.0],
+        ],
+        id="fedadam",
+    ),
+    # FedYogi, server lr 0.5, x0 = [0, 0], updates [4, 1] then [2, 0.5]:
+    # m1 = [2, 0.5]; Delta^2 = [16, 1], sign(v0 - Delta^2) = [-1, 0], so
+    # v1 = [1 + 0.5 * 16, 1] = [9, 1] (Adam would give [8.5, 1]);
+    # x1 = 0.5 * [2 / (3 + 1), 0.5 / (1 + 1)] = [0.25, 0.125];
+    # m2 = 0.5 * [2, 0.5] + 0.5 * [2, 0.5] = [2, 0.5]; Delta^2 = [4, 0.25] < v1,
+    # so v2 = v1 - 0.5 * Delta^2 = [7, 0.875];
+    # x2 = x1 + 0.5 * [2 / (sqrt(7) + 1), 0.5 / (sqrt(0.875) + 1)]
+    pytest.param(
+        "fedyogi",
+        0.5,
+        [(0, 0), (4, 1), (2, 0.5)],
+        [
+            [0.25, 0.125],
+            [2.0, 0.5],
+            [9.0, 1.0],
             [
                 0.25 + 0.5 * 2 / (math.sqrt(7) + 1),
                 0.125 + 0.5 * 0.5 / (math.sqrt(0.875) + 1),
-            ]
+            ],
+            [2.0, 0.5],
+            [7.0, 0.875],
         ],
-    )
-    assert_values(list(state2.buffers["m"]), [[2.0, 0.5]])
-    assert_values(list(state2.buffers["v"]), [[7.0, 0.875]])
-
-
-def test_aggregate_fedadagrad_two_steps() -> None:
-    # Prepare
-    config = adaptive_config("fedadagrad", server_lr=0.5)
-    x0 = [f32(1, 2)]
-
-    # Execute
-    x1, state1, x2, state2 = two_rounds(
-        config, x0, [([f32(0.75, -2.4)], 1)], [([f32(1.5, 0)], 1)]
-    )
-
-    # Assert: m1 = [0.375, -1.2]; v1 = 1 + [0.5625, 5.76] = [1.5625, 6.76];
-    # x1 = [1, 2] + 0.5 * [0.375 / 2.25, -1.2 / 3.6] = [1 + 1/12, 2 - 1/6]
-    assert_values(x1, [[1 + 1 / 12, 2 - 1 / 6]])
-    assert_values(list(state1.buffers["v"]), [[1.5625, 6.76]])
+        id="fedyogi",
+    ),
+    # FedAdagrad, server lr 0.5, x0 = [1, 2], updates [0.75, -2.4] then [1.5, 0]:
+    # m1 = [0.375, -1.2]; v1 = 1 + [0.5625, 5.76] = [1.5625, 6.76];
+    # x1 = [1, 2] + 0.5 * [0.375 / 2.25, -1.2 / 3.6] = [1 + 1/12, 2 - 1/6];
     # m2 = 0.5 * m1 + 0.5 * [1.5, 0] = [0.9375, -0.6]; v2 = v1 + [2.25, 0];
     # x2 = x1 + 0.5 * [0.9375 / (sqrt(3.8125) + 1), -0.6 / 3.6]
-    assert_values(
-        x2, [[1 + 1 / 12 + 0.46875 / (math.sqrt(3.8125) + 1), 2 - 1 / 6 - 1 / 12]]
-    )
-    assert_values(list(state2.buffers["m"]), [[0.9375, -0.6]])
-    assert_values(list(state2.buffers["v"]), [[3.8125, 6.76]])
+    pytest.param(
+        "fedadagrad",
+        0.5,
+        [(1, 2), (0.75, -2.4), (1.5, 0)],
+        [
+            [1 + 1 / 12, 2 - 1 / 6],
+            [0.375, -1.2],
+            [1.5625, 6.76],
+            [1 + 1 / 12 + 0.46875 / (math.sqrt(3.8125) + 1), 2 - 1 / 6 - 1 / 12],
+            [0.9375, -0.6],
+            [3.8125, 6.76],
+        ],
+        id="fedadagrad",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "server_lr", "points", "expected"), ADAPTIVE_TWO_STEPS
+)
+def test_aggregate_adaptive_two_steps(
+    name: str,
+    server_lr: float,
+    points: list[tuple[float, float]],
+    expected: list[list[float]],
+) -> None:
+    # Prepare: x0, then one phone's update in each round
+    config = adaptive_config(name, server_lr=server_lr)
+    x0, first, second = ([f32(*point)] for point in points)
+
+    # Execute
+    x1, state1, x2, state2 = two_rounds(config, x0, [(first, 1)], [(second, 1)])
+
+    # Assert
+    reached = [x1, state1.buffers["m"], state1.buffers["v"]]
+    reached += [x2, state2.buffers["m"], state2.buffers["v"]]
+    for tensors, values in zip(reached, expected, strict=True):
+        assert_values(list(tensors), [values])
 
 
 def test_aggregate_fedadam_paper_defaults_first_step() -> None:

@@ -16,6 +16,7 @@ Two sets, both fixed for the whole run so that rounds compare:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from coordinator.config import FederationConfig
@@ -43,21 +44,14 @@ def future_cohort(fleet: Fleet, config: FederationConfig) -> FutureCohort:
     )
 
 
+@dataclass(frozen=True, kw_only=True)
 class Evaluator:
     """Measures a global model on the held-out sample and the future cohort."""
 
-    def __init__(
-        self,
-        *,
-        heldout_texts: list[str],
-        cohort: FutureCohort,
-        config: FederationConfig,
-        tokenizer: WordTokenizer,
-    ) -> None:
-        self.heldout_texts = heldout_texts
-        self.cohort = cohort
-        self.config = config
-        self.tokenizer = tokenizer
+    heldout_texts: list[str]
+    cohort: FutureCohort
+    config: FederationConfig
+    tokenizer: WordTokenizer
 
     def heldout(self, model: NextWordModel) -> dict[str, Any] | None:
         """Metrics on the held-out sample (None when there is none)."""
