@@ -24,7 +24,14 @@ from cli.errors import UsageError
 from cli.options import add_threads_option, check_finite, check_threads
 from device_sim.config import MAX_CLIENT_LR
 from device_sim.memory_config import MemoryConfig
-from device_sim.personalize_config import TRAINED, VARIANTS, PersonalizationConfig
+from device_sim.personalize_config import (
+    LONG_FUTURE_MESSAGES,
+    MAX_FUTURE_MESSAGES,
+    TRAINED,
+    VARIANTS,
+    PersonalizationConfig,
+)
+from models.evaluation_sets import FUTURE_MESSAGES_PER_PHONE
 from models.files import atomic_write
 from models.run_lock import RunLock
 
@@ -110,6 +117,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="only the cohort's first N phones (a seeded sample of it), for a "
         "quicker look (default: the whole cohort)",
     )
+    parser.add_argument(
+        "--future-messages",
+        type=int,
+        default=None,
+        help="measure each phone on its oldest N future messages (default: as "
+        "many as the run's evaluation measures a phone, "
+        f"{FUTURE_MESSAGES_PER_PHONE}; with --long-future: all of them)",
+    )
+    parser.add_argument(
+        "--long-future",
+        action="store_true",
+        help=f"only the cohort's phones with at least {LONG_FUTURE_MESSAGES} future "
+        "messages, whose per-phone figures mean more",
+    )
     add_threads_option(
         parser, default=1, note="a phone's batches are too small for more to pay"
     )
@@ -140,6 +161,16 @@ def _check_options(args: argparse.Namespace) -> None:
         )
     if args.phones is not None and args.phones < 1:
         raise UsageError(f"--phones must be >= 1, not {args.phones}")
+    future = args.future_messages
+    if future is not None and not 1 <= future <= MAX_FUTURE_MESSAGES:
+        raise UsageError(
+            f"--future-messages must lie in [1, {MAX_FUTURE_MESSAGES:,}], not {future}"
+        )
+    if args.long_future and future is not None and future < LONG_FUTURE_MESSAGES:
+        raise UsageError(
+            f"--long-future needs --future-messages of at least "
+            f"{LONG_FUTURE_MESSAGES}, not {future}: no phone could qualify"
+        )
     if args.validation_fraction is not None:
         check_finite("--validation-fraction", args.validation_fraction)
         if not 0 < args.validation_fraction < 1:
@@ -213,15 +244,19 @@ def _tables(report: dict[str, Any]) -> tuple[Table, ...]:
     """The pooled metrics and the per-phone gains, for the terminal."""
     from coordinator.run.personalization import VARIANTS
 
+    cohort = report["cohort_phones"]
+    which = (
+        f" (those of the {cohort} in the cohort with at least "
+        f"{report['long_future_messages']} future messages)"
+        if report.get("long_future_only")
+        else (f" ({cohort} in the cohort)" if cohort != report["phones"] else "")
+    )
+    per_phone = report.get("future_messages_per_phone")
+    up_to = f", at most {per_phone:,} messages a phone" if per_phone else ""
     pooled = Table(
         title=escape(
             f"{report['run']} at round {report['server_round']}: "
-            f"{report['phones']} phones' own future text"
-            + (
-                f" ({report['cohort_phones']} in the cohort)"
-                if report["cohort_phones"] != report["phones"]
-                else ""
-            )
+            f"{report['phones']} phones' own future text{which}{up_to}"
         )
     )
     for column in ("model", "top-1", "top-3", "perplexity", "keys saved"):
@@ -360,10 +395,20 @@ def _personalize(args: argparse.Namespace) -> int:
 
     with bar:
         outcomes = personalize_cohort(
-            run, config, phones=args.phones, on_phone=on_phone
+            run,
+            config,
+            phones=args.phones,
+            future_messages=args.future_messages,
+            long_future=args.long_future,
+            on_phone=on_phone,
         )
     report = build_report(
-        run, config, outcomes, wall_seconds=time.perf_counter() - started
+        run,
+        config,
+        outcomes,
+        wall_seconds=time.perf_counter() - started,
+        future_messages=args.future_messages,
+        long_future=args.long_future,
     )
     path = write_report(run.run, report)
     plot = run.run.path / PLOT_NAME

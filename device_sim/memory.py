@@ -10,10 +10,18 @@ L2 distances d, and the phone mixes
 
     p(w) = λ · p_kNN(w) + (1 − λ) · p_global(w).
 
-The memory needs no training, holds only this phone's own vectors (the newest
-`capacity` of them), and never leaves the phone; with λ = 0 `MemoryMixture`
-returns the model's own logits, so it is exactly the global model. λ, k and T
-are chosen per phone on its validation slice (`device_sim.personalize`).
+Each entry also keeps the word before its value, so the memory has a second,
+exact reading: the phrase reading p_phrase(w | v), the share of the phone's own
+entries after the previous word v whose next word was w (zero everywhere when v
+never came before), a cache of the phone's own word pairs (the cache model of
+Kuhn & De Mori 1990 over the phone's history). With μ its weight,
+
+    p(w) = λ · p_kNN(w) + μ · p_phrase(w | v) + (1 − λ − μ) · p_global(w).
+
+The memory needs no training, holds only this phone's own entries (the newest
+`capacity` of them), and never leaves the phone; with λ = μ = 0 `MemoryMixture`
+returns the model's own logits, so it is exactly the global model. λ, k, T and μ
+are chosen per phone on its validation slice (`device_sim.personal_model`).
 """
 
 from __future__ import annotations
@@ -35,10 +43,12 @@ from models.model import LSTMState, NextWordModel
 
 @dataclass(frozen=True, eq=False)
 class PhoneMemory:
-    """Keys (features) and values (the next token ids), oldest first."""
+    """Keys (features), values (the next token ids) and the token before each
+    value, oldest first."""
 
     keys: torch.Tensor  # (N, E) float32
     values: torch.Tensor  # (N,) int64
+    previous: torch.Tensor  # (N,) int64: the input token the value followed
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
@@ -46,7 +56,8 @@ class PhoneMemory:
     @classmethod
     def empty(cls, dim: int) -> PhoneMemory:
         """A memory with nothing in it."""
-        return cls(torch.zeros(0, dim), torch.zeros(0, dtype=torch.int64))
+        none = torch.zeros(0, dtype=torch.int64)
+        return cls(torch.zeros(0, dim), none, none)
 
 
 @torch.no_grad()
@@ -61,13 +72,13 @@ def build_memory(
     """The memory of `texts` (oldest first) under `model`: its newest `capacity`.
 
     Every real target of every message, end of message included, is one entry:
-    the feature after the text before it, and the target's id.
+    the feature after the text before it, the target's id and the id before it.
     """
     dim = model.config.embed_dim
     sequences = encode_messages(tokenizer, list(texts), model.config.max_len)
     if not sequences or capacity < 1:
         return PhoneMemory.empty(dim)
-    keys, values = [], []
+    keys, values, previous = [], [], []
     model.eval()
     for start in range(0, len(sequences), batch_size):  # in order: oldest first
         batch = pad_batch(sequences[start : start + batch_size], tokenizer.pad_id)
@@ -76,7 +87,12 @@ def build_memory(
         features, _ = model.features(batch[:, :-1])  # (B, L, E)
         keys.append(features[real].float())
         values.append(targets[real])
-    return PhoneMemory(torch.cat(keys)[-capacity:], torch.cat(values)[-capacity:])
+        previous.append(batch[:, :-1][real])
+    return PhoneMemory(
+        torch.cat(keys)[-capacity:],
+        torch.cat(values)[-capacity:],
+        torch.cat(previous)[-capacity:],
+    )
 
 
 def knn_probabilities(
@@ -91,13 +107,34 @@ def knn_probabilities(
     return probabilities.scatter_add_(1, memory.values[index], votes)
 
 
-def mix_log_probabilities(
-    logits: torch.Tensor, knn: torch.Tensor, weight: float
+def phrase_probabilities(
+    previous: torch.Tensor, memory: PhoneMemory, vocab_size: int
 ) -> torch.Tensor:
-    """log(λ·p_kNN + (1 − λ)·softmax(logits)), row by row; (N, V)."""
-    model_part = F.log_softmax(logits.float(), dim=-1) + math.log1p(-weight)
-    memory_part = torch.log(knn) + math.log(weight)  # -inf where no vote
-    return torch.logaddexp(model_part, memory_part)
+    """p_phrase over the vocabulary after each token of `previous` (N,): (N, V).
+
+    Row n splits 1 evenly over the memory's entries whose token before was
+    `previous[n]`, each vote going to its value; a token the memory never saw
+    before a value gets a row of zeros.
+    """
+    seen, row_of = torch.unique(previous, return_inverse=True)  # (U,), (N,)
+    match = (seen.unsqueeze(1) == memory.previous.unsqueeze(0)).float()  # (U, M)
+    votes = match / match.sum(dim=1, keepdim=True).clamp(min=1.0)
+    table = torch.zeros(seen.shape[0], vocab_size)
+    table.scatter_add_(1, memory.values.expand(seen.shape[0], -1), votes)
+    return table[row_of]
+
+
+def mix_log_probabilities(
+    logits: torch.Tensor, parts: Sequence[tuple[torch.Tensor, float]]
+) -> torch.Tensor:
+    """log(Σ w_i·p_i + (1 − Σ w_i)·softmax(logits)) row by row, for the
+    (probabilities (N, V), weight w_i > 0) `parts`; (N, V)."""
+    rest = 1.0 - sum(weight for _, weight in parts)
+    mixed = F.log_softmax(logits.float(), dim=-1) + math.log(rest)
+    for probabilities, weight in parts:
+        part = torch.log(probabilities) + math.log(weight)  # -inf where no vote
+        mixed = torch.logaddexp(mixed, part)
+    return mixed
 
 
 class MemoryMixture(nn.Module):
@@ -124,8 +161,8 @@ class MemoryMixture(nn.Module):
 
     @property
     def active(self) -> bool:
-        """Whether the memory changes anything (λ > 0 and something in it)."""
-        return self.mixing.weight > 0 and len(self.memory) > 0
+        """Whether the memory changes anything (λ or μ > 0, something in it)."""
+        return self.mixing.mixes and len(self.memory) > 0
 
     def forward(
         self, tokens: torch.Tensor, state: LSTMState | None = None
@@ -135,9 +172,14 @@ class MemoryMixture(nn.Module):
         logits = self.model.output_logits(features)  # (B, T, V)
         if not self.active:
             return logits, state
-        flat = features.reshape(-1, features.shape[-1])  # (B*T, E)
-        knn = knn_probabilities(flat, self.memory, self.mixing, logits.shape[-1])
-        mixed = mix_log_probabilities(
-            logits.reshape(-1, logits.shape[-1]), knn, self.mixing.weight
-        )
+        vocab, mixing = logits.shape[-1], self.mixing
+        parts = []
+        if mixing.weight > 0:
+            flat = features.reshape(-1, features.shape[-1])  # (B*T, E)
+            knn = knn_probabilities(flat, self.memory, mixing, vocab)
+            parts.append((knn, mixing.weight))
+        if mixing.phrase_weight > 0:
+            after = phrase_probabilities(tokens.reshape(-1), self.memory, vocab)
+            parts.append((after, mixing.phrase_weight))
+        mixed = mix_log_probabilities(logits.reshape(-1, vocab), parts)
         return mixed.reshape(logits.shape), state

@@ -11,7 +11,7 @@ result, and the demo's phone suggests with it (`model_of`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -79,11 +79,12 @@ def choose_mixing(
     baseline: EvalCounts,
     config: MemoryConfig,
 ) -> Mixing:
-    """λ, k and T of the memory, chosen on the validation slice of `split`
-    (fit, validation).
+    """λ, k, T and μ of the memory, chosen on the validation slice of `split`
+    (fit, validation): the kNN reading's λ, k and T first, then the phrase
+    reading's μ on top of them.
 
     The memory then holds only the older `fit` messages, so the slice measures
-    what it would add to text it has not seen. λ = 0 (the model alone, scored
+    what it would add to text it has not seen. λ = μ = 0 (the model alone, scored
     `baseline`) stays unless a mixing beats it strictly, so the choice is never
     worse on the slice than the model. A phone without a slice (or with nothing
     older to remember) takes the configured prior.
@@ -92,14 +93,28 @@ def choose_mixing(
     memory = build_memory(model, tokenizer, fit, capacity=config.capacity)
     if not baseline.word_targets or not len(memory):
         return config.prior
-    best, best_counts = NO_MEMORY, baseline
-    for mixing in config.grid():
-        counts = validation_counts(
+
+    def counts_of(mixing: Mixing) -> EvalCounts:
+        return validation_counts(
             model, memory, mixing, tokenizer=tokenizer, validation=validation
         )
-        if beats(counts, best_counts):
-            best, best_counts = mixing, counts
-    return best
+
+    knn = _best(config.grid(), (NO_MEMORY, baseline), counts_of)
+    return _best(config.phrase_grid(knn[0]), knn, counts_of)[0]
+
+
+def _best(
+    candidates: Sequence[Mixing],
+    incumbent: tuple[Mixing, EvalCounts],
+    counts_of: Callable[[Mixing], EvalCounts],
+) -> tuple[Mixing, EvalCounts]:
+    """The best on the slice of `incumbent` and `candidates`, with its counts; a
+    candidate must beat the best before it strictly to take its place."""
+    for mixing in candidates:
+        counts = counts_of(mixing)
+        if beats(counts, incumbent[1]):
+            incumbent = (mixing, counts)
+    return incumbent
 
 
 def _memories(
@@ -198,7 +213,7 @@ def variant_key(personal: Personalized, variant: str) -> tuple[int, Mixing]:
         "memory": personal.mixing_global,
         "gated+memory": personal.mixing_gated,
     }.get(variant, NO_MEMORY)
-    return id(weights), mixing if mixing.weight > 0 else NO_MEMORY
+    return id(weights), mixing if mixing.mixes else NO_MEMORY
 
 
 def model_of(

@@ -31,6 +31,13 @@ TRAINED: dict[str, tuple[str, ...]] = {
 # and the gated fine-tune with its memory (the phone's personal model).
 VARIANTS = ("personal", "gated", "memory", "gated+memory")
 
+# Future messages a phone must be measured on to count among the long-future
+# phones, whose per-phone figures mean more (at 10 messages, about 60 word
+# targets, a phone's top-1 moves by chance alone about 20 % relative).
+LONG_FUTURE_MESSAGES = 30
+# Most future messages a phone may be measured on (far above any user's).
+MAX_FUTURE_MESSAGES = 10_000
+
 
 @dataclass(frozen=True)
 class PersonalizationConfig:

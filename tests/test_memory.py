@@ -17,6 +17,7 @@ from device_sim.memory import (
     build_memory,
     knn_probabilities,
     mix_log_probabilities,
+    phrase_probabilities,
 )
 from device_sim.memory_config import NO_MEMORY, MemoryConfig, Mixing
 from device_sim.personal_model import (
@@ -73,7 +74,9 @@ def personalised(
 def test_knn_probabilities_hand_computed() -> None:
     # Prepare: keys at 0, 1 and 3 on a line; values words 2, 5, 2; query at 0.
     memory = PhoneMemory(
-        keys=torch.tensor([[0.0], [1.0], [3.0]]), values=torch.tensor([2, 5, 2])
+        keys=torch.tensor([[0.0], [1.0], [3.0]]),
+        values=torch.tensor([2, 5, 2]),
+        previous=torch.tensor([0, 0, 0]),
     )
     mixing = Mixing(weight=0.5, neighbours=2, temperature=1.0)
 
@@ -93,10 +96,56 @@ def test_mixture_hand_computed() -> None:
     knn = torch.tensor([[1.0, 0.0]])
 
     # Execute
-    mixed = mix_log_probabilities(logits, knn, 0.25).exp()
+    mixed = mix_log_probabilities(logits, [(knn, 0.25)]).exp()
 
     # Assert: 1/4 · 1 + 3/4 · 1/2 = 5/8, and 3/4 · 1/2 = 3/8.
     assert mixed[0].tolist() == pytest.approx([5 / 8, 3 / 8])
+
+
+def test_phrase_probabilities_hand_computed() -> None:
+    # Prepare: entries (previous -> value) 1->2, 1->3, 1->2, 4->5 over V = 6.
+    memory = PhoneMemory(
+        keys=torch.zeros(4, 1),
+        values=torch.tensor([2, 3, 2, 5]),
+        previous=torch.tensor([1, 1, 1, 4]),
+    )
+
+    # Execute: after 1, after 4, after 0 (never before a value), after 1 again.
+    p = phrase_probabilities(torch.tensor([1, 4, 0, 1]), memory, vocab_size=6)
+
+    # Assert: after 1 the three entries split 2/3 to word 2 and 1/3 to word 3.
+    assert p[0].tolist() == pytest.approx([0, 0, 2 / 3, 1 / 3, 0, 0])
+    assert p[1].tolist() == [0, 0, 0, 0, 0, 1]
+    assert p[2].tolist() == [0] * 6
+    assert torch.equal(p[3], p[0])
+
+
+def test_mixture_of_both_readings_hand_computed() -> None:
+    # Prepare: model (1/2, 1/2), kNN (1, 0) at λ = 1/4, phrases (0, 1) at
+    # μ = 1/8, so the model keeps 5/8.
+    logits = torch.tensor([[0.0, 0.0]])
+    knn, after = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+
+    # Execute
+    mixed = mix_log_probabilities(logits, [(knn, 0.25), (after, 0.125)]).exp()
+
+    # Assert: 1/4 + 5/8 · 1/2 = 9/16, and 1/8 + 5/8 · 1/2 = 7/16.
+    assert mixed[0].tolist() == pytest.approx([9 / 16, 7 / 16])
+
+
+def test_memory_keeps_the_word_before_each_entry(
+    tokenizer: WordTokenizer, tiny_model_config: ModelConfig
+) -> None:
+    # Prepare
+    model = NextWordModel(tiny_model_config)
+
+    # Execute
+    memory = build_memory(model, tokenizer, ["good night"], capacity=100)
+
+    # Assert: <bos> good night <eos>: good after <bos>, night after good, ...
+    good, night = tokenizer.encode("good night")
+    assert memory.previous.tolist() == [tokenizer.bos_id, good, night]
+    assert memory.values.tolist() == [good, night, tokenizer.eos_id]
 
 
 def test_mixture_with_weight_zero_is_the_model_exactly(
@@ -133,11 +182,15 @@ def test_memory_keeps_the_newest_entries(
     assert torch.equal(newest.keys, full.keys[-2:])
 
 
+@pytest.mark.parametrize(
+    "mixing",
+    [Mixing(0.5, 8, temperature=1.0), Mixing(0.0, 1, 1.0, phrase_weight=0.5)],
+    ids=["knn", "phrases"],
+)
 def test_memory_puts_a_repeated_name_in_the_strip(
-    tokenizer: WordTokenizer, tiny_model_config: ModelConfig
+    mixing: Mixing, tokenizer: WordTokenizer, tiny_model_config: ModelConfig
 ) -> None:
     # Prepare: an untrained model, and a memory of "... to anna ..." repeated.
-    mixing = Mixing(0.5, 8, temperature=1.0)
     mixed = train_memory_mixture(tokenizer, tiny_model_config, mixing=mixing)
     tokens = torch.tensor([[tokenizer.bos_id, *tokenizer.encode("say hi to")]])
 
@@ -299,3 +352,17 @@ def test_personal_model_fits_the_phones_texts_and_leaves_global(
     assert personal.mixing_gated.weight > 0
     assert mine.perplexity < fleet.perplexity
     assert all(torch.equal(a, b) for a, b in zip(before, start, strict=True))
+
+
+def test_phrase_grid_leaves_the_model_a_share() -> None:
+    # Prepare
+    config = MemoryConfig(phrase_weights=(0.1, 0.4, 0.6))
+
+    # Execute: on top of λ = 0.5, μ = 0.6 would leave the model nothing.
+    grid = config.phrase_grid(Mixing(0.5, 8, 0.1))
+
+    # Assert
+    assert [m.phrase_weight for m in grid] == [0.1, 0.4]
+    assert {(m.weight, m.neighbours, m.temperature) for m in grid} == {(0.5, 8, 0.1)}
+    with pytest.raises(ValueError, match="phrase_weight"):
+        Mixing(0.5, 8, 0.1, phrase_weight=0.5)

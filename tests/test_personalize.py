@@ -10,6 +10,7 @@ import pytest
 from helpers import SMALL_RUN, NewSimulation, make_phone, seeded_parameters
 
 from cli.main import main
+from coordinator.run import personalization
 from coordinator.run.personal_gains import gain_summary, relative_gain
 from corpora.tokenizer import WordTokenizer
 from device_sim.personal_model import VARIANTS
@@ -202,6 +203,33 @@ def test_cli_personalize_phones_and_layers(tiny_run: Path) -> None:
     assert report["settings"]["validation_fraction"] == 0.3
 
 
+def test_personalize_cohort_measures_long_futures_whole(
+    tiny_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: "long" from 3 future messages, so that the small slice has some.
+    monkeypatch.setattr(personalization, "LONG_FUTURE_MESSAGES", 3)
+    run = personalization.open_federated_run(str(tiny_run))
+    config = PersonalizationConfig(client_lrs=(0.1,), steps=(1,), batch_size=4)
+    sizes = {c: run.fleet.phone(c).future_size(10_000) for c in run.cohort.client_ids}
+
+    # Execute: the first two phones of each selection.
+    long = personalization.personalize_cohort(run, config, long_future=True, phones=2)
+    capped = personalization.personalize_cohort(
+        run, config, future_messages=2, phones=2
+    )
+
+    # Assert: the cohort's first phones with 3 or more, each on all of its
+    # future; with a cap of 2, the cohort's first phones on at most 2.
+    assert [o.client_id for o in long] == [c for c, n in sizes.items() if n >= 3][:2]
+    assert [o.future_global.num_messages for o in long] == [
+        sizes[o.client_id] for o in long
+    ]
+    assert [o.client_id for o in capped] == list(sizes)[:2]
+    assert [o.future_global.num_messages for o in capped] == [
+        min(2, sizes[o.client_id]) for o in capped
+    ]
+
+
 @pytest.mark.parametrize(
     "extra",
     [
@@ -210,6 +238,8 @@ def test_cli_personalize_phones_and_layers(tiny_run: Path) -> None:
         ["--client-lr", "nan"],
         ["--phones", "0"],
         ["--validation-fraction", "1"],
+        ["--future-messages", "0"],
+        ["--long-future", "--future-messages", "29"],
     ],
 )
 def test_cli_personalize_bad_option_exits_2(

@@ -60,18 +60,19 @@ class TrainerError(RuntimeError):
 
 # A model as it crosses the pipe: its ModelConfig as a dict, and its weights.
 # A model over the pipe: its shape, its weights and, for a phone's personal
-# model, its memory (keys, values) and mixing.
+# model, its memory (keys, values, previous) and mixing.
 ModelPayload = tuple[
     dict[str, Any],
     dict[str, torch.Tensor],
-    tuple[torch.Tensor, torch.Tensor, dict[str, Any]] | None,
+    tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]] | None,
 ]
 
 
 def _model_payload(model: nn.Module) -> ModelPayload:
     memory = None
     if isinstance(model, MemoryMixture):
-        memory = (model.memory.keys, model.memory.values, asdict(model.mixing))
+        held = model.memory
+        memory = (held.keys, held.values, held.previous, asdict(model.mixing))
         model = model.model
     assert isinstance(model, NextWordModel)
     tensors = {k: v.detach() for k, v in model.state_dict().items()}
@@ -84,9 +85,11 @@ def _model_from(payload: ModelPayload) -> nn.Module:
     model.load_state_dict(tensors)
     if memory is None:
         return model.eval()
-    keys, values, mixing = memory
+    keys, values, previous, mixing = memory
     return MemoryMixture(
-        model=model, memory=PhoneMemory(keys, values), mixing=Mixing(**mixing)
+        model=model,
+        memory=PhoneMemory(keys, values, previous),
+        mixing=Mixing(**mixing),
     ).eval()
 
 

@@ -28,6 +28,7 @@ from device_sim.fleet import Fleet
 from device_sim.personal_model import VARIANTS
 from device_sim.personal_outcome import PhoneOutcome, personalize_phone
 from device_sim.personalize import PersonalizationConfig
+from device_sim.personalize_config import LONG_FUTURE_MESSAGES, MAX_FUTURE_MESSAGES
 from models.metrics import EvalCounts, EvalMetrics, combine
 from models.model import NextWordModel
 from models.rundir import RunDir, RunDirError, RunKind, write_json_atomic
@@ -35,9 +36,6 @@ from models.weights import parameters_of
 
 # The report's file in the run directory.
 REPORT_NAME = "personalization.json"
-# A phone's future text is "long" from this many messages: the subgroup whose
-# per-phone figures mean more (issue 26).
-LONG_FUTURE_MESSAGES = 30
 
 # Called after each cohort phone with (phones done, cohort size, its outcome).
 PhoneCallback = Callable[[int, int, PhoneOutcome | None], None]
@@ -87,11 +85,25 @@ def open_federated_run(path: str) -> FederatedRun:
     )
 
 
+def measured_messages(
+    run: FederatedRun, future_messages: int | None, *, long_future: bool
+) -> int:
+    """Future messages each phone is measured on at most: `future_messages`, or
+    all of them for `long_future`, or as many as the run's evaluation uses."""
+    if future_messages is not None:
+        return future_messages
+    if long_future:
+        return MAX_FUTURE_MESSAGES
+    return run.federation.future_messages_per_phone
+
+
 def personalize_cohort(
     run: FederatedRun,
     config: PersonalizationConfig,
     *,
     phones: int | None = None,
+    future_messages: int | None = None,
+    long_future: bool = False,
     on_phone: PhoneCallback | None = None,
 ) -> list[PhoneOutcome]:
     """Every cohort phone personalises the global model on itself; their outcomes.
@@ -99,13 +111,25 @@ def personalize_cohort(
     Phones are independent: each starts from the global weights and draws from
     its own stream `(seed, "personalize", client_id)`. With `phones`, only the
     cohort's first `phones` take part: the cohort's order is a seeded hash of the
-    client_ids, so they are a fair sample of it, for a quicker look.
+    client_ids, so they are a fair sample of it, for a quicker look. Each phone
+    is measured on its oldest `future_messages` future messages (default: as many
+    as the run's evaluation measures, `future_messages_per_phone`; with
+    `long_future`, all of them). With `long_future`, only the phones measured on
+    at least `LONG_FUTURE_MESSAGES` take part.
     """
     parameters = parameters_of(run.model)
     scratch = NextWordModel(run.model.config)
     cohort = run.cohort
     outcomes: list[PhoneOutcome] = []
+    max_messages = measured_messages(run, future_messages, long_future=long_future)
     pairs = list(zip(cohort.client_ids, cohort.keystroke_texts, strict=True))
+    if long_future:
+        pairs = [
+            (client_id, keystrokes)
+            for client_id, keystrokes in pairs
+            if run.fleet.phone(client_id).future_size(max_messages)
+            >= LONG_FUTURE_MESSAGES
+        ]
     pairs = pairs[:phones] if phones is not None else pairs
     for done, (client_id, keystroke_texts) in enumerate(pairs, start=1):
         outcome = personalize_phone(
@@ -115,7 +139,7 @@ def personalize_cohort(
             tokenizer=run.tokenizer,
             config=config,
             seed=run.federation.seed,
-            max_messages=run.federation.future_messages_per_phone,
+            max_messages=max_messages,
             keystroke_texts=keystroke_texts,
         )
         if outcome is not None:
@@ -186,6 +210,8 @@ def build_report(
     outcomes: Sequence[PhoneOutcome],
     *,
     wall_seconds: float,
+    future_messages: int | None = None,
+    long_future: bool = False,
 ) -> dict[str, Any]:
     """The JSON-ready report: settings, pooled metrics, gains, per-phone rows.
 
@@ -205,11 +231,15 @@ def build_report(
         "settings": asdict(config),
         "phones": len(outcomes),
         "cohort_phones": len(run.cohort.client_ids),
+        "long_future_only": long_future,
+        "future_messages_per_phone": measured_messages(
+            run, future_messages, long_future=long_future
+        ),
         "phones_trained": len(trained),
         "kept_share": sum(o.kept for o in outcomes) / len(outcomes)
         if outcomes
         else math.nan,
-        "memory_share": sum(o.mixing_gated.weight > 0 for o in outcomes) / len(outcomes)
+        "memory_share": sum(o.mixing_gated.mixes for o in outcomes) / len(outcomes)
         if outcomes
         else math.nan,
         "future": pooled,
