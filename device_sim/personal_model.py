@@ -80,8 +80,8 @@ def choose_mixing(
     config: MemoryConfig,
 ) -> Mixing:
     """λ, k, T and μ of the memory, chosen on the validation slice of `split`
-    (fit, validation): the kNN reading's λ, k and T first, then the phrase
-    reading's μ on top of them.
+    (fit, validation): the phrase reading's μ first, then the kNN reading's λ,
+    k and T on top of it.
 
     The memory then holds only the older `fit` messages, so the slice measures
     what it would add to text it has not seen. λ = μ = 0 (the model alone, scored
@@ -99,8 +99,8 @@ def choose_mixing(
             model, memory, mixing, tokenizer=tokenizer, validation=validation
         )
 
-    knn = _best(config.grid(), (NO_MEMORY, baseline), counts_of)
-    return _best(config.phrase_grid(knn[0]), knn, counts_of)[0]
+    phrases = _best(config.phrase_grid(), (NO_MEMORY, baseline), counts_of)
+    return _best(config.grid(phrases[0].phrase_weight), phrases, counts_of)[0]
 
 
 def _best(

@@ -354,15 +354,17 @@ def test_personal_model_fits_the_phones_texts_and_leaves_global(
     assert all(torch.equal(a, b) for a, b in zip(before, start, strict=True))
 
 
-def test_phrase_grid_leaves_the_model_a_share() -> None:
+def test_knn_grid_leaves_the_model_a_share() -> None:
     # Prepare
-    config = MemoryConfig(phrase_weights=(0.1, 0.4, 0.6))
+    config = MemoryConfig(weights=(0.1, 0.25, 0.5), phrase_weights=(0.1, 0.6))
 
-    # Execute: on top of λ = 0.5, μ = 0.6 would leave the model nothing.
-    grid = config.phrase_grid(Mixing(0.5, 8, 0.1))
+    # Execute: on top of μ = 0.6, λ = 0.5 would leave the model nothing.
+    grid = config.grid(0.6)
 
     # Assert
-    assert [m.phrase_weight for m in grid] == [0.1, 0.4]
-    assert {(m.weight, m.neighbours, m.temperature) for m in grid} == {(0.5, 8, 0.1)}
+    assert sorted({m.weight for m in grid}) == [0.1, 0.25]
+    assert {m.phrase_weight for m in grid} == {0.6}
+    assert [m.phrase_weight for m in config.phrase_grid()] == [0.1, 0.6]
+    assert {m.weight for m in config.phrase_grid()} == {0.0}
     with pytest.raises(ValueError, match="phrase_weight"):
         Mixing(0.5, 8, 0.1, phrase_weight=0.5)
