@@ -153,10 +153,13 @@ def test_trainable_only_moves_only_the_named_layers(
     assert all(p.requires_grad for p in model.parameters())
 
 
-@pytest.fixture
-def tiny_run(tmp_path: Path, new_simulation: NewSimulation) -> Path:
-    """A small federated run after two rounds."""
-    path = tmp_path / "run"
+@pytest.fixture(scope="module")
+def tiny_run(
+    tmp_path_factory: pytest.TempPathFactory, new_simulation: NewSimulation
+) -> Path:
+    """A small federated run after two rounds, shared by the module's tests
+    (they write only its personalisation report, each its own)."""
+    path = tmp_path_factory.mktemp("personalize") / "run"
     simulation = new_simulation(path, SMALL_RUN)
     for _ in range(2):
         simulation.run_round()
@@ -165,12 +168,14 @@ def tiny_run(tmp_path: Path, new_simulation: NewSimulation) -> Path:
 
 def test_cli_personalize_writes_report_and_plot(tiny_run: Path) -> None:
     # Execute
-    status = main(["personalize", "--run", str(tiny_run), "--steps", "2"])
+    status = main(
+        ["personalize", "--run", str(tiny_run), "--steps", "2", "--phones", "4"]
+    )
 
     # Assert
     assert status == 0
     report = json.loads((tiny_run / "personalization.json").read_text())
-    assert report["phones"] > 0
+    assert report["phones"] == 4
     assert set(report["gain"]) == set(VARIANTS)
     assert report["settings"]["steps"] == [2]
     assert (tiny_run / "personalization.png").read_bytes()[:4] == b"\x89PNG"
