@@ -10,7 +10,8 @@ top-3 suggestions after "how are ".
 A variant is a `+`-joined list of changes from the demo's settings: `zeros` (a zero
 output bias instead of the unigram one), `mwarmN` (momentum warm-up over N
 aggregations, 0 for none), `lrwarmN` (server step warm-up over N), `slrX`
-(server learning rate X, after any strategy named before it), a strategy
+(server learning rate X, after any strategy named before it), `clrX` (the
+phones' learning rate X), a strategy
 (`fedavgm`, `fedavg`, ... at its default server step); `default` changes
 nothing. `fedavgm` alone is `fedtype simulate`'s server step, `fedavgm+zeros+mwarm0`
 the default before 6 December. `--max-users 60` gives the small fleet of issue 12.
@@ -63,6 +64,9 @@ def variant_settings(
         elif part.startswith("slr"):
             strategy = replace(federation.strategy, server_lr=float(part[len("slr") :]))
             federation = replace(federation, strategy=strategy)
+        elif part.startswith("clr"):
+            local = replace(federation.local, client_lr=float(part[len("clr") :]))
+            federation = replace(federation, local=local)
         elif part.startswith("lrwarm"):
             strategy = replace(
                 federation.strategy, warmup_rounds=int(part[len("lrwarm") :])
